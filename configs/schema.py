@@ -1,0 +1,133 @@
+"""Every config key, its type, default, allowed range and meaning. BLIP's key names are kept; keys for
+what BLIP hard-coded (text length, embed_dim, momentum, workers, seed, precision...) are added."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str  # int, float, bool, str, optstr, files, choice, vit
+    default: Any = _REQUIRED
+    help: str = ""
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def coerce(self, v: Any) -> Any:
+        """Return the value checked (and ints widened to floats where a float is expected)."""
+        k = self.kind
+        if k == "bool":
+            if not isinstance(v, bool):
+                raise TypeError(f"expected true or false, got {v!r} ({type(v).__name__})")
+        elif k in ("int", "float"):
+            ok = isinstance(v, int) if k == "int" else isinstance(v, (int, float))
+            if isinstance(v, bool) or not ok:
+                raise TypeError(f"expected {'an integer' if k == 'int' else 'a number'}, got {v!r} "
+                                f"({type(v).__name__})")
+            v = float(v) if k == "float" else v
+            if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+                raise ValueError(f"{v} is outside the allowed range [{self.lo}, {self.hi}]")
+        elif k in ("str", "optstr"):
+            if v is None or v == "":
+                if k == "str":
+                    raise TypeError("expected a non-empty string")
+                return None
+            if not isinstance(v, str):
+                raise TypeError(f"expected a string, got {v!r} ({type(v).__name__})")
+        elif k == "choice":
+            if v not in self.choices:
+                raise ValueError(f"expected one of {list(self.choices)}, got {v!r}")
+        elif k == "files":
+            if v is None:
+                return [] if self.default == [] else None
+            v = [v] if isinstance(v, str) else v
+            if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+                raise TypeError(f"expected a file path or a list of file paths, got {v!r}")
+        elif k == "vit":
+            if isinstance(v, Mapping):
+                return dict(v)
+            if v not in ("base", "large"):
+                raise ValueError(f"expected 'base', 'large' or a mapping {{width, depth, heads, patch_size}}, "
+                                 f"got {v!r}")
+        return v
+
+
+COMMON = {
+    "vit": Field("vit", "base", "image tower: base, large, or {width, depth, heads, patch_size}"),
+    "vit_grad_ckpt": Field("bool", False, "gradient checkpointing in the last vit_ckpt_layer ViT blocks"),
+    "vit_ckpt_layer": Field("int", 0, "how many of the last ViT blocks to checkpoint", 0, 64),
+    "drop_path_rate": Field("float", 0.0, "stochastic depth rate of the ViT", 0.0, 0.99),
+    "image_size": Field("int", 224, "input resolution in pixels", 16, 4096),
+    "embed_dim": Field("int", 256, "dimension of the ITC projections", 1, 65536),
+    "momentum": Field("float", 0.995, "EMA coefficient of the momentum encoders", 0.0, 1.0),
+    "queue_size": Field("int", 57600, "length of the ITC feature queue", 1, 10**8),
+    "alpha": Field("float", 0.4, "largest weight of the momentum-distillation soft targets", 0.0, 1.0),
+    "alpha_ramp_epochs": Field("float", 2.0, "epochs over which alpha ramps up linearly from 0", 0.0, 1e6),
+    "weight_decay": Field("float", 0.05, "AdamW weight decay", 0.0, 10.0),
+    "weight_decay_all": Field("bool", False, "decay biases, norms, position tables and temp too (BLIP)"),
+    "init_lr": Field("float", _REQUIRED, "peak learning rate", 0.0, 10.0),
+    "min_lr": Field("float", 0.0, "lowest learning rate of the schedule", 0.0, 10.0),
+    "max_epoch": Field("int", _REQUIRED, "number of epochs", 1, 10**6),
+    "schedule": Field("choice", "step", "per-epoch LR schedule after warm-up", choices=("step", "cosine")),
+    "tokenizer": Field("str", "bert-base-uncased", "BERT WordPiece tokenizer: hub name or local folder"),
+    "text_encoder": Field("optstr", "bert-base-uncased", "BERT weights for the text towers (hub name or folder)"),
+    "vit_pretrained": Field("optstr", None, "timm/DeiT checkpoint (path or URL) for the image tower"),
+    "pretrained": Field("optstr", None, "BLIP-style checkpoint (path or URL) to start from"),
+    "med_config": Field("str", "configs/med_config.json", "BERT-style JSON with the text model sizes"),
+    "max_length": Field("int", 30, "text length in tokens, for training and evaluation alike", 4, 4096),
+    "max_words": Field("int", 30, "captions are cut to this many words before tokenization", 1, 10**5),
+    "image_root": Field("optstr", None, "folder that relative image paths resolve against"),
+    "num_workers": Field("int", 4, "data-loading worker processes per rank", 0, 256),
+    "seed": Field("int", 42, "random seed (rank is added)", 0, 2**31 - 1),
+    "precision": Field("choice", "fp32", "fp32, or bf16 autocast", choices=("fp32", "bf16")),
+    "grad_clip": Field("float", 0.0, "clip the gradient norm to this value (0 = off)", 0.0, 1e9),
+    "hflip": Field("choice", "swap", "horizontal flip: swap left/right words, off, or blind (BLIP)",
+                   choices=("swap", "off", "blind")),
+    "min_scale": Field("float", 0.2, "smallest area fraction of RandomResizedCrop", 0.01, 1.0),
+    "randaugment": Field("bool", True, "apply RandAugment(2, 5) during training"),
+    "max_bad_fraction": Field("float", 0.01, "stop when more than this fraction of records is unreadable",
+                              0.0, 1.0),
+    "print_freq": Field("int", 50, "progress line every N steps", 1, 10**9),
+    "log_every_steps": Field("int", 0, "also write a log.txt line every N steps (0 = per epoch only)", 0, 10**9),
+    "save_every_steps": Field("int", 0, "write checkpoint_last.pth every N steps (0 = per epoch only)", 0, 10**9),
+    "max_nonfinite_steps": Field("int", 5, "stop after this many non-finite losses in a row", 1, 10**6),
+}
+
+PRETRAIN = {
+    **COMMON,
+    "train_file": Field("files", _REQUIRED, "JSON list(s) of {image, caption} records"),
+    "batch_size": Field("int", 75, "batch per process", 1, 10**6),
+    "warmup_lr": Field("float", 1e-6, "learning rate at the first warm-up step", 0.0, 10.0),
+    "warmup_steps": Field("int", 3000, "linear warm-up steps within epoch 0", 0, 10**9),
+    "lr_decay_rate": Field("float", 0.9, "per-epoch decay of the step schedule", 0.0, 1.0),
+}
+
+RETRIEVAL = {
+    **COMMON,
+    "alpha_ramp_epochs": Field("float", 1.0, "epochs over which alpha ramps up linearly from 0", 0.0, 1e6),
+    "max_length": Field("int", 35, "text length in tokens, for training and evaluation alike", 4, 4096),
+    "min_scale": Field("float", 0.5, "smallest area fraction of RandomResizedCrop", 0.01, 1.0),
+    "schedule": Field("choice", "cosine", "per-epoch LR schedule", choices=("step", "cosine")),
+    "lr_decay_rate": Field("float", 0.9, "per-epoch decay of the step schedule", 0.0, 1.0),
+    "dataset": Field("str", "coco", "name of the dataset (used in file names under ann_root)"),
+    "ann_root": Field("optstr", "annotation", "folder of <dataset>_karpathy_{train,val,test}.json"),
+    "train_file": Field("files", None, "training list (default: ann_root/<dataset>_karpathy_train.json)"),
+    "val_file": Field("optstr", None, "validation list (default: ann_root/<dataset>_karpathy_val.json)"),
+    "test_file": Field("optstr", None, "test list (default: ann_root/<dataset>_karpathy_test.json)"),
+    "batch_size_train": Field("int", 32, "training batch per process", 1, 10**6),
+    "batch_size_test": Field("int", 64, "image batch in evaluation", 1, 10**6),
+    "k_test": Field("int", 256, "candidates re-ranked by ITM per query (0 = ITC only)", 0, 10**7),
+    "itm_batch_size": Field("int", 256, "image-text pairs per ITM forward in evaluation", 1, 10**6),
+    "negative_all_rank": Field("bool", True, "draw ITM negatives from every process's batch"),
+}
+
+SCHEMAS = {"pretrain": PRETRAIN, "retrieval": RETRIEVAL}

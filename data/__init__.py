@@ -1,0 +1,1 @@
+"""Datasets, caption cleaning, demo data, PubMed clients and figure splitting."""

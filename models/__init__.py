@@ -1,0 +1,52 @@
+"""Models: ``build_model(config, task)`` builds a BLIP pre-training or retrieval model from a config dict.
+
+Public API used by the scripts, ``vis.py`` and notebooks::
+
+    from models import build_model, load_checkpoint
+    model = build_model(config, task="retrieval")
+    image_embeds, image_feat = model.encode_image(images)          # (B, 1+N, Dv), (B, embed_dim)
+    text_embeds, text_feat = model.encode_text(input_ids, mask)     # (B, L, D), (B, embed_dim)
+    logits = model.itm_logits(image_embeds, input_ids, mask)        # (B, 2), [ENC] put in place of [CLS]
+    losses = model(images, captions_or_batch, alpha)                # {"itc", "itm"[, "lm"]}
+"""
+from __future__ import annotations
+
+import logging
+
+from models.bert_weights import load_bert_weights
+from models.blip import BlipBase, init_tokenizer
+from models.blip_pretrain import BlipPretrain
+from models.blip_retrieval import BlipRetrieval
+from models.checkpoint import LoadReport, load_checkpoint, load_vit_weights
+
+__all__ = ["build_model", "load_checkpoint", "load_bert_weights", "load_vit_weights", "init_tokenizer",
+           "BlipBase", "BlipPretrain", "BlipRetrieval", "LoadReport"]
+
+log = logging.getLogger("medvl")
+
+TASKS = {"pretrain": BlipPretrain, "retrieval": BlipRetrieval}
+
+
+def build_model(config: dict, task: str = "pretrain", tokenizer=None, load_weights: bool = True) -> BlipBase:
+    """Build the model for ``task`` and initialise it as the config says.
+
+    With ``load_weights``: ``pretrained`` (a BLIP-style checkpoint, path or URL) if set; otherwise
+    ``text_encoder`` (BERT hub name or folder) for the text towers and ``vit_pretrained`` (a DeiT/timm
+    checkpoint) for the image tower, each when set. Momentum copies start equal to the online weights.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
+    model = TASKS[task](config, tokenizer)
+    if not load_weights:
+        return model
+    if config.get("pretrained"):
+        _, report = load_checkpoint(model, config["pretrained"])
+        if report.missing_keys:
+            log.info(f"keys not in the checkpoint (kept as initialised): {report.missing_keys[:20]}")
+        return model
+    if config.get("text_encoder"):
+        load_bert_weights(model, config["text_encoder"])
+    if config.get("vit_pretrained"):
+        load_vit_weights(model.visual_encoder, config["vit_pretrained"])
+    model.copy_params()
+    return model

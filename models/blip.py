@@ -1,0 +1,206 @@
+"""Parts shared by the pre-training and retrieval models: tokenizer, towers, projections, ITM head,
+momentum copies and feature queues, and the public feature API (``encode_image``, ``encode_text``,
+``itm_logits``).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.text import CrossKV, TextConfig, TextTransformer
+from models.vit import create_vit
+from utils import all_gather_no_grad
+
+DEFAULT_MED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "med_config.json"
+
+
+def init_tokenizer(name_or_path: str):
+    """A BERT WordPiece tokenizer (hub name or local folder) with ``[DEC]`` as bos and ``[ENC]`` added.
+
+    For bert-base-uncased this gives [DEC] = 30522, [ENC] = 30523 and 30524 tokens, as in BLIP.
+    The tokenizer gains ``enc_token_id``.
+    """
+    from transformers import BertTokenizerFast  # imported here: transformers is slow to import
+
+    try:
+        tok = BertTokenizerFast.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as e:
+        hint = "" if os.path.isdir(str(name_or_path)) else (
+            " (no network? point `tokenizer` in the config at a local folder holding vocab.txt)")
+        raise RuntimeError(f"cannot load tokenizer {name_or_path!r}{hint}: {e}") from e
+    tok.add_special_tokens({"bos_token": "[DEC]"})
+    tok.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+    tok.enc_token_id = tok.convert_tokens_to_ids("[ENC]")
+    return tok
+
+
+def resolve_med_config(value: str | None) -> Path:
+    """``med_config`` from the config: a path (absolute, relative to the working folder or to the repo)."""
+    if not value:
+        return DEFAULT_MED_CONFIG
+    path = Path(value)
+    if not path.exists() and (DEFAULT_MED_CONFIG.parents[1] / path).exists():
+        path = DEFAULT_MED_CONFIG.parents[1] / path
+    return path
+
+
+def _momentum_copy(module: nn.Module) -> nn.Module:
+    twin = copy.deepcopy(module)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+class BlipBase(nn.Module):
+    """Towers, projections, ITM head, temperature, momentum copies and queues of BLIP.
+
+    Subclasses add their objectives. Buffer names follow BLIP's checkpoints; ``ptr_name`` is
+    ``queue_ptr`` for pre-training and ``ptr_queue`` for retrieval, as BLIP spells them.
+    """
+
+    ptr_name = "queue_ptr"
+    with_idx_queue = False
+
+    def __init__(self, config: dict, tokenizer=None):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer if tokenizer is not None else init_tokenizer(config["tokenizer"])
+        self.max_length = int(config.get("max_length", 30))
+        self.visual_encoder, vision_width = create_vit(
+            config.get("vit", "base"), int(config.get("image_size", 224)), bool(config.get("vit_grad_ckpt", False)),
+            int(config.get("vit_ckpt_layer", 0)), float(config.get("drop_path_rate", 0.0)))
+        self.text_config = TextConfig.from_json(resolve_med_config(config.get("med_config")))
+        self.text_config.vocab_size = len(self.tokenizer)
+        self.text_config.encoder_width = vision_width
+        if self.max_length > self.text_config.max_position_embeddings:
+            raise ValueError(f"max_length {self.max_length} exceeds the text model's "
+                             f"max_position_embeddings {self.text_config.max_position_embeddings}")
+        self.text_encoder = TextTransformer(self.text_config)
+        text_width = self.text_config.hidden_size
+        embed_dim = int(config.get("embed_dim", 256))
+        self.vision_proj = nn.Linear(vision_width, embed_dim)
+        self.text_proj = nn.Linear(text_width, embed_dim)
+        self.itm_head = nn.Linear(text_width, 2)
+        self.temp = nn.Parameter(torch.tensor(0.07))
+        self.momentum = float(config.get("momentum", 0.995))
+        self.queue_size = int(config.get("queue_size", 57600))
+        self._init_queues(embed_dim)
+
+    # -- momentum encoders and queues ------------------------------------------------------------
+
+    def _init_momentum(self) -> None:
+        """Create the ``*_m`` copies from the online modules as they are now (call after weights load)."""
+        self.visual_encoder_m = _momentum_copy(self.visual_encoder)
+        self.vision_proj_m = _momentum_copy(self.vision_proj)
+        self.text_encoder_m = _momentum_copy(self.text_encoder)
+        self.text_proj_m = _momentum_copy(self.text_proj)
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.visual_encoder, self.visual_encoder_m), (self.vision_proj, self.vision_proj_m),
+                (self.text_encoder, self.text_encoder_m), (self.text_proj, self.text_proj_m)]
+
+    @torch.no_grad()
+    def copy_params(self) -> None:
+        """Reset the momentum copies to the online weights (after loading weights that lack ``*_m``)."""
+        for online, twin in self.momentum_pairs():
+            for p, p_m in zip(online.parameters(), twin.parameters()):
+                p_m.copy_(p)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        m = self.momentum
+        for online, twin in self.momentum_pairs():
+            for p, p_m in zip(online.parameters(), twin.parameters()):
+                p_m.mul_(m).add_(p.detach(), alpha=1.0 - m)
+
+    def _init_queues(self, embed_dim: int) -> None:
+        self.register_buffer("image_queue", F.normalize(torch.randn(embed_dim, self.queue_size), dim=0))
+        self.register_buffer("text_queue", F.normalize(torch.randn(embed_dim, self.queue_size), dim=0))
+        if self.with_idx_queue:
+            self.register_buffer("idx_queue", torch.full((1, self.queue_size), -100, dtype=torch.long))
+        self.register_buffer(self.ptr_name, torch.zeros(1, dtype=torch.long))
+
+    @torch.no_grad()
+    def enqueue(self, image_feat: Tensor, text_feat: Tensor, idx: Tensor | None = None) -> None:
+        """Write the gathered momentum features (B, E) into the queues, wrapping around.
+
+        Any batch size works (BLIP asserted that the queue is a multiple of the batch and crashed on
+        short last batches); a batch larger than the queue keeps its last ``queue_size`` rows.
+        """
+        image_feat = all_gather_no_grad(image_feat)
+        text_feat = all_gather_no_grad(text_feat)
+        if self.with_idx_queue:
+            idx = all_gather_no_grad(idx)
+        n, q = image_feat.shape[0], self.queue_size
+        ptr_buf = getattr(self, self.ptr_name)
+        if n >= q:
+            image_feat, text_feat = image_feat[-q:], text_feat[-q:]
+            idx = idx[-q:] if idx is not None else None
+            n = q
+        cols = (int(ptr_buf.item()) + torch.arange(n, device=image_feat.device)) % q
+        self.image_queue[:, cols] = image_feat.T.to(self.image_queue.dtype)
+        self.text_queue[:, cols] = text_feat.T.to(self.text_queue.dtype)
+        if self.with_idx_queue:
+            self.idx_queue[0, cols] = idx.to(self.idx_queue.dtype)
+        ptr_buf[0] = (int(ptr_buf.item()) + n) % q
+
+    # -- public feature API ------------------------------------------------------------------------
+
+    def encode_image(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """images (B, 3, H, W) -> image_embeds (B, 1+N, Dv) and L2-normalised image_feat (B, embed_dim)."""
+        image_embeds = self.visual_encoder(images)
+        return image_embeds, F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, L) ids and mask -> text_embeds (B, L, D) and L2-normalised text_feat (B, embed_dim)."""
+        text_embeds = self.text_encoder(input_ids, attention_mask, mode="text")
+        return text_embeds, F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1)
+
+    @torch.no_grad()
+    def momentum_features(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """L2-normalised image and text features (B, E) from the momentum encoders."""
+        image_feat = F.normalize(self.vision_proj_m(self.visual_encoder_m(images)[:, 0]), dim=-1)
+        text = self.text_encoder_m(input_ids, attention_mask, mode="text")
+        return image_feat, F.normalize(self.text_proj_m(text[:, 0]), dim=-1)
+
+    def enc_ids(self, input_ids: Tensor) -> Tensor:
+        """A copy of ``input_ids`` with [ENC] in place of [CLS], as the image-grounded encoder expects."""
+        ids = input_ids.clone()
+        ids[:, 0] = self.tokenizer.enc_token_id
+        return ids
+
+    def itm_logits(self, image_embeds: Tensor | None, input_ids: Tensor, attention_mask: Tensor,
+                   cross_kv: CrossKV | None = None, keep_cross_attention: list | None = None) -> Tensor:
+        """Match/no-match logits (B, 2) for image tokens (B, 1+N, Dv) and texts (B, L).
+
+        Puts [ENC] in place of [CLS] itself. ``cross_kv`` (from ``text_encoder.cross_kv``) may replace
+        ``image_embeds`` to reuse an image's cross-attention keys/values across many texts.
+        """
+        hidden = self.text_encoder(self.enc_ids(input_ids), attention_mask, image_embeds, mode="multimodal",
+                                   cross_kv=cross_kv, keep_cross_attention=keep_cross_attention)
+        return self.itm_head(hidden[:, 0])
+
+    def tokenize(self, captions: list[str], device: torch.device | str | None = None) -> dict[str, Tensor]:
+        """Tokenize cleaned captions to ``max_length`` (padded), as the data collate function does."""
+        enc = self.tokenizer(list(captions), padding="max_length", truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+    def _as_batch(self, captions_or_batch, device: torch.device) -> dict[str, Tensor]:
+        if isinstance(captions_or_batch, dict):
+            return captions_or_batch
+        return self.tokenize(list(captions_or_batch), device)
+
+    def itm_loss_inputs(self, image_embeds: Tensor, batch: dict[str, Tensor], neg_images: Tensor,
+                        neg_ids: Tensor, neg_mask: Tensor) -> Tensor:
+        """ITM logits (3B, 2) for B positives, B (text, negative image) and B (negative text, image) pairs."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        logits_pos = self.itm_logits(image_embeds, ids, mask)
+        logits_neg = self.itm_logits(torch.cat([neg_images, image_embeds]), torch.cat([ids, neg_ids]),
+                                     torch.cat([mask, neg_mask]))
+        return torch.cat([logits_pos, logits_neg])

@@ -1,0 +1,68 @@
+"""BLIP pre-training model: image-text contrastive (ITC), image-text matching (ITM) and image-grounded
+language modelling (LM), with momentum encoders and feature queues."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from models import losses
+from models.blip import BlipBase
+from models.text import TextDecoder
+
+
+class BlipPretrain(BlipBase):
+    """ITC + ITM + LM. The decoder shares every text parameter with the encoder but self-attention."""
+
+    ptr_name = "queue_ptr"
+    with_idx_queue = False
+
+    def __init__(self, config: dict, tokenizer=None):
+        super().__init__(config, tokenizer)
+        self.text_decoder = TextDecoder(self.text_config, shared=self.text_encoder)
+        self._init_momentum()
+
+    def forward(self, images: Tensor, captions_or_batch, alpha: float) -> dict[str, Tensor]:
+        """images (B, 3, H, W); a batch dict (``input_ids``, ``attention_mask`` (B, L), optional
+        ``image_ids`` (B,)) or a list of captions. Returns ``{"itc", "itm", "lm"}`` scalar losses."""
+        batch = self._as_batch(captions_or_batch, images.device)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        image_ids = batch.get("image_ids")
+        if image_ids is None:
+            image_ids = torch.arange(images.shape[0], device=images.device)
+        with torch.no_grad():
+            self.temp.clamp_(0.001, 0.5)
+        image_embeds, image_feat = self.encode_image(images)
+        _, text_feat = self.encode_text(ids, mask)
+
+        # ITC against momentum features of this batch plus the queue.
+        with torch.no_grad():
+            self.momentum_update()
+            image_feat_m, text_feat_m = self.momentum_features(images, ids, mask)
+            image_keys = torch.cat([image_feat_m.T, self.image_queue.clone()], dim=1)  # (E, B+Q)
+            text_keys = torch.cat([text_feat_m.T, self.text_queue.clone()], dim=1)
+            # Captions of the same image in one batch are positives of each other; queue entries never are.
+            ids_all = torch.cat([image_ids, image_ids.new_full((self.queue_size,), -100)])
+            hard = losses.positive_targets(image_ids, ids_all)
+            targets_i2t = losses.distilled_targets(image_feat_m @ text_keys / self.temp, hard, alpha)
+            targets_t2i = losses.distilled_targets(text_feat_m @ image_keys / self.temp, hard, alpha)
+        sim_i2t = image_feat @ text_keys / self.temp
+        sim_t2i = text_feat @ image_keys / self.temp
+        loss_itc = losses.itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
+        self.enqueue(image_feat_m, text_feat_m)
+
+        # ITM with one hard negative image per text and one hard negative text per image (local batch).
+        bs = images.shape[0]
+        with torch.no_grad():
+            same = image_ids[:, None] == image_ids[None, :]
+            neg_image = losses.sample_negatives(losses.negative_weights(sim_t2i[:, :bs], same, eps=1e-4))
+            neg_text = losses.sample_negatives(losses.negative_weights(sim_i2t[:, :bs], same, eps=1e-4))
+        logits = self.itm_loss_inputs(image_embeds, batch, image_embeds[neg_image], ids[neg_text], mask[neg_text])
+        loss_itm = losses.itm_loss(logits, losses.itm_labels(bs, 2 * bs, images.device))
+
+        # LM: [DEC] starts the sequence; padding is not predicted.
+        dec_ids = ids.clone()
+        dec_ids[:, 0] = self.tokenizer.bos_token_id
+        labels = dec_ids.masked_fill(dec_ids == self.tokenizer.pad_token_id, -100)
+        logits_lm = self.text_decoder(dec_ids, mask, image_embeds)
+        loss_lm = losses.lm_loss(logits_lm, labels, label_smoothing=0.1)
+        return {"itc": loss_itc, "itm": loss_itm, "lm": loss_lm}

@@ -1,0 +1,77 @@
+"""BLIP retrieval model: ITC with image-id-aware targets and an id queue, plus ITM with id-masked hard
+negatives drawn from the local batch or from every process (``negative_all_rank``). No decoder."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from models import losses
+from models.blip import BlipBase
+from utils import all_gather_no_grad, all_gather_with_grad, get_world_size
+
+
+class BlipRetrieval(BlipBase):
+    ptr_name = "ptr_queue"
+    with_idx_queue = True
+
+    def __init__(self, config: dict, tokenizer=None):
+        super().__init__(config, tokenizer)
+        self.negative_all_rank = bool(config.get("negative_all_rank", False))
+        self._init_momentum()
+
+    def forward(self, images: Tensor, captions_or_batch, alpha: float, idx: Tensor | None = None) -> dict[str, Tensor]:
+        """images (B, 3, H, W); a batch dict (``input_ids``, ``attention_mask``, ``image_ids`` (B,)) or a list
+        of captions with ``idx`` (B,) image ids. Every caption of the same image, in the batch or in the
+        queue, is a positive. Returns ``{"itc", "itm"}``."""
+        batch = self._as_batch(captions_or_batch, images.device)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        idx = batch.get("image_ids", idx)
+        if idx is None:
+            raise ValueError("retrieval training needs image ids (batch['image_ids'] or idx)")
+        idx = idx.view(-1).long()
+        with torch.no_grad():
+            self.temp.clamp_(0.001, 0.5)
+        image_embeds, image_feat = self.encode_image(images)
+        _, text_feat = self.encode_text(ids, mask)
+
+        with torch.no_grad():
+            ids_all = torch.cat([idx, self.idx_queue[0]])
+            hard = losses.positive_targets(idx, ids_all)
+            self.momentum_update()
+            image_feat_m, text_feat_m = self.momentum_features(images, ids, mask)
+            image_keys = torch.cat([image_feat_m.T, self.image_queue.clone()], dim=1)
+            text_keys = torch.cat([text_feat_m.T, self.text_queue.clone()], dim=1)
+            targets_i2t = losses.distilled_targets(image_feat_m @ text_keys / self.temp, hard, alpha)
+            targets_t2i = losses.distilled_targets(text_feat_m @ image_keys / self.temp, hard, alpha)
+        sim_i2t = image_feat @ text_keys / self.temp
+        sim_t2i = text_feat @ image_keys / self.temp
+        loss_itc = losses.itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
+        self.enqueue(image_feat_m, text_feat_m, idx)
+
+        neg_images, neg_ids, neg_mask = self._hard_negatives(image_embeds, image_feat, text_feat, ids, mask, idx)
+        logits = self.itm_loss_inputs(image_embeds, batch, neg_images, neg_ids, neg_mask)
+        bs = images.shape[0]
+        loss_itm = losses.itm_loss(logits, losses.itm_labels(bs, 2 * bs, images.device))
+        return {"itc": loss_itc, "itm": loss_itm}
+
+    def _hard_negatives(self, image_embeds: Tensor, image_feat: Tensor, text_feat: Tensor, ids: Tensor,
+                        mask: Tensor, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One negative image per text and one negative text per image, never of the same image id.
+
+        With ``negative_all_rank`` the candidates are the whole world batch: negative image tokens are
+        gathered with gradient so that each image's owner receives the gradient of its use elsewhere.
+        """
+        all_rank = self.negative_all_rank and get_world_size() > 1
+        with torch.no_grad():
+            idx_w = all_gather_no_grad(idx) if all_rank else idx
+            image_feat_w = all_gather_no_grad(image_feat) if all_rank else image_feat
+            text_feat_w = all_gather_no_grad(text_feat) if all_rank else text_feat
+            same = idx[:, None] == idx_w[None, :]
+            w_i2t = losses.negative_weights(image_feat @ text_feat_w.T / self.temp, same)
+            w_t2i = losses.negative_weights(text_feat @ image_feat_w.T / self.temp, same)
+            neg_image = losses.sample_negatives(w_t2i)
+            neg_text = losses.sample_negatives(w_i2t)
+        image_embeds_w = all_gather_with_grad(image_embeds) if all_rank else image_embeds
+        ids_w = all_gather_no_grad(ids) if all_rank else ids
+        mask_w = all_gather_no_grad(mask) if all_rank else mask
+        return image_embeds_w[neg_image], ids_w[neg_text], mask_w[neg_text]

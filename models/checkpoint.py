@@ -1,0 +1,144 @@
+"""Weight loading: BLIP-style checkpoints (path or URL), BERT weights into the text towers, and ViT
+(DeiT/timm) weights into the image tower. Every pickle is read with ``torch.load(weights_only=True)``."""
+from __future__ import annotations
+
+import logging
+import os
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from models.vit import interpolate_pos_embed
+from utils import load_state
+
+log = logging.getLogger("medvl")
+
+# Shape mismatches that are expected and harmless: queue sizes and vocabulary sizes differ between runs.
+_TOLERATED_MISMATCH = ("queue", "word_embeddings", "predictions.bias", "predictions.decoder")
+
+
+@dataclass
+class LoadReport:
+    """What a load did: keys the model lacked, keys the file had spare, and tensors dropped for shape."""
+
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+    mismatched_keys: list[str] = field(default_factory=list)
+
+
+def is_url(value: str) -> bool:
+    return urllib.parse.urlparse(str(value)).scheme in ("http", "https")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MEDVL_CACHE", Path.home() / ".cache" / "medvl"))
+
+
+def download_cached(url: str) -> Path:
+    """Download ``url`` once into the cache (atomically) and return the local file."""
+    name = Path(urllib.parse.urlparse(url).path).name
+    if not name or name in (".", "..") or not all(c.isalnum() or c in "._-" for c in name):
+        raise ValueError(f"refusing to cache {url!r}: its file name {name!r} is not a plain name")
+    target = cache_dir() / "checkpoints" / name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{name}.part{os.getpid()}")
+    log.info(f"downloading {url} to {target}")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"could not download {url}: {e} (offline? download it elsewhere and give its path)") from e
+    return target
+
+
+def resolve_checkpoint(path_or_url: str) -> Path:
+    if is_url(path_or_url):
+        return download_cached(path_or_url)
+    path = Path(path_or_url)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path_or_url!r} is neither an existing file nor an http(s) URL")
+    return path
+
+
+def read_state_dict(path_or_url: str) -> dict[str, Tensor]:
+    """The ``model`` state dict of a checkpoint file or URL (or the file itself if it is a bare state dict)."""
+    path = resolve_checkpoint(path_or_url)
+    ckpt = load_state(path)
+    state = ckpt.get("model", ckpt)
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise RuntimeError(f"checkpoint {path} has no state dict of tensors under 'model'")
+    return state
+
+
+def _interpolate_vit(state: dict[str, Tensor], model: nn.Module, prefix: str) -> None:
+    key = f"{prefix}pos_embed"
+    module = model.get_submodule(prefix.rstrip(".")) if prefix else model
+    if key in state and hasattr(module, "pos_embed") and state[key].shape != module.pos_embed.shape:
+        before = state[key].shape[1]
+        state[key] = interpolate_pos_embed(state[key], module.patch_embed.num_patches)
+        log.info(f"{key}: position embeddings resized from {before} to {state[key].shape[1]} tokens")
+
+
+def load_state_dict_checked(model: nn.Module, state: dict[str, Tensor], source: str,
+                            min_fraction: float = 0.5) -> LoadReport:
+    """Load by name: drop shape mismatches with a warning, refuse a file of another architecture.
+
+    A file that fills fewer than ``min_fraction`` of the model's parameters, or whose shape mismatches
+    go beyond queues and vocabulary sizes, is another architecture: the error names the keys.
+    """
+    own = model.state_dict()
+    state = dict(state)
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    serious = [k for k in mismatched if not any(t in k for t in _TOLERATED_MISMATCH)]
+    for k in mismatched:
+        log.warning(f"{source}: dropping {k}: shape {tuple(state[k].shape)} in the file, "
+                    f"{tuple(own[k].shape)} in the model")
+        del state[k]
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    filled = params & set(state)
+    if serious or len(filled) < min_fraction * len(params):
+        missing = sorted(params - set(state))
+        unexpected = sorted(set(state) - set(own))
+        raise RuntimeError(
+            f"{source} does not match this model's architecture: {len(filled)} of {len(params)} parameters "
+            f"found; shape mismatches: {[f'{k} {tuple(own[k].shape)}' for k in serious[:10]]}; "
+            f"missing e.g. {missing[:10]}; unexpected e.g. {unexpected[:10]}")
+    result = model.load_state_dict(state, strict=False)
+    return LoadReport(list(result.missing_keys), list(result.unexpected_keys), mismatched)
+
+
+def load_checkpoint(model: nn.Module, path_or_url: str) -> tuple[nn.Module, LoadReport]:
+    """Load a BLIP-style checkpoint (BLIP's released files, retrieval checkpoints, ours) into ``model``.
+
+    Position embeddings are interpolated to the model's grid; tensors whose shapes differ are dropped
+    (the model keeps its own); momentum copies absent from the file start from the online weights.
+    Returns ``(model, report)`` with ``report.missing_keys`` / ``report.unexpected_keys``.
+    """
+    state = read_state_dict(path_or_url)
+    for prefix in ("visual_encoder.", "visual_encoder_m."):
+        if hasattr(model, prefix.rstrip(".")):
+            _interpolate_vit(state, model, prefix)
+    report = load_state_dict_checked(model, state, f"checkpoint {path_or_url}")
+    if any(k.split(".")[0].endswith("_m") for k in report.missing_keys) and hasattr(model, "copy_params"):
+        model.copy_params()
+    log.info(f"loaded checkpoint {path_or_url}: {len(report.missing_keys)} missing, "
+             f"{len(report.unexpected_keys)} unexpected keys")
+    return model, report
+
+
+def load_vit_weights(vit: nn.Module, path_or_url: str) -> LoadReport:
+    """Initialise the image tower from a timm/DeiT classification checkpoint (its head is ignored)."""
+    state = read_state_dict(path_or_url)
+    _interpolate_vit(state, vit, "")
+    own = vit.state_dict()
+    state = {k: v for k, v in state.items() if k in own}
+    return load_state_dict_checked(vit, state, f"ViT weights {path_or_url}")

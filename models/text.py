@@ -1,0 +1,306 @@
+"""A compact BERT-style text transformer that serves as text encoder, image-grounded encoder and decoder.
+
+Parameter names follow BERT and BLIP (``embeddings.word_embeddings``, ``encoder.layer.{i}.attention.self.query``,
+``encoder.layer.{i}.crossattention...``, ``cls.predictions...``) so that BERT weights and BLIP checkpoints
+load by name. Layers are post-LN as in BERT. Attention runs through ``F.scaled_dot_product_attention``;
+an explicit path that keeps the attention probabilities is used only when a caller asks for them
+(Grad-CAM visualisation).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Per-layer cross-attention keys and values, each (B, heads, N_image, head_dim).
+CrossKV = list[tuple[Tensor, Tensor]]
+
+
+@dataclass
+class TextConfig:
+    """Sizes of the text transformer, read from a BERT-style JSON (``med_config``)."""
+
+    vocab_size: int = 30524
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    encoder_width: int = 768
+    add_cross_attention: bool = True
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TextConfig":
+        """Read a BERT/BLIP config JSON; keys this model has no use for (``type_vocab_size``...) are ignored."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"med_config {path} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"med_config {path} is not valid JSON: {e}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"med_config {path} must hold a JSON object")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Embeddings(nn.Module):
+    """Word plus absolute position embeddings, LayerNorm and dropout (no token-type table)."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        # Persistent, because BLIP checkpoints carry it.
+        self.register_buffer("position_ids", torch.arange(cfg.max_position_embeddings).unsqueeze(0))
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        """(B, L) token ids -> (B, L, D)."""
+        length = input_ids.shape[1]
+        if length > self.position_embeddings.num_embeddings:
+            raise ValueError(f"text of {length} tokens exceeds max_position_embeddings "
+                             f"{self.position_embeddings.num_embeddings}")
+        x = self.word_embeddings(input_ids) + self.position_embeddings(self.position_ids[:, :length])
+        return self.dropout(self.LayerNorm(x))
+
+
+class Projections(nn.Module):
+    """Query, key and value projections; keys/values may come from another width (image tokens)."""
+
+    def __init__(self, dim: int, kv_dim: int):
+        super().__init__()
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(kv_dim, dim)
+        self.value = nn.Linear(kv_dim, dim)
+
+
+class AddNorm(nn.Module):
+    """Dense, dropout, residual, LayerNorm: BERT's post-LN output block."""
+
+    def __init__(self, in_dim: int, dim: int, eps: float, dropout: float):
+        super().__init__()
+        self.dense = nn.Linear(in_dim, dim)
+        self.LayerNorm = nn.LayerNorm(dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class Attention(nn.Module):
+    """Multi-head attention (self or cross) followed by BERT's add-and-norm."""
+
+    def __init__(self, cfg: TextConfig, kv_dim: int):
+        super().__init__()
+        self.heads = cfg.num_attention_heads
+        self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.dropout_p = cfg.attention_probs_dropout_prob
+        # ``self`` is BERT's name for the projection block; it must stay for weight loading.
+        self.self = Projections(cfg.hidden_size, kv_dim)
+        self.output = AddNorm(cfg.hidden_size, cfg.hidden_size, cfg.layer_norm_eps, cfg.hidden_dropout_prob)
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, dh)
+
+    def key_value(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, N, kv_dim) -> keys and values, each (B, H, N, dh)."""
+        return self._split(self.self.key(context)), self._split(self.self.value(context))
+
+    def forward(self, x: Tensor, mask: Tensor | None, context: Tensor | None = None,
+                kv: tuple[Tensor, Tensor] | None = None, keep_probs: list | None = None) -> Tensor:
+        """Attend from ``x`` (B, L, D) to ``context`` (B, N, kv_dim), or to ``x`` itself when no context.
+
+        ``mask`` is a boolean (B, 1, L or 1, N) tensor, True where attention is allowed. ``kv`` gives
+        precomputed keys/values (see :meth:`key_value`). When ``keep_probs`` is a list, the attention
+        probabilities (B, H, L, N) are computed explicitly, appended to it and kept in the graph.
+        """
+        q = self._split(self.self.query(x))
+        k, v = kv if kv is not None else self.key_value(x if context is None else context)
+        p = self.dropout_p if self.training else 0.0
+        if keep_probs is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        else:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            probs = scores.softmax(-1)
+            keep_probs.append(probs)
+            out = F.dropout(probs, p, self.training) @ v
+        out = out.transpose(1, 2).flatten(2)  # (B, L, D)
+        return self.output(out, x)
+
+
+class Intermediate(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(self.dense(x))
+
+
+class Layer(nn.Module):
+    """Self-attention, optional cross-attention to image tokens, feed-forward; all post-LN."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.attention = Attention(cfg, cfg.hidden_size)
+        if cfg.add_cross_attention:
+            self.crossattention = Attention(cfg, cfg.encoder_width)
+        self.intermediate = Intermediate(cfg)
+        self.output = AddNorm(cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps, cfg.hidden_dropout_prob)
+
+    def forward(self, x: Tensor, mask: Tensor, image: Tensor | None, image_mask: Tensor | None,
+                kv: tuple[Tensor, Tensor] | None, keep_probs: list | None) -> Tensor:
+        x = self.attention(x, mask)
+        if image is not None or kv is not None:
+            x = self.crossattention(x, image_mask, context=image, kv=kv, keep_probs=keep_probs)
+        return self.output(self.intermediate(x), x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
+
+
+class TextTransformer(nn.Module):
+    """BERT-style transformer: ``mode="text"`` (unimodal), ``"multimodal"`` (cross-attends to image tokens).
+
+    With ``causal=True`` self-attention is causal, which makes the same module the LM decoder.
+    """
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.config = cfg
+        self.embeddings = Embeddings(cfg)
+        self.encoder = Encoder(cfg)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=std)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def cross_kv(self, image_embeds: Tensor) -> CrossKV:
+        """Keys and values of every layer's cross-attention for (B, N, encoder_width) image tokens.
+
+        Computing them once per image and reusing them for many candidate texts is what makes
+        retrieval re-ranking fast: at 384 px these projections dominate the multimodal cost.
+        """
+        return [layer.crossattention.key_value(image_embeds) for layer in self.encoder.layer]
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, image_embeds: Tensor | None = None,
+                image_atts: Tensor | None = None, mode: str = "multimodal", causal: bool = False,
+                cross_kv: CrossKV | None = None, keep_cross_attention: list | None = None) -> Tensor:
+        """Return the last hidden states (B, L, D).
+
+        input_ids, attention_mask: (B, L). image_embeds: (B, N, encoder_width), used in ``multimodal``
+        mode, or ``cross_kv`` from :meth:`cross_kv` in its place. image_atts: (B, N), all ones when omitted.
+        keep_cross_attention: a list that receives each layer's cross-attention probabilities (B, H, L, N).
+        """
+        if mode not in ("text", "multimodal"):
+            raise ValueError(f"mode must be 'text' or 'multimodal', not {mode!r}")
+        multimodal = mode == "multimodal"
+        if multimodal and image_embeds is None and cross_kv is None:
+            raise ValueError("multimodal mode needs image_embeds or cross_kv")
+        keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
+        if causal:
+            length = input_ids.shape[1]
+            tri = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
+            keep = keep & tri  # (B, 1, L, L)
+        image_mask = None
+        if multimodal and image_atts is not None:
+            image_mask = image_atts.bool()[:, None, None, :]
+        x = self.embeddings(input_ids)
+        for i, layer in enumerate(self.encoder.layer):
+            image = image_embeds if multimodal and cross_kv is None else None
+            kv = cross_kv[i] if multimodal and cross_kv is not None else None
+            x = layer(x, keep, image, image_mask, kv, keep_cross_attention)
+        return x
+
+
+class PredictionHeadTransform(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.LayerNorm(F.gelu(self.dense(x)))
+
+
+class LMPredictionHead(nn.Module):
+    """Transform, then a vocabulary projection whose weight is tied to the word embeddings."""
+
+    def __init__(self, cfg: TextConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.transform = PredictionHeadTransform(cfg)
+        self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+        self.decoder.weight = word_embeddings.weight
+        nn.init.zeros_(self.decoder.bias)
+        # BERT stores the bias under both ``bias`` and ``decoder.bias``: one parameter, two names.
+        self.bias = self.decoder.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.transform(x))
+
+
+class LMHeads(nn.Module):
+    def __init__(self, cfg: TextConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.predictions = LMPredictionHead(cfg, word_embeddings)
+
+
+class TextDecoder(nn.Module):
+    """The causal decoder: ``bert`` (a :class:`TextTransformer`) plus ``cls`` (the tied LM head)."""
+
+    def __init__(self, cfg: TextConfig, shared: TextTransformer | None = None):
+        super().__init__()
+        self.bert = TextTransformer(cfg)
+        if shared is not None:
+            share_except_self_attention(shared, self.bert)
+        self.cls = LMHeads(cfg, self.bert.embeddings.word_embeddings)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, image_embeds: Tensor,
+                image_atts: Tensor | None = None) -> Tensor:
+        """Return next-token logits (B, L, V), causal over the text and cross-attending to the image."""
+        hidden = self.bert(input_ids, attention_mask, image_embeds, image_atts, mode="multimodal", causal=True)
+        return self.cls.predictions(hidden)
+
+
+def share_except_self_attention(encoder: TextTransformer, decoder: TextTransformer) -> None:
+    """Make ``decoder`` use the encoder's modules everywhere except self-attention, as BLIP ties them.
+
+    The embeddings, every cross-attention and every feed-forward block become the same module
+    objects, so a state dict lists them under both names (as BLIP's does) and they train together.
+    """
+    if len(encoder.encoder.layer) != len(decoder.encoder.layer):
+        raise ValueError("encoder and decoder must have the same depth to share weights")
+    decoder.embeddings = encoder.embeddings
+    for enc, dec in zip(encoder.encoder.layer, decoder.encoder.layer):
+        dec.crossattention = enc.crossattention
+        dec.intermediate = enc.intermediate
+        dec.output = enc.output
