@@ -1,0 +1,219 @@
+"""JATS (PMC full-text XML): article metadata and every figure's label, caption and graphic.
+
+Works on a single ``<article>`` file and on an E-utilities ``<pmc-articleset>``. Element names are
+matched by local name so that namespaced JATS variants parse the same way. Figures inside
+``<sub-article>``/``<response>`` belong to other documents (reviews, translations) and are left out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from data import licenses
+from data.candidates import normalize_pmcid, normalize_space
+
+XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+
+# Elements whose text is a block: spaces keep words of neighbouring blocks apart.
+_BLOCK = {"p", "title", "label", "list", "list-item", "def-list", "def-item", "term", "def",
+          "disp-quote", "sec", "break", "table-wrap", "caption"}
+# Elements whose text is not prose: LaTeX duplicates of MathML, MathML annotations, identifiers.
+_SKIP = {"tex-math", "annotation", "annotation-xml", "object-id", "alt-text", "long-desc"}
+_NESTED_DOCS = {"sub-article", "response"}
+_DATE_PREFERENCE = ("epub", "ppub", "pub", "collection", "pmc-release")
+
+
+@dataclass
+class Figure:
+    """One ``<fig>``: its id, label, flattened caption, graphic href and own licence if any."""
+
+    fig_id: str
+    label: str
+    caption: str
+    graphic: str
+    license: str | None = None
+    license_url: str = ""
+
+
+@dataclass
+class Article:
+    """Article metadata plus its figures in document order."""
+
+    pmcid: str
+    pmid: str = ""
+    doi: str = ""
+    title: str = ""
+    journal: str = ""
+    year: str = ""
+    license: str = licenses.UNKNOWN
+    license_url: str = ""
+    figures: list[Figure] = field(default_factory=list)
+
+
+def parse_jats(data: bytes, origin: str) -> list[Article]:
+    """All articles in ``data`` (one ``<article>`` or a ``<pmc-articleset>``).
+
+    ``origin`` (a file name or URL) names the input in errors. Raises ``ValueError`` for XML that
+    does not parse and for an article without a PMCID.
+    """
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as err:
+        raise ValueError(f"{origin}: malformed XML ({err})") from err
+    if _local(root) == "article":
+        elements = [root]
+    else:
+        elements = [el for el in root if isinstance(el.tag, str) and _local(el) == "article"]
+    return [parse_article(el, origin) for el in elements]
+
+
+def parse_article(article: etree._Element, origin: str = "<article>") -> Article:
+    """Metadata and figures of one ``<article>`` element."""
+    meta = _path(article, "front", "article-meta")
+    if meta is None:
+        raise ValueError(f"{origin}: <article> without <front>/<article-meta>")
+    ids = {el.get("pub-id-type"): (el.text or "").strip() for el in _kids(meta, "article-id")}
+    raw_pmcid = ids.get("pmc") or ids.get("pmcid") or ""
+    try:
+        pmcid = normalize_pmcid(raw_pmcid)
+    except ValueError as err:
+        raise ValueError(f"{origin}: article without a usable PMCID ({err})") from err
+    lic, lic_url = _license(_path(meta, "permissions"))
+    title = _path(meta, "title-group", "article-title")
+    return Article(
+        pmcid=pmcid,
+        pmid=ids.get("pmid", ""),
+        doi=ids.get("doi", ""),
+        title=flatten(title) if title is not None else "",
+        journal=_journal(article),
+        year=_year(meta),
+        license=lic or licenses.UNKNOWN,
+        license_url=lic_url,
+        figures=list(_figures(article)),
+    )
+
+
+def flatten(element: etree._Element) -> str:
+    """The element's text with inline markup dropped, blocks separated, whitespace normalised."""
+    parts: list[str] = []
+    _collect_text(element, parts)
+    return normalize_space("".join(parts))
+
+
+def _collect_text(node: etree._Element, out: list[str]) -> None:
+    block = _local(node) in _BLOCK
+    if block:
+        out.append(" ")
+    if node.text:
+        out.append(node.text)
+    for child in node:
+        # Comments and processing instructions have non-string tags; only their tail is text.
+        if isinstance(child.tag, str) and _local(child) not in _SKIP:
+            _collect_text(child, out)
+        if child.tail:
+            out.append(child.tail)
+    if block:
+        out.append(" ")
+
+
+def _figures(article: etree._Element):
+    count = 0
+    for fig in _walk(article):
+        count += 1
+        yield _figure(fig, count)
+
+
+def _walk(node: etree._Element):
+    """``<fig>`` elements in document order, not descending into nested documents."""
+    for child in node:
+        if not isinstance(child.tag, str):
+            continue
+        name = _local(child)
+        if name == "fig":
+            yield child
+        elif name not in _NESTED_DOCS:
+            yield from _walk(child)
+
+
+def _figure(fig: etree._Element, position: int) -> Figure:
+    label_el, caption_el = _first(fig, "label"), _first(fig, "caption")
+    group = fig.getparent()
+    if group is not None and _local(group) == "fig-group":
+        # A panel of a figure group may rely on the group's label and caption.
+        label_el = label_el if label_el is not None else _first(group, "label")
+        caption_el = caption_el if caption_el is not None else _first(group, "caption")
+    graphic = next((g.get(XLINK_HREF, "") for g in fig.iter() if isinstance(g.tag, str)
+                    and _local(g) == "graphic" and g.get(XLINK_HREF)), "")
+    lic, lic_url = _license(_first(fig, "permissions"))
+    return Figure(
+        fig_id=fig.get("id") or f"fig{position}",
+        label=flatten(label_el) if label_el is not None else "",
+        caption=flatten(caption_el) if caption_el is not None else "",
+        graphic=graphic.strip(),
+        license=lic,
+        license_url=lic_url,
+    )
+
+
+def _license(permissions: etree._Element | None) -> tuple[str | None, str]:
+    """(licence, URL) from a ``<permissions>`` element; (None, "") when it names none."""
+    if permissions is None:
+        return None, ""
+    for lic in _kids(permissions, "license"):
+        urls = [lic.get(XLINK_HREF, "")]
+        urls += [(el.text or "") for el in lic.iter() if isinstance(el.tag, str) and _local(el) == "license_ref"]
+        urls += [el.get(XLINK_HREF, "") for el in lic.iter() if isinstance(el.tag, str) and _local(el) == "ext-link"]
+        for url in urls:
+            name = licenses.from_url(url)
+            if name:
+                return name, url.strip()
+        if (lic.get("license-type") or "").lower() == "public-domain":
+            return licenses.PUBLIC_DOMAIN, ""
+    return None, ""
+
+
+def _journal(article: etree._Element) -> str:
+    journal_meta = _path(article, "front", "journal-meta")
+    if journal_meta is None:
+        return ""
+    for el in journal_meta.iter():
+        if isinstance(el.tag, str) and _local(el) == "journal-title":
+            return flatten(el)
+    ids = {el.get("journal-id-type"): (el.text or "").strip() for el in _kids(journal_meta, "journal-id")}
+    return ids.get("nlm-ta", "")
+
+
+def _year(meta: etree._Element) -> str:
+    years: dict[str, str] = {}
+    for date in _kids(meta, "pub-date"):
+        kind = date.get("pub-type") or date.get("date-type") or ""
+        year = _first(date, "year")
+        if year is not None and (year.text or "").strip().isdigit():
+            years.setdefault(kind, year.text.strip())
+    for kind in _DATE_PREFERENCE:
+        if kind in years:
+            return years[kind]
+    return next(iter(years.values()), "")
+
+
+def _local(el: etree._Element) -> str:
+    return etree.QName(el).localname
+
+
+def _kids(el: etree._Element, name: str) -> list[etree._Element]:
+    return [c for c in el if isinstance(c.tag, str) and _local(c) == name]
+
+
+def _first(el: etree._Element, name: str) -> etree._Element | None:
+    kids = _kids(el, name)
+    return kids[0] if kids else None
+
+
+def _path(el: etree._Element, *names: str) -> etree._Element | None:
+    for name in names:
+        el = _first(el, name)
+        if el is None:
+            return None
+    return el

@@ -1,0 +1,158 @@
+"""NLM Open-i search client: PMC figures with captions and 512-px image renditions.
+
+The API facts (``m``/``n`` are a 1-based inclusive window, ``pmcid`` is digits only, captions carry
+``<b>`` highlight tags and HTML entities) are documented in the project's reference notes.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterator
+from urllib.parse import urljoin
+
+from data import licenses
+from data.candidates import Candidate, Page, Rejected, normalize_pmcid
+from data.captions import strip_html
+from data.http import PoliteClient, RejectedPayload
+
+ARTICLE_TYPES = {"ab", "bf", "bk", "cr", "dp", "di", "ed", "ib", "in", "lt", "mr", "ma", "ne", "ob",
+                 "or", "os", "hs", "pr", "ra", "re", "rr", "rw", "sr", "ot"}
+IMAGE_TYPES = {"x", "c", "m", "p", "u", "mc", "ph", "g", "xg", "xm"}
+_HIGHLIGHT = re.compile(r"</?b>", re.IGNORECASE)
+_YEAR = re.compile(r"\b(1[89]\d\d|2\d\d\d)\b")
+_MAX_PAGE_BYTES = 100_000_000
+
+
+@dataclass
+class OpenISearch:
+    """What to ask Open-i; codes are checked here because Open-i answers unknown ones with an error."""
+
+    base_url: str
+    query: str
+    article_types: tuple[str, ...] = ()
+    image_types: tuple[str, ...] = ()
+    page_size: int = 100
+
+    def __post_init__(self) -> None:
+        bad = [c for c in self.article_types if c not in ARTICLE_TYPES]
+        bad += [c for c in self.image_types if c not in IMAGE_TYPES]
+        if bad:
+            raise ValueError(f"unknown Open-i article/image type code(s): {', '.join(bad)}")
+        if not 1 <= self.page_size <= 100:
+            raise ValueError(f"Open-i page size must be 1..100, got {self.page_size}")
+
+
+class OpenISource:
+    """Pages of Open-i hits turned into candidates; the cursor is the next 1-based start index."""
+
+    first_cursor = 1
+
+    def __init__(self, client: PoliteClient, search: OpenISearch) -> None:
+        self.client = client
+        self.search = search
+
+    def pages(self, start: int) -> Iterator[Page]:
+        """Pages from ``start`` on, until Open-i has no more hits."""
+        while True:
+            reply = self.client.fetch(self._url(), parse_reply, params=self._params(start), max_bytes=_MAX_PAGE_BYTES)
+            hits = reply.get("list") or []
+            if not hits:
+                return
+            # Read the window Open-i actually served instead of trusting the one we asked for.
+            last = _as_int(reply.get("max"), start + len(hits) - 1)
+            yield Page(next_cursor=last + 1, items=[hit_to_candidate(h, self.search.base_url) for h in hits])
+            total = _as_int(reply.get("total"), 0)
+            if last >= total or last < start:
+                return
+            start = last + 1
+
+    def _url(self) -> str:
+        return self.search.base_url.rstrip("/") + "/api/search"
+
+    def _params(self, start: int) -> dict[str, str]:
+        params = {"query": self.search.query, "coll": "pmc", "m": str(start),
+                  "n": str(start + self.search.page_size - 1)}
+        if self.search.article_types:
+            params["at"] = ",".join(self.search.article_types)
+        if self.search.image_types:
+            params["it"] = ",".join(self.search.image_types)
+        return params
+
+
+def parse_reply(body: bytes) -> dict:
+    """A search reply as a dict; ValueError when it is not the JSON object Open-i sends."""
+    try:
+        reply = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"not JSON ({err})") from err
+    if not isinstance(reply, dict):
+        raise ValueError(f"expected a JSON object, got {type(reply).__name__}")
+    if "Query-Error" in reply:
+        raise RejectedPayload(str(reply["Query-Error"]))
+    if "list" in reply and not isinstance(reply["list"], list):
+        raise ValueError("'list' is not an array")
+    if "list" not in reply and "total" not in reply:
+        raise ValueError("neither 'list' nor 'total' in the reply")
+    return reply
+
+
+def clean_caption(raw: str) -> str:
+    """Caption text from Open-i's HTML: highlight tags out, then tags, entities and spaces."""
+    # Open-i wraps matched words in <b>; dropping them without a space keeps "MRI</b>." as "MRI.".
+    return strip_html(_HIGHLIGHT.sub("", raw or ""))
+
+
+def hit_to_candidate(hit: object, base_url: str) -> Candidate | Rejected:
+    """One Open-i hit as a candidate, or the reason it cannot be one."""
+    if not isinstance(hit, dict):
+        return Rejected(key="?", reason="malformed_hit")
+    image = hit.get("image") if isinstance(hit.get("image"), dict) else {}
+    img_large = str(hit.get("imgLarge") or "")
+    raw_key = f"{hit.get('uid', '?')}/{image.get('id') or img_large}"
+    if str(hit.get("docSource", "PMC")).upper() != "PMC":
+        return Rejected(key=raw_key, reason="not_pmc")
+    try:
+        pmcid = normalize_pmcid(str(hit.get("pmcid") or ""))
+    except ValueError:
+        return Rejected(key=raw_key, reason="bad_pmcid")
+    lic_url = str(hit.get("licenseURL") or "")
+    lic = licenses.from_openi_code(str(hit.get("ccLicense") or "")) or licenses.from_url(lic_url)
+    return Candidate(
+        source="openi",
+        pmcid=pmcid,
+        figure_id=str(image.get("id") or "") or _graphic(img_large, pmcid) or "unknown",
+        label="",
+        caption=clean_caption(str(image.get("caption") or "")),
+        image_url=urljoin(base_url, img_large) if img_large else "",
+        license=lic or licenses.UNKNOWN,
+        license_url=lic_url,
+        graphic=_graphic(img_large, pmcid),
+        pmid=str(hit.get("pmid") or ""),
+        title=strip_html(str(hit.get("title") or "")),
+        journal=strip_html(str(hit.get("journal_title") or "")),
+        year=_year(hit.get("journal_date")),
+    )
+
+
+def _graphic(img_large: str, pmcid: str) -> str:
+    """The JATS graphic href inside an Open-i file name: ``PMC123_<href>.png`` gives ``<href>``."""
+    name = img_large.rsplit("/", 1)[-1]
+    name = name[: -len(".png")] if name.lower().endswith(".png") else name
+    prefix = pmcid + "_"
+    return name[len(prefix):] if name.startswith(prefix) else name
+
+
+def _year(journal_date: object) -> str:
+    if isinstance(journal_date, dict):
+        match = _YEAR.search(str(journal_date.get("year") or ""))
+        return match.group(1) if match else ""
+    return ""
+
+
+def _as_int(value: object, default: int) -> int:
+    """Open-i's numbers can arrive as strings or floats ("347.0")."""
+    try:
+        return int(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default

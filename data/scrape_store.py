@@ -1,0 +1,218 @@
+"""The output folder of a scrape: images, ``captions.json`` and the resumable manifest.
+
+``manifest.jsonl`` is an append-only log, one JSON object per line, flushed and fsynced per line:
+
+- ``{"event": "start", "identity": {...}}`` at every run; the identity (source, query, filters) must
+  match the first run's, so that one folder never mixes two different collections;
+- ``{"event": "kept", "key", "sha256", "record"}`` once the image file is in place;
+- ``{"event": "skipped" | "failed", "key", "reason"}`` for figures that will not be retried;
+- ``{"event": "pending", "key", "candidate"}`` for figures whose download failed transiently: the
+  next run tries them first;
+- ``{"event": "cursor", "next": N}`` once a whole search page or fetch batch has been handled.
+
+Images and ``captions.json`` are written to a temporary file and moved into place with
+``os.replace``, so a kill never leaves a partial file under its final name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from data.candidates import Candidate
+from data.image_check import EXTENSIONS
+from data.safe_paths import path_inside, safe_component
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.jsonl"
+CAPTIONS = "captions.json"
+IMAGES = "images"
+_TMP_PREFIX = ".tmp-"
+
+
+class ScrapeStore:
+    """State of one output folder, loaded from its manifest; see the module docstring."""
+
+    def __init__(self, out: Path, identity: dict) -> None:
+        self.out = Path(out)
+        self.images = self.out / IMAGES
+        self.images.mkdir(parents=True, exist_ok=True)
+        self.manifest = self.out / MANIFEST
+        self.kept: list[dict] = []
+        self.done: set[str] = set()
+        self.hashes: set[str] = set()
+        self.graphics: set[str] = set()
+        self.pending: dict[str, dict] = {}
+        self.cursor: int | None = None
+        self._load(identity)
+        self._remove_temp_files()
+        self._append({"event": "start", "identity": identity, "time": _now()})
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def _load(self, identity: dict) -> None:
+        if not self.manifest.exists():
+            return
+        lines = self._read_complete_lines()
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{self.manifest}:{number}: corrupt manifest line ({err})") from err
+            self._apply(entry, identity, number)
+
+    def _read_complete_lines(self) -> list[str]:
+        data = self.manifest.read_bytes()
+        if data and not data.endswith(b"\n"):
+            # A kill during the last append leaves half a line: it carries nothing complete, so cut
+            # it off rather than let the next append glue a new line onto it.
+            cut = data.rfind(b"\n") + 1
+            log.warning("%s: dropping an incomplete last line (%d bytes)", self.manifest, len(data) - cut)
+            with open(self.manifest, "r+b") as fh:
+                fh.truncate(cut)
+            data = data[:cut]
+        return [line for line in data.decode("utf-8").splitlines() if line.strip()]
+
+    def _apply(self, entry: dict, identity: dict, number: int) -> None:
+        event = entry.get("event")
+        if event == "start":
+            _check_identity(self.manifest, entry.get("identity"), identity)
+        elif event == "kept":
+            self.kept.append(entry["record"])
+            self.hashes.add(entry["sha256"])
+            self.graphics.add(_graphic_key(entry["record"]))
+            self._resolve(entry["key"])
+        elif event in ("skipped", "failed"):
+            self._resolve(entry["key"])
+        elif event == "pending":
+            self.pending[entry["key"]] = entry["candidate"]
+        elif event == "cursor":
+            self.cursor = int(entry["next"])
+        else:
+            raise ValueError(f"{self.manifest}:{number}: unknown manifest event {event!r}")
+
+    def _resolve(self, key: str) -> None:
+        self.done.add(key)
+        self.pending.pop(key, None)
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def is_done(self, key: str) -> bool:
+        """True when the figure was kept, skipped or failed for good in this or an earlier run."""
+        return key in self.done
+
+    def is_duplicate_graphic(self, candidate: Candidate) -> bool:
+        """True when the same article's same graphic was already kept under another figure id."""
+        return bool(candidate.graphic) and _graphic_key(candidate.as_record()) in self.graphics
+
+    def pending_candidates(self) -> list[Candidate]:
+        """Figures whose download failed transiently in an earlier run."""
+        return [Candidate(**fields) for fields in self.pending.values()]
+
+    def image_stem(self, candidate: Candidate) -> str:
+        """The image file name without extension: ``PMC123_F2`` (remote id made safe)."""
+        return f"{candidate.pmcid}_{safe_component(candidate.figure_id)}"
+
+    def existing_image(self, stem: str) -> Path | None:
+        """An image saved by a run that was killed before it could log it, if any."""
+        for ext in sorted(set(EXTENSIONS.values())):
+            path = self.images / f"{stem}{ext}"
+            if path.is_file():
+                return path
+        return None
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def save_image(self, stem: str, extension: str, data: bytes) -> Path:
+        """Write image bytes atomically under ``images/``; returns the final path."""
+        target = path_inside(self.images, stem + extension)
+        _atomic_write(target, data)
+        return target
+
+    def keep(self, candidate: Candidate, image: Path, sha256: str, extra: dict) -> dict:
+        """Log a kept pair; the image must already be in place."""
+        record = {"image": image.relative_to(self.out).as_posix(), **candidate.as_record(), **extra}
+        self._append({"event": "kept", "key": candidate.key, "sha256": sha256, "record": record})
+        self.kept.append(record)
+        self.hashes.add(sha256)
+        self.graphics.add(_graphic_key(record))
+        self._resolve(candidate.key)
+        return record
+
+    def skip(self, key: str, reason: str, event: str = "skipped") -> None:
+        """Log a figure that is not kept and must not be tried again (``event`` skipped/failed)."""
+        self._append({"event": event, "key": key, "reason": reason})
+        self._resolve(key)
+
+    def defer(self, candidate: Candidate, reason: str) -> None:
+        """Log a figure to retry in the next run (its download failed transiently)."""
+        if candidate.key not in self.pending:
+            self._append({"event": "pending", "key": candidate.key, "reason": reason, "candidate": vars(candidate)})
+            self.pending[candidate.key] = vars(candidate)
+
+    def checkpoint(self, next_cursor: int) -> None:
+        """Log that the search can resume at ``next_cursor`` and refresh ``captions.json``."""
+        self._append({"event": "cursor", "next": next_cursor})
+        self.cursor = next_cursor
+        self.write_captions()
+
+    def write_captions(self) -> None:
+        """Write ``captions.json`` (the kept records, in order) atomically."""
+        text = json.dumps(self.kept, ensure_ascii=False, indent=1)
+        _atomic_write(self.out / CAPTIONS, (text + "\n").encode("utf-8"))
+
+    def _append(self, entry: dict) -> None:
+        with open(self.manifest, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _remove_temp_files(self) -> None:
+        for folder in (self.out, self.images):
+            for leftover in folder.glob(_TMP_PREFIX + "*"):
+                log.info("removing partial file %s left by an interrupted run", leftover)
+                leftover.unlink()
+
+
+def sha256_of(data: bytes) -> str:
+    """Hex SHA-256 of image bytes, used to drop byte-identical figures."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _graphic_key(record: dict) -> str:
+    return f"{record.get('pmcid')}/{record.get('graphic')}"
+
+
+def _check_identity(manifest: Path, found: object, wanted: dict) -> None:
+    if found == wanted:
+        return
+    diffs = []
+    if isinstance(found, dict):
+        for name in sorted(set(found) | set(wanted)):
+            if found.get(name) != wanted.get(name):
+                diffs.append(f"{name}: {found.get(name)!r} there, {wanted.get(name)!r} now")
+    detail = "; ".join(diffs) or "unreadable identity"
+    raise ValueError(f"{manifest} belongs to a different collection ({detail}); "
+                     "rerun with the same arguments or choose another --out")
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_TMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
