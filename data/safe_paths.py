@@ -16,7 +16,7 @@ def safe_component(name: str) -> str:
     ``..``), and the length is capped. When anything had to change, a short hash of the original is
     appended so that two different remote names never map to the same file.
     """
-    cleaned = _UNSAFE.sub("_", name).lstrip(".")[:_MAX_LEN].strip("_")
+    cleaned = _UNSAFE.sub("_", name).lstrip("._")[:_MAX_LEN].rstrip("_")
     if cleaned != name or not cleaned:
         digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
         cleaned = f"{cleaned}-{digest}" if cleaned else digest
