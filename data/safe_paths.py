@@ -12,8 +12,8 @@ _MAX_LEN = 80
 def safe_component(name: str) -> str:
     """A file-name component made from an untrusted string.
 
-    Only ``[A-Za-z0-9._-]`` survive (other runs become ``_``), leading dots go (no hidden files, no
-    ``..``), and the length is capped. When anything had to change, a short hash of the original is
+    Only ``[A-Za-z0-9._-]`` survive (other runs become ``_``), leading dots and underscores go (no
+    hidden files, no ``..``), and the length is capped. When anything had to change, a short hash of the original is
     appended so that two different remote names never map to the same file.
     """
     cleaned = _UNSAFE.sub("_", name).lstrip("._")[:_MAX_LEN].rstrip("_")
