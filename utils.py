@@ -306,3 +306,243 @@ def newest_checkpoint(output_dir: str | Path) -> Path | None:
     """The most recently written ``checkpoint_*.pth`` in ``output_dir`` (for ``--resume auto``)."""
     found = sorted(Path(output_dir).glob("checkpoint_*.pth"), key=lambda p: p.stat().st_mtime_ns)
     return found[-1] if found else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Training loop shared by pretrain.py and train_retrieval.py
+# --------------------------------------------------------------------------------------------------
+
+
+def add_common_args(parser) -> None:
+    """The command line BLIP users know, plus ``--options key=value`` overrides."""
+    parser.add_argument("--config", required=True, help="YAML run config")
+    parser.add_argument("--output_dir", required=True, help="where logs, the resolved config and checkpoints go")
+    parser.add_argument("--resume", "--checkpoint", dest="resume", default=None,
+                        help="checkpoint to continue from, or 'auto' for the newest one in output_dir")
+    parser.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides, values parsed as YAML (e.g. init_lr=1e-4 vit_grad_ckpt=true)")
+    # Accepted for BLIP compatibility; torchrun's environment decides.
+    parser.add_argument("--distributed", default=None, help=argparse_suppress())
+    parser.add_argument("--world_size", default=None, help=argparse_suppress())
+    parser.add_argument("--dist_url", default=None, help=argparse_suppress())
+
+
+def argparse_suppress() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def setup_run(args, task: str) -> tuple[dict, DistInfo]:
+    """Load and validate the config, join the process group, seed, write ``output_dir/config.yaml``."""
+    options = list(args.options)
+    if args.seed is not None:
+        options.append(f"seed={args.seed}")
+    config = load_config(args.config, task, options)
+    info = init_distributed(args.device)
+    seed_everything(config["seed"] + info.rank)
+    out = Path(args.output_dir)
+    if info.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+    barrier()
+    log.info(f"{task}: {info.world_size} process(es) on {info.device}; output in {out}")
+    return config, info
+
+
+def no_decay(name: str, param: torch.nn.Parameter) -> bool:
+    """Biases, norms, the temperature and position/class tables are not decayed (as nanoGPT/timm do)."""
+    return param.ndim < 2 or name.endswith(("pos_embed", "cls_token", "position_embeddings.weight"))
+
+
+def build_optimizer(model: torch.nn.Module, config: dict) -> torch.optim.AdamW:
+    decay, skip = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (skip if not config["weight_decay_all"] and no_decay(name, p) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": config["weight_decay"]}, {"params": skip, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config["init_lr"])
+
+
+def lr_at(config: dict, epoch: int, step: int) -> float:
+    """The learning rate at ``step`` of ``epoch``: linear warm-up in epoch 0, then per-epoch step or cosine."""
+    warmup = config.get("warmup_steps", 0)
+    if epoch == 0 and step < warmup:
+        return warmup_lr(step, warmup, config["warmup_lr"], config["init_lr"])
+    if config["schedule"] == "cosine":
+        return cosine_lr(epoch, config["max_epoch"], config["init_lr"], config["min_lr"])
+    return step_lr(epoch, config["init_lr"], config["min_lr"], config["lr_decay_rate"])
+
+
+def alpha_at(config: dict, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Distillation weight, ramped linearly over ``alpha_ramp_epochs`` (2 in pre-training, 1 in retrieval)."""
+    ramp = config["alpha_ramp_epochs"] * steps_per_epoch
+    return config["alpha"] if ramp <= 0 else config["alpha"] * min(1.0, (epoch * steps_per_epoch + step) / ramp)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint so that a run resumes exactly."""
+
+    epoch: int = 0
+    step: int = 0  # batches done in ``epoch``
+    global_step: int = 0
+    bad: int = 0  # unreadable records replaced during this epoch
+    nonfinite: int = 0  # non-finite losses in a row
+
+
+def gathered_rng_states() -> list[dict]:
+    """Every rank's RNG state (a collective: all ranks must call it)."""
+    state = rng_state()
+    if get_world_size() == 1:
+        return [state]
+    out: list = [None] * get_world_size()
+    dist.all_gather_object(out, state)
+    return out
+
+
+def save_training_checkpoint(path: Path, model, optimizer, config: dict, state: TrainState, extra: dict | None = None,
+                             rng_states: list[dict] | None = None) -> None:
+    """Rank 0 writes ``{"model", "optimizer", "config", "epoch", "state", "rng", ...}`` atomically."""
+    if not is_main():
+        return
+    save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": dict(config),
+                 "epoch": state.epoch, "state": vars(state).copy(), "rng": rng_states, **(extra or {})}, path)
+
+
+def resume_training(path: str | Path, model, optimizer) -> tuple[TrainState, dict]:
+    """Restore model, optimizer, position and this rank's RNG state from a training checkpoint."""
+    ckpt = load_state(path)
+    missing = [k for k in ("model", "optimizer", "state") if k not in ckpt]
+    if missing:
+        raise RuntimeError(f"{path} is not a training checkpoint of this project (no {missing}); "
+                           f"use `pretrained:` in the config to start from its weights instead")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    state = TrainState(**ckpt["state"])
+    rngs = ckpt.get("rng") or []
+    if len(rngs) == get_world_size():
+        set_rng_state(rngs[get_rank()])
+    else:
+        log.warning(f"{path} holds RNG states for {len(rngs)} processes, not {get_world_size()}: not restored")
+    log.info(f"resumed from {path} at epoch {state.epoch}, step {state.step}")
+    return state, ckpt
+
+
+def autocast(config: dict, device: torch.device):
+    enabled = config["precision"] == "bf16"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def train_one_epoch(model, loader, optimizer, config: dict, state: TrainState, device: torch.device,
+                    step_hook=None) -> dict[str, float]:
+    """One epoch of ``loss = sum(model(...).values())`` from ``state.step`` on.
+
+    A batch whose loss is not finite on any rank is skipped by every rank; ``max_nonfinite_steps`` in
+    a row stop the run. ``step_hook(state)`` runs after every optimizer step (step checkpoints, logs).
+    """
+    model.train()
+    steps = state.step + len(loader)  # a resumed epoch's loader holds only the batches not yet seen
+    meter = MetricLogger(f"epoch {state.epoch}", config["print_freq"])
+    for batch in meter.log_every(loader, total=steps, start=state.step):
+        lr = lr_at(config, state.epoch, state.step)
+        set_lr(optimizer, lr)
+        alpha = alpha_at(config, state.epoch, state.step, steps)
+        images = batch["images"].to(device, non_blocking=True)
+        text = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "image_ids")}
+        with autocast(config, device):
+            losses = model(images, text, alpha=alpha)
+        loss = sum(losses.values())
+        finite = all_reduce_sum(torch.tensor([float(torch.isfinite(loss).item())], device=device))
+        state.bad += batch["bad"]
+        if finite.item() < get_world_size():
+            state.nonfinite += 1
+            log.warning(f"non-finite loss at epoch {state.epoch} step {state.step}: step skipped "
+                        f"({state.nonfinite} in a row)")
+            if state.nonfinite >= config["max_nonfinite_steps"]:
+                raise FloatingPointError(f"{state.nonfinite} non-finite losses in a row; the last good checkpoint "
+                                         f"is kept. Lower init_lr or use grad_clip")
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            state.nonfinite = 0
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config["grad_clip"] > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
+            optimizer.step()
+            meter.update(lr=lr, loss=loss.item(), **{k: v.item() for k, v in losses.items()})
+        state.step += 1
+        state.global_step += 1
+        if step_hook is not None:
+            step_hook(state, meter)
+    meter.synchronize()
+    return meter.averages()
+
+
+def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    if not info.distributed:
+        return model
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def find_resume(resume: str | None, output_dir: str | Path) -> Path | None:
+    """``--resume auto`` -> newest checkpoint in output_dir (None on a fresh start); a path -> itself."""
+    if not resume:
+        return None
+    if resume == "auto":
+        return newest_checkpoint(output_dir)
+    return Path(resume)
+
+
+def run_epochs(model, loader, optimizer, config: dict, info: DistInfo, output_dir: str | Path,
+               resume: str | None, end_of_epoch) -> TrainState:
+    """The epoch loop shared by pre-training and retrieval fine-tuning.
+
+    Resumes (model, optimizer, queues, epoch, step, RNG) from ``resume``; runs ``train_one_epoch``;
+    writes ``checkpoint_last.pth`` every ``save_every_steps`` and per-step log lines every
+    ``log_every_steps``; after each epoch calls ``end_of_epoch(epoch, train_stats, state)``, which
+    returns extra numbers for ``log.txt`` and saves the epoch's checkpoints.
+    """
+    out = Path(output_dir)
+    state = TrainState()
+    path = find_resume(resume, out)
+    if path is not None:
+        state, _ = resume_training(path, model, optimizer)
+        if state.step >= len(loader):  # the checkpoint closed an epoch
+            state = TrainState(epoch=state.epoch + 1, global_step=state.global_step)
+    ddp_model = wrap_ddp(model, info)
+    save_every, log_every = config["save_every_steps"], config["log_every_steps"]
+
+    def step_hook(st: TrainState, meter: MetricLogger) -> None:
+        if log_every and st.global_step % log_every == 0 and is_main():
+            append_jsonl(out / "log.txt", {"epoch": st.epoch, "step": st.step, "global_step": st.global_step,
+                                           **{f"train_{k}": m.avg for k, m in meter.meters.items()}})
+        if save_every and st.global_step % save_every == 0:
+            rngs = gathered_rng_states()
+            save_training_checkpoint(out / "checkpoint_last.pth", model, optimizer, config, st, rng_states=rngs)
+
+    for epoch in range(state.epoch, config["max_epoch"]):
+        state.epoch = epoch
+        loader.dataset.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
+        loader.sampler.set_start(state.step * loader.batch_size)
+        t0 = time.time()
+        stats = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook)
+        bad = int(all_reduce_sum(torch.tensor([state.bad])).item())
+        seen = len(loader.dataset) if get_world_size() == 1 else len(loader) * loader.batch_size * get_world_size()
+        if bad:
+            log.warning(f"epoch {epoch}: {bad} unreadable records were replaced by other samples")
+        if bad > config["max_bad_fraction"] * seen:
+            raise RuntimeError(f"epoch {epoch}: {bad} of about {seen} records were unreadable, more than "
+                               f"max_bad_fraction {config['max_bad_fraction']}; run `python -m data.check`")
+        extra = end_of_epoch(epoch, stats, state)
+        if is_main():
+            append_jsonl(out / "log.txt", {"epoch": epoch, **{f"train_{k}": v for k, v in stats.items()},
+                                           "bad_records": bad, "epoch_time_s": round(time.time() - t0, 2),
+                                           **(extra or {})})
+        state = TrainState(epoch=epoch + 1, global_step=state.global_step)
+        barrier()
+    return state

@@ -35,3 +35,22 @@ def pre_caption(caption: str, max_words: int = 30) -> str:
     if len(words) > max_words:
         caption = " ".join(words[:max_words])
     return caption
+
+
+_SIDES = re.compile(r"\b(left|right)(?=\b|ward|-)", re.IGNORECASE)
+
+
+def swap_left_right(caption: str) -> str:
+    """Swap the words *left* and *right* (keeping their case) for a horizontally flipped image.
+
+    Covers ``left``, ``leftward``, ``left-sided`` and their capitalised forms. Flipping an image
+    without this would teach the model that a lesion on one side is described by the other side.
+    """
+    def swap(m: re.Match) -> str:
+        word = m.group(0)
+        other = "right" if word.lower() == "left" else "left"
+        if word.isupper():
+            return other.upper()
+        return other.capitalize() if word[0].isupper() else other
+
+    return _SIDES.sub(swap, caption)

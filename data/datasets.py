@@ -1,0 +1,187 @@
+"""Datasets of image/caption pairs read from JSON lists, for pre-training, retrieval training and
+retrieval evaluation. Bad records are counted and skipped, never allowed to stop a run silently."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data.captions import pre_caption
+from data.images import BadImageError, load_rgb
+
+log = logging.getLogger("medvl")
+MAX_ATTEMPTS = 20
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be used at all; the message names the file."""
+
+
+@dataclass
+class Pair:
+    image: Path
+    caption: str
+    image_id: int
+    where: str  # "file.json[17]" for messages
+
+
+def read_json_list(path: str | Path) -> list:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"dataset file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"dataset file {path} is not valid JSON: {e}") from None
+    if not isinstance(data, list):
+        raise DatasetError(f"dataset file {path} must hold a JSON list of records, not a {type(data).__name__}")
+    return data
+
+
+def resolve_image(image: str, json_path: Path, image_root: str | None) -> Path:
+    """Relative paths resolve against ``image_root`` if set, else against the JSON file's folder."""
+    p = Path(image)
+    if p.is_absolute():
+        return p
+    return Path(image_root) / p if image_root else json_path.parent / p
+
+
+def _captions_of(item: dict) -> list:
+    caption = item.get("caption")
+    return caption if isinstance(caption, list) else [caption]
+
+
+def load_pairs(files: Sequence[str | Path], image_root: str | None, max_words: int,
+               check_files: bool = True) -> tuple[list[Pair], list[str]]:
+    """Read one or more JSON lists of ``{"image", "caption"[, "image_id"]}`` into pairs.
+
+    A caption may be a list (one pair per caption). Image ids come from ``image_id`` when present,
+    else from the image path, and are mapped to contiguous ints in order of first appearance.
+    Returns (pairs, problems) where each problem names the file, record and reason.
+    """
+    pairs: list[Pair] = []
+    problems: list[str] = []
+    ids: dict = {}
+    for file in files:
+        file = Path(file)
+        for i, item in enumerate(read_json_list(file)):
+            where = f"{file}[{i}]"
+            if not isinstance(item, dict) or not isinstance(item.get("image"), str) or not item["image"]:
+                problems.append(f"{where}: not a record with an 'image' path")
+                continue
+            image = resolve_image(item["image"], file, image_root)
+            if check_files and not image.is_file():
+                problems.append(f"{where}: image file {image} does not exist")
+                continue
+            key = item.get("image_id", str(image))
+            if not isinstance(key, (str, int)):
+                problems.append(f"{where}: image_id must be a string or an integer")
+                continue
+            for caption in _captions_of(item):
+                text = pre_caption(caption, max_words) if isinstance(caption, str) else ""
+                if not text:
+                    problems.append(f"{where}: empty or missing caption {caption!r}"[:300])
+                    continue
+                pairs.append(Pair(image, text, ids.setdefault(key, len(ids)), where))
+    return pairs, problems
+
+
+def report_problems(problems: list[str], total: int, max_bad_fraction: float, what: str) -> None:
+    """Log the bad records; refuse the dataset when they exceed ``max_bad_fraction`` of it."""
+    if not problems:
+        return
+    for p in problems[:20]:
+        log.warning(f"skipping {p}")
+    if len(problems) > 20:
+        log.warning(f"... and {len(problems) - 20} more bad records in {what}")
+    fraction = len(problems) / max(total, 1)
+    if fraction > max_bad_fraction:
+        raise DatasetError(f"{what}: {len(problems)} of {total} records are bad ({fraction:.1%} > max_bad_fraction "
+                           f"{max_bad_fraction:.1%}); first: {problems[0]}. Run `python -m data.check` for a list")
+
+
+class PairDataset(Dataset):
+    """Training pairs. An unreadable image is replaced by another sample and counted in ``bad``.
+
+    All randomness (crop, flip, RandAugment, replacement) comes from a generator seeded by
+    (seed, epoch, index), so a sample is the same whichever worker loads it and after a resume.
+    """
+
+    def __init__(self, pairs: list[Pair], transform, seed: int = 0):
+        if not pairs:
+            raise DatasetError("the training set holds no usable pair")
+        self.pairs, self.transform, self.seed, self.epoch = pairs, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        i, bad = index, 0
+        for _ in range(MAX_ATTEMPTS):
+            pair = self.pairs[i]
+            try:
+                img = load_rgb(pair.image)
+            except BadImageError as e:
+                log.warning(f"{pair.where}: {e}; using another sample")
+                bad += 1
+                i = int(rng.integers(len(self.pairs)))
+                continue
+            image, caption = self.transform(img, pair.caption, rng)
+            return {"image": image, "caption": caption, "image_id": pair.image_id, "bad": bad}
+        raise DatasetError(f"{MAX_ATTEMPTS} unreadable images in a row (last: {self.pairs[i].where}); "
+                           f"run `python -m data.check` on the dataset")
+
+
+class RetrievalEvalDataset(Dataset):
+    """One entry per image with one or more captions: ``text``, ``img2txt`` and ``txt2img`` as BLIP builds.
+
+    Images are decoded when used; one that fails stops evaluation with its name, since replacing it
+    would change the metrics.
+    """
+
+    def __init__(self, file: str | Path, transform, image_root: str | None, max_words: int):
+        file = Path(file)
+        self.transform = transform
+        self.images: list[Path] = []
+        self.text: list[str] = []
+        self.img2txt: list[list[int]] = []
+        self.txt2img: list[int] = []
+        for i, item in enumerate(read_json_list(file)):
+            where = f"{file}[{i}]"
+            if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+                raise DatasetError(f"{where}: not a record with an 'image' path")
+            captions = item.get("caption")
+            captions = [captions] if isinstance(captions, str) else captions
+            if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
+                raise DatasetError(f"{where}: 'caption' must be a string or a non-empty list of strings")
+            image = resolve_image(item["image"], file, image_root)
+            if not image.is_file():
+                raise DatasetError(f"{where}: image file {image} does not exist")
+            self.img2txt.append([])
+            for c in captions:
+                self.img2txt[-1].append(len(self.text))
+                self.txt2img.append(len(self.images))
+                self.text.append(pre_caption(c, max_words))
+            self.images.append(image)
+        if not self.images:
+            raise DatasetError(f"evaluation file {file} holds no image")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        try:
+            img = load_rgb(self.images[index])
+        except BadImageError as e:
+            raise DatasetError(f"evaluation image {index}: {e}") from e
+        return self.transform(img), index

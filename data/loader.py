@@ -1,0 +1,64 @@
+"""Batching: tokenization in the collate function, a resumable distributed sampler, and loaders."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+class Collator:
+    """Stack images and tokenize captions (padded to ``max_length``) for a training batch."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, samples: list[dict]) -> dict:
+        captions = [s["caption"] for s in samples]
+        enc = self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return {
+            "images": torch.stack([s["image"] for s in samples]),
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "image_ids": torch.tensor([s["image_id"] for s in samples], dtype=torch.long),
+            "bad": sum(s["bad"] for s in samples),
+            "captions": captions,
+        }
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (a seeded permutation per epoch, sharded by rank) that can start mid-epoch.
+
+    ``set_start(n)`` skips this rank's first ``n`` samples of the current epoch, which is how a resumed
+    run sees exactly the batches that the interrupted one had not yet seen.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        self.start = start
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.start = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return max(self.num_samples - self.start, 0)
+
+
+def train_loader(dataset: Dataset, batch_size: int, collate, world_size: int, rank: int, seed: int,
+                 num_workers: int) -> DataLoader:
+    """Shuffled (per-epoch seed), sharded across ranks, last short batch dropped."""
+    sampler = ResumableSampler(dataset, world_size, rank, seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      collate_fn=collate, drop_last=True, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=False, generator=torch.Generator().manual_seed(seed))
+
+
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), drop_last=False)
