@@ -198,6 +198,30 @@ class FakeNLM:
         return Handler
 
 
+RAW_CAPTION = ("Follow-up <b>brain</b> <b>MRI</b>.(A) Axial DWI shows an oval focus in the splenium; H&amp;E of a "
+               "comparable lesion (p\u00a0&lt;\u00a00.05) is shown in (B).")
+
+
+def populate(fake: FakeNLM) -> None:
+    """Eight hits: three good pairs and one of each reason to drop a hit."""
+    shared = make_image(3)
+    fake.add_openi_hit(openi_hit(7000123, "F2", RAW_CAPTION, "jen-12-34-g002"), make_image(1))
+    fake.add_openi_hit(openi_hit(7000123, "F3", "", "jen-12-34-g003"), make_image(2))
+    fake.add_openi_hit(openi_hit(7000200, "F1", "Axial T2 <b>MRI</b> of the brain.", "a-g001", "bync"), shared)
+    fake.add_openi_hit(openi_hit(1, "F1", "Chest film.", "CXR1_1_IM-0001-3001", docSource="CXR", uid="CXR1"),
+                       make_image(4))
+    fake.add_openi_hit(openi_hit(7000300, "F1", "A tiny icon.", "b-g001"), make_image(5, (100, 90)))
+    fake.add_openi_hit(openi_hit(7000400, "F1", "Figure without an image.", "c-g001", imgLarge=""))
+    fake.add_openi_hit(openi_hit(7000500, "F4", "Same picture, other article.", "d-g004"), shared)
+    fake.add_openi_hit(openi_hit(7000600, "F1", "Sagittal FLAIR.", "e-g001", "byncnd"), make_image(6))
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most events inside any half-open window [t, t + window)."""
+    times = sorted(times)
+    return max(sum(1 for u in times[i:] if u - t < window) for i, t in enumerate(times))
+
+
 def fixture_articles(fixtures: Path) -> list[Path]:
     """The real JATS files of the fixtures folder."""
     return sorted((fixtures / "pmc_xml").iterdir())

@@ -7,7 +7,7 @@ import pytest
 
 from data.http import FetchError, HttpConfig, PoliteClient, parse_retry_after, redact
 from data.ratelimit import RateLimiter
-from tests.pubmed_server import FakeNLM
+from tests.pubmed_server import FakeNLM, max_in_window
 
 
 class VirtualClock:
@@ -22,12 +22,6 @@ class VirtualClock:
     def sleep(self, seconds: float) -> None:
         assert seconds > 0
         self.now += seconds
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    """The most events inside any half-open window [t, t + window)."""
-    times = sorted(times)
-    return max(sum(1 for u in times[i:] if u - t < window) for i, t in enumerate(times))
 
 
 def client(fast: bool = True, **overrides) -> PoliteClient:

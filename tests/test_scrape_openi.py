@@ -11,27 +11,11 @@ from PIL import Image
 import scrape
 from data.ratelimit import RateLimiter
 from data.scrape_job import ScrapeConfig, run_scrape
-from tests.pubmed_server import FakeNLM, make_image, openi_hit
+from tests.pubmed_server import FakeNLM, make_image, openi_hit, populate
 
 FAST = {"timeout": 5.0, "retries": 2, "backoff_base": 0.01, "backoff_max": 0.05}
-RAW_CAPTION = ("Follow-up <b>brain</b> <b>MRI</b>.(A) Axial DWI shows an oval focus in the splenium; H&amp;E of a "
-               "comparable lesion (p\u00a0&lt;\u00a00.05) is shown in (B).")
 CLEAN_CAPTION = ("Follow-up brain MRI.(A) Axial DWI shows an oval focus in the splenium; H&E of a comparable "
                  "lesion (p < 0.05) is shown in (B).")
-
-
-def populate(fake: FakeNLM) -> None:
-    """Eight hits: three good pairs and one of each reason to drop a hit."""
-    shared = make_image(3)
-    fake.add_openi_hit(openi_hit(7000123, "F2", RAW_CAPTION, "jen-12-34-g002"), make_image(1))
-    fake.add_openi_hit(openi_hit(7000123, "F3", "", "jen-12-34-g003"), make_image(2))
-    fake.add_openi_hit(openi_hit(7000200, "F1", "Axial T2 <b>MRI</b> of the brain.", "a-g001", "bync"), shared)
-    fake.add_openi_hit(openi_hit(1, "F1", "Chest film.", "CXR1_1_IM-0001-3001", docSource="CXR", uid="CXR1"),
-                       make_image(4))
-    fake.add_openi_hit(openi_hit(7000300, "F1", "A tiny icon.", "b-g001"), make_image(5, (100, 90)))
-    fake.add_openi_hit(openi_hit(7000400, "F1", "Figure without an image.", "c-g001", imgLarge=""))
-    fake.add_openi_hit(openi_hit(7000500, "F4", "Same picture, other article.", "d-g004"), shared)
-    fake.add_openi_hit(openi_hit(7000600, "F1", "Sagittal FLAIR.", "e-g001", "byncnd"), make_image(6))
 
 
 def config(fake: FakeNLM, out: Path, **kw) -> ScrapeConfig:
