@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         log.error("%s", err)
         return 2
+    except KeyboardInterrupt:
+        # Everything finished so far is in the manifest; the same command picks up from there.
+        log.warning("interrupted; run the same command again to resume")
+        return 130
     for line in summary.lines():
         print(line)
     if summary.kept_total < config.num and not summary.error:

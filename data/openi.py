@@ -60,10 +60,11 @@ class OpenISource:
             if not hits:
                 return
             # Read the window Open-i actually served instead of trusting the one we asked for.
-            last = _as_int(reply.get("max"), start + len(hits) - 1)
+            last = _as_int(reply.get("max"), None) or start + len(hits) - 1
             yield Page(next_cursor=last + 1, items=[hit_to_candidate(h, self.search.base_url) for h in hits])
-            total = _as_int(reply.get("total"), 0)
-            if last >= total or last < start:
+            # `total` may be missing or overstate what paging reaches; empty pages end the loop too.
+            total = _as_int(reply.get("total"), None)
+            if (total is not None and last >= total) or last < start:
                 return
             start = last + 1
 
@@ -150,7 +151,7 @@ def _year(journal_date: object) -> str:
     return ""
 
 
-def _as_int(value: object, default: int) -> int:
+def _as_int(value: object, default: int | None) -> int | None:
     """Open-i's numbers can arrive as strings or floats ("347.0")."""
     try:
         return int(float(value))  # type: ignore[arg-type]

@@ -48,7 +48,7 @@ def openi_hit(pmcid: int, fig: str, caption: str, href: str, licence: str = "by"
     hit = {
         "uid": f"PMC{pmcid}", "pmcid": str(pmcid), "pmid": str(30000000 + pmcid % 1000), "docSource": "PMC",
         "articleType": "cr", "pmc_url": f"http://www.ncbi.nlm.nih.gov/pmc/articles/PMC{pmcid}",
-        "title": f"Case <i>{pmcid}</i>: a report", "journal_title": "Journal of example neuroradiology",
+        "title": f"Splenial lesion in patient {pmcid}: a <i>case</i> report", "journal_title": "Journal of example neuroradiology",
         "journal_date": {"day": "14", "month": "01", "year": "2019"}, "ccLicense": licence,
         "licenseURL": f"http://creativecommons.org/licenses/{licence}/4.0/", "licenseType": "open-access",
         "image": {"id": fig, "caption": caption, "modalityMajor": "m", "mention": ""},
