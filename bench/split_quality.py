@@ -1,0 +1,135 @@
+"""Quality of figure splitting, printed as JSON.
+
+- Panels and letters on the real compound figures of ../shared/fixtures/compound_figures/ (boxes and
+  letters from nature_closed_expected.json) and on compound figures built from real single images
+  (data.compound_synth): precision/recall/F1 at IoU >= 0.5, and letter accuracy (share of true panels
+  whose matched detection carries the right letter).
+- Sub-captions on the labelled captions of tests/data/subcaptions_gold.json: label-set accuracy
+  (share of captions whose list of label groups is exactly right) and mean token F1 of the texts.
+
+    python bench/split_quality.py [--fixtures DIR] [--ocr rapidocr|gcv|none] [--per-layout N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from PIL import Image  # noqa: E402
+
+from data.compound_synth import build_set  # noqa: E402
+from data.figures import find_panels, split_caption  # noqa: E402
+from data.ocr import make_ocr  # noqa: E402
+
+REAL = ("s41467-018-06211-3_fig1.jpg", "s41467-018-06211-3_fig3.jpg", "s41467-018-06211-3_fig5.jpg")
+
+
+def iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def match(truth: list[tuple], pred: list) -> list[tuple[int, int]]:
+    """Greedy one-to-one pairs (truth index, prediction index) at IoU >= 0.5, best IoU first."""
+    cands = sorted(((iou(t, p.box), i, j) for i, t in enumerate(truth) for j, p in enumerate(pred)), reverse=True)
+    used_t, used_p, pairs = set(), set(), []
+    for v, i, j in cands:
+        if v >= 0.5 and i not in used_t and j not in used_p:
+            used_t.add(i), used_p.add(j), pairs.append((i, j))
+    return pairs
+
+
+def panel_scores(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr) -> dict:
+    tp = n_pred = n_true = right = 0
+    seconds = 0.0
+    for image, boxes, labels in items:
+        t0 = time.perf_counter()
+        pred = find_panels(image, ocr)
+        seconds += time.perf_counter() - t0
+        pairs = match(boxes, pred)
+        tp, n_pred, n_true = tp + len(pairs), n_pred + len(pred), n_true + len(boxes)
+        right += sum(1 for i, j in pairs if pred[j].label == labels[i])
+    p, r = tp / max(n_pred, 1), tp / max(n_true, 1)
+    return {"figures": len(items), "true_panels": n_true, "detected": n_pred, "precision": round(p, 3),
+            "recall": round(r, 3), "f1": round(2 * p * r / max(p + r, 1e-9), 3),
+            "label_accuracy": round(right / max(n_true, 1), 3), "seconds_per_figure": round(seconds / len(items), 2)}
+
+
+def real_items(fixtures: Path) -> list:
+    expected = json.loads((fixtures / "compound_figures" / "nature_closed_expected.json").read_text())
+    items = []
+    for name in REAL:
+        boxes, labels = [], []
+        for m in expected[name]["master_images"]:
+            xs, ys = [g["x"] for g in m["geometry"]], [g["y"] for g in m["geometry"]]
+            boxes.append((min(xs), min(ys), max(xs), max(ys)))
+            labels.append(m["subfigure_label"]["text"].upper())
+        with Image.open(fixtures / "compound_figures" / name) as im:
+            items.append((im.convert("RGB"), boxes, labels))
+    return items
+
+
+def token_f1(a: str, b: str) -> float:
+    ta, tb = Counter(a.lower().split()), Counter(b.lower().split())
+    common = sum((ta & tb).values())
+    if not ta and not tb:
+        return 1.0
+    if common == 0:
+        return 0.0
+    p, r = common / sum(ta.values()), common / sum(tb.values())
+    return 2 * p * r / (p + r)
+
+
+def caption_scores(path: Path) -> dict:
+    gold = json.loads(path.read_text())
+    exact, f1s, failures = 0, [], []
+    for row in gold:
+        pred = split_caption(row["caption"])
+        want = [labels for labels, _ in row["subs"]]
+        if [s.labels for s in pred] == want:
+            exact += 1
+        else:
+            failures.append(row["syntax"])
+        by_labels = {tuple(s.labels): s.text for s in pred}
+        for labels, text in row["subs"]:
+            f1s.append(token_f1(by_labels.get(tuple(labels), ""), text))
+    return {"captions": len(gold), "syntaxes": len({r["syntax"] for r in gold}),
+            "label_set_accuracy": round(exact / len(gold), 3),
+            "token_f1": round(sum(f1s) / len(f1s), 3), "wrong": failures}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_fx = os.environ.get("MEDVL_FIXTURES", str(ROOT.parent / "shared" / "fixtures"))
+    ap.add_argument("--fixtures", default=default_fx)
+    ap.add_argument("--ocr", default="rapidocr", choices=("rapidocr", "gcv", "none"))
+    ap.add_argument("--per-layout", type=int, default=10, help="built figures per layout")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    fixtures = Path(args.fixtures)
+    ocr = make_ocr(args.ocr)
+    synth = [(c.image, c.boxes, c.labels) for c in
+             build_set(fixtures / "image_caption", args.per_layout, seed=args.seed)]
+    out = {
+        "ocr": args.ocr,
+        "real_compound_figures": panel_scores(real_items(fixtures), ocr),
+        "built_compound_figures": panel_scores(synth, ocr),
+        "subcaptions": caption_scores(ROOT / "tests" / "data" / "subcaptions_gold.json"),
+        "targets": {"panel_f1": 0.9, "label_accuracy": 0.85, "subcaption_label_set_accuracy": 0.9},
+    }
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

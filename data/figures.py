@@ -1,0 +1,43 @@
+"""Compound figures: panels found in the image and sub-captions found in the caption.
+
+``find_panels`` and ``split_caption`` are the entry points other code uses; the image analysis lives
+in ``data.panels``, the letter reading in ``data.panel_labels`` and the caption grammar in
+``data.subcaptions``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .panel_labels import merge_unlabelled, read_labels
+from .panels import PanelParams, detect_panel_boxes
+from .subcaptions import SubCaption, split_caption
+
+__all__ = ["Panel", "SubCaption", "find_panels", "split_caption"]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A panel of a compound figure: pixel box (x0, y0, x1, y1) and its letter (upper case) if read."""
+
+    box: tuple[int, int, int, int]
+    label: str | None = None
+
+
+def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None = None) -> list[Panel]:
+    """Panels of ``image`` in reading order; with an OCR back-end, each with the letter near its corner.
+
+    A figure in which no panels are cut out gives one panel covering its content; a blank image gives
+    an empty list. With letters on most panels, unlabelled pieces join the labelled panel to their left
+    or above (a panel with white space inside is otherwise cut in two).
+    """
+    rgb = np.asarray(image.convert("RGB"))
+    boxes = detect_panel_boxes(rgb, params)
+    if ocr is None or not boxes:
+        return [Panel(b) for b in boxes]
+    labels = read_labels(image, boxes, ocr) if len(boxes) > 1 else [None]
+    boxes, labels = merge_unlabelled(boxes, labels)
+    return [Panel(b, lab) for b, lab in zip(boxes, labels)]

@@ -1,0 +1,236 @@
+"""OCR back-ends behind one small interface, with a per-image cache.
+
+``make_ocr("rapidocr" | "gcv" | "none", cache_dir=...)`` returns an object with ``name`` and
+``read(image) -> list[OcrWord]``. Back-ends load lazily: nothing happens at import time.
+
+- ``rapidocr``: the ONNX models inside the ``rapidocr-onnxruntime`` wheel; offline, the default.
+- ``gcv``: Google Cloud Vision TEXT_DETECTION with ``google-cloud-vision``; credentials come from the
+  environment only (``GOOGLE_APPLICATION_CREDENTIALS`` or application-default credentials).
+- ``none``: reads nothing, so figures are split without panel letters.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("rapidocr", "gcv", "none")
+GCV_CREDENTIALS_HELP = (
+    "Google Cloud Vision needs credentials: set GOOGLE_APPLICATION_CREDENTIALS to the path of a "
+    "service-account JSON key, or run `gcloud auth application-default login`; or use --ocr rapidocr"
+)
+
+
+class OcrError(RuntimeError):
+    """An OCR back-end is missing, misconfigured or failed on an image."""
+
+
+@dataclass(frozen=True)
+class OcrWord:
+    """One recognised token: its text, pixel box (x0, y0, x1, y1) and confidence (1.0 if unknown)."""
+
+    text: str
+    box: tuple[int, int, int, int]
+    score: float = 1.0
+
+
+class Ocr(Protocol):
+    name: str
+
+    def prepare(self) -> None:
+        """Load models or clients now, raising OcrError with a clear message if that fails."""
+
+    def read(self, image: Image.Image) -> list[OcrWord]:
+        """Words found in ``image``, boxes in its pixel coordinates."""
+
+
+def _poly_box(points: Any) -> tuple[int, int, int, int]:
+    xs = [float(p[0]) for p in points]
+    ys = [float(p[1]) for p in points]
+    return int(min(xs)), int(min(ys)), int(round(max(xs))), int(round(max(ys)))
+
+
+class NoOcr:
+    """The ``none`` back-end: panels are found, but no letters are read."""
+
+    name = "none"
+
+    def prepare(self) -> None:
+        pass
+
+    def read(self, image: Image.Image) -> list[OcrWord]:
+        return []
+
+
+class RapidOcr:
+    """Offline OCR with the models shipped in the ``rapidocr-onnxruntime`` wheel (loaded on first use)."""
+
+    name = "rapidocr"
+
+    def __init__(self) -> None:
+        self._engine: Any = None
+
+    def _load(self) -> Any:
+        if self._engine is None:
+            try:
+                from rapidocr_onnxruntime import RapidOCR
+            except ImportError as e:  # pragma: no cover - depends on the environment
+                raise OcrError("the rapidocr back-end needs `pip install rapidocr-onnxruntime`") from e
+            self._engine = RapidOCR()
+        return self._engine
+
+    def prepare(self) -> None:
+        self._load()
+
+    def read(self, image: Image.Image) -> list[OcrWord]:
+        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        try:
+            result, _ = self._load()(bgr)
+        except OcrError:
+            raise
+        except Exception as e:
+            raise OcrError(f"rapidocr failed: {e}") from e
+        return [OcrWord(str(text), _poly_box(points), float(score)) for points, text, score in result or []]
+
+
+def words_from_gcv(response: dict) -> list[OcrWord]:
+    """Words of a TEXT_DETECTION reply (REST JSON, camelCase or snake_case keys).
+
+    Entry 0 of ``textAnnotations`` is the whole text and is skipped; entries without a description
+    are skipped; vertices may leave out coordinates that are 0.
+    """
+    entries = response.get("textAnnotations", response.get("text_annotations")) or []
+    words = []
+    for entry in entries[1:]:
+        text = entry.get("description")
+        poly = entry.get("boundingPoly", entry.get("bounding_poly")) or {}
+        vertices = poly.get("vertices") or []
+        if not text or not vertices:
+            continue
+        points = [(v.get("x", 0), v.get("y", 0)) for v in vertices]
+        words.append(OcrWord(text, _poly_box(points), float(entry.get("score") or 1.0)))
+    return words
+
+
+class GcvOcr:
+    """Google Cloud Vision TEXT_DETECTION. ``client`` may be any ``ImageAnnotatorClient``."""
+
+    name = "gcv"
+    whole_image_first = True  # one request per figure; it reads small letters well
+
+    def __init__(self, client: Any = None) -> None:
+        self._client = client
+
+    def _load(self) -> Any:
+        if self._client is None:
+            try:
+                from google.cloud import vision
+            except ImportError as e:  # pragma: no cover - depends on the environment
+                raise OcrError("the gcv back-end needs `pip install google-cloud-vision`") from e
+            try:
+                import google.auth.exceptions as auth_errors
+
+                self._client = vision.ImageAnnotatorClient()
+            except auth_errors.DefaultCredentialsError as e:
+                raise OcrError(GCV_CREDENTIALS_HELP) from e
+        return self._client
+
+    def prepare(self) -> None:
+        self._load()
+
+    def read(self, image: Image.Image) -> list[OcrWord]:
+        from google.cloud import vision
+
+        client = self._load()
+        buf = io.BytesIO()
+        image.convert("RGB").save(buf, format="PNG")
+        try:
+            response = client.text_detection(image=vision.Image(content=buf.getvalue()))
+        except Exception as e:
+            raise OcrError(f"Google Cloud Vision request failed: {e}") from e
+        if response.error.message:
+            raise OcrError(f"Google Cloud Vision error: {response.error.message}")
+        as_dict = type(response).to_dict(response)
+        return words_from_gcv(as_dict)
+
+
+def image_key(image: Image.Image) -> str:
+    """A content hash of the decoded pixels (same picture, same key, whatever the file format)."""
+    rgb = image.convert("RGB")
+    h = hashlib.sha256(f"{rgb.size}".encode())
+    h.update(rgb.tobytes())
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class CachedOcr:
+    """Per-image cache around a back-end: in memory, and as ``<dir>/<backend>/<hash>.json`` if a dir is given."""
+
+    def __init__(self, backend: Ocr, cache_dir: str | Path | None = None) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.whole_image_first = bool(getattr(backend, "whole_image_first", False))
+        self.cache_dir = Path(cache_dir) / backend.name if cache_dir else None
+        self._memory: dict[str, list[OcrWord]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def prepare(self) -> None:
+        self.backend.prepare()
+
+    def read(self, image: Image.Image) -> list[OcrWord]:
+        key = image_key(image)
+        if key in self._memory:
+            self.hits += 1
+            return self._memory[key]
+        path = self.cache_dir / f"{key}.json" if self.cache_dir else None
+        if path is not None and path.is_file():
+            try:
+                words = [OcrWord(w["text"], tuple(w["box"]), w["score"]) for w in json.loads(path.read_text())]
+                self.hits += 1
+                self._memory[key] = words
+                return words
+            except (ValueError, KeyError, TypeError):
+                log.warning("OCR cache file %s is unreadable; reading the image again", path)
+        self.misses += 1
+        words = self.backend.read(image)
+        self._memory[key] = words
+        if path is not None:
+            atomic_write_text(path, json.dumps([asdict(w) for w in words]))
+        return words
+
+
+def make_ocr(name: str, cache_dir: str | Path | None = None, client: Any = None) -> CachedOcr:
+    """The named back-end wrapped in a cache. ``client`` is passed to ``gcv`` only."""
+    if name == "rapidocr":
+        backend: Ocr = RapidOcr()
+    elif name == "gcv":
+        backend = GcvOcr(client)
+    elif name == "none":
+        backend = NoOcr()
+    else:
+        raise OcrError(f"unknown OCR back-end {name!r}; choose one of {', '.join(BACKENDS)}")
+    return CachedOcr(backend, cache_dir)

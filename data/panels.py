@@ -1,0 +1,228 @@
+"""Panel detection in compound figures by image analysis (no OCR here).
+
+The figure is cut recursively (an XY-cut) along gutters: runs of rows or columns that hold no
+"structure". Structure is the foreground (pixels that differ from the background colour) with
+glyph-sized connected components removed, so that panel letters, tick labels and axis titles never
+block a gutter; they are attached to the nearest panel afterwards. Panels that touch with only a
+thin line between them are cut along that line when both sides are image-like.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class PanelParams:
+    """Tuning knobs, as fractions of the figure size where the size of the figure matters."""
+
+    bg_tol: int = 15  # max channel difference that still counts as background
+    glyph_frac: float = 0.045  # components smaller than this (of the longer side) are text
+    word_frac: float = 0.2  # ... and so are thin-stroked ones up to this size
+    stroke_frac: float = 0.004  # "thin": half stroke width at most this (of the longer side), >= 2.5 px
+    min_panel_frac: float = 0.08  # a panel spans at least this fraction of the figure per axis
+    min_panel_px: int = 24
+    line_max_px: int = 6  # separator lines between touching panels are at most this thick
+    line_uniform: float = 0.97  # share of a separator row's pixels that have the line's colour
+    line_side_fg: float = 0.25  # both sides of a separator must be this image-like
+    attach_frac: float = 0.06  # text within this distance (of the longer side) joins a panel
+
+
+def background_colour(rgb: np.ndarray, tol: int = 15) -> np.ndarray:
+    """The gutter colour: that of full-width or full-height uniform rows/columns, else the frame's.
+
+    Figures without a margin have image pixels on their frame, so gutters that cross the whole
+    figure are the better witness; the frame's median is the fallback (white for most journals).
+    """
+    votes = []
+    for lines in (rgb, rgb.transpose(1, 0, 2)):
+        spread = lines.max(axis=1).astype(np.int16) - lines.min(axis=1).astype(np.int16)
+        uniform = spread.max(axis=1) <= tol
+        votes.extend(np.median(lines[uniform], axis=1))
+    if votes:
+        colours, counts = np.unique((np.array(votes) // 16).astype(np.int16), axis=0, return_counts=True)
+        top = colours[np.argmax(counts)]
+        chosen = [v for v in votes if np.array_equal((v // 16).astype(np.int16), top)]
+        return np.median(np.array(chosen), axis=0)
+    frame = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    return np.median(frame, axis=0)
+
+
+def foreground_mask(rgb: np.ndarray, bg: np.ndarray, tol: int) -> np.ndarray:
+    """Pixels whose largest channel difference from the background exceeds ``tol``."""
+    diff = np.abs(rgb.astype(np.int16) - bg.astype(np.int16)).max(axis=2)
+    return diff > tol
+
+
+def split_structure(fg: np.ndarray, glyph_px: int, word_px: int,
+                    stroke_px: float) -> tuple[np.ndarray, list[Box]]:
+    """Split the foreground into structure and text: glyph boxes (small or thin-stroked, word-sized).
+
+    Thin strokes tell words (rotated tick labels, axis titles) from images and bars of the same size.
+    """
+    mask = fg.astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    thickness = np.zeros(n, dtype=np.float32)
+    np.maximum.at(thickness, labels.ravel(), dist.ravel())
+    keep = np.zeros(n, dtype=bool)
+    glyphs: list[Box] = []
+    for i in range(1, n):
+        x, y, w, h, _area = stats[i]
+        size = max(w, h)
+        if size <= glyph_px or (size <= word_px and thickness[i] <= stroke_px):
+            glyphs.append((int(x), int(y), int(x + w), int(y + h)))
+        else:
+            keep[i] = True
+    return keep[labels], glyphs
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open [start, end) runs of True in a 1-D boolean array."""
+    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _separator_lines(rgb: np.ndarray, fg: np.ndarray, p: PanelParams) -> np.ndarray:
+    """Rows (axis 0 of the given arrays) that are thin uniform lines between two image-like sides."""
+    n = rgb.shape[0]
+    is_line = np.zeros(n, dtype=bool)
+    if n < 3:
+        return is_line
+    med = np.median(rgb, axis=1, keepdims=True)
+    close = (np.abs(rgb.astype(np.int16) - med.astype(np.int16)).max(axis=2) <= p.bg_tol)
+    uniform = close.mean(axis=1) >= p.line_uniform
+    fg_share = fg.mean(axis=1)
+    for start, end in _runs(uniform):
+        if end - start > p.line_max_px or (start == 0 and end == n):
+            continue
+        # Grid lines and plot frames sit on background; a separator has image on both sides (on
+        # the one side there is, at the edge of a cell that was cut along the line's middle).
+        sides = [fg_share[max(0, start - p.line_max_px):start], fg_share[end:end + p.line_max_px]]
+        if all(side.mean() > p.line_side_fg for side in sides if side.size):
+            is_line[start:end] = True
+    return is_line
+
+
+def _pieces(occupied: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+    """Runs of occupied positions, with too-short runs merged across their narrower gap."""
+    runs = _runs(occupied)
+    while len(runs) > 1:
+        lengths = [e - s for s, e in runs]
+        i = int(np.argmin(lengths))
+        if lengths[i] >= min_len:
+            break
+        gap_before = runs[i][0] - runs[i - 1][1] if i > 0 else None
+        gap_after = runs[i + 1][0] - runs[i][1] if i + 1 < len(runs) else None
+        j = i - 1 if gap_after is None or (gap_before is not None and gap_before <= gap_after) else i + 1
+        a, b = sorted((i, j))
+        runs[a:b + 1] = [(runs[a][0], runs[b][1])]
+    return runs
+
+
+def _cut_axis(region: Box, rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
+              axis: int, min_len: int, p: PanelParams) -> tuple[list[tuple[int, int]], int]:
+    """Pieces of ``region`` along ``axis`` (0: rows, 1: columns) and the widest gutter between them."""
+    x0, y0, x1, y1 = region
+    sub_rgb, sub_fg, sub_st = (a[y0:y1, x0:x1] for a in (rgb, fg, struct))
+    if axis == 1:
+        sub_rgb, sub_fg, sub_st = sub_rgb.transpose(1, 0, 2), sub_fg.T, sub_st.T
+    occupied = sub_st.any(axis=1) & ~_separator_lines(sub_rgb, sub_fg, p)
+    pieces = _pieces(occupied, min_len)
+    gaps = [b[0] - a[1] for a, b in zip(pieces, pieces[1:])]
+    return pieces, max(gaps, default=0)
+
+
+def _cells(spans: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """Cells that share out [lo, hi) between pieces, splitting each gutter at its middle."""
+    cuts = [lo] + [(a[1] + b[0]) // 2 for a, b in zip(spans, spans[1:])] + [hi]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def xy_cut(rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
+           p: PanelParams) -> list[tuple[Box, Box]]:
+    """(cell, core) of each leaf of a recursive cut along the widest gutters, in reading order.
+
+    The cells partition the figure; the core is the structure's bounding box inside the cell.
+    """
+    h, w = struct.shape
+    min_rows = max(p.min_panel_px, int(p.min_panel_frac * h))
+    min_cols = max(p.min_panel_px, int(p.min_panel_frac * w))
+    leaves: list[tuple[Box, Box]] = []
+    stack: list[Box] = [(0, 0, w, h)]
+    while stack:
+        region = stack.pop()
+        x0, y0, x1, y1 = region
+        ys, xs = np.nonzero(struct[y0:y1, x0:x1])
+        if not len(ys):
+            continue
+        # Cut inside the structure's bounding box: margins would hide thin separator lines.
+        tight = (x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1)
+        tx0, ty0 = tight[:2]
+        rows, row_gap = _cut_axis(tight, rgb, fg, struct, 0, min_rows, p)
+        cols, col_gap = _cut_axis(tight, rgb, fg, struct, 1, min_cols, p)
+        if len(rows) > 1 and (len(cols) < 2 or row_gap >= col_gap):
+            children = [(x0, ty0 + s, x1, ty0 + e) for s, e in _cells(rows, y0 - ty0, y1 - ty0)]
+        elif len(cols) > 1:
+            children = [(tx0 + s, y0, tx0 + e, y1) for s, e in _cells(cols, x0 - tx0, x1 - tx0)]
+        else:
+            core = (tx0 + cols[0][0], ty0 + rows[0][0], tx0 + cols[-1][1], ty0 + rows[-1][1])
+            leaves.append((region, core))
+            continue
+        stack.extend(reversed(children))  # depth first, so leaves come out in reading order
+    return leaves
+
+
+def _gap(a: Box, b: Box) -> int:
+    """Chebyshev distance between two boxes (0 when they overlap or touch)."""
+    dx = max(a[0] - b[2], b[0] - a[2], 0)
+    dy = max(a[1] - b[3], b[1] - a[3], 0)
+    return max(dx, dy)
+
+
+def _inside(g: Box, cell: Box) -> bool:
+    cx, cy = (g[0] + g[2]) / 2, (g[1] + g[3]) / 2
+    return cell[0] <= cx < cell[2] and cell[1] <= cy < cell[3]
+
+
+def attach_glyphs(core: Box, cell: Box, glyphs: list[Box], reach: int) -> Box:
+    """Grow a panel core by the text in its cell that lies within ``reach`` of it (chains allowed)."""
+    box = core
+    todo = [g for g in glyphs if _inside(g, cell)]
+    grown = True
+    while grown and todo:  # tick labels first, then the axis titles beside them
+        grown, rest = False, []
+        for g in todo:
+            if _gap(box, g) <= reach:
+                box = (min(box[0], g[0]), min(box[1], g[1]), max(box[2], g[2]), max(box[3], g[3]))
+                grown = True
+            else:
+                rest.append(g)
+        todo = rest
+    return box
+
+
+def detect_panel_boxes(rgb: np.ndarray, p: PanelParams | None = None) -> list[Box]:
+    """Panel boxes (x0, y0, x1, y1) of an RGB uint8 array, in reading order."""
+    p = p or PanelParams()
+    h, w = rgb.shape[:2]
+    bg = background_colour(rgb, p.bg_tol)
+    fg = foreground_mask(rgb, bg, p.bg_tol)
+    glyph_px = max(6, int(p.glyph_frac * max(h, w)))
+    stroke = max(2.5, p.stroke_frac * max(h, w))
+    struct, glyphs = split_structure(fg, glyph_px, int(p.word_frac * max(h, w)), stroke)
+    if not struct.any():
+        return []
+    min_w = max(p.min_panel_px, int(p.min_panel_frac * w))
+    min_h = max(p.min_panel_px, int(p.min_panel_frac * h))
+    reach = int(p.attach_frac * max(h, w))
+    boxes = []
+    for cell, core in xy_cut(rgb, fg, struct, p):
+        if core[2] - core[0] >= min_w // 2 and core[3] - core[1] >= min_h // 2:
+            boxes.append(attach_glyphs(core, cell, glyphs, reach))
+    return boxes
