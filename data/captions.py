@@ -5,22 +5,27 @@ import html
 import re
 import unicodedata
 
-_TAG = re.compile(r"<[^>]{0,200}>")
+# A real tag starts with a letter (or "/" and a letter) right after "<": "p < 0.05" is not a tag.
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)(\s[^<>]{0,300})?/?>")
+# Inline markup disappears without a trace ("MRI</b>." stays "MRI."); other tags separate words.
+_INLINE = {"b", "i", "u", "em", "strong", "sup", "sub", "span", "a", "font", "small", "big", "tt", "sc",
+           "italic", "bold", "mark", "abbr", "code"}
 _BLIP_PUNCT = re.compile(r"[.!\"()*#:;~]")
 _SPACES = re.compile(r"\s{2,}")
+
+
+def _drop_tag(m: re.Match) -> str:
+    return "" if m.group(2).lower() in _INLINE else " "
 
 
 def strip_html(text: str) -> str:
     """Remove HTML/XML tags, decode entities and normalise Unicode spaces.
 
     Open-i wraps query terms in ``<b>`` tags and JATS captions carry inline markup; both must go
-    before tokenization. Unicode space variants (no-break, thin, ...) become plain spaces and runs of
-    whitespace collapse to one.
+    before tokenization. Entities are decoded after the tags are gone, so escaped comparisons such as
+    ``p &lt; 0.05`` survive as text. Unicode space variants become plain spaces and runs collapse.
     """
-    text = _TAG.sub(" ", text)
-    text = html.unescape(text)
-    # A second pass: entities such as "&lt;b&gt;" decode into tags.
-    text = _TAG.sub(" ", text)
+    text = html.unescape(_TAG.sub(_drop_tag, text))
     text = "".join(" " if unicodedata.category(c) == "Zs" or c in "\t\r\n\u200b" else c for c in text)
     return " ".join(text.split())
 

@@ -69,8 +69,6 @@ def test_caption_cleaning_of_open_i_markup():
         "Axial MRI.(A) Brain&spine, T2 \u2014 FLAIR"
 
 
-@pytest.mark.xfail(strict=True, reason="data/captions.strip_html strips tags again after decoding entities, "
-                                       "so 'p &lt; 0.05 ... &gt;2 mm' loses the text between < and >")
 def test_caption_with_escaped_angle_brackets_keeps_its_text():
     assert clean_caption("lesions (p &lt; 0.05) larger than &gt;2 mm") == "lesions (p < 0.05) larger than >2 mm"
 

@@ -1,0 +1,273 @@
+"""The model: shapes, gradients, BERT parity, BLIP checkpoint layout, loading safety."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from models import BlipPretrain, BlipRetrieval, build_model, init_tokenizer, load_checkpoint
+from models.bert_weights import load_bert_weights
+from models.vit import create_vit, interpolate_pos_embed
+from tiny import minilm_folder, tiny_config
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return init_tokenizer(minilm_folder())
+
+
+@pytest.fixture
+def pre_cfg(tmp_path, tokenizer):
+    return tiny_config(tmp_path, "pretrain", minilm_folder())
+
+
+@pytest.fixture
+def ret_cfg(tmp_path, tokenizer):
+    return tiny_config(tmp_path, "retrieval", minilm_folder())
+
+
+CAPTIONS = ["axial flair mri shows a lesion in the left frontal lobe", "ct of the head", "a cyst",
+            "normal brain mri without a lesion"]
+
+
+def test_tokenizer_adds_dec_and_enc_like_blip(tokenizer):
+    assert len(tokenizer) == 30524
+    assert tokenizer.bos_token_id == 30522
+    assert tokenizer.enc_token_id == 30523
+    assert tokenizer.cls_token_id == 101 and tokenizer.sep_token_id == 102 and tokenizer.pad_token_id == 0
+
+
+def _check_grads(model):
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{name} received no gradient"
+            assert torch.isfinite(p.grad).all(), name
+    for prefix in ("visual_encoder_m", "vision_proj_m", "text_encoder_m", "text_proj_m"):
+        for name, p in getattr(model, prefix).named_parameters():
+            assert not p.requires_grad and p.grad is None, f"{prefix}.{name} must not train"
+
+
+def test_pretrain_forward_backward(pre_cfg, tokenizer):
+    torch.manual_seed(0)
+    model = build_model(pre_cfg, "pretrain", tokenizer)
+    images = torch.randn(4, 3, 32, 32)
+    out = model(images, CAPTIONS, alpha=0.4)
+    assert set(out) == {"itc", "itm", "lm"}
+    for v in out.values():
+        assert v.dim() == 0 and torch.isfinite(v)
+    sum(out.values()).backward()
+    _check_grads(model)
+    image_embeds, image_feat = model.encode_image(images)
+    assert image_embeds.shape == (4, 1 + 4, 48) and image_feat.shape == (4, 16)
+    assert torch.allclose(image_feat.norm(dim=-1), torch.ones(4), atol=1e-5)
+    batch = model.tokenize(CAPTIONS)
+    text_embeds, text_feat = model.encode_text(batch["input_ids"], batch["attention_mask"])
+    assert text_embeds.shape == (4, 16, 32) and text_feat.shape == (4, 16)
+    assert model.itm_logits(image_embeds, batch["input_ids"], batch["attention_mask"]).shape == (4, 2)
+
+
+def test_retrieval_forward_backward(ret_cfg, tokenizer):
+    torch.manual_seed(0)
+    model = build_model(ret_cfg, "retrieval", tokenizer)
+    out = model(torch.randn(4, 3, 32, 32), CAPTIONS, alpha=0.4, idx=torch.tensor([0, 0, 1, 2]))
+    assert set(out) == {"itc", "itm"}
+    sum(out.values()).backward()
+    _check_grads(model)
+    assert model.idx_queue[0, :4].tolist() == [0, 0, 1, 2]
+
+
+def test_decoder_shares_all_but_self_attention(pre_cfg, tokenizer):
+    model = BlipPretrain(pre_cfg, tokenizer)
+    enc, dec = model.text_encoder, model.text_decoder.bert
+    assert enc.embeddings.word_embeddings.weight is dec.embeddings.word_embeddings.weight
+    assert model.text_decoder.cls.predictions.decoder.weight is enc.embeddings.word_embeddings.weight
+    for le, ld in zip(enc.encoder.layer, dec.encoder.layer):
+        assert le.crossattention is ld.crossattention and le.output is ld.output
+        assert le.attention.self.query.weight is not ld.attention.self.query.weight
+
+
+def test_queue_accepts_any_batch_size(ret_cfg, tokenizer):
+    model = BlipRetrieval(ret_cfg, tokenizer)  # queue_size 12
+    for n in (5, 5, 5):  # 12 is not a multiple of 5: the third batch wraps around
+        model.enqueue(torch.ones(n, 16), torch.ones(n, 16), torch.arange(n))
+    assert model.ptr_queue.item() == 15 % 12
+    assert model.idx_queue[0].tolist() == [2, 3, 4, 3, 4, 0, 1, 2, 3, 4, 0, 1]
+    model.enqueue(torch.zeros(30, 16), torch.zeros(30, 16), torch.arange(30))  # larger than the queue
+    assert model.idx_queue[0].sort().values.tolist() == list(range(18, 30))
+
+
+def test_text_mode_matches_hf_bert(tmp_path):
+    """Our text transformer with MiniLM's real weights equals transformers.BertModel."""
+    from transformers import BertModel
+
+    folder = minilm_folder()
+    cfg = tiny_config(tmp_path, "retrieval", folder, med_config=os.path.join(folder, "config.json"))
+    model = BlipRetrieval(cfg).eval()
+    report = load_bert_weights(model, folder)
+    assert not report["unused"], report["unused"]
+    assert report["not_in_bert"] and all(".crossattention." in k for k in report["not_in_bert"])
+    hf = BertModel.from_pretrained(folder).eval()
+    batch = model.tokenize(["an enhancing mass in the right temporal lobe", "no lesion"])
+    with torch.no_grad():
+        ours, _ = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        ref = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    keep = batch["attention_mask"].bool()
+    assert (ours - ref)[keep].abs().max().item() < 1e-4
+
+
+def blip_state_shapes(cfg: dict, task: str, vocab: int = 30524) -> dict[str, tuple]:
+    """BLIP's checkpoint keys and shapes (blip_spec.md §6), written out independently of our modules."""
+    w, depth, p = cfg["vit"]["width"], cfg["vit"]["depth"], cfg["vit"]["patch_size"]
+    n = (cfg["image_size"] // p) ** 2
+    h, inter, layers, maxpos, e, q = 32, 64, 2, 64, cfg["embed_dim"], cfg["queue_size"]
+    vit = {"cls_token": (1, 1, w), "pos_embed": (1, n + 1, w), "patch_embed.proj.weight": (w, 3, p, p),
+           "patch_embed.proj.bias": (w,), "norm.weight": (w,), "norm.bias": (w,)}
+    for i in range(depth):
+        b = f"blocks.{i}."
+        vit.update({b + "norm1.weight": (w,), b + "norm1.bias": (w,), b + "attn.qkv.weight": (3 * w, w),
+                    b + "attn.qkv.bias": (3 * w,), b + "attn.proj.weight": (w, w), b + "attn.proj.bias": (w,),
+                    b + "norm2.weight": (w,), b + "norm2.bias": (w,), b + "mlp.fc1.weight": (4 * w, w),
+                    b + "mlp.fc1.bias": (4 * w,), b + "mlp.fc2.weight": (w, 4 * w), b + "mlp.fc2.bias": (w,)})
+    text = {"embeddings.position_ids": (1, maxpos), "embeddings.word_embeddings.weight": (vocab, h),
+            "embeddings.position_embeddings.weight": (maxpos, h), "embeddings.LayerNorm.weight": (h,),
+            "embeddings.LayerNorm.bias": (h,)}
+    for i in range(layers):
+        for att, kv in (("attention", h), ("crossattention", w)):
+            b = f"encoder.layer.{i}.{att}."
+            text.update({b + "self.query.weight": (h, h), b + "self.query.bias": (h,), b + "self.key.weight": (h, kv),
+                         b + "self.key.bias": (h,), b + "self.value.weight": (h, kv), b + "self.value.bias": (h,),
+                         b + "output.dense.weight": (h, h), b + "output.dense.bias": (h,),
+                         b + "output.LayerNorm.weight": (h,), b + "output.LayerNorm.bias": (h,)})
+        b = f"encoder.layer.{i}."
+        text.update({b + "intermediate.dense.weight": (inter, h), b + "intermediate.dense.bias": (inter,),
+                     b + "output.dense.weight": (h, inter), b + "output.dense.bias": (h,),
+                     b + "output.LayerNorm.weight": (h,), b + "output.LayerNorm.bias": (h,)})
+    out = {}
+    for suffix in ("", "_m"):
+        out.update({f"visual_encoder{suffix}.{k}": s for k, s in vit.items()})
+        out.update({f"text_encoder{suffix}.{k}": s for k, s in text.items()})
+        out.update({f"vision_proj{suffix}.weight": (e, w), f"vision_proj{suffix}.bias": (e,),
+                    f"text_proj{suffix}.weight": (e, h), f"text_proj{suffix}.bias": (e,)})
+    out.update({"itm_head.weight": (2, h), "itm_head.bias": (2,), "temp": (), "image_queue": (e, q),
+                "text_queue": (e, q)})
+    if task == "pretrain":
+        out["queue_ptr"] = (1,)
+        out.update({f"text_decoder.bert.{k}": s for k, s in text.items()})
+        out.update({"text_decoder.cls.predictions.bias": (vocab,), "text_decoder.cls.predictions.decoder.weight": (vocab, h),
+                    "text_decoder.cls.predictions.decoder.bias": (vocab,),
+                    "text_decoder.cls.predictions.transform.dense.weight": (h, h),
+                    "text_decoder.cls.predictions.transform.dense.bias": (h,),
+                    "text_decoder.cls.predictions.transform.LayerNorm.weight": (h,),
+                    "text_decoder.cls.predictions.transform.LayerNorm.bias": (h,)})
+    else:
+        out.update({"idx_queue": (1, q), "ptr_queue": (1,)})
+    return out
+
+
+def _fake_blip_checkpoint(path, shapes):
+    state = {k: (torch.zeros(s, dtype=torch.long) if k.endswith(("position_ids", "ptr", "queue_ptr", "ptr_queue",
+                                                                      "idx_queue")) else torch.randn(s))
+             for k, s in shapes.items()}
+    state["text_encoder.embeddings.position_ids"] = torch.arange(64)[None]
+    torch.save({"model": state, "config": {}, "epoch": 3}, path)
+    return state
+
+
+@pytest.mark.parametrize("task", ["pretrain", "retrieval"])
+def test_state_dict_has_exactly_blips_keys_and_shapes(tmp_path, tokenizer, task):
+    cfg = tiny_config(tmp_path, task, minilm_folder(), vit_grad_ckpt=True, vit_ckpt_layer=2)
+    model = build_model(cfg, task, tokenizer, load_weights=False)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert ours == blip_state_shapes(cfg, task)
+
+
+def test_blip_pretrain_checkpoint_loads_into_both_models(tmp_path, tokenizer):
+    cfg = tiny_config(tmp_path, "pretrain", minilm_folder())
+    path = tmp_path / "model_base.pth"
+    state = _fake_blip_checkpoint(path, blip_state_shapes(cfg, "pretrain"))
+    model, report = load_checkpoint(BlipPretrain(cfg, tokenizer), str(path))
+    assert report.missing_keys == [] and report.unexpected_keys == []
+    assert torch.equal(model.visual_encoder.blocks[1].attn.qkv.weight, state["visual_encoder.blocks.1.attn.qkv.weight"])
+    ret_cfg = tiny_config(tmp_path, "retrieval", minilm_folder())
+    _, report = load_checkpoint(BlipRetrieval(ret_cfg, tokenizer), str(path))
+    assert sorted(report.missing_keys) == ["idx_queue", "ptr_queue"]
+    assert "queue_ptr" in report.unexpected_keys and any(k.startswith("text_decoder.") for k in report.unexpected_keys)
+
+
+def test_base_sizes_match_blip_key_counts(tokenizer, tmp_path):
+    """At ViT-B / BERT-base sizes the state dicts have BLIP's 949 (retrieval) and 1272 (pre-training) entries."""
+    for task, count in (("retrieval", 949), ("pretrain", 1272)):
+        cfg = tiny_config(tmp_path, task, minilm_folder(), vit="base", image_size=224,
+                          med_config="configs/med_config.json", embed_dim=256, queue_size=57600)
+        with torch.device("meta"):
+            model = build_model(cfg, task, tokenizer, load_weights=False)
+        assert len(model.state_dict()) == count
+        assert model.image_queue.shape == (256, 57600)
+
+
+def test_checkpoint_round_trip_and_pos_embed_interpolation(tmp_path, tokenizer):
+    cfg = tiny_config(tmp_path, "retrieval", minilm_folder())
+    model = BlipRetrieval(cfg, tokenizer)
+    torch.save({"model": model.state_dict()}, tmp_path / "ours.pth")
+    twin, report = load_checkpoint(BlipRetrieval(cfg, tokenizer), str(tmp_path / "ours.pth"))
+    assert not report.missing_keys and not report.unexpected_keys
+    for (k, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), k
+    big = BlipRetrieval(tiny_config(tmp_path, "retrieval", minilm_folder(), image_size=64), tokenizer)
+    big, report = load_checkpoint(big, str(tmp_path / "ours.pth"))
+    assert big.visual_encoder.pos_embed.shape == (1, 17, 48) and not report.missing_keys
+    assert torch.equal(big.visual_encoder.pos_embed[:, 0], model.visual_encoder.pos_embed[:, 0])
+
+
+def test_interpolate_197_to_577():
+    pos = torch.randn(1, 197, 8)
+    out = interpolate_pos_embed(pos, 576)
+    assert out.shape == (1, 577, 8) and torch.equal(out[:, 0], pos[:, 0])
+    assert interpolate_pos_embed(pos, 196) is pos
+    # A constant grid stays constant under bicubic resizing.
+    flat = torch.ones(1, 197, 8)
+    assert torch.allclose(interpolate_pos_embed(flat, 576), torch.ones(1, 577, 8), atol=1e-5)
+
+
+def test_grad_checkpointing_keeps_keys_and_gradients():
+    torch.manual_seed(0)
+    plain, _ = create_vit({"width": 48, "depth": 3, "heads": 2}, 32)
+    ckpt, _ = create_vit({"width": 48, "depth": 3, "heads": 2}, 32, grad_ckpt=True, ckpt_layer=2)
+    ckpt.load_state_dict(plain.state_dict())
+    assert list(plain.state_dict()) == list(ckpt.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    plain(x).sum().backward()
+    ckpt(x).sum().backward()
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned_marker",))
+
+
+def test_malicious_pickle_is_refused(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"model": _Evil()}, f)
+    cfg = tiny_config(tmp_path, "retrieval", minilm_folder())
+    with pytest.raises(RuntimeError, match="weights_only"):
+        load_checkpoint(BlipRetrieval(cfg, tokenizer), str(path))
+    assert not (tmp_path / "pwned_marker").exists()
+
+
+def test_other_architecture_is_named(tmp_path, tokenizer):
+    cfg = tiny_config(tmp_path, "retrieval", minilm_folder())
+    wide = tiny_config(tmp_path, "retrieval", minilm_folder(), vit={"width": 64, "depth": 2, "heads": 2})
+    torch.save({"model": BlipRetrieval(wide, tokenizer).state_dict()}, tmp_path / "wide.pth")
+    with pytest.raises(RuntimeError, match=r"visual_encoder\.cls_token"):
+        load_checkpoint(BlipRetrieval(cfg, tokenizer), str(tmp_path / "wide.pth"))
+    torch.save({"model": {"fc.weight": torch.zeros(3, 3)}}, tmp_path / "other.pth")
+    with pytest.raises(RuntimeError, match="does not match this model's architecture"):
+        load_checkpoint(BlipRetrieval(cfg, tokenizer), str(tmp_path / "other.pth"))
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(BlipRetrieval(cfg, tokenizer), str(tmp_path / "absent.pth"))
