@@ -1,0 +1,127 @@
+"""split_figures.py end to end on built compound figures, bad input, and the article-grouped splits."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from PIL import Image
+
+import split_figures
+from data.compound_synth import build, load_tiles
+from data.figures import Panel
+from data.splits import article_key, karpathy_splits, parse_fractions
+from data.subfigures import panels_at
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return ix * iy / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy)
+
+
+@pytest.fixture
+def dataset(tmp_path, fixtures_dir):
+    """captions.json with two built compound figures, one single image and three bad records."""
+    tiles = load_tiles(fixtures_dir / "image_caption")
+    rng = random.Random(7)
+    (tmp_path / "images").mkdir()
+    records = []
+    for i, layout in enumerate(("grid", "black")):
+        fig = build(tiles, layout, rng, tile_w=140)
+        name = f"images/PMC10{i}_fig1.png"
+        fig.image.save(tmp_path / name)
+        letters = fig.labels
+        caption = "Brain imaging. " + " ".join(f"({x}) View {x.lower()} of the lesion." for x in letters) + " (Z) Missing."
+        records.append({"image": name, "caption": caption, "pmcid": f"PMC10{i}", "truth": [list(b) for b in fig.boxes]})
+    tiles[0].save(tmp_path / "images" / "PMC200_fig2.png")
+    records.append({"image": "images/PMC200_fig2.png", "caption": "Axial MRI.", "pmcid": "PMC200"})
+    (tmp_path / "images" / "PMC300_fig1.png").write_bytes(b"not an image")
+    records.append({"image": "images/PMC300_fig1.png", "caption": "(A) x. (B) y.", "pmcid": "PMC300"})
+    records.append({"image": "images/PMC400_fig1.png", "pmcid": "PMC400"})
+    records.append("not a record")
+    (tmp_path / "captions.json").write_text(json.dumps(records))
+    return tmp_path, records
+
+
+def test_cli_end_to_end(dataset):
+    root, records = dataset
+    out = root / "sub"
+    rc = split_figures.main(["--in", str(root / "captions.json"), "--out", str(out), "--ocr", "rapidocr",
+                             "--splits", "0.5,0.25,0.25", "--seed", "1"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["figures"], summary["failed"]) == (6, 3)
+    assert summary["matched"] + summary["fallback"] == 3
+    assert summary["labels_without_panel"] >= 2  # (Z) in both captions
+    failed = json.loads((out / "failed.json").read_text())
+    reasons = " ".join(f["reason"] for f in failed)
+    assert "PMC300_fig1.png" in reasons and "no 'image' or 'caption'" in reasons and "not an object" in reasons
+    rows = json.loads((out / "subfigures.json").read_text())
+    crops = [r for r in rows if r["panel_label"]]
+    n_panels = sum(len(rec["truth"]) for rec in records[:2])
+    assert len(crops) >= n_panels - 1  # at most one letter unread
+    for r in crops:
+        truth = next(rec["truth"] for rec in records[:2] if rec["image"] == r["parent_image"])
+        want = truth[ord(r["panel_label"]) - ord("A")]  # letters were drawn A, B, ... in box order
+        assert _iou(want, r["box"]) >= 0.8, (r["panel_label"], want, r["box"])
+        assert r["caption"] == f"Brain imaging. View {r['panel_label'].lower()} of the lesion."
+        with Image.open(out / r["image"]) as im:
+            assert im.size == (r["box"][2] - r["box"][0], r["box"][3] - r["box"][1])
+    single = [r for r in rows if r["parent_image"] == "images/PMC200_fig2.png"]
+    assert len(single) == 1 and single[0]["caption"] == "Axial MRI." and single[0]["panel_label"] is None
+    assert (out / single[0]["image"]).resolve() == (root / "images" / "PMC200_fig2.png").resolve()
+    splits = {n: json.loads((out / f"{n}.json").read_text()) for n in ("train", "val", "test")}
+    assert all({"image", "caption", "image_id"} == set(e) for e in splits["train"])
+    assert all(isinstance(e["caption"], list) for e in splits["val"] + splits["test"])
+    assert sum(len(e["caption"]) for e in splits["val"] + splits["test"]) + len(splits["train"]) == len(rows)
+
+
+def test_cli_without_ocr_pairs_by_order_only_when_asked(dataset):
+    root, _ = dataset
+    plain, ordered = root / "plain", root / "ordered"
+    assert split_figures.main(["--in", str(root / "captions.json"), "--out", str(plain), "--ocr", "none"]) == 0
+    assert json.loads((plain / "summary.json").read_text())["matched"] == 0
+    args = ["--in", str(root / "captions.json"), "--out", str(ordered), "--ocr", "none", "--order-fallback"]
+    assert split_figures.main(args) == 0
+    # The captions name one letter more ("Z") than there are panels, so order pairing must refuse.
+    assert json.loads((ordered / "summary.json").read_text())["matched"] == 0
+
+
+def test_cli_gcv_without_credentials(dataset, monkeypatch, caplog):
+    root, _ = dataset
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(root / "absent.json"))
+    rc = split_figures.main(["--in", str(root / "captions.json"), "--out", str(root / "g"), "--ocr", "gcv"])
+    assert rc == 2 and "GOOGLE_APPLICATION_CREDENTIALS" in caplog.text
+
+
+def test_bad_splits_argument(dataset):
+    root, _ = dataset
+    assert split_figures.main(["--in", str(root / "captions.json"), "--out", str(root / "x"), "--splits", "0.8,0.3"]) == 2
+    with pytest.raises(ValueError):
+        parse_fractions("0.5,0.6,-0.1")
+
+
+def test_splits_keep_articles_apart():
+    rng = random.Random(0)
+    records = [{"image": f"sub/PMC{a}_fig{f}_{p}.png", "caption": f"c{a}{f}{p}", "pmcid": f"PMC{a}"}
+               for a in range(40) for f in range(rng.randint(1, 3)) for p in "AB"]
+    splits = karpathy_splits(records, (0.8, 0.1, 0.1), seed=3)
+    owners = {}
+    for name, rows in splits.items():
+        for row in rows:
+            owners.setdefault(row["image"].split("_")[0], set()).add(name)
+    assert all(len(v) == 1 for v in owners.values())
+    n_train = len(splits["train"])
+    assert 0.6 < n_train / len(records) < 0.95 and splits["val"] and splits["test"]
+    assert karpathy_splits(records, (0.8, 0.1, 0.1), seed=3) == splits
+    assert karpathy_splits(records, (0.8, 0.1, 0.1), seed=4) != splits
+    assert article_key({"parent_image": "images/PMC9_fig2.jpg", "image": "x"}) == "PMC9"
+
+
+def test_positions_name_panels():
+    grid = [Panel((0, 0, 10, 10)), Panel((12, 0, 22, 10)), Panel((0, 12, 10, 22)), Panel((12, 12, 22, 22))]
+    assert panels_at("TOP", grid) == grid[:2]
+    assert panels_at("RIGHT", grid) == [grid[1], grid[3]]
+    assert panels_at("BOTTOM LEFT", grid) == [grid[2]]
+    assert panels_at("MIDDLE", grid) == []  # no middle row or column in a 2 x 2 grid
