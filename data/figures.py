@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .panel_labels import merge_unlabelled, read_labels
+from .panel_labels import merge_unlabelled, read_labels, repair_sequence
 from .panels import PanelParams, detect_panel_boxes
 from .subcaptions import SubCaption, split_caption
 
@@ -32,7 +32,8 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
 
     A figure in which no panels are cut out gives one panel covering its content; a blank image gives
     an empty list. With letters on most panels, unlabelled pieces join the labelled panel to their left
-    or above (a panel with white space inside is otherwise cut in two).
+    or above if they are small (a panel with white space inside is otherwise cut in two), and when
+    most letters read agree with reading order A, B, C, ..., that order fills in and corrects the rest.
     """
     rgb = np.asarray(image.convert("RGB"))
     boxes = detect_panel_boxes(rgb, params)
@@ -40,4 +41,5 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
         return [Panel(b) for b in boxes]
     labels = read_labels(image, boxes, ocr) if len(boxes) > 1 else [None]
     boxes, labels = merge_unlabelled(boxes, labels)
+    labels = repair_sequence(labels)
     return [Panel(b, lab) for b, lab in zip(boxes, labels)]

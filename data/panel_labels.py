@@ -103,6 +103,23 @@ def _unique(labels: list[str | None], dists: list[float]) -> list[str | None]:
     return out
 
 
+def _area(b: Box) -> int:
+    return (b[2] - b[0]) * (b[3] - b[1])
+
+
+def repair_sequence(labels: list[str | None]) -> list[str | None]:
+    """Letters in reading order A, B, C, ... when most letters read agree with that order.
+
+    OCR misreads single letters ("C" as "V", "D" as "T") or misses them; when at least two thirds of
+    the letters read (and at least two) sit where the plain sequence puts them, the sequence wins.
+    """
+    read = [(i, x) for i, x in enumerate(labels) if x]
+    agree = sum(1 for i, x in read if x == chr(ord("A") + i))
+    if len(labels) > 26 or len(read) < 2 or agree < 2 or agree * 3 < len(read) * 2:
+        return labels
+    return [chr(ord("A") + i) for i in range(len(labels))]
+
+
 def _overlaps(a: Box, b: Box) -> bool:
     return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
@@ -123,8 +140,8 @@ def merge_unlabelled(boxes: list[Box], labels: list[str | None]) -> tuple[list[B
             if label is not None:
                 continue
             j = _labelled_neighbour(i, boxes, labels)
-            if j is None:
-                continue
+            if j is None or _area(box) > 0.5 * _area(boxes[j]):
+                continue  # only fragments; a full-size piece is more likely a panel with an unread letter
             other = boxes[j]
             merged = (min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]), max(box[3], other[3]))
             if any(_overlaps(merged, boxes[k]) for k in range(len(boxes)) if k not in (i, j)):

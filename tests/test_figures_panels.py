@@ -10,7 +10,7 @@ from PIL import Image
 from data.compound_synth import LAYOUTS, build_set
 from data.figures import Panel, find_panels
 from data.ocr import make_ocr
-from data.panel_labels import merge_unlabelled, normalise_label
+from data.panel_labels import merge_unlabelled, normalise_label, repair_sequence
 
 
 def iou(a, b) -> float:
@@ -90,8 +90,17 @@ def test_letters_are_read_with_rapidocr(built):
 
 def test_label_tokens_and_merging():
     assert [normalise_label(t) for t in ("(a)", "B.", "c)", "D:", "ab", "1", "(T2)")] == ["A", "B", "C", "D", None, None, None]
-    boxes = [(0, 0, 100, 100), (110, 0, 200, 100), (0, 110, 100, 200), (110, 110, 200, 200)]
+    boxes = [(0, 0, 100, 100), (110, 0, 140, 100), (0, 110, 100, 200), (110, 110, 200, 200)]
     merged, labels = merge_unlabelled(boxes, ["A", None, "B", "C"])
-    assert merged == [(0, 0, 200, 100), (0, 110, 100, 200), (110, 110, 200, 200)]
+    assert merged == [(0, 0, 140, 100), (0, 110, 100, 200), (110, 110, 200, 200)]
     assert labels == ["A", "B", "C"]
+    big = [(0, 0, 100, 100), (110, 0, 200, 100)]  # a full-size neighbour keeps its place
+    assert merge_unlabelled(big + boxes[2:], ["A", None, "B", "C"])[1] == ["A", None, "B", "C"]
     assert merge_unlabelled(boxes, ["A", None, None, None]) == (boxes, ["A", None, None, None])
+
+
+def test_reading_order_repairs_misread_letters():
+    assert repair_sequence(["A", None, "V", "D"]) == ["A", "B", "C", "D"]
+    assert repair_sequence(["A", "B", "C", "T"]) == ["A", "B", "C", "D"]
+    assert repair_sequence(["A", None, None, "C", "D"]) == ["A", None, None, "C", "D"]  # order disagrees
+    assert repair_sequence(["A", None, None]) == ["A", None, None]  # one letter is too little evidence
