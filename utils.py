@@ -498,19 +498,22 @@ def find_resume(resume: str | None, output_dir: str | Path) -> Path | None:
 
 
 def run_epochs(model, loader, optimizer, config: dict, info: DistInfo, output_dir: str | Path,
-               resume: str | None, end_of_epoch) -> TrainState:
+               resume: str | None, end_of_epoch, extra_state: dict | None = None) -> TrainState:
     """The epoch loop shared by pre-training and retrieval fine-tuning.
 
     Resumes (model, optimizer, queues, epoch, step, RNG) from ``resume``; runs ``train_one_epoch``;
     writes ``checkpoint_last.pth`` every ``save_every_steps`` and per-step log lines every
     ``log_every_steps``; after each epoch calls ``end_of_epoch(epoch, train_stats, state)``, which
-    returns extra numbers for ``log.txt`` and saves the epoch's checkpoints.
+    returns extra numbers for ``log.txt`` and saves the epoch's checkpoints. ``extra_state`` (e.g. the
+    best validation score) is saved in step checkpoints under ``extra`` and restored on resume.
     """
     out = Path(output_dir)
     state = TrainState()
     path = find_resume(resume, out)
     if path is not None:
-        state, _ = resume_training(path, model, optimizer)
+        state, ckpt = resume_training(path, model, optimizer)
+        if extra_state is not None:
+            extra_state.update(ckpt.get("extra", {}))
         if state.step >= len(loader):  # the checkpoint closed an epoch
             state = TrainState(epoch=state.epoch + 1, global_step=state.global_step)
     ddp_model = wrap_ddp(model, info)
@@ -522,7 +525,8 @@ def run_epochs(model, loader, optimizer, config: dict, info: DistInfo, output_di
                                            **{f"train_{k}": m.avg for k, m in meter.meters.items()}})
         if save_every and st.global_step % save_every == 0:
             rngs = gathered_rng_states()
-            save_training_checkpoint(out / "checkpoint_last.pth", model, optimizer, config, st, rng_states=rngs)
+            save_training_checkpoint(out / "checkpoint_last.pth", model, optimizer, config, st,
+                                     extra={"extra": extra_state or {}}, rng_states=rngs)
 
     for epoch in range(state.epoch, config["max_epoch"]):
         state.epoch = epoch

@@ -1,0 +1,231 @@
+"""Image-text retrieval evaluation as BLIP does it, fast and exact.
+
+BLIP ranks by ITC similarity, re-ranks the top ``k_test`` candidates of every row with the ITM head and
+scores them ``ITM match logit + ITC cosine``; every other cell stays at -100. ``fast_scores`` computes
+the same matrices with less work: each (image, text) pair is scored once even when it is a candidate in
+both directions, an image's cross-attention keys/values are computed once for all its candidate texts,
+pairs are batched across rows, and the pairs are split evenly across processes. ``reference_scores``
+is BLIP's per-row loop, kept as the reference for tests and benchmarks.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from utils import all_gather_no_grad, all_reduce_sum, get_rank, get_world_size
+
+log = logging.getLogger("medvl")
+FLOOR = -100.0
+
+
+@dataclass
+class Features:
+    """Per-split features: image tokens are kept on the CPU (they are large), the rest on the device."""
+
+    image_embeds: Tensor  # (I_local, 1+N, Dv) for images [image_start, image_start + I_local)
+    image_start: int
+    image_feat: Tensor  # (I, E), every image
+    text_ids: Tensor  # (T, L)
+    text_mask: Tensor  # (T, L)
+    text_feat: Tensor  # (T, E)
+
+
+def _slice(n: int, rank: int, world: int) -> tuple[int, int]:
+    return n * rank // world, n * (rank + 1) // world
+
+
+@torch.no_grad()
+def encode_images(model, dataset, indices: list[int], device: torch.device, batch_size: int) -> tuple[Tensor, Tensor]:
+    """ViT tokens (on CPU) and ITC features of ``dataset`` images at ``indices``."""
+    embeds, feats = [], []
+    for start in range(0, len(indices), batch_size):
+        images = torch.stack([dataset[i][0] for i in indices[start:start + batch_size]]).to(device)
+        e, f = model.encode_image(images)
+        embeds.append(e.float().cpu())
+        feats.append(f.float())
+    width = model.visual_encoder.width
+    if not embeds:
+        return torch.zeros(0, model.visual_encoder.num_patches + 1, width), torch.zeros(0, model.vision_proj.out_features,
+                                                                                        device=device)
+    return torch.cat(embeds), torch.cat(feats)
+
+
+@torch.no_grad()
+def extract_features(model, dataset, device: torch.device, batch_size: int, text_batch: int = 256,
+                     split_images: bool = True) -> Features:
+    """Features of a retrieval split. With ``split_images`` each process encodes an equal slice of the
+    images and the ITC features are gathered; otherwise every process encodes every image (BLIP)."""
+    model.eval()
+    rank, world = (get_rank(), get_world_size()) if split_images else (0, 1)
+    lo, hi = _slice(len(dataset), rank, world)
+    image_embeds, image_feat = encode_images(model, dataset, list(range(lo, hi)), device, batch_size)
+    image_feat = all_gather_no_grad(image_feat) if split_images else image_feat
+    tok = model.tokenize(dataset.text, device)
+    feats = []
+    for s in range(0, len(dataset.text), text_batch):
+        feats.append(model.encode_text(tok["input_ids"][s:s + text_batch], tok["attention_mask"][s:s + text_batch])[1].float())
+    return Features(image_embeds, lo, image_feat, tok["input_ids"], tok["attention_mask"], torch.cat(feats))
+
+
+def _clamp_k(k_test: int, n: int, what: str) -> int:
+    if k_test > n:
+        log.warning(f"k_test {k_test} exceeds the {n} {what}: using {n}")
+    return min(k_test, n)
+
+
+def candidate_pairs(sims: Tensor, k_test: int) -> Tensor:
+    """Unique (image, text) pairs in the top ``k_test`` of any row or column, as sorted ``i * T + t`` (P,)."""
+    num_images, num_texts = sims.shape
+    k_i2t, k_t2i = _clamp_k(k_test, num_texts, "texts"), _clamp_k(k_test, num_images, "images")
+    top_texts = sims.topk(k_i2t, dim=1).indices  # (I, k)
+    top_images = sims.topk(k_t2i, dim=0).indices  # (k, T)
+    rows = torch.arange(num_images, device=sims.device)[:, None] * num_texts + top_texts
+    cols = top_images * num_texts + torch.arange(num_texts, device=sims.device)[None, :]
+    return torch.unique(torch.cat([rows.flatten(), cols.flatten()]))  # sorted: grouped by image
+
+
+@torch.no_grad()
+def score_pairs(model, feats: Features, pairs: Tensor, num_texts: int, image_source, device: torch.device,
+                batch_size: int) -> Tensor:
+    """ITM match logits of ``pairs`` (sorted ``i * T + t``). Keys/values of an image's cross-attention are
+    computed once and reused for all its texts; ``image_source(indices)`` supplies image tokens that this
+    process did not encode."""
+    images, texts = pairs // num_texts, pairs % num_texts
+    scores = torch.empty(len(pairs), device=device)
+    cache: dict[int, int] = {}  # image index -> row in the kv tensors
+    kv: list = []
+    for s in range(0, len(pairs), batch_size):
+        img, txt = images[s:s + batch_size], texts[s:s + batch_size]
+        needed = torch.unique(img).tolist()
+        missing = [i for i in needed if i not in cache]
+        if missing:  # pairs are sorted by image, so an image's keys/values are computed only once
+            kept = [i for i in needed if i in cache]
+            rows = torch.tensor([cache[i] for i in kept], dtype=torch.long, device=device)
+            new = model.text_encoder.cross_kv(_image_tokens(feats, missing, image_source).to(device))
+            kv = [(torch.cat([k[rows], nk]), torch.cat([v[rows], nv])) if kept else (nk, nv)
+                  for (k, v), (nk, nv) in zip(kv or [(None, None)] * len(new), new)]
+            cache = {i: r for r, i in enumerate(kept + missing)}
+        index = torch.tensor([cache[i] for i in img.tolist()], device=device)
+        batch_kv = [(k[index], v[index]) for k, v in kv]
+        ids, mask = feats.text_ids[txt].to(device), feats.text_mask[txt].to(device)
+        scores[s:s + len(img)] = model.itm_logits(None, ids, mask, cross_kv=batch_kv)[:, 1].float()
+    return scores
+
+
+def _image_tokens(feats: Features, indices: list[int], image_source) -> Tensor:
+    """Image tokens for ``indices``: from this process's slice, else from ``image_source``."""
+    own = [0 <= i - feats.image_start < len(feats.image_embeds) for i in indices]
+    if all(own):
+        return feats.image_embeds[[i - feats.image_start for i in indices]]
+    out = [None] * len(indices)
+    missing = [i for i, o in zip(indices, own) if not o]
+    extra = iter(image_source(missing))
+    for j, (i, o) in enumerate(zip(indices, own)):
+        out[j] = feats.image_embeds[i - feats.image_start] if o else next(extra)
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def fast_scores(model, feats: Features, k_test: int, device: torch.device, image_source,
+                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(scores_i2t (I, T), scores_t2i (T, I)) with BLIP's values: match logit + cosine for candidates,
+    -100 elsewhere. ``k_test == 0`` gives the ITC similarities alone."""
+    sims = feats.image_feat @ feats.text_feat.T  # (I, T) cosine, no temperature
+    if k_test == 0:
+        return sims.cpu().numpy(), sims.T.cpu().numpy()
+    num_texts = sims.shape[1]
+    pairs = candidate_pairs(sims, k_test)
+    lo, hi = _slice(len(pairs), get_rank(), get_world_size())
+    mine = pairs[lo:hi]
+    itm = score_pairs(model, feats, mine, num_texts, image_source, device, batch_size)
+    pairs_all = all_gather_no_grad(mine)
+    itm_all = all_gather_no_grad(itm)
+    values = itm_all + sims.flatten()[pairs_all]
+    full = torch.full_like(sims, FLOOR).flatten()
+    # The pair's score goes to both directions, but a cell counts only where it was a candidate.
+    i2t = full.clone()
+    t2i = full.clone()
+    top_texts = sims.topk(min(k_test, num_texts), dim=1).indices
+    top_images = sims.topk(min(k_test, sims.shape[0]), dim=0).indices
+    in_i2t = torch.zeros_like(sims, dtype=torch.bool).scatter_(1, top_texts, True).flatten()
+    in_t2i = torch.zeros_like(sims, dtype=torch.bool).scatter_(0, top_images, True).flatten()
+    i2t[pairs_all] = torch.where(in_i2t[pairs_all], values, FLOOR)
+    t2i[pairs_all] = torch.where(in_t2i[pairs_all], values, FLOOR)
+    return i2t.view_as(sims).cpu().numpy(), t2i.view_as(sims).T.contiguous().cpu().numpy()
+
+
+@torch.no_grad()
+def reference_scores(model, image_embeds: Tensor, image_feat: Tensor, text_ids: Tensor, text_mask: Tensor,
+                     text_feat: Tensor, k_test: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """BLIP's loop, row by row: rows split across processes, matrices summed with all_reduce.
+
+    Every process needs every image's tokens. Absolute values depend on the number of processes
+    (unscored cells sum to -100 * world), rankings do not.
+    """
+    sims = image_feat @ text_feat.T
+    num_images, num_texts = sims.shape
+    i2t = torch.full((num_images, num_texts), FLOOR, device=device)
+    t2i = torch.full((num_texts, num_images), FLOOR, device=device)
+    world, rank = get_world_size(), get_rank()
+    step = num_images // world + 1
+    for i in range(rank * step, min(num_images, (rank + 1) * step)):
+        top_sim, top_idx = sims[i].topk(min(k_test, num_texts))
+        enc = image_embeds[i:i + 1].to(device).repeat(len(top_idx), 1, 1)
+        score = model.itm_logits(enc, text_ids[top_idx].to(device), text_mask[top_idx].to(device))[:, 1]
+        i2t[i, top_idx] = score.float() + top_sim
+    step = num_texts // world + 1
+    for t in range(rank * step, min(num_texts, (rank + 1) * step)):
+        top_sim, top_idx = sims[:, t].topk(min(k_test, num_images))
+        enc = image_embeds[top_idx.cpu()].to(device)
+        ids = text_ids[t:t + 1].to(device).repeat(len(top_idx), 1)
+        mask = text_mask[t:t + 1].to(device).repeat(len(top_idx), 1)
+        t2i[t, top_idx] = model.itm_logits(enc, ids, mask)[:, 1].float() + top_sim
+    return all_reduce_sum(i2t).cpu().numpy(), all_reduce_sum(t2i).cpu().numpy()
+
+
+def itm_eval(scores_i2t: np.ndarray, scores_t2i: np.ndarray, txt2img: list[int], img2txt: list[list[int]]) -> dict:
+    """Recall@1/5/10 in both directions, as BLIP's ``itm_eval`` computes them (percentages).
+
+    An image counts as retrieved at rank r when its best-ranked caption is at r.
+    """
+    ranks = np.zeros(scores_i2t.shape[0])
+    for i, score in enumerate(scores_i2t):
+        inds = np.argsort(score)[::-1]
+        ranks[i] = min(np.where(inds == t)[0][0] for t in img2txt[i])
+    tr = [100.0 * np.mean(ranks < k) for k in (1, 5, 10)]
+    ranks = np.zeros(scores_t2i.shape[0])
+    for t, score in enumerate(scores_t2i):
+        inds = np.argsort(score)[::-1]
+        ranks[t] = np.where(inds == txt2img[t])[0][0]
+    ir = [100.0 * np.mean(ranks < k) for k in (1, 5, 10)]
+    result = {"txt_r1": tr[0], "txt_r5": tr[1], "txt_r10": tr[2], "txt_r_mean": float(np.mean(tr)),
+              "img_r1": ir[0], "img_r5": ir[1], "img_r10": ir[2], "img_r_mean": float(np.mean(ir))}
+    result["r_mean"] = (result["txt_r_mean"] + result["img_r_mean"]) / 2
+    return {k: float(v) for k, v in result.items()}
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """A recall table, one row per split."""
+    keys = ["txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10", "r_mean"]
+    lines = [f"{'split':<8}" + "".join(f"{k:>9}" for k in keys)]
+    for split, m in results.items():
+        lines.append(f"{split:<8}" + "".join(f"{m[k]:>9.2f}" for k in keys))
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def evaluate(model, dataset, config: dict, device: torch.device) -> dict:
+    """Retrieval metrics of one split with the fast path (collective: every process must call it)."""
+    model.eval()
+    with torch.autocast(device.type, torch.bfloat16, enabled=config["precision"] == "bf16"):
+        feats = extract_features(model, dataset, device, config["batch_size_test"])
+
+        def image_source(indices: list[int]) -> Tensor:
+            return encode_images(model, dataset, indices, device, config["batch_size_test"])[0]
+
+        i2t, t2i = fast_scores(model, feats, config["k_test"], device, image_source, config["itm_batch_size"])
+    return itm_eval(i2t, t2i, dataset.txt2img, dataset.img2txt)
