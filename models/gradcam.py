@@ -1,0 +1,220 @@
+"""Grad-CAM of the image-text matching (ITM) head over the text encoder's cross-attention.
+
+The recipe of ALBEF and BLIP: run the image-grounded encoder and the ITM head, differentiate the
+"match" logit with respect to one layer's cross-attention probabilities, keep ``probs * max(grad, 0)``,
+drop the image [CLS] token and average over heads. Everything here returns tensors, so it can be
+tested and used from notebooks::
+
+    from models.gradcam import load_itm_model, explain
+    model, config = load_itm_model("output/Pretrain/checkpoint_59.pth")
+    result = explain(model, load_rgb("brain.png"), "axial flair mri shows a mass", layer=8)
+    result.sentence_map   # (h, w) grid, result.word_maps (W, h, w), result.words, result.match_prob
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from data.captions import pre_caption
+from models import build_model, load_checkpoint
+from models.blip import BlipBase
+from transform.pipeline import EvalTransform
+from utils import load_state
+
+# Keys a checkpoint must hold for the maps to mean anything: a random ITM head or cross-attention
+# would still produce pictures, just meaningless ones.
+REQUIRED_KEYS = ("itm_head.weight", "text_encoder.encoder.layer.0.crossattention.self.key.weight")
+
+
+def default_layer(num_layers: int) -> int:
+    """Layer 8 of a 12-layer text encoder (the original work and ALBEF); the same relative depth otherwise."""
+    return num_layers * 2 // 3
+
+
+def check_layer(model: BlipBase, layer: int) -> int:
+    """Return ``layer`` if the text encoder has it; raise ValueError naming the valid range otherwise."""
+    n = len(model.text_encoder.encoder.layer)
+    if not 0 <= layer < n:
+        raise ValueError(f"layer {layer} is out of range: the text encoder has {n} layers (0 to {n - 1})")
+    return layer
+
+
+def patch_grid(model: BlipBase) -> tuple[int, int]:
+    """(rows, cols) of image patches the ViT produces."""
+    return tuple(int(s) for s in model.visual_encoder.patch_embed.grid_size)
+
+
+def itm_gradcam(model: BlipBase, images: Tensor, input_ids: Tensor, attention_mask: Tensor,
+                layer: int) -> tuple[Tensor, Tensor]:
+    """Per-token Grad-CAM maps and match probabilities.
+
+    images (B, 3, H, W); input_ids, attention_mask (B, L) as ``model.tokenize`` returns them.
+    Returns ``cams`` (B, L, h, w) on the patch grid, zero at padding, not normalised, and
+    ``match_prob`` (B,), the ITM probability that image and text match. Dropout is off while it runs.
+    """
+    check_layer(model, layer)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            with torch.no_grad():
+                image_embeds, _ = model.encode_image(images)
+            # The image tokens are a leaf that needs grad, so the attention probabilities are in the
+            # graph even when every parameter is frozen.
+            image_embeds = image_embeds.detach().requires_grad_(True)
+            probs: list[Tensor] = []
+            logits = model.itm_logits(image_embeds, input_ids, attention_mask, keep_cross_attention=probs)
+            attn = probs[layer]  # (B, heads, L, 1+N)
+            (grad,) = torch.autograd.grad(logits[:, 1].sum(), attn)
+    finally:
+        model.train(was_training)
+    cam = (attn.detach() * grad.clamp(min=0))[..., 1:].mean(dim=1)  # (B, L, N), image [CLS] dropped
+    cam = cam * attention_mask[:, :, None].to(cam.dtype)
+    h, w = patch_grid(model)
+    if cam.shape[-1] != h * w:
+        raise ValueError(f"{cam.shape[-1]} image tokens do not form the {h}x{w} patch grid")
+    return cam.view(*cam.shape[:2], h, w), logits.detach().softmax(dim=-1)[:, 1]
+
+
+def real_token_mask(model: BlipBase, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """(B, L) bool: True at word pieces, False at [CLS]/[ENC], [SEP] and padding."""
+    tok = model.tokenizer
+    special = torch.tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.enc_token_id],
+                           device=input_ids.device)
+    return attention_mask.bool() & ~torch.isin(input_ids, special)
+
+
+def merge_words(text: str, offsets: list[tuple[int, int]], maps: Tensor) -> tuple[list[str], Tensor]:
+    """Group word-piece maps into the caption's words; a word's map is the mean of its pieces' maps.
+
+    text: the cleaned caption; offsets: each piece's (start, end) characters in ``text``; maps (L, h, w)
+    for those L pieces. Words are the whitespace-separated words of ``text`` (``ring-enhancing`` is one
+    word although BERT splits it in three); words cut off by truncation are left out. Returns W words
+    and their maps (W, h, w).
+    """
+    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    groups: dict[int, list[int]] = {}
+    for i, (start, _) in enumerate(offsets):
+        word = next(w for w, (a, b) in enumerate(spans) if a <= start < b)
+        groups.setdefault(word, []).append(i)
+    words = [text[spans[w][0]:spans[w][1]] for w in groups]
+    if not groups:
+        return [], maps.new_zeros((0, *maps.shape[1:]))
+    return words, torch.stack([maps[g].mean(dim=0) for g in groups.values()])
+
+
+@dataclass
+class Explanation:
+    """Grad-CAM of one image and caption, on the patch grid (h, w)."""
+
+    caption: str  # the caption as the model saw it (cleaned)
+    words: list[str]  # W words, word pieces merged
+    word_maps: Tensor  # (W, h, w)
+    sentence_map: Tensor  # (h, w): mean over the word-piece tokens
+    match_prob: float  # ITM probability of "match"
+    layer: int
+
+
+def explain(model: BlipBase, image: Image.Image, caption: str, layer: int, max_words: int = 200) -> Explanation:
+    """Grad-CAM maps of ``caption`` on ``image`` (any size; resized as for evaluation).
+
+    The caption is cleaned (``pre_caption``) and tokenised as in training; one that cleans to nothing
+    is refused.
+    """
+    text = pre_caption(caption, max_words) if isinstance(caption, str) else ""
+    if not text:
+        raise ValueError(f"caption {caption!r} is empty after cleaning: there is no word to map")
+    device = next(model.parameters()).device
+    pixels = EvalTransform(int(model.config["image_size"]))(image).unsqueeze(0).to(device)
+    # The same call as model.tokenize, plus the character offsets that group pieces into words.
+    enc = model.tokenizer([text], padding="max_length", truncation=True, max_length=model.max_length,
+                          return_offsets_mapping=True, return_tensors="pt")
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    cams, prob = itm_gradcam(model, pixels, ids, mask, layer)
+    real = real_token_mask(model, ids, mask)[0]
+    if not real.any():
+        raise ValueError(f"caption {caption!r} holds no word token after tokenisation")
+    offsets = [tuple(o) for o in enc["offset_mapping"][0][real.cpu()].tolist()]
+    words, word_maps = merge_words(text, offsets, cams[0][real])
+    return Explanation(text, words, word_maps.cpu(), cams[0][real].mean(dim=0).cpu(), float(prob[0]), layer)
+
+
+def normalize(cam: Tensor) -> Tensor:
+    """Scale a map to [0, 1] (min subtracted, divided by the max when positive), as ALBEF displays them."""
+    cam = cam - cam.min()
+    top = cam.max()
+    return cam / top if top > 0 else cam
+
+
+def to_heatmap(cam: Tensor, size: tuple[int, int], blur: float = 0.0) -> Tensor:
+    """A grid map (h, w) -> a display map (H, W) in [0, 1]: normalised, bicubic upsampled, optionally blurred.
+
+    ``blur`` is the Gaussian sigma as a fraction of the larger image side (ALBEF uses 0.02); 0 is off.
+    """
+    up = F.interpolate(normalize(cam.float())[None, None], size=size, mode="bicubic", align_corners=False)[0, 0]
+    up = normalize(up)  # bicubic over- and undershoots a little
+    if blur > 0:
+        from torchvision.transforms.functional import gaussian_blur
+
+        sigma = blur * max(size)
+        kernel = 2 * int(3 * sigma) + 1
+        up = normalize(gaussian_blur(up[None, None], [kernel, kernel], [sigma, sigma])[0, 0])
+    return up
+
+
+# -- building the model from a checkpoint ------------------------------------------------------------
+
+
+def _config_for(ckpt: Mapping, checkpoint: str, config_path: str | None, task: str,
+                options: list[str] | None) -> dict:
+    """The run config: ``config_path`` if given, else the one the checkpoint carries; options applied.
+
+    The file may follow either schema (a pre-training config is fine for a retrieval checkpoint):
+    both build the same towers, so the checkpoint's own task is tried first, then the other.
+    """
+    from configs import ConfigError, load_config, parse_options, validate
+
+    if config_path is None:
+        raw = ckpt.get("config")
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"checkpoint {checkpoint} carries no 'config' (BLIP's own files do not): pass --config")
+        raw = {**raw, **parse_options(options)}
+    errors = []
+    for t in (task, "pretrain" if task == "retrieval" else "retrieval"):
+        try:
+            if config_path is not None:
+                return load_config(config_path, t, options)
+            return validate(raw, t, f"config in {checkpoint}")
+        except ConfigError as e:
+            errors.append(f"as a {t} config: {e}")
+    raise ConfigError("; ".join(errors))
+
+
+def load_itm_model(checkpoint: str, config_path: str | None = None, options: list[str] | None = None,
+                   device: str | torch.device = "cpu") -> tuple[BlipBase, dict]:
+    """Build the model a pre-training or retrieval checkpoint holds, with its ITM head, in eval mode.
+
+    The task follows the checkpoint: ``text_decoder.*`` keys mean pre-training, otherwise retrieval.
+    A file without an ITM head and cross-attention (a ViT or BERT file, an optimizer dump) is refused.
+    """
+    ckpt = load_state(checkpoint)
+    state = ckpt.get("model", ckpt)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"checkpoint {checkpoint} holds no model state dict")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint {checkpoint} is not a BLIP pre-training or retrieval checkpoint: it lacks "
+                         f"{missing} (Grad-CAM needs the ITM head and the text encoder's cross-attention)")
+    task = "pretrain" if any(str(k).startswith("text_decoder.") for k in state) else "retrieval"
+    config = _config_for(ckpt, checkpoint, config_path, task, options)
+    del ckpt, state  # the file is read again by load_checkpoint; do not hold two copies
+    model = build_model(config, task, load_weights=False)
+    load_checkpoint(model, str(Path(checkpoint)))
+    return model.to(device).eval(), config
