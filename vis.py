@@ -17,6 +17,7 @@ import fnmatch
 import json
 import logging
 import math
+import string
 import sys
 import textwrap
 from pathlib import Path
@@ -27,7 +28,7 @@ FORMATS = (".png", ".pdf", ".svg", ".jpg")
 # Curves drawn when --keys is not given (those a run logged); BLIP's names for losses and recalls.
 DEFAULT_KEYS = ("train_loss", "train_itc", "train_itm", "train_lm", "train_lr", "val_r_mean", "test_r_mean",
                 "val_txt_r1", "val_img_r1", "test_txt_r1", "test_img_r1")
-BOOKKEEPING = {"epoch", "step", "global_step", "bad_records", "epoch_time_s"}
+BOOKKEEPING = {"epoch", "step", "global_step", "bad_records", "epoch_time_s", "best_epoch"}
 
 
 class VisError(ValueError):
@@ -92,14 +93,16 @@ def pick_record(args: argparse.Namespace) -> tuple[str, str, Path | None]:
 
 
 def select_words(words: list[str], wanted: list[str] | None) -> list[int]:
-    """Indices of the words to draw: all, or those named in ``wanted`` (case-insensitive, each occurrence)."""
+    """Indices of the words to draw: all, or every occurrence of those named in ``wanted`` (case and
+    surrounding punctuation ignored: ``mass`` selects ``mass,``)."""
     if not wanted:
         return list(range(len(words)))
-    lowered = [w.lower() for w in wanted]
-    unknown = [w for w in lowered if w not in words]
+    bare = [w.strip(string.punctuation) for w in words]
+    lowered = [w.lower().strip(string.punctuation) for w in wanted]
+    unknown = [w for w in lowered if w not in bare]
     if unknown:
         raise VisError(f"--tokens {unknown} not in the caption; its words are: {' '.join(words)}")
-    return [i for i, w in enumerate(words) if w in lowered]
+    return [i for i, w in enumerate(bare) if w in lowered]
 
 
 def overlay(image, heat, cmap: str):

@@ -197,6 +197,7 @@ def test_figure_panels_and_titles(setup):
     fig = vis.draw_maps(image, result, vis.select_words(result.words, ["LEFT", "lobe"]))
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["image", "sentence (mean of words)", "left", "lobe"]
+    assert vis.select_words(["a", "mass,", "and", "a", "cyst"], ["A", "mass"]) == [0, 1, 3]
     assert f"{result.match_prob:.3f}" in fig._suptitle.get_text()
     with pytest.raises(vis.VisError, match="not in the caption"):
         vis.select_words(result.words, ["tumour"])
