@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="run config (default: the one saved in the checkpoint)")
     p.add_argument("--demo", default="data/demo", help="folder written by python -m data.demo")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--layers", type=int, nargs="+", default=None, help="layers to measure (default: all)")
+    p.add_argument("--layers", type=int, nargs="+", default=None, help="layers to measure (default: all but the last, whose word maps are zero)")
     p.add_argument("--random_init", action="store_true", help="same architecture, random weights (control)")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args(argv)
@@ -111,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     model, config = load_itm_model(args.checkpoint, args.config, args.options)
     if args.random_init:
         torch.manual_seed(0)
-        model = build_model(config, type(model).__name__.lower().removeprefix("blip"), model.tokenizer,
-                            load_weights=False).eval()
+        task = "pretrain" if hasattr(model, "text_decoder") else "retrieval"
+        model = build_model(config, task, model.tokenizer, load_weights=False).eval()
     n_layers = len(model.text_encoder.encoder.layer)
     t0 = time.time()
     results = {str(layer): measure(model, items, layer, config["max_words"])
-               for layer in (args.layers if args.layers is not None else range(n_layers))}
+               for layer in (args.layers if args.layers is not None else range(n_layers - 1))}
     print(json.dumps({"checkpoint": args.checkpoint, "random_init": args.random_init, "split": args.split,
                       "images_with_lesions": len(items), "text_layers": n_layers, "layers": results,
                       "seconds": round(time.time() - t0, 1)}, indent=1))

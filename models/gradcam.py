@@ -34,15 +34,23 @@ REQUIRED_KEYS = ("itm_head.weight", "text_encoder.encoder.layer.0.crossattention
 
 
 def default_layer(num_layers: int) -> int:
-    """Layer 8 of a 12-layer text encoder (the original work and ALBEF); the same relative depth otherwise."""
-    return num_layers * 2 // 3
+    """Layer 8 of a 12-layer text encoder (the original work and ALBEF), two thirds of the depth otherwise,
+    and never the last layer (see :func:`check_layer`)."""
+    return max(0, min(num_layers * 2 // 3, num_layers - 2))
 
 
-def check_layer(model: BlipBase, layer: int) -> int:
-    """Return ``layer`` if the text encoder has it; raise ValueError naming the valid range otherwise."""
+def check_layer(model: BlipBase, layer: int, words: bool = True) -> int:
+    """Return ``layer`` if it exists (and, with ``words``, can map words); raise ValueError otherwise.
+
+    The last layer cannot map words: after its cross-attention only the [ENC] position reaches the
+    ITM head, so the gradient at every word token is zero and so is every word's map.
+    """
     n = len(model.text_encoder.encoder.layer)
     if not 0 <= layer < n:
         raise ValueError(f"layer {layer} is out of range: the text encoder has {n} layers (0 to {n - 1})")
+    if words and layer == n - 1:
+        raise ValueError(f"layer {layer} is the text encoder's last: past it only [ENC] reaches the ITM head, "
+                         f"so every word's map is zero; choose a layer from 0 to {n - 2}")
     return layer
 
 
@@ -59,7 +67,7 @@ def itm_gradcam(model: BlipBase, images: Tensor, input_ids: Tensor, attention_ma
     Returns ``cams`` (B, L, h, w) on the patch grid, zero at padding, not normalised, and
     ``match_prob`` (B,), the ITM probability that image and text match. Dropout is off while it runs.
     """
-    check_layer(model, layer)
+    check_layer(model, layer, words=False)
     was_training = model.training
     model.eval()
     try:
@@ -128,6 +136,7 @@ def explain(model: BlipBase, image: Image.Image, caption: str, layer: int, max_w
     The caption is cleaned (``pre_caption``) and tokenised as in training; one that cleans to nothing
     is refused.
     """
+    check_layer(model, layer)
     text = pre_caption(caption, max_words) if isinstance(caption, str) else ""
     if not text:
         raise ValueError(f"caption {caption!r} is empty after cleaning: there is no word to map")

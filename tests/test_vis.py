@@ -89,7 +89,7 @@ def reference_gradcam(model, images, ids, mask, layer):
     return cam, logits.softmax(-1)[:, 1]
 
 
-@pytest.mark.parametrize("layer", [0, LAYERS - 1])
+@pytest.mark.parametrize("layer", range(LAYERS))
 def test_maps_equal_handwritten_reference(setup, layer):
     model = setup["model"]
     torch.manual_seed(1)
@@ -97,13 +97,16 @@ def test_maps_equal_handwritten_reference(setup, layer):
     batch = model.tokenize(CAPTIONS)
     cams, prob = itm_gradcam(model, images, batch["input_ids"], batch["attention_mask"], layer)
     ref, ref_prob = reference_gradcam(model, images, batch["input_ids"], batch["attention_mask"], layer)
-    assert cams.shape == (2, 16, 4, 4)
     ref = ref.detach()
-    assert ref.abs().max() > 0 and (ref > 0).sum() > 20  # a real, non-trivial map
+    assert cams.shape == (2, 16, 4, 4)
     assert torch.allclose(cams.flatten(2), ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()))
     assert torch.allclose(prob, ref_prob, atol=1e-6)
     pad = batch["attention_mask"] == 0
     assert pad.any() and cams[pad].abs().max() == 0
+    if layer < LAYERS - 1:
+        assert (ref[:, 1:] > 0).sum() > 40  # real maps at the word tokens
+    else:  # past the last cross-attention only [ENC] reaches the ITM head: the words get nothing
+        assert ref[:, 0].abs().max() > 0 and ref[:, 1:].abs().max() == 0
 
 
 def test_layers_differ_and_state_is_left_alone(setup):
@@ -111,14 +114,14 @@ def test_layers_differ_and_state_is_left_alone(setup):
     batch = model.tokenize(CAPTIONS[:1])
     images = torch.randn(1, 3, 64, 64)
     first, _ = itm_gradcam(model, images, batch["input_ids"], batch["attention_mask"], 0)
-    last, _ = itm_gradcam(model, images, batch["input_ids"], batch["attention_mask"], LAYERS - 1)
+    last, _ = itm_gradcam(model, images, batch["input_ids"], batch["attention_mask"], LAYERS - 2)
     assert not torch.allclose(first, last)
     # Frozen parameters, no_grad and train mode (dropout) change nothing, and the mode is restored.
     model.train()
     model.requires_grad_(False)
     try:
         with torch.no_grad():
-            again, _ = itm_gradcam(model, images, batch["input_ids"], batch["attention_mask"], LAYERS - 1)
+            again, _ = itm_gradcam(model, images, batch["input_ids"], batch["attention_mask"], LAYERS - 2)
         assert model.training
     finally:
         model.requires_grad_(True)
@@ -158,6 +161,8 @@ def test_explain_sentence_map_is_mean_over_word_tokens(setup):
     assert abs(result.match_prob - float(prob[0])) < 1e-6
     with pytest.raises(ValueError, match="empty after cleaning"):
         explain(model, image, " .. ", layer=1)
+    with pytest.raises(ValueError, match=f"layer {LAYERS - 1} is the text encoder's last.*0 to {LAYERS - 2}"):
+        explain(model, image, "a mass", layer=LAYERS - 1)
 
 
 def test_heatmap_is_normalised_and_peaks_at_the_hot_patch():
@@ -168,7 +173,7 @@ def test_heatmap_is_normalised_and_peaks_at_the_hot_patch():
         assert heat.shape == (80, 96) and float(heat.min()) == 0.0 and abs(float(heat.max()) - 1.0) < 1e-6
         y, x = divmod(int(heat.argmax()), 96)
         assert 20 <= y < 40 and 48 <= x < 72  # inside patch (row 1, col 2) of the 80x96 image
-    assert default_layer(12) == 8 and default_layer(4) == 2
+    assert [default_layer(n) for n in (12, 6, 4, 3, 2)] == [8, 4, 2, 1, 0]
 
 
 # -- the CLI --------------------------------------------------------------------------------------------
@@ -193,7 +198,7 @@ def test_cli_writes_the_figure(setup, tmp_path, capsys):
 
 def test_figure_panels_and_titles(setup):
     image = Image.open(setup["folder"] / "images" / "a.png").convert("RGB")
-    result = explain(setup["model"], image, CAPTIONS[0], layer=2)
+    result = explain(setup["model"], image, CAPTIONS[0], layer=1)
     fig = vis.draw_maps(image, result, vis.select_words(result.words, ["LEFT", "lobe"]))
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["image", "sentence (mean of words)", "left", "lobe"]
@@ -220,6 +225,8 @@ def test_cli_bad_input_is_named(setup, tmp_path, capsys):
     assert "vit.pth is not a BLIP pre-training or retrieval checkpoint" in err and "itm_head.weight" in err
     err = _run_error(["--checkpoint", ckpt, "--image", image, "--caption", "a mass", "--layer", "7"], capsys)
     assert "layer 7 is out of range" in err and "0 to 2" in err
+    err = _run_error(["--checkpoint", ckpt, "--image", image, "--caption", "a mass", "--layer", "2"], capsys)
+    assert "layer 2 is the text encoder's last" in err
     err = _run_error(["--checkpoint", ckpt, "--data", str(folder / "test.json"), "--index", "1"], capsys)
     assert "--index 1 is out of range" in err and "test.json holds 1 records" in err
     err = _run_error(["--checkpoint", str(setup["bare"]), "--image", image, "--caption", "a mass"], capsys)
