@@ -13,7 +13,8 @@ lesion mask the generator saved:
 
 Two maps per image: ``sentence`` (mean over the caption's word tokens, what vis.py shows first) and
 ``finding`` (mean of the maps of the words naming a lesion kind: mass, cyst, haemorrhage, infarct).
-``--random_init`` measures the same architecture with random weights, as a control.
+Controls: ``--random_init`` measures the same architecture with random weights; ``--other_caption``
+maps each image with the caption of the next image in the list (other lesions, other places).
 
     python bench/vis_lesions.py --checkpoint output/demo_pretrain/checkpoint_last.pth --demo data/demo
 """
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--layers", type=int, nargs="+", default=None, help="layers to measure (default: all but the last, whose word maps are zero)")
     p.add_argument("--random_init", action="store_true", help="same architecture, random weights (control)")
+    p.add_argument("--other_caption", action="store_true",
+                   help="map each image with the next image's caption (control: does the map follow the text?)")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args(argv)
     demo = Path(args.demo)
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {demo / 'lesions.json'} does not exist; run python -m data.demo --out {demo}", file=sys.stderr)
         return 2
     items = cases(demo, args.split)
+    if args.other_caption:
+        items = [(image, mask, items[(i + 1) % len(items)][2]) for i, (image, mask, _) in enumerate(items)]
     model, config = load_itm_model(args.checkpoint, args.config, args.options)
     if args.random_init:
         torch.manual_seed(0)
@@ -117,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     results = {str(layer): measure(model, items, layer, config["max_words"])
                for layer in (args.layers if args.layers is not None else range(n_layers - 1))}
-    print(json.dumps({"checkpoint": args.checkpoint, "random_init": args.random_init, "split": args.split,
+    print(json.dumps({"checkpoint": args.checkpoint, "random_init": args.random_init,
+                      "other_caption": args.other_caption, "split": args.split,
                       "images_with_lesions": len(items), "text_layers": n_layers, "layers": results,
                       "seconds": round(time.time() - t0, 1)}, indent=1))
     return 0
