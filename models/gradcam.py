@@ -5,6 +5,7 @@ The recipe of ALBEF and BLIP: run the image-grounded encoder and the ITM head, d
 drop the image [CLS] token and average over heads. Everything here returns tensors, so it can be
 tested and used from notebooks::
 
+    from data.images import load_rgb
     from models.gradcam import load_itm_model, explain
     model, config = load_itm_model("output/Pretrain/checkpoint_59.pth")
     result = explain(model, load_rgb("brain.png"), "axial flair mri shows a mass", layer=8)
@@ -64,7 +65,7 @@ def itm_gradcam(model: BlipBase, images: Tensor, input_ids: Tensor, attention_ma
     """Per-token Grad-CAM maps and match probabilities.
 
     images (B, 3, H, W); input_ids, attention_mask (B, L) as ``model.tokenize`` returns them.
-    Returns ``cams`` (B, L, h, w) on the patch grid, zero at padding, not normalised, and
+    Returns ``cams`` (B, L, h, w) on the patch grid, zero at padding, not normalised (row 0 is [ENC]), and
     ``match_prob`` (B,), the ITM probability that image and text match. Dropout is off while it runs.
     """
     check_layer(model, layer, words=False)
