@@ -1,4 +1,4 @@
-"""Pre-train a BLIP model (ITC + ITM + LM) on JSON lists of image/caption pairs.
+r"""Pre-train a BLIP model (ITC + ITM + LM) on JSON lists of image/caption pairs.
 
     python pretrain.py --config configs/pretrain.yaml --output_dir output/pretrain
     python -m torch.distributed.run --nproc_per_node=8 pretrain.py --config ./configs/Pretrain.yaml \

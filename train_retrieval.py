@@ -1,4 +1,4 @@
-"""Fine-tune and evaluate image-text retrieval (BLIP's ITC + ITM, re-ranking evaluation).
+r"""Fine-tune and evaluate image-text retrieval (BLIP's ITC + ITM, re-ranking evaluation).
 
     python -m torch.distributed.run --nproc_per_node=8 train_retrieval.py --config ./configs/retrieval_coco.yaml \
         --output_dir output/retrieval_coco [--evaluate]

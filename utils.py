@@ -3,6 +3,7 @@ collectives, seeds and RNG state, LR schedules, metric logging and atomic checkp
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import logging
@@ -324,15 +325,8 @@ def add_common_args(parser) -> None:
     parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="config overrides, values parsed as YAML (e.g. init_lr=1e-4 vit_grad_ckpt=true)")
     # Accepted for BLIP compatibility; torchrun's environment decides.
-    parser.add_argument("--distributed", default=None, help=argparse_suppress())
-    parser.add_argument("--world_size", default=None, help=argparse_suppress())
-    parser.add_argument("--dist_url", default=None, help=argparse_suppress())
-
-
-def argparse_suppress() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
+    for flag in ("--distributed", "--world_size", "--dist_url"):
+        parser.add_argument(flag, default=None, help=argparse.SUPPRESS)
 
 
 def setup_run(args, task: str) -> tuple[dict, DistInfo]:
