@@ -271,3 +271,48 @@ def test_other_architecture_is_named(tmp_path, tokenizer):
         load_checkpoint(BlipRetrieval(cfg, tokenizer), str(tmp_path / "other.pth"))
     with pytest.raises(FileNotFoundError):
         load_checkpoint(BlipRetrieval(cfg, tokenizer), str(tmp_path / "absent.pth"))
+
+
+def test_checkpoint_url_is_downloaded_once_into_the_cache(tmp_path, tokenizer, monkeypatch):
+    import functools
+    import http.server
+    import threading
+
+    cfg = tiny_config(tmp_path, "retrieval", minilm_folder())
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.save({"model": BlipRetrieval(cfg, tokenizer).state_dict()}, served / "model_base.pth")
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MEDVL_CACHE", str(tmp_path / "cache"))
+    url = f"http://127.0.0.1:{server.server_address[1]}/model_base.pth"
+    try:
+        for _ in range(2):
+            _, report = load_checkpoint(BlipRetrieval(cfg, tokenizer), url)
+            assert not report.missing_keys
+        assert hits == ["/model_base.pth"]  # the second load reads the cache
+        assert (tmp_path / "cache" / "checkpoints" / "model_base.pth").is_file()
+        with pytest.raises(RuntimeError, match="could not download"):
+            load_checkpoint(BlipRetrieval(cfg, tokenizer), url.replace("model_base", "absent"))
+        assert not list((tmp_path / "cache" / "checkpoints").glob(".*part*"))  # no partial file left
+    finally:
+        server.shutdown()
+
+
+def test_bf16_autocast_step_is_finite(pre_cfg, tokenizer):
+    model = build_model(pre_cfg, "pretrain", tokenizer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(4, 3, 32, 32), CAPTIONS, alpha=0.4)
+    loss = sum(out.values())
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

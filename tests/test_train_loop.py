@@ -1,0 +1,85 @@
+"""The shared training loop: schedules, alpha ramp, weight-decay groups, the non-finite guard."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import utils
+from configs import validate
+
+BASE = {"train_file": ["x.json"], "init_lr": 3e-4, "min_lr": 1e-6, "warmup_lr": 1e-6, "warmup_steps": 100,
+        "max_epoch": 20, "print_freq": 1000}
+
+
+def test_lr_schedule_matches_blip():
+    cfg = validate(BASE, "pretrain")
+    assert utils.lr_at(cfg, 0, 0) == pytest.approx(1e-6)
+    assert utils.lr_at(cfg, 0, 50) == pytest.approx(1e-6 + (3e-4 - 1e-6) * 0.5)
+    assert utils.lr_at(cfg, 0, 100) == pytest.approx(3e-4)
+    assert utils.lr_at(cfg, 1, 0) == pytest.approx(2.7e-4)
+    assert utils.lr_at(cfg, 19, 5) == pytest.approx(3e-4 * 0.9 ** 19)
+    cos = validate({**BASE, "schedule": "cosine", "warmup_steps": 0, "min_lr": 0.0, "max_epoch": 6}, "pretrain")
+    assert [round(utils.lr_at(cos, e, 0), 12) for e in range(6)] == \
+        [round(3e-4 * 0.5 * (1 + math.cos(math.pi * e / 6)), 12) for e in range(6)]
+
+
+def test_alpha_ramp():
+    cfg = validate(BASE, "pretrain")  # two epochs
+    assert utils.alpha_at(cfg, 0, 0, 10) == 0.0
+    assert utils.alpha_at(cfg, 1, 0, 10) == pytest.approx(0.2)
+    assert utils.alpha_at(cfg, 2, 3, 10) == pytest.approx(0.4)
+
+
+class Toy(nn.Module):
+    """A model whose loss can be made non-finite on demand."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Linear(2, 2)
+        self.norm = nn.LayerNorm(2)
+        self.temp = nn.Parameter(torch.tensor(0.07))
+        self.poison = 0
+
+    def forward(self, images, text, alpha):
+        loss = self.norm(self.w(images)).pow(2).mean() + self.temp
+        if self.poison:
+            self.poison -= 1
+            loss = loss * float("nan")
+        return {"itc": loss}
+
+
+def test_no_weight_decay_on_biases_norms_and_temperature():
+    cfg = validate(BASE, "pretrain")
+    groups = utils.build_optimizer(Toy(), cfg).param_groups
+    assert [len(g["params"]) for g in groups] == [1, 4] and groups[1]["weight_decay"] == 0.0
+    blip = validate({**BASE, "weight_decay_all": True}, "pretrain")
+    assert [len(g["params"]) for g in utils.build_optimizer(Toy(), blip).param_groups] == [5]
+
+
+def batches(n):
+    for _ in range(n):
+        yield {"images": torch.randn(3, 2), "input_ids": torch.zeros(3, 4, dtype=torch.long),
+               "attention_mask": torch.ones(3, 4, dtype=torch.long), "image_ids": torch.arange(3), "bad": 0}
+
+
+class Loader(list):
+    pass
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run():
+    cfg = validate({**BASE, "max_nonfinite_steps": 3}, "pretrain")
+    model = Toy()
+    opt = utils.build_optimizer(model, cfg)
+    model.poison = 2  # two bad steps, then good ones
+    before = model.w.weight.detach().clone()
+    state = utils.TrainState()
+    stats = utils.train_one_epoch(model, Loader(batches(2)), opt, cfg, state, torch.device("cpu"))
+    assert torch.equal(model.w.weight, before) and state.nonfinite == 2 and stats == {}
+    utils.train_one_epoch(model, Loader(batches(1)), opt, cfg, state, torch.device("cpu"))
+    assert not torch.equal(model.w.weight, before) and state.nonfinite == 0
+    model.poison = 5
+    with pytest.raises(FloatingPointError, match="3 non-finite losses in a row"):
+        utils.train_one_epoch(model, Loader(batches(5)), opt, cfg, state, torch.device("cpu"))
