@@ -25,6 +25,7 @@ from pathlib import Path
 log = logging.getLogger("medvl")
 
 FORMATS = (".png", ".pdf", ".svg", ".jpg")
+DISPLAY_SIDE = 512  # pixels of the longer side of each panel's image
 # Curves drawn when --keys is not given (those a run logged); BLIP's names for losses and recalls.
 DEFAULT_KEYS = ("train_loss", "train_itc", "train_itm", "train_lm", "train_lr", "val_r_mean", "test_r_mean",
                 "val_txt_r1", "val_img_r1", "test_txt_r1", "test_img_r1")
@@ -123,6 +124,8 @@ def draw_maps(image, result, indices: list[int], blur: float = 0.0, cmap: str = 
 
     from models.gradcam import to_heatmap
 
+    image = image.copy()
+    image.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))  # a 4000-pixel figure would make every panel huge
     size = (image.height, image.width)
     panels = [("image", None), ("sentence (mean of words)", result.sentence_map)]
     panels += [(result.words[i], result.word_maps[i]) for i in indices]
@@ -158,6 +161,10 @@ def maps_main(argv: list[str]) -> int:
     from models.gradcam import check_layer, default_layer, explain, load_itm_model
 
     # Bad input fails before the (possibly slow) model load wherever the config is not needed.
+    import matplotlib
+
+    if args.cmap not in matplotlib.colormaps:
+        raise VisError(f"--cmap {args.cmap!r} is not a matplotlib colormap (e.g. jet, viridis, inferno)")
     image_path, caption, data_file = pick_record(args)
     if not pre_caption(caption, 10**5):
         raise VisError(f"caption {caption!r} is empty after cleaning: there is no word to map")

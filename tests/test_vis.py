@@ -233,6 +233,8 @@ def test_cli_bad_input_is_named(setup, tmp_path, capsys):
     assert "blip_style.pth carries no 'config'" in err and "--config" in err
     err = _run_error(["--checkpoint", str(tmp_path / "none.pth"), "--image", image, "--caption", "a"], capsys)
     assert "none.pth does not exist" in err
+    assert "is not a matplotlib colormap" in _run_error(["--checkpoint", ckpt, "--image", image, "--caption", "a",
+                                                         "--cmap", "nope"], capsys)
     assert "must end in one of" in _run_error(["--checkpoint", ckpt, "--image", image, "--caption", "a",
                                                "--out", "x.gif"], capsys)
 
