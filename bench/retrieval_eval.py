@@ -22,8 +22,10 @@ from configs import validate  # noqa: E402
 from data.datasets import RetrievalEvalDataset  # noqa: E402
 from data.demo import generate  # noqa: E402
 from models import build_model  # noqa: E402
-from models.evaluation import encode_images, extract_features, fast_scores, itm_eval, reference_scores  # noqa: E402
+from models.evaluation import (candidate_pairs, encode_images, extract_features, fast_scores, itm_eval,  # noqa: E402
+                               reference_scores)
 from transform import build_transform  # noqa: E402
+from utils import load_state  # noqa: E402
 
 
 def text_config(folder: Path, width: int, layers: int, heads: int) -> str:
@@ -33,21 +35,38 @@ def text_config(folder: Path, width: int, layers: int, heads: int) -> str:
     return str(path)
 
 
+def feats_for_overlap(model, ds, device, batch) -> torch.Tensor:
+    f = extract_features(model, ds, device, batch)
+    return f.image_feat @ f.text_feat.T
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
 
 
-def run(args, image_size: int, data: Path, folder: Path, device: torch.device) -> dict:
-    config = validate({
+def bench_config(args, image_size: int, data: Path, folder: Path) -> dict:
+    """Small random towers, or the sizes and weights of ``--checkpoint`` (resized to ``image_size``)."""
+    if args.checkpoint:
+        saved = load_state(args.checkpoint)["config"]
+        keep = ("vit", "med_config", "tokenizer", "embed_dim", "max_length", "queue_size")
+        return validate({**{k: saved[k] for k in keep}, "image_size": image_size, "init_lr": 1e-4, "max_epoch": 1,
+                         "text_encoder": None, "pretrained": args.checkpoint, "k_test": args.k_test,
+                         "batch_size_train": 8, "batch_size_test": args.batch, "itm_batch_size": args.itm_batch},
+                        "retrieval", "bench config")
+    return validate({
         "vit": {"width": args.width, "depth": args.vit_depth, "heads": args.heads, "patch_size": 16},
         "image_size": image_size, "init_lr": 1e-4, "max_epoch": 1, "tokenizer": str(data / "tokenizer"),
         "text_encoder": None, "med_config": text_config(folder, args.width, args.text_layers, args.heads),
         "max_length": 35, "k_test": args.k_test, "queue_size": 64, "batch_size_train": 8, "embed_dim": 64,
         "batch_size_test": args.batch, "itm_batch_size": args.itm_batch}, "retrieval", "bench config")
+
+
+def run(args, image_size: int, data: Path, folder: Path, device: torch.device) -> dict:
+    config = bench_config(args, image_size, data, folder)
     torch.manual_seed(0)
-    model = build_model(config, "retrieval", load_weights=False).to(device).eval()
+    model = build_model(config, "retrieval", load_weights=bool(args.checkpoint)).to(device).eval()
     ds = RetrievalEvalDataset(data / "test.json", build_transform(config, train=False), None, 30)
 
     def reference():
@@ -64,10 +83,14 @@ def run(args, image_size: int, data: Path, folder: Path, device: torch.device) -
         fast()  # warm-up (allocator, kernels)
         fast_out, fast_s = timed(fast)
         ref_out, ref_s = timed(reference)
+    sims = feats_for_overlap(model, ds, device, args.batch)
     ref_m = itm_eval(*ref_out, ds.txt2img, ds.img2txt)
     fast_m = itm_eval(*fast_out, ds.txt2img, ds.img2txt)
     return {"image_size": image_size, "image_tokens": model.visual_encoder.num_patches + 1, "images": len(ds),
-            "texts": len(ds.text), "k_test": args.k_test, "width": args.width, "text_layers": args.text_layers,
+            "texts": len(ds.text), "k_test": args.k_test, "checkpoint": args.checkpoint,
+            "text_width": model.text_config.hidden_size, "text_layers": model.text_config.num_hidden_layers,
+            "pairs_blip": int(min(args.k_test, sims.shape[1]) * sims.shape[0] + min(args.k_test, sims.shape[0]) * sims.shape[1]),
+            "pairs_unique": int(len(candidate_pairs(sims, args.k_test))),
             "device": str(device), "reference_s": round(ref_s, 2), "fast_s": round(fast_s, 2),
             "speedup": round(ref_s / fast_s, 2), "metrics_identical": ref_m == fast_m, "r_mean": fast_m["r_mean"]}
 
@@ -83,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32, help="images per feature batch")
     parser.add_argument("--itm-batch", type=int, default=256, help="pairs per ITM forward (fast path)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a training checkpoint of this project: its model sizes and weights are used")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     device = torch.device(args.device)

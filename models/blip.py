@@ -182,7 +182,8 @@ class BlipBase(nn.Module):
         ``image_embeds`` to reuse an image's cross-attention keys/values across many texts.
         """
         hidden = self.text_encoder(self.enc_ids(input_ids), attention_mask, image_embeds, mode="multimodal",
-                                   cross_kv=cross_kv, keep_cross_attention=keep_cross_attention)
+                                   cross_kv=cross_kv, keep_cross_attention=keep_cross_attention,
+                                   first_only=keep_cross_attention is None)
         return self.itm_head(hidden[:, 0])
 
     def tokenize(self, captions: list[str], device: torch.device | str | None = None) -> dict[str, Tensor]:

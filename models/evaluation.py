@@ -91,28 +91,24 @@ def candidate_pairs(sims: Tensor, k_test: int) -> Tensor:
 @torch.no_grad()
 def score_pairs(model, feats: Features, pairs: Tensor, num_texts: int, image_source, device: torch.device,
                 batch_size: int) -> Tensor:
-    """ITM match logits of ``pairs`` (sorted ``i * T + t``). Keys/values of an image's cross-attention are
-    computed once and reused for all its texts; ``image_source(indices)`` supplies image tokens that this
-    process did not encode."""
+    """ITM match logits of ``pairs`` (sorted ``i * T + t``, so grouped by image).
+
+    Each image's cross-attention keys/values are computed once and shared by all its candidate texts,
+    which come from its own row and from every text row that ranked it; ``image_source(indices)``
+    supplies image tokens that this process did not encode.
+    """
     images, texts = pairs // num_texts, pairs % num_texts
     scores = torch.empty(len(pairs), device=device)
-    cache: dict[int, int] = {}  # image index -> row in the kv tensors
-    kv: list = []
-    for s in range(0, len(pairs), batch_size):
-        img, txt = images[s:s + batch_size], texts[s:s + batch_size]
-        needed = torch.unique(img).tolist()
-        missing = [i for i in needed if i not in cache]
-        if missing:  # pairs are sorted by image, so an image's keys/values are computed only once
-            kept = [i for i in needed if i in cache]
-            rows = torch.tensor([cache[i] for i in kept], dtype=torch.long, device=device)
-            new = model.text_encoder.cross_kv(_image_tokens(feats, missing, image_source).to(device))
-            kv = [(torch.cat([k[rows], nk]), torch.cat([v[rows], nv])) if kept else (nk, nv)
-                  for (k, v), (nk, nv) in zip(kv or [(None, None)] * len(new), new)]
-            cache = {i: r for r, i in enumerate(kept + missing)}
-        index = torch.tensor([cache[i] for i in img.tolist()], device=device)
-        batch_kv = [(k[index], v[index]) for k, v in kv]
-        ids, mask = feats.text_ids[txt].to(device), feats.text_mask[txt].to(device)
-        scores[s:s + len(img)] = model.itm_logits(None, ids, mask, cross_kv=batch_kv)[:, 1].float()
+    bounds = torch.searchsorted(images, torch.unique(images), right=True).tolist()
+    start = 0
+    for end in bounds:
+        image = int(images[start])
+        kv = model.text_encoder.cross_kv(_image_tokens(feats, [image], image_source).to(device))  # batch 1
+        for s in range(start, end, batch_size):
+            txt = texts[s:min(s + batch_size, end)]
+            ids, mask = feats.text_ids[txt].to(device), feats.text_mask[txt].to(device)
+            scores[s:s + len(txt)] = model.itm_logits(None, ids, mask, cross_kv=kv)[:, 1].float()
+        start = end
     return scores
 
 

@@ -128,13 +128,21 @@ class Attention(nn.Module):
         """Attend from ``x`` (B, L, D) to ``context`` (B, N, kv_dim), or to ``x`` itself when no context.
 
         ``mask`` is a boolean (B, 1, L or 1, N) tensor, True where attention is allowed. ``kv`` gives
-        precomputed keys/values (see :meth:`key_value`). When ``keep_probs`` is a list, the attention
+        precomputed keys/values (see :meth:`key_value`); keys/values of batch 1 serve every query
+        in the batch (one image, many texts). When ``keep_probs`` is a list, the attention
         probabilities (B, H, L, N) are computed explicitly, appended to it and kept in the graph.
         """
         q = self._split(self.self.query(x))
         k, v = kv if kv is not None else self.key_value(x if context is None else context)
         p = self.dropout_p if self.training else 0.0
-        if keep_probs is None:
+        if keep_probs is None and mask is None and k.shape[0] == 1 < q.shape[0]:
+            # One image's keys/values shared by every text: fold the texts into the query length, so no
+            # copy of the keys/values is made and the attention runs as one large product.
+            b, h, length, d = q.shape
+            folded = q.transpose(0, 1).reshape(1, h, b * length, d)
+            out = F.scaled_dot_product_attention(folded, k, v, dropout_p=p)
+            out = out.reshape(h, b, length, d).transpose(0, 1)
+        elif keep_probs is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
@@ -168,8 +176,9 @@ class Layer(nn.Module):
         self.output = AddNorm(cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps, cfg.hidden_dropout_prob)
 
     def forward(self, x: Tensor, mask: Tensor, image: Tensor | None, image_mask: Tensor | None,
-                kv: tuple[Tensor, Tensor] | None, keep_probs: list | None) -> Tensor:
-        x = self.attention(x, mask)
+                kv: tuple[Tensor, Tensor] | None, keep_probs: list | None, first_only: bool = False) -> Tensor:
+        """With ``first_only`` only position 0 is computed (it still attends to every token)."""
+        x = self.attention(x[:, :1], mask, context=x) if first_only else self.attention(x, mask)
         if image is not None or kv is not None:
             x = self.crossattention(x, image_mask, context=image, kv=kv, keep_probs=keep_probs)
         return self.output(self.intermediate(x), x)
@@ -214,8 +223,12 @@ class TextTransformer(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, image_embeds: Tensor | None = None,
                 image_atts: Tensor | None = None, mode: str = "multimodal", causal: bool = False,
-                cross_kv: CrossKV | None = None, keep_cross_attention: list | None = None) -> Tensor:
-        """Return the last hidden states (B, L, D).
+                cross_kv: CrossKV | None = None, keep_cross_attention: list | None = None,
+                first_only: bool = False) -> Tensor:
+        """Return the last hidden states (B, L, D), or (B, 1, D) for position 0 alone with ``first_only``.
+
+        ``first_only`` skips the last layer's work for every other position, which the ITM head never
+        reads (exact, not an approximation).
 
         input_ids, attention_mask: (B, L). image_embeds: (B, N, encoder_width), used in ``multimodal``
         mode, or ``cross_kv`` from :meth:`cross_kv` in its place. image_atts: (B, N), all ones when omitted.
@@ -226,6 +239,8 @@ class TextTransformer(nn.Module):
         multimodal = mode == "multimodal"
         if multimodal and image_embeds is None and cross_kv is None:
             raise ValueError("multimodal mode needs image_embeds or cross_kv")
+        if first_only and causal:
+            raise ValueError("first_only is for the encoder's [CLS]/[ENC] output, not for the causal decoder")
         keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
         if causal:
             length = input_ids.shape[1]
@@ -235,10 +250,11 @@ class TextTransformer(nn.Module):
         if multimodal and image_atts is not None:
             image_mask = image_atts.bool()[:, None, None, :]
         x = self.embeddings(input_ids)
+        last = len(self.encoder.layer) - 1
         for i, layer in enumerate(self.encoder.layer):
             image = image_embeds if multimodal and cross_kv is None else None
             kv = cross_kv[i] if multimodal and cross_kv is not None else None
-            x = layer(x, keep, image, image_mask, kv, keep_cross_attention)
+            x = layer(x, keep, image, image_mask, kv, keep_cross_attention, first_only and i == last)
         return x
 
 
