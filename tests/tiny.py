@@ -17,7 +17,7 @@ def minilm_folder() -> str:
 
 
 def write_text_config(folder: Path, hidden: int = 32, layers: int = 2, heads: int = 2, max_pos: int = 64) -> str:
-    path = Path(folder) / "tiny_med_config.json"
+    path = Path(folder) / f"tiny_med_config_{hidden}_{layers}_{heads}_{max_pos}.json"
     path.write_text(json.dumps({
         "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
         "intermediate_size": hidden * 2, "max_position_embeddings": max_pos, "vocab_size": 30524,
