@@ -40,7 +40,7 @@ KINDS = {
                 "CT": (0.25, None, None)},
 }
 LOBES = {"frontal": (0.33, -0.58), "temporal": (0.62, -0.02), "parietal": (0.4, 0.3), "occipital": (0.24, 0.66)}
-SIZES = {"small": (0.09, 0.12), "large": (0.17, 0.22)}
+SIZES = {"small": (0.13, 0.17), "large": (0.24, 0.30)}
 
 
 def _ellipse(shape: tuple[int, int], cx: float, cy: float, rx: float, ry: float, angle: float = 0.0) -> np.ndarray:
@@ -148,7 +148,7 @@ def generate(out: str | Path, train: int = 800, val: int = 100, test: int = 100,
              size: int = 160) -> Path:
     """Write the demo set under ``out`` (skipped when a complete set with the same settings exists)."""
     out = Path(out)
-    settings = {"train": train, "val": val, "test": test, "seed": seed, "size": size, "version": 1}
+    settings = {"train": train, "val": val, "test": test, "seed": seed, "size": size, "version": 2}
     done = out / "DONE.json"
     if done.is_file() and json.loads(done.read_text()) == settings:
         log.info(f"demo data in {out} is complete; nothing to do")
