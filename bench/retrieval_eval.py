@@ -90,7 +90,7 @@ def run(args, image_size: int, data: Path, folder: Path, device: torch.device) -
             "texts": len(ds.text), "k_test": args.k_test, "checkpoint": args.checkpoint,
             "text_width": model.text_config.hidden_size, "text_layers": model.text_config.num_hidden_layers,
             "pairs_blip": int(min(args.k_test, sims.shape[1]) * sims.shape[0] + min(args.k_test, sims.shape[0]) * sims.shape[1]),
-            "pairs_unique": int(len(candidate_pairs(sims, args.k_test))),
+            "pairs_unique": int(len(candidate_pairs(sims, args.k_test)[0])),
             "device": str(device), "reference_s": round(ref_s, 2), "fast_s": round(fast_s, 2),
             "speedup": round(ref_s / fast_s, 2), "metrics_identical": ref_m == fast_m, "r_mean": fast_m["r_mean"]}
 

@@ -77,15 +77,17 @@ def _clamp_k(k_test: int, n: int, what: str) -> int:
     return min(k_test, n)
 
 
-def candidate_pairs(sims: Tensor, k_test: int) -> Tensor:
-    """Unique (image, text) pairs in the top ``k_test`` of any row or column, as sorted ``i * T + t`` (P,)."""
+def candidate_pairs(sims: Tensor, k_test: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The (image, text) cells in the top ``k_test`` of their row (i2t) or of their column (t2i).
+
+    Returns the union as sorted flat indices ``i * T + t`` (P,), so grouped by image, and two (I * T,)
+    masks telling in which direction each cell is a candidate.
+    """
     num_images, num_texts = sims.shape
     k_i2t, k_t2i = _clamp_k(k_test, num_texts, "texts"), _clamp_k(k_test, num_images, "images")
-    top_texts = sims.topk(k_i2t, dim=1).indices  # (I, k)
-    top_images = sims.topk(k_t2i, dim=0).indices  # (k, T)
-    rows = torch.arange(num_images, device=sims.device)[:, None] * num_texts + top_texts
-    cols = top_images * num_texts + torch.arange(num_texts, device=sims.device)[None, :]
-    return torch.unique(torch.cat([rows.flatten(), cols.flatten()]))  # sorted: grouped by image
+    in_i2t = torch.zeros_like(sims, dtype=torch.bool).scatter_(1, sims.topk(k_i2t, dim=1).indices, True).flatten()
+    in_t2i = torch.zeros_like(sims, dtype=torch.bool).scatter_(0, sims.topk(k_t2i, dim=0).indices, True).flatten()
+    return torch.nonzero(in_i2t | in_t2i).squeeze(1), in_i2t, in_t2i
 
 
 @torch.no_grad()
@@ -133,22 +135,15 @@ def fast_scores(model, feats: Features, k_test: int, device: torch.device, image
     sims = feats.image_feat @ feats.text_feat.T  # (I, T) cosine, no temperature
     if k_test == 0:
         return sims.cpu().numpy(), sims.T.cpu().numpy()
-    num_texts = sims.shape[1]
-    pairs = candidate_pairs(sims, k_test)
+    pairs, in_i2t, in_t2i = candidate_pairs(sims, k_test)
     lo, hi = _slice(len(pairs), get_rank(), get_world_size())
     mine = pairs[lo:hi]
-    itm = score_pairs(model, feats, mine, num_texts, image_source, device, batch_size)
+    itm = score_pairs(model, feats, mine, sims.shape[1], image_source, device, batch_size)
     pairs_all = all_gather_no_grad(mine)
-    itm_all = all_gather_no_grad(itm)
-    values = itm_all + sims.flatten()[pairs_all]
-    full = torch.full_like(sims, FLOOR).flatten()
-    # The pair's score goes to both directions, but a cell counts only where it was a candidate.
-    i2t = full.clone()
-    t2i = full.clone()
-    top_texts = sims.topk(min(k_test, num_texts), dim=1).indices
-    top_images = sims.topk(min(k_test, sims.shape[0]), dim=0).indices
-    in_i2t = torch.zeros_like(sims, dtype=torch.bool).scatter_(1, top_texts, True).flatten()
-    in_t2i = torch.zeros_like(sims, dtype=torch.bool).scatter_(0, top_images, True).flatten()
+    values = all_gather_no_grad(itm) + sims.flatten()[pairs_all]
+    # A pair is scored once, but its score counts only in the direction(s) where it was a candidate.
+    i2t = torch.full_like(sims, FLOOR).flatten()
+    t2i = i2t.clone()
     i2t[pairs_all] = torch.where(in_i2t[pairs_all], values, FLOOR)
     t2i[pairs_all] = torch.where(in_t2i[pairs_all], values, FLOOR)
     return i2t.view_as(sims).cpu().numpy(), t2i.view_as(sims).T.contiguous().cpu().numpy()
