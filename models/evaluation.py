@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Subset
+
+from data.loader import eval_loader
 
 from utils import all_gather_no_grad, all_reduce_sum, get_rank, get_world_size
 
@@ -39,30 +42,30 @@ def _slice(n: int, rank: int, world: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def encode_images(model, dataset, indices: list[int], device: torch.device, batch_size: int) -> tuple[Tensor, Tensor]:
+def encode_images(model, dataset, indices: list[int], device: torch.device, batch_size: int,
+                  num_workers: int = 0) -> tuple[Tensor, Tensor]:
     """ViT tokens (on CPU) and ITC features of ``dataset`` images at ``indices``."""
     embeds, feats = [], []
-    for start in range(0, len(indices), batch_size):
-        images = torch.stack([dataset[i][0] for i in indices[start:start + batch_size]]).to(device)
-        e, f = model.encode_image(images)
+    for images, _ in eval_loader(Subset(dataset, indices), batch_size, num_workers):
+        e, f = model.encode_image(images.to(device))
         embeds.append(e.float().cpu())
         feats.append(f.float())
-    width = model.visual_encoder.width
     if not embeds:
-        return torch.zeros(0, model.visual_encoder.num_patches + 1, width), torch.zeros(0, model.vision_proj.out_features,
-                                                                                        device=device)
+        tokens = model.visual_encoder.num_patches + 1
+        return (torch.zeros(0, tokens, model.visual_encoder.width),
+                torch.zeros(0, model.vision_proj.out_features, device=device))
     return torch.cat(embeds), torch.cat(feats)
 
 
 @torch.no_grad()
 def extract_features(model, dataset, device: torch.device, batch_size: int, text_batch: int = 256,
-                     split_images: bool = True) -> Features:
+                     split_images: bool = True, num_workers: int = 0) -> Features:
     """Features of a retrieval split. With ``split_images`` each process encodes an equal slice of the
     images and the ITC features are gathered; otherwise every process encodes every image (BLIP)."""
     model.eval()
     rank, world = (get_rank(), get_world_size()) if split_images else (0, 1)
     lo, hi = _slice(len(dataset), rank, world)
-    image_embeds, image_feat = encode_images(model, dataset, list(range(lo, hi)), device, batch_size)
+    image_embeds, image_feat = encode_images(model, dataset, list(range(lo, hi)), device, batch_size, num_workers)
     image_feat = all_gather_no_grad(image_feat) if split_images else image_feat
     tok = model.tokenize(dataset.text, device)
     feats = []
@@ -213,7 +216,7 @@ def evaluate(model, dataset, config: dict, device: torch.device) -> dict:
     """Retrieval metrics of one split with the fast path (collective: every process must call it)."""
     model.eval()
     with torch.autocast(device.type, torch.bfloat16, enabled=config["precision"] == "bf16"):
-        feats = extract_features(model, dataset, device, config["batch_size_test"])
+        feats = extract_features(model, dataset, device, config["batch_size_test"], num_workers=config["num_workers"])
 
         def image_source(indices: list[int]) -> Tensor:
             return encode_images(model, dataset, indices, device, config["batch_size_test"])[0]
