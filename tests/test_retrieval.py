@@ -44,7 +44,10 @@ def check_same(result: dict, k: int) -> None:
         assert (scored.sum(axis=1) == min(k, ref.shape[1])).all()  # exactly the top k of each row
         assert np.allclose(ref[scored], fast[scored], atol=1e-4)
         for r, f in zip(ref, fast):
-            assert np.array_equal(np.argsort(-r)[: k], np.argsort(-f)[: k])
+            # The same order, up to ties within float noise (BLIP's -100 * (world - 1) offset rounds).
+            for a, b in ((r, f), (f, r)):
+                order = np.argsort(-a, kind="stable")[:k]
+                assert np.all(np.diff(b[order]) <= 1e-4)
     assert result["ref_metrics"] == result["fast_metrics"]
 
 
