@@ -530,7 +530,7 @@ def run_epochs(model, loader, optimizer, config: dict, info: DistInfo, output_di
         t0 = time.time()
         stats = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook)
         bad = int(all_reduce_sum(torch.tensor([state.bad])).item())
-        seen = len(loader.dataset) if get_world_size() == 1 else len(loader) * loader.batch_size * get_world_size()
+        seen = state.step * loader.batch_size * get_world_size()  # samples drawn this epoch, all ranks
         if bad:
             log.warning(f"epoch {epoch}: {bad} unreadable records were replaced by other samples")
         if bad > config["max_bad_fraction"] * seen:
