@@ -1,0 +1,240 @@
+"""Gold labels for figure splitting made from real captions and real images (bench/gold/).
+
+The gold files hold no caption text: each record names its source in ../shared/fixtures/ and marks
+where every sub-caption starts (and, where needed, ends) with a few words quoted from the caption.
+This module reads the captions from the fixtures, resolves those anchors and rebuilds the gold texts.
+A record whose anchor cannot be found raises ``GoldError`` naming the record and the anchor.
+
+- ``bench/gold/real_subcaptions.json``: see its ``conventions`` field for the labelling rules.
+- ``bench/gold/real_panels.json``: panel boxes and printed letters of the MedICaT sample figures.
+
+Caption sources: ``pmc_xml/<file>#<fig id>`` (captions as ``data.jats`` flattens them),
+``compound_figures/nature_closed_expected.json#<key>`` (``full_caption``) and
+``image_caption/sample.jsonl#<image file>`` (``s2_caption``, else ``s2orc_caption``). Captions and
+anchors are compared with their whitespace collapsed to single spaces.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+GOLD_DIR = Path(__file__).resolve().parent / "gold"
+CAPTIONS_FILE = GOLD_DIR / "real_subcaptions.json"
+PANELS_FILE = GOLD_DIR / "real_panels.json"
+
+# What may stand between a printed panel marker and the text it introduces: "(a–f): Time", "(a,b)—the".
+_MARKER_GAP = " \t:;,.—–-"
+
+
+class GoldError(ValueError):
+    """A gold record that does not fit its fixture (anchor not found, box outside the image...)."""
+
+
+@dataclass
+class GoldCaption:
+    source: str
+    caption: str
+    subs: list[tuple[list[str], str]]  # (labels, gold text) in caption order
+    lead: str | None = None  # shared lead text before the first label
+    tail: str | None = None  # shared trailing text after the last sub-caption
+    ambiguous: str | None = None
+
+
+@dataclass
+class GoldPanel:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
+    label: str | None  # printed letter, upper case; None when the panel has none
+    label_box: tuple[int, int, int, int] | None = None
+
+
+@dataclass
+class GoldFigure:
+    source: str
+    path: Path
+    size: tuple[int, int]  # width, height
+    panels: list[GoldPanel]
+    note: str | None = None
+
+    @property
+    def single(self) -> bool:
+        return len(self.panels) == 1
+
+
+def normalize(text: str) -> str:
+    return " ".join(text.split())
+
+
+def caption_sources(fixtures: Path) -> dict[str, str]:
+    """Every caption the gold may point at, keyed by source, whitespace collapsed."""
+    from data.jats import parse_jats
+
+    fixtures = Path(fixtures)
+    out: dict[str, str] = {}
+    for path in sorted((fixtures / "pmc_xml").iterdir()):
+        if path.suffix not in (".xml", ".nxml"):
+            continue
+        for article in parse_jats(path.read_bytes(), path.name):
+            for fig in article.figures:
+                out[f"pmc_xml/{path.name}#{fig.fig_id}"] = normalize(fig.caption)
+    nature = json.loads((fixtures / "compound_figures" / "nature_closed_expected.json").read_text("utf-8"))
+    for key, entry in nature.items():
+        out[f"compound_figures/nature_closed_expected.json#{key}"] = normalize(entry["full_caption"])
+    with open(fixtures / "image_caption" / "sample.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                text = row.get("s2_caption") or row.get("s2orc_caption") or ""
+                out[f"image_caption/sample.jsonl#{row['pdf_hash']}_{row['fig_uri']}"] = normalize(text)
+    return out
+
+
+def _find(text: str, anchor: str, start: int, where: str) -> int:
+    pos = text.find(normalize(anchor), start)
+    if pos < 0:
+        raise GoldError(f"{where}: anchor {anchor!r} not found in the caption after character {start}")
+    return pos
+
+
+def _marker_pos(text: str, pos: int, marker: str, where: str) -> int:
+    """Where ``marker`` begins when it is printed right before ``pos`` (only spaces/punctuation between)."""
+    head = text[:pos].rstrip(_MARKER_GAP)
+    marker = normalize(marker)
+    begin = len(head) - len(marker)
+    if not head.endswith(marker) or (begin > 0 and head[begin - 1].isalnum()):
+        raise GoldError(f"{where}: marker {marker!r} does not precede {text[pos:pos + 30]!r}")
+    return begin
+
+
+def resolve_caption(record: dict, caption: str) -> GoldCaption:
+    """Rebuild the gold texts of one record from its anchors."""
+    src = record.get("source", "?")
+    subs = record.get("subs") or []
+    if not subs:
+        raise GoldError(f"{src}: no sub-captions")
+    cursor = 0
+    lead_pos = None
+    if record.get("lead"):
+        lead_pos = _find(caption, record["lead"], 0, f"{src} lead")
+        cursor = lead_pos + len(normalize(record["lead"]))
+    starts, begins = [], []
+    for i, sub in enumerate(subs):
+        where = f"{src} sub {i} {sub.get('labels')}"
+        pos = _find(caption, sub["start"], cursor, where)
+        begin = _marker_pos(caption, pos, sub["marker"], where) if sub.get("marker") else pos
+        if begin < cursor:
+            raise GoldError(f"{where}: marker overlaps the text before it")
+        starts.append(pos)
+        begins.append(begin)
+        cursor = pos + len(normalize(sub["start"]))
+    tail_pos = None
+    if record.get("tail"):
+        tail_pos = _find(caption, record["tail"], cursor, f"{src} tail")
+    texts = []
+    for i, sub in enumerate(subs):
+        where = f"{src} sub {i} {sub.get('labels')}"
+        limit = begins[i + 1] if i + 1 < len(subs) else (tail_pos if tail_pos is not None else len(caption))
+        stop = limit
+        if sub.get("end"):
+            end = normalize(sub["end"])
+            e = _find(caption, end, starts[i], f"{where} end")
+            stop = e + len(end)
+            if stop > limit:
+                raise GoldError(f"{where}: end anchor {end!r} runs past the next sub-caption")
+        text = caption[starts[i]:stop].strip()
+        if not text:
+            raise GoldError(f"{where}: empty text")
+        labels = sub["labels"]
+        if not isinstance(labels, list) or any(not isinstance(x, str) or x != x.upper() for x in labels):
+            raise GoldError(f"{where}: labels must be a list of upper-case strings")
+        texts.append((labels, text))
+    lead = caption[lead_pos:begins[0]].strip() if lead_pos is not None else None
+    tail = caption[tail_pos:].strip() if tail_pos is not None else None
+    return GoldCaption(src, caption, texts, lead, tail, record.get("ambiguous"))
+
+
+def load_real_captions(fixtures: Path, path: Path = CAPTIONS_FILE) -> list[GoldCaption]:
+    gold = json.loads(Path(path).read_text("utf-8"))
+    sources = caption_sources(fixtures)
+    out = []
+    for record in gold["captions"]:
+        src = record.get("source")
+        if src not in sources:
+            raise GoldError(f"{src}: no such caption in the fixtures")
+        out.append(resolve_caption(record, sources[src]))
+    return out
+
+
+def _box(value, where: str) -> tuple[int, int, int, int]:
+    if not (isinstance(value, list) and len(value) == 4 and all(isinstance(v, int) for v in value)):
+        raise GoldError(f"{where}: a box is four integers [x0, y0, x1, y1]")
+    x0, y0, x1, y1 = value
+    if not (x0 < x1 and y0 < y1):
+        raise GoldError(f"{where}: empty box {value}")
+    return x0, y0, x1, y1
+
+
+def load_real_panels(fixtures: Path, path: Path = PANELS_FILE, check_images: bool = True) -> list[GoldFigure]:
+    """Gold figures; with ``check_images`` every image must exist, have the recorded size and hold
+    every box."""
+    from PIL import Image
+
+    gold = json.loads(Path(path).read_text("utf-8"))
+    out = []
+    for record in gold["figures"]:
+        src = record["source"]
+        image_path = Path(fixtures) / src
+        w, h = record["size"]
+        panels = []
+        for k, p in enumerate(record["panels"]):
+            where = f"{src} panel {k}"
+            box = _box(p["box"], where)
+            label_box = _box(p["label_box"], where + " label_box") if p.get("label_box") else None
+            label = p.get("label")
+            if label is not None and label != label.upper():
+                raise GoldError(f"{where}: letters are recorded upper case")
+            for b in (box, label_box):
+                if b and not (0 <= b[0] and 0 <= b[1] and b[2] <= w and b[3] <= h):
+                    raise GoldError(f"{where}: box {b} outside the {w}x{h} image")
+            if label_box and not (box[0] <= label_box[0] and box[1] <= label_box[1]
+                                  and label_box[2] <= box[2] and label_box[3] <= box[3]):
+                raise GoldError(f"{where}: letter box {label_box} outside its panel {box}")
+            panels.append(GoldPanel(box, label, label_box))
+        if check_images:
+            if not image_path.is_file():
+                raise GoldError(f"{src}: image not found")
+            with Image.open(image_path) as im:
+                if im.size != (w, h):
+                    raise GoldError(f"{src}: image is {im.size[0]}x{im.size[1]}, gold says {w}x{h}")
+        out.append(GoldFigure(src, image_path, (w, h), panels, record.get("note")))
+    return out
+
+
+def _main() -> int:
+    import argparse
+    import os
+
+    ap = argparse.ArgumentParser(description="Print the gold sub-captions rebuilt from the fixtures.")
+    ap.add_argument("--fixtures", default=os.environ.get("MEDVL_FIXTURES", str(ROOT.parent / "shared" / "fixtures")))
+    args = ap.parse_args()
+    for g in load_real_captions(Path(args.fixtures)):
+        print(f"== {g.source}" + (f"  [ambiguous: {g.ambiguous}]" if g.ambiguous else ""))
+        if g.lead:
+            print(f"   lead: {g.lead}")
+        for labels, text in g.subs:
+            print(f"   {labels}: {text}")
+        if g.tail:
+            print(f"   tail: {g.tail}")
+    for f in load_real_panels(Path(args.fixtures)):
+        print(f"== {f.source} {f.size}: " + ", ".join(f"{p.label}{list(p.box)}" for p in f.panels))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
