@@ -4,8 +4,14 @@
   letters from nature_closed_expected.json) and on compound figures built from real single images
   (data.compound_synth): precision/recall/F1 at IoU >= 0.5, and letter accuracy (share of true panels
   whose matched detection carries the right letter).
+- The same on the MedICaT sample figures (boxes and letters from bench/gold/real_panels.json):
+  "real_medicat_figures" for the lettered ones, "real_medicat_single_panel" for the one-image ones
+  (share returned as exactly one panel at IoU >= 0.5).
 - Sub-captions on the labelled captions of tests/data/subcaptions_gold.json: label-set accuracy
   (share of captions whose list of label groups is exactly right) and mean token F1 of the texts.
+- "real_captions": the same scores on every real caption of the fixtures, against the independent
+  gold of bench/gold/real_subcaptions.json (texts rebuilt by bench/real_gold.py), with the wrong records.
+  Shared lead and trailing text (statistics, scale bars) are not part of the gold sub-caption texts.
 
     python bench/split_quality.py [--fixtures DIR] [--ocr rapidocr|gcv|none] [--per-layout N]
 """
@@ -27,6 +33,7 @@ from PIL import Image  # noqa: E402
 from data.compound_synth import build_set  # noqa: E402
 from data.figures import find_panels, split_caption  # noqa: E402
 from data.ocr import make_ocr  # noqa: E402
+from bench.real_gold import load_real_captions, load_real_panels  # noqa: E402
 
 REAL = ("s41467-018-06211-3_fig1.jpg", "s41467-018-06211-3_fig3.jpg", "s41467-018-06211-3_fig5.jpg")
 
@@ -79,6 +86,29 @@ def real_items(fixtures: Path) -> list:
     return items
 
 
+def medicat_items(fixtures: Path) -> tuple[list, list]:
+    """(lettered figures, one-image figures) of bench/gold/real_panels.json as (image, boxes, labels)."""
+    lettered, single = [], []
+    for fig in load_real_panels(fixtures):
+        with Image.open(fig.path) as im:
+            item = (im.convert("RGB"), [p.box for p in fig.panels], [p.label for p in fig.panels])
+        (single if fig.single else lettered).append(item)
+    return lettered, single
+
+
+def single_panel_scores(items: list, ocr) -> dict:
+    one = found = n_pred = 0
+    for image, boxes, _ in items:
+        pred = find_panels(image, ocr)
+        n_pred += len(pred)
+        hit = bool(match(boxes, pred))
+        found += hit
+        one += hit and len(pred) == 1
+    return {"figures": len(items), "exactly_one_panel": round(one / max(len(items), 1), 3),
+            "whole_found": round(found / max(len(items), 1), 3),
+            "mean_detected": round(n_pred / max(len(items), 1), 2)}
+
+
 def token_f1(a: str, b: str) -> float:
     ta, tb = Counter(a.lower().split()), Counter(b.lower().split())
     common = sum((ta & tb).values())
@@ -108,6 +138,29 @@ def caption_scores(path: Path) -> dict:
             "token_f1": round(sum(f1s) / len(f1s), 3), "wrong": failures}
 
 
+def real_caption_scores(fixtures: Path) -> dict:
+    gold = load_real_captions(fixtures)
+    exact = exact_clear = n_clear = 0
+    f1s, wrong = [], []
+    for g in gold:
+        pred = split_caption(g.caption)
+        got, want = [s.labels for s in pred], [labels for labels, _ in g.subs]
+        n_clear += not g.ambiguous
+        if got == want:
+            exact += 1
+            exact_clear += not g.ambiguous
+        else:
+            wrong.append({"source": g.source, "got": ["".join(x) or "-" for x in got],
+                          "want": ["".join(x) or "-" for x in want], "ambiguous": bool(g.ambiguous)})
+        by_labels = {tuple(s.labels): s.text for s in pred}
+        for labels, text in g.subs:
+            f1s.append(token_f1(by_labels.get(tuple(labels), ""), text))
+    return {"captions": len(gold), "sub_captions": len(f1s), "ambiguous_captions": len(gold) - n_clear,
+            "label_set_accuracy": round(exact / len(gold), 3),
+            "label_set_accuracy_unambiguous": round(exact_clear / max(n_clear, 1), 3),
+            "token_f1": round(sum(f1s) / len(f1s), 3), "wrong": wrong}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_fx = os.environ.get("MEDVL_FIXTURES", str(ROOT.parent / "shared" / "fixtures"))
@@ -120,11 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     ocr = make_ocr(args.ocr)
     synth = [(c.image, c.boxes, c.labels) for c in
              build_set(fixtures / "image_caption", args.per_layout, seed=args.seed)]
+    medicat, medicat_single = medicat_items(fixtures)
     out = {
         "ocr": args.ocr,
         "real_compound_figures": panel_scores(real_items(fixtures), ocr),
+        "real_medicat_figures": panel_scores(medicat, ocr),
+        "real_medicat_single_panel": single_panel_scores(medicat_single, ocr),
         "built_compound_figures": panel_scores(synth, ocr),
         "subcaptions": caption_scores(ROOT / "tests" / "data" / "subcaptions_gold.json"),
+        "real_captions": real_caption_scores(fixtures),
         "targets": {"panel_f1": 0.9, "label_accuracy": 0.85, "subcaption_label_set_accuracy": 0.9},
     }
     print(json.dumps(out, indent=1))
