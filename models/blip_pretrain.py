@@ -50,10 +50,11 @@ class BlipPretrain(BlipBase):
         loss_itc = losses.itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
         self.enqueue(image_feat_m, text_feat_m)
 
-        # ITM with one hard negative image per text and one hard negative text per image (local batch).
+        # ITM with one hard negative image per text and one hard negative text per image (local batch),
+        # never of the same image or with the same caption.
         bs = images.shape[0]
         with torch.no_grad():
-            same = image_ids[:, None] == image_ids[None, :]
+            same = (image_ids[:, None] == image_ids[None, :]) | losses.same_text(ids, ids)
             neg_image = losses.sample_negatives(losses.negative_weights(sim_t2i[:, :bs], same, eps=1e-4))
             neg_text = losses.sample_negatives(losses.negative_weights(sim_i2t[:, :bs], same, eps=1e-4))
         logits = self.itm_loss_inputs(image_embeds, batch, image_embeds[neg_image], ids[neg_text], mask[neg_text])

@@ -56,7 +56,7 @@ class BlipRetrieval(BlipBase):
 
     def _hard_negatives(self, image_embeds: Tensor, image_feat: Tensor, text_feat: Tensor, ids: Tensor,
                         mask: Tensor, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One negative image per text and one negative text per image, never of the same image id.
+        """One negative image per text and one negative text per image, never of the same image id or caption.
 
         With ``negative_all_rank`` the candidates are the whole world batch: negative image tokens are
         gathered with gradient so that each image's owner receives the gradient of its use elsewhere.
@@ -66,12 +66,12 @@ class BlipRetrieval(BlipBase):
             idx_w = all_gather_no_grad(idx) if all_rank else idx
             image_feat_w = all_gather_no_grad(image_feat) if all_rank else image_feat
             text_feat_w = all_gather_no_grad(text_feat) if all_rank else text_feat
-            same = idx[:, None] == idx_w[None, :]
+            ids_w = all_gather_no_grad(ids) if all_rank else ids
+            same = (idx[:, None] == idx_w[None, :]) | losses.same_text(ids, ids_w)
             w_i2t = losses.negative_weights(image_feat @ text_feat_w.T / self.temp, same)
             w_t2i = losses.negative_weights(text_feat @ image_feat_w.T / self.temp, same)
             neg_image = losses.sample_negatives(w_t2i)
             neg_text = losses.sample_negatives(w_i2t)
         image_embeds_w = all_gather_with_grad(image_embeds) if all_rank else image_embeds
-        ids_w = all_gather_no_grad(ids) if all_rank else ids
         mask_w = all_gather_no_grad(mask) if all_rank else mask
         return image_embeds_w[neg_image], ids_w[neg_text], mask_w[neg_text]

@@ -37,6 +37,16 @@ def itc_loss(sim_i2t: Tensor, sim_t2i: Tensor, targets_i2t: Tensor, targets_t2i:
     return (soft_cross_entropy(sim_i2t, targets_i2t) + soft_cross_entropy(sim_t2i, targets_t2i)) / 2
 
 
+def same_text(ids: Tensor, ids_keys: Tensor) -> Tensor:
+    """(B, K) bool: True where query caption i and key caption j are the same token sequence.
+
+    ids: (B, L) and ids_keys: (K, L) token ids padded to the same length. Two images described by the
+    same words (``Axial CT shows no focal abnormality.``) are no negatives of each other: drawing one as
+    the other's ITM negative teaches the head to call a correct pair a mismatch.
+    """
+    return (ids[:, None, :] == ids_keys[None, :, :]).all(dim=-1)
+
+
 def negative_weights(sim: Tensor, same: Tensor, eps: float = 0.0) -> Tensor:
     """Sampling weights for hard negatives: softmax(sim) (+ eps), zero wherever ``same`` is True.
 

@@ -70,3 +70,13 @@ def test_lm_loss_shifts_ignores_padding_and_smooths():
     smoothed = losses.lm_loss(logits, labels, label_smoothing=0.1)
     # Smoothing puts 0.1/5 mass on each of the 4 wrong classes, each with log-prob about -2e4.
     assert math.isclose(smoothed.item(), 0.1 / vocab * 4 * 2e4, rel_tol=1e-3)
+
+
+def test_same_caption_of_another_image_is_never_a_negative():
+    ids = torch.tensor([[101, 7, 8, 0], [101, 7, 8, 0], [101, 7, 9, 0]])
+    assert losses.same_text(ids, ids).tolist() == [[True, True, False], [True, True, False],
+                                                  [False, False, True]]
+    image_ids = torch.tensor([0, 1, 2])  # three images; the first two have the same caption
+    same = (image_ids[:, None] == image_ids[None, :]) | losses.same_text(ids, ids)
+    w = losses.negative_weights(torch.zeros(3, 3), same, eps=1e-4)
+    assert w[0, 1] == 0 and w[1, 0] == 0 and w[0, 2] > 0 and w[2, 0] > 0 and w[2, 1] > 0
