@@ -1,7 +1,9 @@
 """OCR back-ends behind one small interface, with a per-image cache.
 
 ``make_ocr("rapidocr" | "gcv" | "none", cache_dir=...)`` returns an object with ``name`` and
-``read(image) -> list[OcrWord]``. Back-ends load lazily: nothing happens at import time.
+``read(image) -> list[OcrWord]``; where the back-end has a recogniser of its own (``can_recognise``),
+``recognise(image) -> (text, score)`` reads a crop that holds one line of text, without detection.
+Back-ends load lazily: nothing happens at import time.
 
 - ``rapidocr``: the ONNX models inside the ``rapidocr-onnxruntime`` wheel; offline, the default.
 - ``gcv``: Google Cloud Vision TEXT_DETECTION with ``google-cloud-vision``; credentials come from the
@@ -103,6 +105,23 @@ class RapidOcr:
             raise OcrError(f"rapidocr failed: {e}") from e
         return [OcrWord(str(text), _poly_box(points), float(score)) for points, text, score in result or []]
 
+    def recognise(self, image: Image.Image) -> tuple[str, float]:
+        """The text of a crop holding one line, by the recogniser alone (no detection, no rotation).
+
+        The detector often passes over a lone letter; the recogniser reads it once it is cropped.
+        """
+        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        try:
+            result, _ = self._load()(bgr, use_det=False, use_cls=False, use_rec=True)
+        except OcrError:
+            raise
+        except Exception as e:
+            raise OcrError(f"rapidocr failed: {e}") from e
+        if not result:
+            return "", 0.0
+        text, score = result[0]
+        return str(text), float(score)
+
 
 def words_from_gcv(response: dict) -> list[OcrWord]:
     """Words of a TEXT_DETECTION reply (REST JSON, camelCase or snake_case keys).
@@ -193,8 +212,10 @@ class CachedOcr:
         self.backend = backend
         self.name = backend.name
         self.whole_image_first = bool(getattr(backend, "whole_image_first", False))
+        self.can_recognise = callable(getattr(backend, "recognise", None))
         self.cache_dir = Path(cache_dir) / backend.name if cache_dir else None
         self._memory: dict[str, list[OcrWord]] = {}
+        self._lines: dict[str, tuple[str, float]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -221,6 +242,30 @@ class CachedOcr:
         if path is not None:
             atomic_write_text(path, json.dumps([asdict(w) for w in words]))
         return words
+
+    def recognise(self, image: Image.Image) -> tuple[str, float]:
+        """The back-end's one-line reading of ``image``, cached like ``read`` (under ``rec/``)."""
+        if not self.can_recognise:
+            raise OcrError(f"the {self.name} back-end has no recogniser for single crops")
+        key = image_key(image)
+        if key in self._lines:
+            self.hits += 1
+            return self._lines[key]
+        path = self.cache_dir / "rec" / f"{key}.json" if self.cache_dir else None
+        if path is not None and path.is_file():
+            try:
+                text, score = json.loads(path.read_text())
+                self.hits += 1
+                self._lines[key] = (str(text), float(score))
+                return self._lines[key]
+            except (ValueError, TypeError):
+                log.warning("OCR cache file %s is unreadable; reading the crop again", path)
+        self.misses += 1
+        line = self.backend.recognise(image)
+        self._lines[key] = line
+        if path is not None:
+            atomic_write_text(path, json.dumps(list(line)))
+        return line
 
 
 def make_ocr(name: str, cache_dir: str | Path | None = None, client: Any = None) -> CachedOcr:

@@ -1,22 +1,31 @@
 """Reading panel letters: short OCR tokens near a panel's top-left corner.
 
-Whole-figure OCR misses many single letters, so each panel's corner is also read on its own, upscaled
-and framed in white. Back-ends that read small text well from whole figures (``gcv``) are asked about
-the whole figure first, so that a figure usually costs one request.
+Text detectors pass over many lone letters, so with a back-end that can recognise a crop on its own
+(``rapidocr``) the small isolated marks near each corner are cut out tightly and read first. Then
+each corner still without a letter is read whole, upscaled and framed in white, and last the whole
+figure. Back-ends that read small text well from whole figures (``gcv``) are asked about the whole
+figure first, so that a figure usually costs one request.
 """
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import cv2
+import numpy as np
 from PIL import Image, ImageOps
 
 from .ocr import OcrWord
+from .panels import PanelParams, background_colour, foreground_mask
 
 Box = tuple[int, int, int, int]
 
 _LABEL = re.compile(r"^[(\[]?([A-Za-z])[)\].:]?$")
 UPSCALE = 3
+MARK_MIN_PX = 6  # marks shorter than this are dots, commas or noise, not letters
+MARK_TRIES = 4  # marks read per corner, nearest first
+MARK_MIN_SCORE = 0.4  # lone letters read with lower confidence than words; reading order checks them
+MARK_HEIGHT_PX = 32  # marks are upscaled to about this height (the recogniser's input is 48 px high)
 
 
 def normalise_label(text: str) -> str | None:
@@ -67,11 +76,112 @@ def _read_corner(image: Image.Image, window: Box, ocr: Any) -> list[OcrWord]:
     return words
 
 
+def _touches(a: Box, b: Box) -> bool:
+    """Whether boxes ``a`` and ``b`` share any pixel."""
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def _joins(a: Box, b: Box) -> bool:
+    """Two marks of one token: side by side with a narrow gap ("(a)"), or a dot over a stem ("i", "j")."""
+    ha, hb = a[3] - a[1], b[3] - b[1]
+    x_gap = max(a[0], b[0]) - min(a[2], b[2])
+    y_gap = max(a[1], b[1]) - min(a[3], b[3])
+    if -y_gap > 0.5 * min(ha, hb) and x_gap <= 0.3 * max(ha, hb):
+        return True
+    dot, stem = (a, b) if ha < hb else (b, a)
+    dot_w, dot_h, stem_h = dot[2] - dot[0], dot[3] - dot[1], stem[3] - stem[1]
+    is_dot = dot_h <= 0.4 * stem_h and dot_w <= 2 * dot_h  # a short dash beside a letter is no dot
+    return is_dot and dot[3] <= stem[1] and x_gap < 0 and y_gap <= 0.4 * stem_h
+
+
+def group_marks(marks: list[Box]) -> list[Box]:
+    """Marks (connected components) joined into tokens, each the box around its marks."""
+    tokens = list(marks)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(tokens)):
+            for j in range(i + 1, len(tokens)):
+                a, b = tokens[i], tokens[j]
+                if _joins(a, b):
+                    tokens[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del tokens[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return tokens
+
+
+def mark_tokens(rgb: np.ndarray, bg: np.ndarray, window: Box, max_px: int, tol: int) -> list[Box]:
+    """Letter-sized tokens of small foreground marks that reach into ``window``, in figure coordinates.
+
+    Components are found in the window grown by ``max_px``, so that any mark small enough to count
+    that reaches into the window lies whole inside; those cut by the grown region's edge (other than
+    the figure's own edge) belong to something larger and are left out.
+    """
+    h, w = rgb.shape[:2]
+    region = (max(0, window[0] - max_px), max(0, window[1] - max_px),
+              min(w, window[2] + max_px), min(h, window[3] + max_px))
+    fg = foreground_mask(rgb[region[1]:region[3], region[0]:region[2]], bg, tol).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    rh, rw = fg.shape
+    marks = []
+    for x, y, mw, mh, _area in stats[1:]:
+        cut = ((x == 0 and region[0] > 0) or (y == 0 and region[1] > 0)
+               or (x + mw == rw and region[2] < w) or (y + mh == rh and region[3] < h))
+        if not cut and max(mw, mh) <= max_px:
+            marks.append((region[0] + int(x), region[1] + int(y), region[0] + int(x + mw), region[1] + int(y + mh)))
+    tokens = []
+    for t in group_marks(marks):
+        th, tw = t[3] - t[1], t[2] - t[0]
+        if MARK_MIN_PX <= th <= max_px and tw <= 3 * th and _touches(t, window):
+            tokens.append(t)
+    return tokens
+
+
+def _mark_crop(image: Image.Image, token: Box, bg: np.ndarray) -> Image.Image:
+    """A token cut out tightly, upscaled, framed in the background colour, dark on light."""
+    crop = image.crop(token)
+    up = max(1, min(4, round(MARK_HEIGHT_PX / max(1, crop.height))))
+    big = crop.resize((crop.width * up, crop.height * up), Image.BICUBIC)
+    fill = tuple(int(v) for v in bg)
+    framed = ImageOps.expand(big, border=max(2, big.height // 6), fill=fill)
+    if float(np.mean(bg)) < 128:  # light letters on a dark figure: the recogniser wants dark on light
+        framed = ImageOps.invert(framed.convert("RGB"))
+    return framed
+
+
+def _read_marks(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, window: Box, ocr: Any,
+                max_px: int, tol: int) -> tuple[str, float] | None:
+    """The first mark near the window's top-left corner that reads as a panel letter; (label, distance)."""
+    def dist(t: Box) -> float:
+        cx, cy = _centre(t)
+        return ((cx - window[0]) ** 2 + (cy - window[1]) ** 2) ** 0.5
+
+    tokens = sorted(mark_tokens(rgb, bg, window, max_px, tol), key=dist)
+    for token in tokens[:MARK_TRIES]:
+        text, score = ocr.recognise(_mark_crop(image, token, bg))
+        label = normalise_label(text)
+        if label is not None and score >= MARK_MIN_SCORE:
+            return label, dist(token)
+    return None
+
+
 def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | None]:
     """A letter (upper case) or None for each panel box; a letter goes to one panel at most."""
     windows = [corner_window(b, image.size) for b in boxes]
     found: list[tuple[str, float] | None] = [None] * len(boxes)
     whole_first = bool(getattr(ocr, "whole_image_first", False))
+
+    def from_marks() -> None:
+        p = PanelParams()
+        rgb = np.asarray(image.convert("RGB"))
+        bg = background_colour(rgb, p.bg_tol)
+        max_px = max(MARK_MIN_PX, int(p.glyph_frac * max(image.size)))
+        for i, win in enumerate(windows):
+            if found[i] is None and win[2] > win[0] and win[3] > win[1]:
+                found[i] = _read_marks(image, rgb, bg, win, ocr, max_px, p.bg_tol)
 
     def from_whole() -> None:
         words = ocr.read(image)
@@ -85,6 +195,8 @@ def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | No
                 found[i] = _pick(_read_corner(image, win, ocr), win)
 
     steps = (from_whole, from_corners) if whole_first else (from_corners, from_whole)
+    if getattr(ocr, "can_recognise", False):
+        steps = (from_marks, *steps)
     for step in steps:
         if any(f is None for f in found):
             step()
@@ -128,7 +240,10 @@ def merge_unlabelled(boxes: list[Box], labels: list[str | None]) -> tuple[list[B
     """Join an unlabelled piece to the labelled panel just left of or above it.
 
     Used only when most panels have letters: then a piece without one is most likely a part of a
-    panel that the gutter analysis cut apart (a schematic with white space inside).
+    panel that the gutter analysis cut apart (a schematic with white space inside). Small pieces
+    join; a larger one joins only when reading order speaks for it: every letter read sits where
+    the sequence A, B, C, ... puts it once the piece is gone, and not while it is there ("A", piece,
+    "B", "C"). Otherwise a full-size piece is more likely a panel whose letter was not read.
     """
     if sum(1 for x in labels if x) < max(2, (len(labels) + 1) // 2):
         return boxes, labels
@@ -140,8 +255,8 @@ def merge_unlabelled(boxes: list[Box], labels: list[str | None]) -> tuple[list[B
             if label is not None:
                 continue
             j = _labelled_neighbour(i, boxes, labels)
-            if j is None or _area(box) > 0.5 * _area(boxes[j]):
-                continue  # only fragments; a full-size piece is more likely a panel with an unread letter
+            if j is None or (_area(box) > 0.5 * _area(boxes[j]) and not _order_wants_gone(i, labels)):
+                continue
             other = boxes[j]
             merged = (min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]), max(box[3], other[3]))
             if any(_overlaps(merged, boxes[k]) for k in range(len(boxes)) if k not in (i, j)):
@@ -151,6 +266,17 @@ def merge_unlabelled(boxes: list[Box], labels: list[str | None]) -> tuple[list[B
             changed = True
             break
     return boxes, labels
+
+
+def in_reading_order(labels: list[str | None]) -> bool:
+    """Whether at least two letters were read and each sits where the sequence A, B, C, ... puts it."""
+    read = [(k, x) for k, x in enumerate(labels) if x]
+    return len(read) >= 2 and all(x == chr(ord("A") + k) for k, x in read)
+
+
+def _order_wants_gone(i: int, labels: list[str | None]) -> bool:
+    """Whether the letters fall into reading order without piece ``i`` and not with it."""
+    return in_reading_order(labels[:i] + labels[i + 1:]) and not in_reading_order(labels)
 
 
 def _labelled_neighbour(i: int, boxes: list[Box], labels: list[str | None]) -> int | None:

@@ -5,12 +5,13 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from data.compound_synth import LAYOUTS, build_set
 from data.figures import Panel, find_panels
 from data.ocr import make_ocr
-from data.panel_labels import merge_unlabelled, normalise_label, repair_sequence
+from data.panel_labels import group_marks, in_reading_order, merge_unlabelled, normalise_label, read_labels, repair_sequence
+from data.panels import detect_panel_boxes
 
 
 def iou(a, b) -> float:
@@ -94,8 +95,8 @@ def test_label_tokens_and_merging():
     merged, labels = merge_unlabelled(boxes, ["A", None, "B", "C"])
     assert merged == [(0, 0, 140, 100), (0, 110, 100, 200), (110, 110, 200, 200)]
     assert labels == ["A", "B", "C"]
-    big = [(0, 0, 100, 100), (110, 0, 200, 100)]  # a full-size neighbour keeps its place
-    assert merge_unlabelled(big + boxes[2:], ["A", None, "B", "C"])[1] == ["A", None, "B", "C"]
+    big = [(0, 0, 100, 100), (110, 0, 200, 100)]  # a full-size piece may be panel B with its letter unread
+    assert merge_unlabelled(big + boxes[2:], ["A", None, "C", "D"])[1] == ["A", None, "C", "D"]
     assert merge_unlabelled(boxes, ["A", None, None, None]) == (boxes, ["A", None, None, None])
 
 
@@ -104,3 +105,43 @@ def test_reading_order_repairs_misread_letters():
     assert repair_sequence(["A", "B", "C", "T"]) == ["A", "B", "C", "D"]
     assert repair_sequence(["A", None, None, "C", "D"]) == ["A", None, None, "C", "D"]  # order disagrees
     assert repair_sequence(["A", None, None]) == ["A", None, None]  # one letter is too little evidence
+
+
+def test_marks_group_into_letter_tokens():
+    i_dot, i_stem = (10, 0, 13, 3), (10, 5, 13, 18)
+    paren_l, a, paren_r = (30, 4, 33, 20), (35, 8, 44, 18), (46, 4, 49, 20)
+    dash = (60, 12, 72, 14)  # a flat dash under a letter is no dot over it
+    letter = (62, 0, 70, 10)
+    tokens = group_marks([i_dot, i_stem, paren_l, a, paren_r, letter, dash])
+    assert sorted(tokens) == [(10, 0, 13, 18), (30, 4, 49, 20), dash, letter]
+
+
+def test_large_piece_joins_only_when_reading_order_wants_it():
+    boxes = [(0, 0, 100, 100), (110, 0, 200, 100), (210, 0, 300, 100), (0, 110, 100, 200)]
+    merged, labels = merge_unlabelled(boxes, ["A", None, "B", "C"])  # no letter is left for the piece
+    assert merged == [(0, 0, 200, 100), (210, 0, 300, 100), (0, 110, 100, 200)] and labels == ["A", "B", "C"]
+    assert merge_unlabelled(boxes, ["A", None, "C", "D"]) == (boxes, ["A", None, "C", "D"])  # B unread
+    assert merge_unlabelled(boxes, ["A", None, "B", "D"]) == (boxes, ["A", None, "B", "D"])  # order broken
+    assert in_reading_order(["A", None, "C"]) and not in_reading_order(["A", "C"]) and not in_reading_order(["A"])
+
+
+def _gutter_letter_figure(letters: str, size: int = 14) -> Image.Image:
+    """Noise panels in a row, each with a small black letter in the white gutter above-left of it."""
+    rng = np.random.default_rng(1)
+    img = Image.new("RGB", (len(letters) * 204 + 24, 170), "white")
+    draw = ImageDraw.Draw(img)
+    for k, letter in enumerate(letters):
+        x = 24 + k * 204
+        img.paste(Image.fromarray(rng.integers(40, 220, size=(150, 180, 3), dtype=np.uint8)), (x, 15))
+        draw.text((x - 16, 0), letter, fill="black", font=ImageFont.load_default(size=size))
+    return img
+
+
+def test_lone_letters_in_gutters_are_read_from_tight_crops():
+    """Thin lower-case letters that the text detector passes over ("i", "j") are read from their marks."""
+    ocr = make_ocr("rapidocr")
+    for letters in ("ghi", "jkh"):
+        img = _gutter_letter_figure(letters)
+        boxes = detect_panel_boxes(np.asarray(img))
+        assert len(boxes) == 3
+        assert read_labels(img, boxes, ocr) == list(letters.upper())

@@ -121,3 +121,19 @@ def test_rapidocr_cache_on_disk(tmp_path):
     again = make_ocr("rapidocr", cache_dir=tmp_path)  # a new process would see the same files
     assert again.read(img.copy()) == words and (again.hits, again.misses) == (1, 0)
     assert make_ocr("none").read(img) == []
+
+
+def test_rapidocr_recognises_a_crop_and_caches_it(tmp_path):
+    img = Image.new("RGB", (40, 48), "white")
+    ImageDraw.Draw(img).text((10, 6), "b", fill="black", font=ImageFont.load_default(size=32))
+    first = make_ocr("rapidocr", cache_dir=tmp_path)
+    assert first.can_recognise
+    text, score = first.recognise(img)
+    assert text == "b" and score > 0.5
+    assert len(list((tmp_path / "rapidocr" / "rec").glob("*.json"))) == 1
+    again = make_ocr("rapidocr", cache_dir=tmp_path)
+    assert again.recognise(img.copy()) == (text, score) and (again.hits, again.misses) == (1, 0)
+    none = make_ocr("none")
+    assert not none.can_recognise
+    with pytest.raises(OcrError, match="no recogniser"):
+        none.recognise(img)
