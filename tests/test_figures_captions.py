@@ -45,3 +45,76 @@ def test_context_can_be_prepended():
 def test_html_is_removed_before_splitting():
     subs = split_caption("<b>(A)</b> Axial&nbsp;CT. <b>(B)</b> MRI.")
     assert [(s.labels, s.text) for s in subs] == [(["A"], "Axial CT."), (["B"], "MRI.")]
+
+
+def _pairs(caption: str) -> list[tuple[list[str], str]]:
+    return [(s.labels, s.text) for s in split_caption(caption)]
+
+
+def test_article_a_in_the_lead_is_not_panel_a():
+    # Several bare "A" candidates: only the one right before "B" heads a panel.
+    subs = split_caption("A 47-year-old woman with fever. A CT scan was obtained on admission. "
+                         "A Axial image shows a liver abscess (arrow). B Coronal image shows the drain.")
+    assert [(s.labels, s.text) for s in subs] == [
+        (["A"], "Axial image shows a liver abscess (arrow)."), (["B"], "Coronal image shows the drain.")]
+    assert subs[0].context == "A 47-year-old woman with fever. A CT scan was obtained on admission."
+
+
+def test_lone_letter_defining_an_abbreviation_is_not_a_panel():
+    caption = "Viability of neurons exposed to glutamate with or without riluzole (R) for 12 hours."
+    assert _pairs(caption) == [([], caption)]
+    assert _pairs("(A) Neurons given riluzole (R) for 12 hours. (B) Untreated neurons.") == [
+        (["A"], "Neurons given riluzole (R) for 12 hours."), (["B"], "Untreated neurons.")]
+
+
+def test_labels_heading_numbers_inside_one_sentence():
+    subs = split_caption("Liver sections of rats fed a high-fat diet for (A) 4 weeks and (B) 12 weeks. "
+                         "Sections were stained with Sirius red.")
+    assert [(s.labels, s.text) for s in subs] == [(["A"], "4 weeks"), (["B"], "12 weeks.")]
+    assert subs[0].context == ("Liver sections of rats fed a high-fat diet for "
+                               "Sections were stained with Sirius red.")
+    assert _pairs("Serum glucose of mice on the diet (A) for 7 days and (B) 30 days.") == [
+        (["A"], "for 7 days"), (["B"], "30 days.")]
+
+
+def test_symbol_key_is_not_a_panel():
+    assert _pairs("(A, B) Electron micrographs of a hepatocyte. m, mitochondrion; n, nucleus. "
+                  "(C) Higher magnification of the boxed area.") == [
+        (["A", "B"], "Electron micrographs of a hepatocyte. m, mitochondrion; n, nucleus."),
+        (["C"], "Higher magnification of the boxed area.")]
+    # The same "letter, word" form is a marker when the caption's markers all use it.
+    assert _pairs("a, axial T2 image. b, coronal T1 image.") == [
+        (["A"], "axial T2 image."), (["B"], "coronal T1 image.")]
+
+
+def test_label_groups_out_of_alphabetical_order():
+    subs = split_caption("Axial (A, C) and coronal CT (B, D) of the chest before and after treatment.")
+    assert [(s.labels, s.text) for s in subs] == [(["A", "C"], "Axial"), (["B", "D"], "coronal CT")]
+    assert subs[0].context == "of the chest before and after treatment."
+    subs = split_caption("Photographs of (a,b)\u2014the left eye and (d,e) the right eye. "
+                         "Fluorescein angiograms of (c)\u2014the left eye and (f)\u2014the right eye.")
+    assert [(s.labels, s.text) for s in subs] == [
+        (["A", "B"], "the left eye"), (["D", "E"], "the right eye."), (["C"], "the left eye"),
+        (["F"], "the right eye.")]
+
+
+def test_figure_wide_closing_sentences_are_shared():
+    subs = split_caption("Feeding study. (A) Weight gain of the animals. (B) Food intake per cage. "
+                         "n = 8 rats per group. Data are mean \u00b1 SEM; *P < 0.05 versus control. "
+                         "Scale bar, 50 \u00b5m.")
+    assert [(s.labels, s.text) for s in subs] == [(["A"], "Weight gain of the animals."),
+                                                  (["B"], "Food intake per cage.")]
+    assert subs[1].context == ("Feeding study. n = 8 rats per group. Data are mean \u00b1 SEM; "
+                               "*P < 0.05 versus control. Scale bar, 50 \u00b5m.")
+    # A lone scale bar after the last panel belongs to that panel; a single panel keeps everything.
+    assert _pairs("(A) Axial image. (B) Sagittal image of the same lesion. Scale bar, 1 cm.")[1] == (
+        ["B"], "Sagittal image of the same lesion. Scale bar, 1 cm.")
+    assert _pairs("(A-C) Serial sections. Results were analyzed by t test.") == [
+        (["A", "B", "C"], "Serial sections. Results were analyzed by t test.")]
+
+
+def test_linking_words_at_the_edges_are_dropped():
+    assert _pairs("Uptake was higher in the cortex (A), but lower in the striatum (B).") == [
+        (["A"], "Uptake was higher in the cortex"), (["B"], "lower in the striatum")]
+    assert _pairs("(a) Spectrum of the film compared with (b) the reference spectrum.") == [
+        (["A"], "Spectrum of the film"), (["B"], "the reference spectrum.")]
