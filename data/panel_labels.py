@@ -1,10 +1,12 @@
-"""Reading panel letters: short OCR tokens near a panel's top-left corner.
+"""Reading panel letters: short OCR tokens near a panel's top-left (else bottom-left) corner.
 
 Text detectors pass over many lone letters, so with a back-end that can recognise a crop on its own
-(``rapidocr``) the small isolated marks near each corner are cut out tightly and read first. Then
-each corner still without a letter is read whole, upscaled and framed in white, and last the whole
-figure. Back-ends that read small text well from whole figures (``gcv``) are asked about the whole
-figure first, so that a figure usually costs one request.
+(``rapidocr``) the small isolated marks near each corner are cut out tightly and read first: marks on
+the figure's background and marks on the image's own dominant colour there (white letters on a dark
+radiograph, letters in white disks). Then each corner still without a letter is read whole,
+upscaled and framed in white, and last the whole figure. Back-ends that read small text well from
+whole figures (``gcv``) are asked about the whole figure first, so that a figure usually costs one
+request.
 """
 from __future__ import annotations
 
@@ -34,29 +36,42 @@ def normalise_label(text: str) -> str | None:
     return m.group(1).upper() if m else None
 
 
-def corner_window(box: Box, size: tuple[int, int]) -> Box:
-    """The region where a panel's letter is looked for: its top-left corner, reaching into the gutter."""
+def corner_window(box: Box, size: tuple[int, int], corner: str = "top-left") -> Box:
+    """The region where a panel's letter is looked for: a left corner, reaching into the gutter."""
     w, h = size
     pw, ph = box[2] - box[0], box[3] - box[1]
     out = max(6, int(0.03 * max(w, h)))  # letters often sit just outside the panel
     ww = int(min(max(0.2 * pw, 32), 110))
     wh = int(min(max(0.2 * ph, 32), 110))
-    return max(0, box[0] - out), max(0, box[1] - out), min(w, box[0] + ww), min(h, box[1] + wh)
+    x0, x1 = max(0, box[0] - out), min(w, box[0] + ww)
+    if corner == "bottom-left":
+        return x0, max(0, box[3] - wh), x1, min(h, box[3] + out)
+    return x0, max(0, box[1] - out), x1, min(h, box[1] + wh)
+
+
+def _anchor(window: Box, corner: str) -> tuple[int, int]:
+    """The window's outer corner on the panel's ``corner`` side; letters nearest it are preferred."""
+    return (window[0], window[3]) if corner == "bottom-left" else (window[0], window[1])
 
 
 def _centre(b: Box) -> tuple[float, float]:
     return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
 
 
-def _pick(words: list[OcrWord], window: Box) -> tuple[str, float] | None:
-    """The label-like word whose centre is in ``window``, nearest its top-left; (label, distance)."""
+def _dist(b: Box, anchor: tuple[int, int]) -> float:
+    cx, cy = _centre(b)
+    return ((cx - anchor[0]) ** 2 + (cy - anchor[1]) ** 2) ** 0.5
+
+
+def _pick(words: list[OcrWord], window: Box, anchor: tuple[int, int]) -> tuple[str, float] | None:
+    """The label-like word whose centre is in ``window``, nearest ``anchor``; (label, distance)."""
     best: tuple[str, float] | None = None
     for word in words:
         label = normalise_label(word.text)
         cx, cy = _centre(word.box)
         if label is None or not (window[0] <= cx < window[2] and window[1] <= cy < window[3]):
             continue
-        dist = ((cx - window[0]) ** 2 + (cy - window[1]) ** 2) ** 0.5
+        dist = _dist(word.box, anchor)
         if best is None or dist < best[1]:
             best = (label, dist)
     return best
@@ -113,17 +128,29 @@ def group_marks(marks: list[Box]) -> list[Box]:
     return tokens
 
 
-def mark_tokens(rgb: np.ndarray, bg: np.ndarray, window: Box, max_px: int, tol: int) -> list[Box]:
-    """Letter-sized tokens of small foreground marks that reach into ``window``, in figure coordinates.
+def dominant_colour(pixels: np.ndarray, share: float = 0.4) -> np.ndarray | None:
+    """The colour that at least ``share`` of ``pixels`` (N, 3) have, within 16 levels; None if none."""
+    if not len(pixels):
+        return None
+    _, inverse, counts = np.unique(pixels // 16, axis=0, return_inverse=True, return_counts=True)
+    top = int(np.argmax(counts))
+    if counts[top] < share * len(pixels):
+        return None
+    return np.median(pixels[inverse.ravel() == top], axis=0)
 
-    Components are found in the window grown by ``max_px``, so that any mark small enough to count
-    that reaches into the window lies whole inside; those cut by the grown region's edge (other than
-    the figure's own edge) belong to something larger and are left out.
+
+def mark_tokens(rgb: np.ndarray, ground: np.ndarray, window: Box, max_px: int, tol: int) -> list[Box]:
+    """Letter-sized tokens of small marks on ``ground`` that reach into ``window``, in figure coordinates.
+
+    Marks are the connected pixels that differ from the ground colour. They are found in the window
+    grown by ``max_px``, so that any mark small enough to count that reaches into the window lies
+    whole inside; those cut by the grown region's edge (other than the figure's own edge) belong to
+    something larger and are left out.
     """
     h, w = rgb.shape[:2]
     region = (max(0, window[0] - max_px), max(0, window[1] - max_px),
               min(w, window[2] + max_px), min(h, window[3] + max_px))
-    fg = foreground_mask(rgb[region[1]:region[3], region[0]:region[2]], bg, tol).astype(np.uint8)
+    fg = foreground_mask(rgb[region[1]:region[3], region[0]:region[2]], ground, tol).astype(np.uint8)
     n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     rh, rw = fg.shape
     marks = []
@@ -140,37 +167,48 @@ def mark_tokens(rgb: np.ndarray, bg: np.ndarray, window: Box, max_px: int, tol: 
     return tokens
 
 
-def _mark_crop(image: Image.Image, token: Box, bg: np.ndarray) -> Image.Image:
-    """A token cut out tightly, upscaled, framed in the background colour, dark on light."""
-    crop = image.crop(token)
+def _grounds(rgb: np.ndarray, bg: np.ndarray, window: Box, tol: int) -> list[np.ndarray]:
+    """Colours that letters near ``window`` may be printed on: the figure's background, and the
+    dominant colour of the image in the window, if it has one (white letters on a dark corner)."""
+    pixels = rgb[window[1]:window[3], window[0]:window[2]].reshape(-1, 3).astype(np.int16)
+    local = dominant_colour(pixels[np.abs(pixels - bg.astype(np.int16)).max(axis=1) > tol])
+    return [bg] if local is None else [bg, local]
+
+
+def _mark_crop(image: Image.Image, token: Box, ground: np.ndarray) -> Image.Image:
+    """A token cut out tightly, upscaled, framed in its ground colour, dark on light.
+
+    A circled letter's token is the disk: on a dark ground it comes out as a dark disk holding a
+    light letter, which the recogniser reads as well as a plain letter.
+    """
+    crop = image.crop(token).convert("RGB")
     up = max(1, min(4, round(MARK_HEIGHT_PX / max(1, crop.height))))
     big = crop.resize((crop.width * up, crop.height * up), Image.BICUBIC)
-    fill = tuple(int(v) for v in bg)
-    framed = ImageOps.expand(big, border=max(2, big.height // 6), fill=fill)
-    if float(np.mean(bg)) < 128:  # light letters on a dark figure: the recogniser wants dark on light
-        framed = ImageOps.invert(framed.convert("RGB"))
+    framed = ImageOps.expand(big, border=max(2, big.height // 6), fill=tuple(int(v) for v in ground))
+    if float(np.mean(ground)) < 128:  # light letters on a dark ground: the recogniser wants dark on light
+        framed = ImageOps.invert(framed)
     return framed
 
 
-def _read_marks(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, window: Box, ocr: Any,
-                max_px: int, tol: int) -> tuple[str, float] | None:
-    """The first mark near the window's top-left corner that reads as a panel letter; (label, distance)."""
-    def dist(t: Box) -> float:
-        cx, cy = _centre(t)
-        return ((cx - window[0]) ** 2 + (cy - window[1]) ** 2) ** 0.5
-
-    tokens = sorted(mark_tokens(rgb, bg, window, max_px, tol), key=dist)
-    for token in tokens[:MARK_TRIES]:
-        text, score = ocr.recognise(_mark_crop(image, token, bg))
+def _read_marks(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, window: Box, anchor: tuple[int, int],
+                ocr: Any, max_px: int, tol: int) -> tuple[str, float] | None:
+    """The first mark nearest ``anchor`` that reads as a panel letter; (label, distance)."""
+    tokens: dict[Box, np.ndarray] = {}
+    for ground in _grounds(rgb, bg, window, tol):
+        for t in mark_tokens(rgb, ground, window, max_px, tol):
+            tokens.setdefault(t, ground)
+    for token in sorted(tokens, key=lambda t: (_dist(t, anchor), t))[:MARK_TRIES]:
+        text, score = ocr.recognise(_mark_crop(image, token, tokens[token]))
         label = normalise_label(text)
         if label is not None and score >= MARK_MIN_SCORE:
-            return label, dist(token)
+            return label, _dist(token, anchor)
     return None
 
 
-def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | None]:
-    """A letter (upper case) or None for each panel box; a letter goes to one panel at most."""
-    windows = [corner_window(b, image.size) for b in boxes]
+def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str) -> list[tuple[str, float] | None]:
+    """(letter, distance from the corner) or None for each panel, looking at the given corner."""
+    windows = [corner_window(b, image.size, corner) for b in boxes]
+    anchors = [_anchor(w, corner) for w in windows]
     found: list[tuple[str, float] | None] = [None] * len(boxes)
     whole_first = bool(getattr(ocr, "whole_image_first", False))
 
@@ -181,18 +219,18 @@ def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | No
         max_px = max(MARK_MIN_PX, int(p.glyph_frac * max(image.size)))
         for i, win in enumerate(windows):
             if found[i] is None and win[2] > win[0] and win[3] > win[1]:
-                found[i] = _read_marks(image, rgb, bg, win, ocr, max_px, p.bg_tol)
+                found[i] = _read_marks(image, rgb, bg, win, anchors[i], ocr, max_px, p.bg_tol)
 
     def from_whole() -> None:
         words = ocr.read(image)
         for i, win in enumerate(windows):
             if found[i] is None:
-                found[i] = _pick(words, win)
+                found[i] = _pick(words, win, anchors[i])
 
     def from_corners() -> None:
         for i, win in enumerate(windows):
             if found[i] is None and win[2] > win[0] and win[3] > win[1]:
-                found[i] = _pick(_read_corner(image, win, ocr), win)
+                found[i] = _pick(_read_corner(image, win, ocr), win, anchors[i])
 
     steps = (from_whole, from_corners) if whole_first else (from_corners, from_whole)
     if getattr(ocr, "can_recognise", False):
@@ -200,7 +238,31 @@ def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | No
     for step in steps:
         if any(f is None for f in found):
             step()
-    return _unique([f[0] if f else None for f in found], [f[1] if f else 0.0 for f in found])
+    return found
+
+
+CORNERS = ("top-left", "bottom-left")
+
+
+def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | None]:
+    """A letter (upper case) or None for each panel box; a letter goes to one panel at most.
+
+    Letters are looked for at the panels' top-left corners; when fewer than half of the panels get
+    one there, the bottom-left corners (where radiology figures often put them) are read as well,
+    and the corner that names more panels wins. One figure uses one corner for all its panels.
+    """
+    best: list[tuple[str, float] | None] = []
+    for corner in CORNERS:
+        found = _read_at(image, boxes, ocr, corner)
+        if not best or _count(found) > _count(best):
+            best = found
+        if 2 * _count(best) >= len(boxes):
+            break
+    return _unique([f[0] if f else None for f in best], [f[1] if f else 0.0 for f in best])
+
+
+def _count(found: list[tuple[str, float] | None]) -> int:
+    return sum(1 for f in found if f)
 
 
 def _unique(labels: list[str | None], dists: list[float]) -> list[str | None]:

@@ -4,7 +4,9 @@ The figure is cut recursively (an XY-cut) along gutters: runs of rows or columns
 "structure". Structure is the foreground (pixels that differ from the background colour) with
 glyph-sized connected components removed, so that panel letters, tick labels and axis titles never
 block a gutter; they are attached to the nearest panel afterwards. Panels that touch with only a
-thin line between them are cut along that line when both sides are image-like.
+thin line between them are cut along that line when both sides are image-like and the line stands
+out from them; the line need only run along the panels, not through a caption or margin beside them.
+Panels that touch with no line at all are not cut.
 """
 from __future__ import annotations
 
@@ -27,8 +29,11 @@ class PanelParams:
     min_panel_frac: float = 0.08  # a panel spans at least this fraction of the figure per axis
     min_panel_px: int = 24
     line_max_px: int = 6  # separator lines between touching panels are at most this thick
-    line_uniform: float = 0.97  # share of a separator row's pixels that have the line's colour
+    line_uniform: float = 0.97  # share of a separator's drawn pixels that have the line's colour
+    line_span: float = 0.75  # a separator is drawn along at least this share of the region (captions,
+    # page rules or margins beside touching panels may take the rest)
     line_side_fg: float = 0.25  # both sides of a separator must be this image-like
+    line_contrast: float = 0.5  # ... and this share of the pixels bordering it must differ from its colour
     attach_frac: float = 0.06  # text within this distance (of the longer side) joins a panel
 
 
@@ -88,25 +93,65 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
+def _line_rows(rgb: np.ndarray, fg: np.ndarray, p: PanelParams) -> tuple[np.ndarray, np.ndarray]:
+    """(is candidate, colour) of each row: drawn over most of its length, nearly all in one colour.
+
+    Only the row's non-background pixels count, so a line that stops where a caption or page margin
+    begins is still seen whole.
+    """
+    n = rgb.shape[0]
+    candidate = np.zeros(n, dtype=bool)
+    colours = np.zeros((n, rgb.shape[2]), dtype=np.float32)
+    for r in np.flatnonzero(fg.mean(axis=1) >= p.line_span):
+        drawn = rgb[r][fg[r]].astype(np.int16)
+        colours[r] = np.median(drawn, axis=0)
+        close = np.abs(drawn - colours[r].astype(np.int16)).max(axis=1) <= p.bg_tol
+        candidate[r] = close.mean() >= p.line_uniform
+    return candidate, colours
+
+
+def _colour_runs(candidate: np.ndarray, colours: np.ndarray, tol: int) -> list[tuple[int, int]]:
+    """Runs of candidate rows, split where the colour changes (a frame line beside a black border)."""
+    runs = []
+    for start, end in _runs(candidate):
+        cut = start
+        for r in range(start + 1, end):
+            if np.abs(colours[r] - colours[r - 1]).max() > tol:
+                runs.append((cut, r))
+                cut = r
+        runs.append((cut, end))
+    return runs
+
+
 def _separator_lines(rgb: np.ndarray, fg: np.ndarray, p: PanelParams) -> np.ndarray:
-    """Rows (axis 0 of the given arrays) that are thin uniform lines between two image-like sides."""
+    """Rows (axis 0 of the given arrays) that are thin lines of one colour between two image-like sides."""
     n = rgb.shape[0]
     is_line = np.zeros(n, dtype=bool)
     if n < 3:
         return is_line
-    med = np.median(rgb, axis=1, keepdims=True)
-    close = (np.abs(rgb.astype(np.int16) - med.astype(np.int16)).max(axis=2) <= p.bg_tol)
-    uniform = close.mean(axis=1) >= p.line_uniform
-    fg_share = fg.mean(axis=1)
-    for start, end in _runs(uniform):
+    candidate, colours = _line_rows(rgb, fg, p)
+    for start, end in _colour_runs(candidate, colours, p.bg_tol):
         if end - start > p.line_max_px or (start == 0 and end == n):
             continue
         # Grid lines and plot frames sit on background; a separator has image on both sides (on
-        # the one side there is, at the edge of a cell that was cut along the line's middle).
-        sides = [fg_share[max(0, start - p.line_max_px):start], fg_share[end:end + p.line_max_px]]
-        if all(side.mean() > p.line_side_fg for side in sides if side.size):
+        # the one side there is, at the edge of a cell that was cut along the line's middle),
+        # along the stretch where the line is drawn.
+        drawn = fg[start:end].any(axis=0)
+        sides = [fg[max(0, start - p.line_max_px):start][:, drawn], fg[end:end + p.line_max_px][:, drawn]]
+        if not all(side.mean() > p.line_side_fg for side in sides if side.size):
+            continue
+        # A line stands out from what borders it; in a dark, noisy image region the rows that happen
+        # to be uniform have the colour of their neighbours.
+        colour = np.median(colours[start:end], axis=0).astype(np.int16)
+        borders = [rgb[max(0, start - 2):start][:, drawn], rgb[end:end + 2][:, drawn]]
+        if all(_differs(b, colour, p.bg_tol) > p.line_contrast for b in borders if b.size):
             is_line[start:end] = True
     return is_line
+
+
+def _differs(pixels: np.ndarray, colour: np.ndarray, tol: int) -> float:
+    """Share of ``pixels`` (..., 3) whose largest channel difference from ``colour`` exceeds ``tol``."""
+    return float((np.abs(pixels.astype(np.int16) - colour).max(axis=-1) > tol).mean())
 
 
 def _pieces(occupied: np.ndarray, min_len: int) -> list[tuple[int, int]]:

@@ -145,3 +145,77 @@ def test_lone_letters_in_gutters_are_read_from_tight_crops():
         boxes = detect_panel_boxes(np.asarray(img))
         assert len(boxes) == 3
         assert read_labels(img, boxes, ocr) == list(letters.upper())
+
+
+def _noise(rng, w: int, h: int) -> Image.Image:
+    return Image.fromarray(rng.integers(40, 220, size=(h, w, 3), dtype=np.uint8))
+
+
+def test_touching_panels_split_along_a_line_that_stops_at_the_caption():
+    """A frame line beside a black border, with a caption under the panels and a page rule beside them."""
+    rng = np.random.default_rng(2)
+    img = Image.new("RGB", (260, 160), "white")
+    img.paste(_noise(rng, 120, 120), (0, 0))
+    img.paste(Image.new("RGB", (2, 120), (33, 31, 32)), (120, 0))  # the line the panels share
+    img.paste(Image.new("RGB", (12, 120), "black"), (122, 0))  # the right panel's black border
+    img.paste(_noise(rng, 110, 120), (134, 0))
+    img.paste(Image.new("RGB", (2, 160), (80, 80, 80)), (257, 0))  # a page rule along the whole height
+    ImageDraw.Draw(img).text((4, 128), "Figure 1. (A) Barium enema and (B) endoscopic view.", fill="black",
+                             font=ImageFont.load_default(size=11))
+    boxes = [p.box for p in find_panels(img)]
+    assert len(boxes) == 2
+    assert boxes[0][2] == 120 and boxes[1][0] == 122
+
+
+def test_dark_noise_is_no_separator_line():
+    """Columns of a dark, noisy image that happen to be uniform are not lines between panels."""
+    rng = np.random.default_rng(0)
+    img = Image.new("RGB", (240, 200), "white")
+    dark = rng.integers(0, 28, size=(180, 90, 1), dtype=np.uint8).repeat(3, axis=2)
+    img.paste(Image.fromarray(dark), (10, 10))
+    img.paste(_noise(rng, 130, 180), (100, 10))
+    assert [p.box for p in find_panels(img)] == [(10, 10, 230, 190)]
+
+
+def _dark_grid_with_bottom_letters(circled: bool) -> Image.Image:
+    """Four dark radiograph-like panels lettered at their bottom-left corners, white or in white disks."""
+    rng = np.random.default_rng(4)
+    img = Image.new("RGB", (370, 330), "white")
+    draw = ImageDraw.Draw(img)
+    for k, letter in enumerate("ABCD"):
+        x, y = 10 + (k % 2) * 180, 10 + (k // 2) * 160
+        shade = np.linspace(10, 70, 170)[None, :, None] + rng.integers(0, 25, size=(150, 170, 1))
+        img.paste(Image.fromarray(np.repeat(shade, 3, axis=2).astype(np.uint8)), (x, y))
+        if circled:
+            draw.ellipse((x + 6, y + 120, x + 30, y + 144), fill="white")
+            draw.text((x + 18, y + 132), letter, fill="black", font=ImageFont.load_default(size=16), anchor="mm")
+        else:
+            draw.text((x + 8, y + 124), letter, fill="white", font=ImageFont.load_default(size=18))
+    return img
+
+
+@pytest.mark.parametrize("circled", [False, True])
+def test_letters_at_bottom_left_corners(circled):
+    panels = find_panels(_dark_grid_with_bottom_letters(circled), make_ocr("rapidocr"))
+    assert [p.label for p in panels] == ["A", "B", "C", "D"]
+
+
+def test_real_touching_panels_and_bottom_letters(fixtures_dir):
+    """The lettered MedICaT figures of bench/gold/real_panels.json: panels touching along frame lines,
+    captions and page rules inside the image, letters at the bottom-left corners."""
+    from bench.real_gold import load_real_panels
+
+    ocr = make_ocr("rapidocr")
+    right = total = 0
+    for fig in load_real_panels(fixtures_dir):
+        if fig.single:
+            continue
+        with Image.open(fig.path) as im:
+            panels = find_panels(im.convert("RGB"), ocr)
+        assert len(panels) == len(fig.panels), fig.source
+        for truth in fig.panels:
+            best = max(panels, key=lambda p: iou(truth.box, p.box))
+            assert iou(truth.box, best.box) >= 0.5, (fig.source, truth.box)
+            right += best.label == truth.label
+            total += 1
+    assert right >= total - 2, (right, total)
