@@ -125,3 +125,44 @@ def test_positions_name_panels():
     assert panels_at("RIGHT", grid) == [grid[1], grid[3]]
     assert panels_at("BOTTOM LEFT", grid) == [grid[2]]
     assert panels_at("MIDDLE", grid) == []  # no middle row or column in a 2 x 2 grid
+
+
+def test_cli_order_fallback_pairs_panels_in_reading_order(tmp_path, fixtures_dir):
+    """Without OCR, --order-fallback pairs caption letters with panels in reading order when their
+    numbers agree; a figure whose caption names one letter more keeps the whole-figure fallback."""
+    tiles = load_tiles(fixtures_dir / "image_caption")
+    rng = random.Random(11)
+    (tmp_path / "images").mkdir()
+    records, truths = [], {}
+    for i, layout in enumerate(("grid", "tall-left")):
+        fig = build(tiles, layout, rng, tile_w=140)
+        name = f"images/PMC50{i}_fig1.png"
+        fig.image.save(tmp_path / name)
+        letters = fig.labels + (["Z"] if i == 1 else [])  # the second caption cannot be paired by order
+        caption = "Chest CT. " + " ".join(f"({x}) Slice {x.lower()} of the scan." for x in letters)
+        records.append({"image": name, "caption": caption, "pmcid": f"PMC50{i}"})
+        truths[name] = dict(zip(fig.labels, fig.boxes))
+    (tmp_path / "captions.json").write_text(json.dumps(records))
+
+    ordered = tmp_path / "ordered"
+    args = ["--in", str(tmp_path / "captions.json"), "--out", str(ordered), "--ocr", "none", "--order-fallback"]
+    assert split_figures.main(args) == 0
+    summary = json.loads((ordered / "summary.json").read_text())
+    assert (summary["matched"], summary["fallback"], summary["paired_by_order"]) == (1, 1, 1)
+    rows = json.loads((ordered / "subfigures.json").read_text())
+    first = [r for r in rows if r["parent_image"] == records[0]["image"]]
+    truth = truths[records[0]["image"]]
+    assert [r["panel_label"] for r in first] == list(truth)  # one crop per panel, A, B, ... in order
+    for r in first:
+        assert _iou(truth[r["panel_label"]], r["box"]) >= 0.8, (r["panel_label"], r["box"])
+        assert r["caption"] == f"Chest CT. Slice {r['panel_label'].lower()} of the scan."
+        with Image.open(ordered / r["image"]) as im:
+            assert im.size == (r["box"][2] - r["box"][0], r["box"][3] - r["box"][1])
+    second = [r for r in rows if r["parent_image"] == records[1]["image"]]
+    assert len(second) == 1 and second[0]["panel_label"] is None and second[0]["caption"] == records[1]["caption"]
+
+    plain = tmp_path / "plain"
+    assert split_figures.main(["--in", str(tmp_path / "captions.json"), "--out", str(plain), "--ocr", "none"]) == 0
+    summary = json.loads((plain / "summary.json").read_text())
+    assert (summary["matched"], summary["fallback"]) == (0, 2) and "paired_by_order" not in summary
+    assert all(r["panel_label"] is None for r in json.loads((plain / "subfigures.json").read_text()))
