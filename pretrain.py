@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs, problems = load_pairs(config["train_file"], config["image_root"], config["max_words"])
         report_problems(problems, len(pairs) + len(problems), config["max_bad_fraction"], "train_file")
         dataset = PairDataset(pairs, build_transform(config, train=True), seed=config["seed"])
-        loader = train_loader(dataset, config["batch_size"], Collator(model.tokenizer, config["max_length"]),
+        collate = Collator(model.tokenizer, config["max_length"], config["laterality_negatives"])
+        loader = train_loader(dataset, config["batch_size"], collate,
                               info.world_size, info.rank, config["seed"], config["num_workers"])
         if len(loader) == 0:
             raise ValueError(f"{len(pairs)} pairs make no full batch of {config['batch_size']} per process "

@@ -69,7 +69,8 @@ def train(model, train_files: list, splits: dict, config: dict, info, out: Path,
     pairs, problems = load_pairs(train_files, config["image_root"], config["max_words"])
     report_problems(problems, len(pairs) + len(problems), config["max_bad_fraction"], "train_file")
     dataset = PairDataset(pairs, build_transform(config, train=True), seed=config["seed"])
-    loader = train_loader(dataset, config["batch_size_train"], Collator(model.tokenizer, config["max_length"]),
+    collate = Collator(model.tokenizer, config["max_length"], config["laterality_negatives"])
+    loader = train_loader(dataset, config["batch_size_train"], collate,
                           info.world_size, info.rank, config["seed"], config["num_workers"])
     if len(loader) == 0:
         raise ValueError(f"{len(pairs)} pairs make no full batch of {config['batch_size_train']} per process")

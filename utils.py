@@ -445,7 +445,7 @@ def train_one_epoch(model, loader, optimizer, config: dict, state: TrainState, d
         set_lr(optimizer, lr)
         alpha = alpha_at(config, state.epoch, state.step, steps)
         images = batch["images"].to(device, non_blocking=True)
-        text = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "image_ids")}
+        text = {k: v.to(device) for k, v in batch.items() if k != "images" and isinstance(v, torch.Tensor)}
         with autocast(config, device):
             losses = model(images, text, alpha=alpha)
         loss = sum(losses.values())

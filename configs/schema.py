@@ -94,6 +94,8 @@ COMMON = {
                    choices=("swap", "off", "blind")),
     "min_scale": Field("float", 0.2, "smallest area fraction of RandomResizedCrop", 0.01, 1.0),
     "randaugment": Field("bool", True, "apply RandAugment(2, 5) during training"),
+    "laterality_negatives": Field("bool", False, "also train ITM against each one-sided caption with left "
+                                  "and right swapped, as a negative of its own image"),
     "max_bad_fraction": Field("float", 0.01, "stop when more than this fraction of records is unreadable",
                               0.0, 1.0),
     "print_freq": Field("int", 50, "progress line every N steps", 1, 10**9),

@@ -59,3 +59,14 @@ def swap_left_right(caption: str) -> str:
         return other.capitalize() if word[0].isupper() else other
 
     return _SIDES.sub(swap, caption)
+
+
+def laterality_negative(caption: str) -> str | None:
+    """The caption with *left* and *right* swapped, when every side word in it names the same side.
+
+    A caption naming both sides ("left frontal mass with shift to the right", "lesions in the left and
+    right thalami") is left alone (None): swapping could describe the same image, which would make a
+    false negative. None also when the caption names no side.
+    """
+    sides = {m.group(0).lower() for m in _SIDES.finditer(caption)}
+    return swap_left_right(caption) if len(sides) == 1 else None

@@ -4,18 +4,30 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from data.captions import laterality_negative
+
 
 class Collator:
-    """Stack images and tokenize captions (padded to ``max_length``) for a training batch."""
+    """Stack images and tokenize captions (padded to ``max_length``) for a training batch.
 
-    def __init__(self, tokenizer, max_length: int):
+    With ``laterality_negatives`` the batch also holds, for every caption that names one side only, the
+    caption with *left* and *right* swapped (``swap_input_ids``, ``swap_attention_mask`` (S, L)) and the
+    batch row it belongs to (``swap_index`` (S,)): extra ITM negatives that only a model which sees where
+    the finding is can tell apart.
+    """
+
+    def __init__(self, tokenizer, max_length: int, laterality_negatives: bool = False):
         self.tokenizer, self.max_length = tokenizer, max_length
+        self.laterality_negatives = laterality_negatives
+
+    def _tokenize(self, captions: list[str]) -> dict:
+        return self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length,
+                              return_tensors="pt")
 
     def __call__(self, samples: list[dict]) -> dict:
         captions = [s["caption"] for s in samples]
-        enc = self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        return {
+        enc = self._tokenize(captions)
+        batch = {
             "images": torch.stack([s["image"] for s in samples]),
             "input_ids": enc["input_ids"],
             "attention_mask": enc["attention_mask"],
@@ -23,6 +35,13 @@ class Collator:
             "bad": sum(s["bad"] for s in samples),
             "captions": captions,
         }
+        if self.laterality_negatives:
+            swapped = [(i, neg) for i, c in enumerate(captions) if (neg := laterality_negative(c)) is not None]
+            enc = self._tokenize([neg for _, neg in swapped] or [""])
+            batch["swap_index"] = torch.tensor([i for i, _ in swapped], dtype=torch.long)
+            batch["swap_input_ids"] = enc["input_ids"][: len(swapped)]
+            batch["swap_attention_mask"] = enc["attention_mask"][: len(swapped)]
+        return batch
 
 
 class ResumableSampler(DistributedSampler):

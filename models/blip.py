@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models import losses
 from models.text import CrossKV, TextConfig, TextTransformer
 from models.vit import create_vit
 from utils import all_gather_no_grad
@@ -198,10 +199,18 @@ class BlipBase(nn.Module):
         return self.tokenize(list(captions_or_batch), device)
 
     def itm_loss_inputs(self, image_embeds: Tensor, batch: dict[str, Tensor], neg_images: Tensor,
-                        neg_ids: Tensor, neg_mask: Tensor) -> Tensor:
-        """ITM logits (3B, 2) for B positives, B (text, negative image) and B (negative text, image) pairs."""
+                        neg_ids: Tensor, neg_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """ITM logits (3B + S, 2) and labels (3B + S,): B positives, B (text, negative image) and
+        B (negative text, image) pairs, then S (image, caption with left/right swapped) negatives when the
+        batch carries them (``swap_index``, ``swap_input_ids``, ``swap_attention_mask``)."""
         ids, mask = batch["input_ids"], batch["attention_mask"]
+        images, texts, masks = [neg_images, image_embeds], [ids, neg_ids], [mask, neg_mask]
+        swap = batch.get("swap_index")
+        if swap is not None and swap.numel():
+            images.append(image_embeds[swap])
+            texts.append(batch["swap_input_ids"])
+            masks.append(batch["swap_attention_mask"])
         logits_pos = self.itm_logits(image_embeds, ids, mask)
-        logits_neg = self.itm_logits(torch.cat([neg_images, image_embeds]), torch.cat([ids, neg_ids]),
-                                     torch.cat([mask, neg_mask]))
-        return torch.cat([logits_pos, logits_neg])
+        logits_neg = self.itm_logits(torch.cat(images), torch.cat(texts), torch.cat(masks))
+        bs = ids.shape[0]
+        return torch.cat([logits_pos, logits_neg]), losses.itm_labels(bs, logits_neg.shape[0], ids.device)

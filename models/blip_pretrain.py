@@ -57,8 +57,9 @@ class BlipPretrain(BlipBase):
             same = (image_ids[:, None] == image_ids[None, :]) | losses.same_text(ids, ids)
             neg_image = losses.sample_negatives(losses.negative_weights(sim_t2i[:, :bs], same, eps=1e-4))
             neg_text = losses.sample_negatives(losses.negative_weights(sim_i2t[:, :bs], same, eps=1e-4))
-        logits = self.itm_loss_inputs(image_embeds, batch, image_embeds[neg_image], ids[neg_text], mask[neg_text])
-        loss_itm = losses.itm_loss(logits, losses.itm_labels(bs, 2 * bs, images.device))
+        logits, labels = self.itm_loss_inputs(image_embeds, batch, image_embeds[neg_image], ids[neg_text],
+                                              mask[neg_text])
+        loss_itm = losses.itm_loss(logits, labels)
 
         # LM: [DEC] starts the sequence; padding is not predicted.
         dec_ids = ids.clone()

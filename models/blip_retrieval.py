@@ -49,9 +49,8 @@ class BlipRetrieval(BlipBase):
         self.enqueue(image_feat_m, text_feat_m, idx)
 
         neg_images, neg_ids, neg_mask = self._hard_negatives(image_embeds, image_feat, text_feat, ids, mask, idx)
-        logits = self.itm_loss_inputs(image_embeds, batch, neg_images, neg_ids, neg_mask)
-        bs = images.shape[0]
-        loss_itm = losses.itm_loss(logits, losses.itm_labels(bs, 2 * bs, images.device))
+        logits, labels = self.itm_loss_inputs(image_embeds, batch, neg_images, neg_ids, neg_mask)
+        loss_itm = losses.itm_loss(logits, labels)
         return {"itc": loss_itc, "itm": loss_itm}
 
     def _hard_negatives(self, image_embeds: Tensor, image_feat: Tensor, text_feat: Tensor, ids: Tensor,

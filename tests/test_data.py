@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from data import check
-from data.captions import pre_caption, strip_html, swap_left_right
+from data.captions import laterality_negative, pre_caption, strip_html, swap_left_right
 from data.datasets import DatasetError, PairDataset, RetrievalEvalDataset, load_pairs, report_problems
 from data.images import BadImageError, load_rgb
-from data.loader import ResumableSampler
+from data.loader import Collator, ResumableSampler
 from transform.pipeline import EvalTransform, TrainTransform, crop_box
 from transform.randaugment import OPS, RandAugment
 
@@ -33,6 +33,39 @@ def test_laterality_swap():
     assert swap_left_right("Left frontal lesion, RIGHT-sided shift; leftward") == \
         "Right frontal lesion, LEFT-sided shift; rightward"
     assert swap_left_right("bright lefty") == "bright lefty"  # words that merely contain left/right stay
+
+
+def test_laterality_negative_only_for_one_sided_captions():
+    assert laterality_negative("Mass in the Left frontal lobe, left-sided oedema") == \
+        "Mass in the Right frontal lobe, right-sided oedema"
+    assert laterality_negative("left frontal mass with shift to the right") is None  # both sides: ambiguous
+    assert laterality_negative("lesions in the left and right thalami") is None
+    assert laterality_negative("no focal abnormality; bright signal") is None
+
+
+class _WordTokenizer:
+    """Enough of a tokenizer for the collator: one id per word, padded with 0."""
+
+    def __call__(self, texts, padding, truncation, max_length, return_tensors):
+        ids = [[1 + sum(map(ord, w)) % 97 for w in t.split()][:max_length] for t in texts]
+        ids = [row + [0] * (max_length - len(row)) for row in ids]
+        ids = torch.tensor(ids, dtype=torch.long).view(len(texts), max_length)
+        return {"input_ids": ids, "attention_mask": (ids > 0).long()}
+
+
+def test_collator_adds_laterality_negatives_with_their_rows():
+    samples = [{"image": torch.zeros(3, 2, 2), "caption": c, "image_id": i, "bad": 0}
+               for i, c in enumerate(["cyst in the left lobe", "normal scan", "mass right and left", "right mass"])]
+    tok = _WordTokenizer()
+    plain = Collator(tok, 8)(samples)
+    assert "swap_index" not in plain
+    batch = Collator(tok, 8, laterality_negatives=True)(samples)
+    assert batch["swap_index"].tolist() == [0, 3]
+    assert torch.equal(batch["swap_input_ids"], tok(["cyst in the right lobe", "left mass"], "max_length", True, 8,
+                                                    "pt")["input_ids"])
+    assert batch["swap_attention_mask"].shape == (2, 8)
+    none = Collator(tok, 8, laterality_negatives=True)(samples[1:2])
+    assert none["swap_index"].shape == (0,) and none["swap_input_ids"].shape == (0, 8)
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "I;16", "I", "F", "1", "CMYK"])

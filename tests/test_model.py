@@ -78,6 +78,29 @@ def test_retrieval_forward_backward(ret_cfg, tokenizer):
     assert model.idx_queue[0, :4].tolist() == [0, 0, 1, 2]
 
 
+def test_laterality_negatives_are_extra_itm_negatives(pre_cfg, tokenizer):
+    torch.manual_seed(0)
+    model = build_model(pre_cfg, "pretrain", tokenizer)
+    batch = model.tokenize(CAPTIONS)
+    swap = model.tokenize(["axial flair mri shows a lesion in the right frontal lobe"])
+    image_embeds, _ = model.encode_image(torch.randn(4, 3, 32, 32))
+    negs = (image_embeds.flip(0), batch["input_ids"].flip(0), batch["attention_mask"].flip(0))
+    logits, labels = model.itm_loss_inputs(image_embeds, batch, *negs)
+    assert logits.shape == (12, 2) and labels.tolist() == [1] * 4 + [0] * 8
+    with_swap = {**batch, "swap_index": torch.tensor([0]), "swap_input_ids": swap["input_ids"],
+                 "swap_attention_mask": swap["attention_mask"]}
+    logits_s, labels_s = model.itm_loss_inputs(image_embeds, with_swap, *negs)
+    assert logits_s.shape == (13, 2) and labels_s.tolist() == [1] * 4 + [0] * 9
+    model.eval()  # no dropout: the swapped pair must be scored as the image with that caption
+    logits_s, _ = model.itm_loss_inputs(image_embeds, with_swap, *negs)
+    alone = model.itm_logits(image_embeds[:1], swap["input_ids"], swap["attention_mask"])
+    assert torch.allclose(logits_s[-1], alone[0], atol=1e-5)
+    model.train()
+    out = model(torch.randn(4, 3, 32, 32), {**with_swap, "image_ids": torch.arange(4)}, alpha=0.4)
+    sum(out.values()).backward()
+    _check_grads(model)
+
+
 def test_decoder_shares_all_but_self_attention(pre_cfg, tokenizer):
     model = BlipPretrain(pre_cfg, tokenizer)
     enc, dec = model.text_encoder, model.text_decoder.bert
