@@ -11,8 +11,9 @@ lesion mask the generator saved:
 - ``median_ratio``: median over images of inside / outside mean;
 - ``pointing``: share of images whose map maximum lies on a lesion.
 
-Two maps per image: ``sentence`` (mean over the caption's word tokens, what vis.py shows first) and
-``finding`` (mean of the maps of the words naming a lesion kind: mass, cyst, haemorrhage, infarct).
+Three maps per image: ``sentence`` (mean over the caption's word tokens, what vis.py shows first),
+``finding`` (mean of the maps of the words naming a lesion kind: mass, cyst, haemorrhage, infarct) and
+``location`` (mean of the maps of the words placing it: left, right and the lobe names).
 Controls: ``--random_init`` measures the same architecture with random weights; ``--other_caption``
 maps each image with the caption of the next image in the list (other lesions, other places).
 
@@ -37,7 +38,8 @@ from data.images import load_rgb  # noqa: E402
 from models import build_model  # noqa: E402
 from models.gradcam import explain, load_itm_model, to_heatmap  # noqa: E402
 
-FINDING_WORDS = {"mass", "cyst", "haemorrhage", "infarct"}
+WORD_GROUPS = {"finding": {"mass", "cyst", "haemorrhage", "infarct"},
+               "location": {"left", "right", "frontal", "temporal", "parietal", "occipital"}}
 
 
 def head_mask(gray: np.ndarray) -> np.ndarray:
@@ -78,7 +80,7 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def measure(model, items: list[tuple[Path, Path, str]], layer: int, max_words: int) -> dict:
-    rows: dict[str, list[dict]] = {"sentence": [], "finding": []}
+    rows: dict[str, list[dict]] = {"sentence": [], **{name: [] for name in WORD_GROUPS}}
     for image_path, mask_path, caption in items:
         image = load_rgb(image_path)
         gray = np.asarray(image.convert("L"))
@@ -87,10 +89,11 @@ def measure(model, items: list[tuple[Path, Path, str]], layer: int, max_words: i
         result = explain(model, image, caption, layer, max_words)
         size = (image.height, image.width)
         rows["sentence"].append(score(to_heatmap(result.sentence_map, size).numpy(), lesion, head))
-        picked = [i for i, w in enumerate(result.words) if w in FINDING_WORDS]
-        if picked:
-            finding = result.word_maps[picked].mean(dim=0)
-            rows["finding"].append(score(to_heatmap(finding, size).numpy(), lesion, head))
+        for name, group in WORD_GROUPS.items():
+            picked = [i for i, w in enumerate(result.words) if w in group]
+            if picked:
+                cam = result.word_maps[picked].mean(dim=0)
+                rows[name].append(score(to_heatmap(cam, size).numpy(), lesion, head))
     return {name: {"images": len(r), **summarise(r)} for name, r in rows.items() if r}
 
 

@@ -140,3 +140,27 @@ def test_bad_inputs_get_clear_errors(tmp_path, demo):
     cfg = write_config(tmp_path, demo, train_file=None, ann_root=None)
     with pytest.raises(Exception, match="no train_file in the config and no ann_root"):
         train_retrieval.main(["--config", str(cfg), "--output_dir", str(tmp_path / "c")])
+
+
+def test_sequence_only_baseline_equals_brute_force_ranking():
+    """bench/demo_baseline.py's exact expected recall equals the mean over every random order."""
+    import itertools
+
+    from bench.demo_baseline import sequence_only_recall
+
+    records = [{"caption": ["a", "b"]}, {"caption": ["c"]}, {"caption": ["d", "e"]}, {"caption": ["f"]}]
+    seqs = ["T1", "T1", "T1", "CT"]
+    got = sequence_only_recall(records, seqs, ks=(1, 2))
+    owner = [0, 0, 1, 2, 2, 3]  # caption -> image
+    for k in (1, 2):
+        hits_t2i, hits_i2t = [], []
+        for t, img in enumerate(owner):  # text query: images of its sequence in every order
+            same = [i for i in range(4) if seqs[i] == seqs[img]]
+            orders = list(itertools.permutations(same))
+            hits_t2i.append(sum(img in o[:k] for o in orders) / len(orders))
+        for i in range(4):  # image query: captions of its sequence in every order
+            same = [t for t, im in enumerate(owner) if seqs[im] == seqs[i]]
+            orders = list(itertools.permutations(same))
+            hits_i2t.append(sum(any(owner[t] == i for t in o[:k]) for o in orders) / len(orders))
+        assert got[f"img_r{k}"] == pytest.approx(100 * np.mean(hits_t2i), abs=0.01)
+        assert got[f"txt_r{k}"] == pytest.approx(100 * np.mean(hits_i2t), abs=0.01)
