@@ -303,10 +303,36 @@ def load_state(path: str | Path) -> dict:
     return obj
 
 
+def _global_step(path: Path) -> int | None:
+    """The ``global_step`` a training checkpoint was written at; None for other files (with a warning)."""
+    try:  # mmap: the tensors are not read, so looking at a large checkpoint is cheap
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001  (not a zip-format file: read it whole, with load_state's errors)
+        try:
+            obj = load_state(path)
+        except RuntimeError as e:
+            log.warning(f"--resume auto passes over {path}: {e}")
+            return None
+    state = obj.get("state") if isinstance(obj, dict) else None
+    step = state.get("global_step") if isinstance(state, dict) else None
+    if not isinstance(step, int):
+        log.warning(f"--resume auto passes over {path}: it is not a training checkpoint (no state.global_step)")
+        return None
+    return step
+
+
 def newest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The most recently written ``checkpoint_*.pth`` in ``output_dir`` (for ``--resume auto``)."""
-    found = sorted(Path(output_dir).glob("checkpoint_*.pth"), key=lambda p: p.stat().st_mtime_ns)
-    return found[-1] if found else None
+    """The training checkpoint in ``output_dir`` that is furthest along, for ``--resume auto``.
+
+    Progress is read from the files (their ``global_step``; the newest file among equals), not from
+    their times, so a run folder that was copied or restored resumes where it really stopped.
+    """
+    found = []
+    for path in Path(output_dir).glob("checkpoint_*.pth"):
+        step = _global_step(path)
+        if step is not None:
+            found.append((step, path.stat().st_mtime_ns, path))
+    return max(found)[2] if found else None
 
 
 # --------------------------------------------------------------------------------------------------

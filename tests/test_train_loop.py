@@ -83,3 +83,22 @@ def test_non_finite_steps_are_skipped_then_stop_the_run():
     model.poison = 5
     with pytest.raises(FloatingPointError, match="3 non-finite losses in a row"):
         utils.train_one_epoch(model, Loader(batches(5)), opt, cfg, state, torch.device("cpu"))
+
+
+def test_resume_auto_follows_progress_not_file_times(tmp_path):
+    """A copied run folder has arbitrary file times: --resume auto must still pick the furthest checkpoint."""
+    import os
+
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    for name, step in (("checkpoint_00.pth", 50), ("checkpoint_01.pth", 100), ("checkpoint_last.pth", 120)):
+        state = utils.TrainState(epoch=step // 50, step=step % 50, global_step=step)
+        utils.save_training_checkpoint(tmp_path / name, model, optimizer, {}, state)
+    torch.save({"model": model.state_dict()}, tmp_path / "checkpoint_best.pth")  # weights only: passed over
+    (tmp_path / "checkpoint_bad.pth").write_bytes(b"not a checkpoint")
+    for age, name in enumerate(("checkpoint_last.pth", "checkpoint_01.pth", "checkpoint_00.pth")):
+        os.utime(tmp_path / name, ns=(10**18 + age * 10**9, 10**18 + age * 10**9))  # the oldest file is furthest
+    assert utils.find_resume("auto", tmp_path) == tmp_path / "checkpoint_last.pth"
+    (tmp_path / "checkpoint_last.pth").unlink()
+    assert utils.find_resume("auto", tmp_path) == tmp_path / "checkpoint_01.pth"
+    assert utils.find_resume("auto", tmp_path / "empty") is None
