@@ -281,3 +281,21 @@ def test_curves_bad_input(tmp_path, capsys):
     empty = tmp_path / "log.txt"
     empty.write_text("not json\n")
     assert "holds no JSON log line" in _run_error(["curves", str(empty)], capsys)
+
+
+def test_itm_attribute_bench_changes_one_attribute_at_a_time():
+    import random
+
+    from bench.itm_attributes import changed_captions
+    from data.demo import captions_for
+
+    case = {"sequence": "T2", "lesions": [{"kind": "cyst", "side": "left", "lobe": "frontal", "size": "small"}]}
+    true = captions_for(case)[0]
+    changed = changed_captions(case, random.Random(0))
+    assert true == "Axial T2-weighted MRI shows a small hyperintense cyst in the left frontal lobe."
+    assert changed["side"] == true.replace("left", "right")
+    diff = {k: [(a, b) for a, b in zip(true.split(), v.split()) if a != b] for k, v in changed.items() if k != "none"}
+    assert len(diff["lobe"]) == 1 and diff["lobe"][0][0] == "frontal"
+    assert diff["kind"] and all(a in ("hyperintense", "cyst") for a, _ in diff["kind"])
+    assert diff["sequence"] and diff["sequence"][0][0] == "T2-weighted"
+    assert "no focal abnormality" in changed["none"]
