@@ -95,28 +95,26 @@ class RapidOcr:
     def prepare(self) -> None:
         self._load()
 
-    def read(self, image: Image.Image) -> list[OcrWord]:
+    def _run(self, image: Image.Image, **options) -> list:
+        """The engine's result list for ``image`` (empty when it finds nothing)."""
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
         try:
-            result, _ = self._load()(bgr)
+            result, _ = self._load()(bgr, **options)
         except OcrError:
             raise
         except Exception as e:
             raise OcrError(f"rapidocr failed: {e}") from e
-        return [OcrWord(str(text), _poly_box(points), float(score)) for points, text, score in result or []]
+        return result or []
+
+    def read(self, image: Image.Image) -> list[OcrWord]:
+        return [OcrWord(str(text), _poly_box(points), float(score)) for points, text, score in self._run(image)]
 
     def recognise(self, image: Image.Image) -> tuple[str, float]:
         """The text of a crop holding one line, by the recogniser alone (no detection, no rotation).
 
         The detector often passes over a lone letter; the recogniser reads it once it is cropped.
         """
-        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
-        try:
-            result, _ = self._load()(bgr, use_det=False, use_cls=False, use_rec=True)
-        except OcrError:
-            raise
-        except Exception as e:
-            raise OcrError(f"rapidocr failed: {e}") from e
+        result = self._run(image, use_det=False, use_cls=False, use_rec=True)
         if not result:
             return "", 0.0
         text, score = result[0]
@@ -223,49 +221,36 @@ class CachedOcr:
         self.backend.prepare()
 
     def read(self, image: Image.Image) -> list[OcrWord]:
-        key = image_key(image)
-        if key in self._memory:
-            self.hits += 1
-            return self._memory[key]
-        path = self.cache_dir / f"{key}.json" if self.cache_dir else None
-        if path is not None and path.is_file():
-            try:
-                words = [OcrWord(w["text"], tuple(w["box"]), w["score"]) for w in json.loads(path.read_text())]
-                self.hits += 1
-                self._memory[key] = words
-                return words
-            except (ValueError, KeyError, TypeError):
-                log.warning("OCR cache file %s is unreadable; reading the image again", path)
-        self.misses += 1
-        words = self.backend.read(image)
-        self._memory[key] = words
-        if path is not None:
-            atomic_write_text(path, json.dumps([asdict(w) for w in words]))
-        return words
+        """The back-end's words in ``image``, cached as ``<dir>/<backend>/<hash>.json``."""
+        return self._cached(image, self._memory, "", self.backend.read, lambda words: [asdict(w) for w in words],
+                            lambda data: [OcrWord(w["text"], tuple(w["box"]), w["score"]) for w in data])
 
     def recognise(self, image: Image.Image) -> tuple[str, float]:
         """The back-end's one-line reading of ``image``, cached like ``read`` (under ``rec/``)."""
         if not self.can_recognise:
             raise OcrError(f"the {self.name} back-end has no recogniser for single crops")
+        return self._cached(image, self._lines, "rec", self.backend.recognise, list,
+                            lambda data: (str(data[0]), float(data[1])))
+
+    def _cached(self, image: Image.Image, memory: dict, folder: str, compute, encode, decode):
+        """``compute(image)``, remembered in ``memory`` and in ``<cache_dir>/<folder>/<hash>.json``."""
         key = image_key(image)
-        if key in self._lines:
+        if key in memory:
             self.hits += 1
-            return self._lines[key]
-        path = self.cache_dir / "rec" / f"{key}.json" if self.cache_dir else None
+            return memory[key]
+        path = self.cache_dir / folder / f"{key}.json" if self.cache_dir else None
         if path is not None and path.is_file():
             try:
-                text, score = json.loads(path.read_text())
+                memory[key] = decode(json.loads(path.read_text()))
                 self.hits += 1
-                self._lines[key] = (str(text), float(score))
-                return self._lines[key]
-            except (ValueError, TypeError):
-                log.warning("OCR cache file %s is unreadable; reading the crop again", path)
+                return memory[key]
+            except (ValueError, KeyError, IndexError, TypeError):
+                log.warning("OCR cache file %s is unreadable; reading the image again", path)
         self.misses += 1
-        line = self.backend.recognise(image)
-        self._lines[key] = line
+        memory[key] = compute(image)
         if path is not None:
-            atomic_write_text(path, json.dumps(list(line)))
-        return line
+            atomic_write_text(path, json.dumps(encode(memory[key])))
+        return memory[key]
 
 
 def make_ocr(name: str, cache_dir: str | Path | None = None, client: Any = None) -> CachedOcr:

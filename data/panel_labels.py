@@ -205,8 +205,12 @@ def _read_marks(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, window: Box
     return None
 
 
-def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str) -> list[tuple[str, float] | None]:
-    """(letter, distance from the corner) or None for each panel, looking at the given corner."""
+def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str,
+             rgb: np.ndarray | None) -> list[tuple[str, float] | None]:
+    """(letter, distance from the corner) or None for each panel, looking at the given corner.
+
+    ``rgb`` is the figure as an array, for the mark pass; None when the back-end cannot recognise crops.
+    """
     windows = [corner_window(b, image.size, corner) for b in boxes]
     anchors = [_anchor(w, corner) for w in windows]
     found: list[tuple[str, float] | None] = [None] * len(boxes)
@@ -214,7 +218,6 @@ def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str) -> lis
 
     def from_marks() -> None:
         p = PanelParams()
-        rgb = np.asarray(image.convert("RGB"))
         bg = background_colour(rgb, p.bg_tol)
         max_px = max(MARK_MIN_PX, int(p.glyph_frac * max(image.size)))
         for i, win in enumerate(windows):
@@ -233,7 +236,7 @@ def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str) -> lis
                 found[i] = _pick(_read_corner(image, win, ocr), win, anchors[i])
 
     steps = (from_whole, from_corners) if whole_first else (from_corners, from_whole)
-    if getattr(ocr, "can_recognise", False):
+    if rgb is not None:
         steps = (from_marks, *steps)
     for step in steps:
         if any(f is None for f in found):
@@ -252,8 +255,9 @@ def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | No
     and the corner that names more panels wins. One figure uses one corner for all its panels.
     """
     best: list[tuple[str, float] | None] = []
+    rgb = np.asarray(image.convert("RGB")) if getattr(ocr, "can_recognise", False) else None
     for corner in CORNERS:
-        found = _read_at(image, boxes, ocr, corner)
+        found = _read_at(image, boxes, ocr, corner, rgb)
         if not best or _count(found) > _count(best):
             best = found
         if 2 * _count(best) >= len(boxes):
