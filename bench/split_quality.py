@@ -120,19 +120,24 @@ def token_f1(a: str, b: str) -> float:
     return 2 * p * r / (p + r)
 
 
+def score_caption(caption: str, subs: list) -> tuple[bool, list[str], list[float]]:
+    """Split ``caption`` and compare with the gold ``subs`` [(labels, text), ...]: (label lists all
+    right, the label groups found, token F1 of each gold sub-caption's text)."""
+    pred = split_caption(caption)
+    by_labels = {tuple(s.labels): s.text for s in pred}
+    f1s = [token_f1(by_labels.get(tuple(labels), ""), text) for labels, text in subs]
+    return [s.labels for s in pred] == [labels for labels, _ in subs], ["".join(s.labels) or "-" for s in pred], f1s
+
+
 def caption_scores(path: Path) -> dict:
     gold = json.loads(path.read_text())
     exact, f1s, failures = 0, [], []
     for row in gold:
-        pred = split_caption(row["caption"])
-        want = [labels for labels, _ in row["subs"]]
-        if [s.labels for s in pred] == want:
-            exact += 1
-        else:
+        right, _, row_f1s = score_caption(row["caption"], row["subs"])
+        exact += right
+        f1s += row_f1s
+        if not right:
             failures.append(row["syntax"])
-        by_labels = {tuple(s.labels): s.text for s in pred}
-        for labels, text in row["subs"]:
-            f1s.append(token_f1(by_labels.get(tuple(labels), ""), text))
     return {"captions": len(gold), "syntaxes": len({r["syntax"] for r in gold}),
             "label_set_accuracy": round(exact / len(gold), 3),
             "token_f1": round(sum(f1s) / len(f1s), 3), "wrong": failures}
@@ -143,18 +148,14 @@ def real_caption_scores(fixtures: Path) -> dict:
     exact = exact_clear = n_clear = 0
     f1s, wrong = [], []
     for g in gold:
-        pred = split_caption(g.caption)
-        got, want = [s.labels for s in pred], [labels for labels, _ in g.subs]
+        right, got, row_f1s = score_caption(g.caption, g.subs)
+        f1s += row_f1s
         n_clear += not g.ambiguous
-        if got == want:
-            exact += 1
-            exact_clear += not g.ambiguous
-        else:
-            wrong.append({"source": g.source, "got": ["".join(x) or "-" for x in got],
-                          "want": ["".join(x) or "-" for x in want], "ambiguous": bool(g.ambiguous)})
-        by_labels = {tuple(s.labels): s.text for s in pred}
-        for labels, text in g.subs:
-            f1s.append(token_f1(by_labels.get(tuple(labels), ""), text))
+        exact += right
+        exact_clear += right and not g.ambiguous
+        if not right:
+            wrong.append({"source": g.source, "got": got, "want": ["".join(x) or "-" for x, _ in g.subs],
+                          "ambiguous": bool(g.ambiguous)})
     return {"captions": len(gold), "sub_captions": len(f1s), "ambiguous_captions": len(gold) - n_clear,
             "label_set_accuracy": round(exact / len(gold), 3),
             "label_set_accuracy_unambiguous": round(exact_clear / max(n_clear, 1), 3),
