@@ -307,12 +307,9 @@ def _global_step(path: Path) -> int | None:
     """The ``global_step`` a training checkpoint was written at; None for other files (with a warning)."""
     try:  # mmap: the tensors are not read, so looking at a large checkpoint is cheap
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001  (not a zip-format file: read it whole, with load_state's errors)
-        try:
-            obj = load_state(path)
-        except RuntimeError as e:
-            log.warning(f"--resume auto passes over {path}: {e}")
-            return None
+    except Exception as e:  # noqa: BLE001  (pickle and zip errors come in many types)
+        log.warning(f"--resume auto passes over {path}: it cannot be read safely ({e})")
+        return None
     state = obj.get("state") if isinstance(obj, dict) else None
     step = state.get("global_step") if isinstance(state, dict) else None
     if not isinstance(step, int):
