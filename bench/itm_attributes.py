@@ -13,6 +13,12 @@ of the findings changed (the others kept):
 Each number is the share of images where the true caption scores higher (0.5 = chance). A model that
 has only learnt what the sequences look like scores about 1.0 on ``sequence`` and 0.5 on the rest.
 
+``occlusion`` asks whether the match depends on the lesion pixels at all: the lesions (their masks
+widened by 2 pixels) are painted over with the median grey of the head, and, as a control, so is the
+mirror image of that region in the other hemisphere (lesion pixels left alone). Reported: the median
+drop of the true caption's match probability for each, and the share of images where painting the
+lesions costs more than painting the control. A model whose match ignores the lesions drops alike.
+
     python bench/itm_attributes.py --checkpoint output/demo_pretrain/checkpoint_last.pth --demo data/demo
 """
 from __future__ import annotations
@@ -28,6 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bench.vis_lesions import head_mask  # noqa: E402
 from data.demo import KINDS, LOBES, SEQUENCES, captions_for  # noqa: E402
 from data.images import load_rgb  # noqa: E402
 from models.gradcam import load_itm_model  # noqa: E402
@@ -51,26 +62,51 @@ def changed_captions(case: dict, rng: random.Random) -> dict[str, str]:
     }
 
 
+def painted(gray: np.ndarray, lesion: np.ndarray) -> tuple[Image.Image, Image.Image]:
+    """(lesions painted over, their mirror region painted over) for one (H, W) uint8 slice and bool mask."""
+    head = head_mask(gray)
+    fill = np.median(gray[head & ~lesion])
+    region = cv2.dilate(lesion.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    mirror = region[:, ::-1] & head & ~lesion
+    out = []
+    for area in (region, mirror):
+        g = gray.copy()
+        g[area] = fill
+        out.append(Image.fromarray(g).convert("RGB"))
+    return out[0], out[1]
+
+
 @torch.no_grad()
 def measure(model, demo: Path, split: str, seed: int = 0) -> dict:
     meta = json.loads((demo / "lesions.json").read_text())
     transform = EvalTransform(int(model.config["image_size"]))
     rng = random.Random(seed)
     wins: dict[str, list[bool]] = {}
+    drops: list[tuple[float, float]] = []
     for name, case in sorted(meta.items()):
         if case["split"] != split or not case["lesions"]:
             continue
-        image_embeds, _ = model.encode_image(transform(load_rgb(demo / name)).unsqueeze(0))
+        image = load_rgb(demo / name)
+        lesion = np.asarray(load_rgb(demo / case["mask"]).convert("L")) > 127
+        images = torch.stack([transform(im) for im in (image, *painted(np.asarray(image.convert("L")), lesion))])
+        image_embeds, _ = model.encode_image(images)  # original, lesions painted, mirror painted
         changed = changed_captions(case, rng)
         batch = model.tokenize([captions_for(case)[0], *changed.values()])
         n = batch["input_ids"].shape[0]
-        prob = model.itm_logits(image_embeds.expand(n, -1, -1), batch["input_ids"],
+        prob = model.itm_logits(image_embeds[:1].expand(n, -1, -1), batch["input_ids"],
                                 batch["attention_mask"]).softmax(dim=-1)[:, 1]
         for attribute, p in zip(changed, prob[1:]):
             wins.setdefault(attribute, []).append(bool(prob[0] > p))
-    images = len(next(iter(wins.values()), []))
+        true = {k: v[:1].expand(3, -1) for k, v in batch.items()}
+        occluded = model.itm_logits(image_embeds, true["input_ids"], true["attention_mask"]).softmax(dim=-1)[:, 1]
+        drops.append((float(occluded[0] - occluded[1]), float(occluded[0] - occluded[2])))
+    images = len(drops)
+    d = np.array(drops).reshape(-1, 2)
     return {"images_with_lesions": images,
-            "true_caption_preferred": {a: round(sum(w) / len(w), 4) for a, w in wins.items()}}
+            "true_caption_preferred": {a: round(sum(w) / len(w), 4) for a, w in wins.items()},
+            "occlusion": {"median_drop_lesions": round(float(np.median(d[:, 0])), 4) if images else None,
+                          "median_drop_mirror": round(float(np.median(d[:, 1])), 4) if images else None,
+                          "lesions_cost_more": round(float((d[:, 0] > d[:, 1]).mean()), 4) if images else None}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -299,3 +299,25 @@ def test_itm_attribute_bench_changes_one_attribute_at_a_time():
     assert diff["kind"] and all(a in ("hyperintense", "cyst") for a, _ in diff["kind"])
     assert diff["sequence"] and diff["sequence"][0][0] == "T2-weighted"
     assert "no focal abnormality" in changed["none"]
+
+
+def test_itm_attribute_bench_paints_the_lesions_and_their_mirror_region():
+    from bench.itm_attributes import painted
+
+    yy, xx = np.mgrid[:40, :40]
+    head = ((xx - 19.5) / 16) ** 2 + ((yy - 19.5) / 18) ** 2 <= 1
+    gray = np.where(head, 100 + xx % 3, 0).astype(np.uint8)  # a textured head, median grey 101
+    gray[14:18, 10:14] = 250  # a lesion on the image's left half
+    lesion = gray == 250
+    no_lesion, no_mirror = (np.asarray(im.convert("L")) for im in painted(gray, lesion))
+    widened = np.zeros_like(lesion)
+    widened[12:20, 8:16] = True  # the mask widened by 2 pixels
+    assert (no_lesion[widened] == 101).all() and (no_lesion[~widened] == gray[~widened]).all()
+    mirror = widened[:, ::-1]
+    assert (no_mirror[mirror] == 101).all() and (no_mirror[~mirror] == gray[~mirror]).all()
+
+    gray[14:18, 27:31] = 240  # a second lesion inside the first one's mirror region
+    lesion = gray >= 240
+    _, no_mirror = (np.asarray(im.convert("L")) for im in painted(gray, lesion))
+    assert (no_mirror[lesion] == gray[lesion]).all()  # lesions are never painted in the control
+    assert (no_mirror[mirror & ~lesion] == 101).all()
