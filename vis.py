@@ -115,7 +115,8 @@ def overlay(image, heat, cmap: str):
     heat = heat.numpy()
     colour = matplotlib.colormaps[cmap](heat)[..., :3]
     a = heat[..., None] ** 0.7
-    return (1 - a) * rgb + a * colour
+    # float32 rounding can land a hair above 1, which matplotlib clips with a warning on every panel
+    return np.clip((1 - a) * rgb + a * colour, 0.0, 1.0)
 
 
 def draw_maps(image, result, indices: list[int], blur: float = 0.0, cmap: str = "jet", ncols: int = 6):
