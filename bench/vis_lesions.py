@@ -17,6 +17,11 @@ Three maps per image: ``sentence`` (mean over the caption's word tokens, what vi
 Controls: ``--random_init`` measures the same architecture with random weights; ``--other_caption``
 maps each image with the caption of the next image in the list (other lesions, other places).
 
+``token_locality`` asks whether the ViT's output tokens still describe their own patch, which the maps
+assume: every third patch of the first 6 images is painted flat (the image mean plus one, in normalised
+units) and the share of the resulting change of the output tokens (L2 norms) that falls on that patch's
+own token is averaged. 1.0: each token sees only its patch; 1/N (N patches): it forgets its patch.
+
     python bench/vis_lesions.py --checkpoint output/demo_pretrain/checkpoint_last.pth --demo data/demo
 """
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from data.images import load_rgb  # noqa: E402
+from transform.pipeline import EvalTransform  # noqa: E402
 from models import build_model  # noqa: E402
 from models.gradcam import explain, load_itm_model, to_heatmap  # noqa: E402
 
@@ -77,6 +83,28 @@ def summarise(rows: list[dict]) -> dict:
             "frac_inside_gt_head": round(float((inside > head).mean()), 4),
             "median_ratio": round(float(np.median(inside / np.maximum(outside, 1e-9))), 3),
             "pointing": round(float(np.mean([r["hit"] for r in rows])), 4)}
+
+
+@torch.no_grad()
+def token_locality(model, images: list[Path], stride: int = 3) -> float:
+    """Mean share of the change of the ViT's patch tokens that falls on the token of the painted patch."""
+    transform = EvalTransform(int(model.config["image_size"]))
+    p = model.visual_encoder.patch_embed.patch_size[0]
+    shares = []
+    for path in images:
+        x = transform(load_rgb(path)).unsqueeze(0)
+        cols = x.shape[-1] // p
+        painted = []
+        for j in range(0, model.visual_encoder.num_patches, stride):
+            r, c = divmod(j, cols)
+            y = x.clone()
+            y[..., r * p:(r + 1) * p, c * p:(c + 1) * p] = x.mean() + 1.0
+            painted.append(y)
+        base = model.encode_image(x)[0][:, 1:]
+        change = (model.encode_image(torch.cat(painted))[0][:, 1:] - base).norm(dim=-1)  # (P, N)
+        own = change[torch.arange(len(painted)), torch.arange(0, change.shape[1], stride)]
+        shares += (own / change.sum(dim=1)).tolist()
+    return round(float(np.mean(shares)), 4)
 
 
 def measure(model, items: list[tuple[Path, Path, str]], layer: int, max_words: int) -> dict:
@@ -128,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"checkpoint": args.checkpoint, "random_init": args.random_init,
                       "other_caption": args.other_caption, "split": args.split,
                       "images_with_lesions": len(items), "text_layers": n_layers, "layers": results,
+                      "token_locality": token_locality(model, [image for image, _, _ in items[:6]]),
                       "seconds": round(time.time() - t0, 1)}, indent=1))
     return 0
 

@@ -321,3 +321,20 @@ def test_itm_attribute_bench_paints_the_lesions_and_their_mirror_region():
     _, no_mirror = (np.asarray(im.convert("L")) for im in painted(gray, lesion))
     assert (no_mirror[lesion] == gray[lesion]).all()  # lesions are never painted in the control
     assert (no_mirror[mirror & ~lesion] == 101).all()
+
+
+def test_token_locality_bench_is_one_without_self_attention(setup, tmp_path):
+    """With every ViT attention output zeroed, a patch token depends on its own patch only: locality 1.0."""
+    import copy
+
+    from bench.vis_lesions import token_locality
+
+    image = setup["folder"] / "images" / "a.png"
+    mixed = token_locality(setup["model"], [image])
+    local = copy.deepcopy(setup["model"])
+    with torch.no_grad():
+        for block in local.visual_encoder.blocks:
+            block.attn.proj.weight.zero_()
+            block.attn.proj.bias.zero_()
+    assert token_locality(local, [image]) == pytest.approx(1.0)
+    assert 1 / 16 < mixed < 0.99  # the random ViT mixes its tokens, but not uniformly
