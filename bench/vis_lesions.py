@@ -40,9 +40,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from data.images import load_rgb  # noqa: E402
-from transform.pipeline import EvalTransform  # noqa: E402
 from models import build_model  # noqa: E402
 from models.gradcam import explain, load_itm_model, to_heatmap  # noqa: E402
+from transform.pipeline import EvalTransform  # noqa: E402
 
 WORD_GROUPS = {"finding": {"mass", "cyst", "haemorrhage", "infarct"},
                "location": {"left", "right", "frontal", "temporal", "parietal", "occipital"}}
