@@ -81,6 +81,8 @@ COMMON = {
     "tokenizer": Field("str", "bert-base-uncased", "BERT WordPiece tokenizer: hub name or local folder"),
     "text_encoder": Field("optstr", "bert-base-uncased", "BERT weights for the text towers (hub name or folder)"),
     "vit_pretrained": Field("optstr", None, "timm/DeiT checkpoint (path or URL) for the image tower"),
+    "freeze_vit": Field("bool", False, "keep the image tower as loaded (locked-image tuning, LiT): only the text "
+                        "towers, the projections and the heads train"),
     "pretrained": Field("optstr", None, "BLIP-style checkpoint (path or URL) to start from"),
     "med_config": Field("str", "configs/med_config.json", "BERT-style JSON with the text model sizes"),
     "max_length": Field("int", 30, "text length in tokens, for training and evaluation alike", 4, 4096),

@@ -117,7 +117,8 @@ class BlipBase(nn.Module):
         m = self.momentum
         for online, twin in self.momentum_pairs():
             for p, p_m in zip(online.parameters(), twin.parameters()):
-                p_m.mul_(m).add_(p.detach(), alpha=1.0 - m)
+                if p.requires_grad:  # a frozen tower (freeze_vit) keeps its twin equal, without rounding drift
+                    p_m.mul_(m).add_(p.detach(), alpha=1.0 - m)
 
     def _init_queues(self, embed_dim: int) -> None:
         self.register_buffer("image_queue", F.normalize(torch.randn(embed_dim, self.queue_size), dim=0))

@@ -140,3 +140,20 @@ def test_bad_records_are_counted_and_too_many_stop_the_run(tmp_path, demo):
     cfg = write_config(tmp_path, demo, train_file=[str(data)], max_bad_fraction=0.0)
     with pytest.raises(RuntimeError, match="max_bad_fraction"):
         pretrain.main(["--config", str(cfg), "--output_dir", str(tmp_path / "strict")])
+
+
+def test_freeze_vit_trains_everything_but_the_image_towers(tmp_path, demo):
+    from models import build_model
+
+    config = tiny_config(tmp_path, "pretrain", str(demo / "tokenizer"))
+    start = build_model(config, "pretrain").state_dict()
+    torch.save({"model": start}, tmp_path / "start.pth")
+    cfg = write_config(tmp_path, demo, max_epoch=1, freeze_vit=True, warmup_steps=0,
+                       pretrained=str(tmp_path / "start.pth"))
+    out = tmp_path / "out"
+    assert pretrain.main(["--config", str(cfg), "--output_dir", str(out)]) == 0
+    trained = torch.load(out / "checkpoint_00.pth", weights_only=True)["model"]
+    vit = [k for k in start if k.startswith(("visual_encoder.", "visual_encoder_m."))]
+    assert vit and all(torch.equal(start[k], trained[k]) for k in vit)
+    for k in ("itm_head.weight", "vision_proj.weight", "text_encoder.encoder.layer.0.crossattention.self.key.weight"):
+        assert not torch.equal(start[k], trained[k]), k
