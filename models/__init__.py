@@ -38,8 +38,8 @@ def build_model(config: dict, task: str = "pretrain", tokenizer=None, load_weigh
         raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
     model = TASKS[task](config, tokenizer)
     if config.get("freeze_vit"):
-        # The optimizer takes only parameters that require grad, and the momentum copy follows the
-        # frozen tower, so both image towers stay exactly as loaded.
+        # The optimizer takes only parameters that require grad and the momentum update skips the
+        # others, so both image towers stay exactly as loaded.
         for name in ("visual_encoder", "visual_encoder_m"):
             if hasattr(model, name):
                 getattr(model, name).requires_grad_(False)
