@@ -289,13 +289,16 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load_state(path: str | Path) -> dict:
-    """Load a checkpoint dict with ``weights_only=True`` (no arbitrary code from pickles)."""
+def load_state(path: str | Path, mmap: bool = False) -> dict:
+    """Load a checkpoint dict with ``weights_only=True`` (no arbitrary code from pickles).
+
+    ``mmap``: map the file instead of reading it, so that looking at a large checkpoint's metadata is cheap.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001  (pickle errors come in many types)
         raise RuntimeError(f"checkpoint {path} could not be loaded safely (weights_only=True): {e}") from e
     if not isinstance(obj, dict):
@@ -305,12 +308,11 @@ def load_state(path: str | Path) -> dict:
 
 def _global_step(path: Path) -> int | None:
     """The ``global_step`` a training checkpoint was written at; None for other files (with a warning)."""
-    try:  # mmap: the tensors are not read, so looking at a large checkpoint is cheap
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001  (pickle and zip errors come in many types)
-        log.warning(f"--resume auto passes over {path}: it cannot be read safely ({e})")
+    try:
+        state = load_state(path, mmap=True).get("state")
+    except RuntimeError as e:
+        log.warning(f"--resume auto passes over {path}: {e}")
         return None
-    state = obj.get("state") if isinstance(obj, dict) else None
     step = state.get("global_step") if isinstance(state, dict) else None
     if not isinstance(step, int):
         log.warning(f"--resume auto passes over {path}: it is not a training checkpoint (no state.global_step)")
