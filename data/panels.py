@@ -103,10 +103,9 @@ def _line_rows(rgb: np.ndarray, fg: np.ndarray, p: PanelParams) -> tuple[np.ndar
     candidate = np.zeros(n, dtype=bool)
     colours = np.zeros((n, rgb.shape[2]), dtype=np.float32)
     for r in np.flatnonzero(fg.mean(axis=1) >= p.line_span):
-        drawn = rgb[r][fg[r]].astype(np.int16)
+        drawn = rgb[r][fg[r]]
         colours[r] = np.median(drawn, axis=0)
-        close = np.abs(drawn - colours[r].astype(np.int16)).max(axis=1) <= p.bg_tol
-        candidate[r] = close.mean() >= p.line_uniform
+        candidate[r] = 1.0 - _differs(drawn, colours[r].astype(np.int16), p.bg_tol) >= p.line_uniform
     return candidate, colours
 
 
