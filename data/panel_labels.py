@@ -206,10 +206,11 @@ def _read_marks(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, window: Box
 
 
 def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str,
-             rgb: np.ndarray | None) -> list[tuple[str, float] | None]:
+             marks: tuple[np.ndarray, np.ndarray] | None) -> list[tuple[str, float] | None]:
     """(letter, distance from the corner) or None for each panel, looking at the given corner.
 
-    ``rgb`` is the figure as an array, for the mark pass; None when the back-end cannot recognise crops.
+    ``marks`` is (the figure as an array, its background colour), for the mark pass; None when the
+    back-end cannot recognise crops.
     """
     windows = [corner_window(b, image.size, corner) for b in boxes]
     anchors = [_anchor(w, corner) for w in windows]
@@ -218,7 +219,7 @@ def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str,
 
     def from_marks() -> None:
         p = PanelParams()
-        bg = background_colour(rgb, p.bg_tol)
+        rgb, bg = marks
         max_px = max(MARK_MIN_PX, int(p.glyph_frac * max(image.size)))
         for i, win in enumerate(windows):
             if found[i] is None and win[2] > win[0] and win[3] > win[1]:
@@ -236,7 +237,7 @@ def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str,
                 found[i] = _pick(_read_corner(image, win, ocr), win, anchors[i])
 
     steps = (from_whole, from_corners) if whole_first else (from_corners, from_whole)
-    if rgb is not None:
+    if marks is not None:
         steps = (from_marks, *steps)
     for step in steps:
         if any(f is None for f in found):
@@ -255,9 +256,12 @@ def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | No
     and the corner that names more panels wins. One figure uses one corner for all its panels.
     """
     best: list[tuple[str, float] | None] = []
-    rgb = np.asarray(image.convert("RGB")) if getattr(ocr, "can_recognise", False) else None
+    marks = None
+    if getattr(ocr, "can_recognise", False):
+        rgb = np.asarray(image.convert("RGB"))
+        marks = rgb, background_colour(rgb, PanelParams().bg_tol)
     for corner in CORNERS:
-        found = _read_at(image, boxes, ocr, corner, rgb)
+        found = _read_at(image, boxes, ocr, corner, marks)
         if not best or _count(found) > _count(best):
             best = found
         if 2 * _count(best) >= len(boxes):
