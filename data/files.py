@@ -1,0 +1,126 @@
+"""File writes that matter, done once: atomic replacement, fsync'd JSON lines, JSON list reading.
+
+Every file a run or a pipeline stage leaves behind (checkpoints, configs, record lists, manifests,
+crops, OCR caches) goes through :func:`atomic_write`: the data is written to a hidden temporary file
+in the target's folder, flushed to disk, and renamed over the target, so a crash or a full disk never
+leaves half a file under the real name, and the temporary file never outlives a failed write.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+TMP_PREFIX = ".tmp-"
+
+
+class JsonListError(ValueError):
+    """A JSON list file that is missing, not JSON, or not a list; the message names the file."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def temp_path(target: str | os.PathLike) -> Path:
+    """A fresh hidden temporary path beside ``target`` (same folder, so the rename is atomic)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{TMP_PREFIX}{target.name}.", suffix=target.suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+def atomic_write(target: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp_path)`` to fill a temporary file, fsync it and rename it to ``target``.
+
+    On any failure (including KeyboardInterrupt and a full disk) the temporary file is removed and
+    the old ``target``, if any, is left untouched. Returns ``target`` as a Path.
+    """
+    target = Path(target)
+    tmp = temp_path(target)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+    return target
+
+
+def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(target, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
+    return atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(target: str | os.PathLike, obj: Any, indent: int | None = 1) -> Path:
+    """JSON (UTF-8, non-ASCII kept) with a final newline, atomically."""
+    return atomic_write_text(target, json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
+
+
+@contextmanager
+def atomic_open(target: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """``with atomic_open(path) as f: ...``: ``f`` writes a temporary file that replaces ``path`` on success."""
+    target = Path(target)
+    tmp = temp_path(target)
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line (numbers stay numbers, non-ASCII kept) and flush it to disk."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writes left in ``folder``; returns what was removed."""
+    removed = []
+    for leftover in Path(folder).glob(TMP_PREFIX + "*"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
+
+
+def read_json_list(path: str | os.PathLike, what: str = "dataset file") -> list:
+    """The JSON list in ``path``; a missing file, bad JSON or another top-level type is a JsonListError."""
+    path = Path(path)
+    if not path.is_file():
+        raise JsonListError(f"{what} {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise JsonListError(f"{what} {path} is not valid JSON: {e}") from None
+    if not isinstance(data, list):
+        raise JsonListError(f"{what} {path} must hold a JSON list of records, not a {type(data).__name__}")
+    return data
