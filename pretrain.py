@@ -7,14 +7,13 @@ r"""Pre-train a BLIP model (ITC + ITM + LM) on JSON lists of image/caption pairs
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
-from data.datasets import PairDataset, load_pairs, report_problems
-from data.loader import Collator, train_loader
 from models import build_model
-from transform import build_transform
-from utils import (TrainState, add_common_args, build_optimizer, cleanup_distributed, gathered_rng_states, log,
-                   run_epochs, save_training_checkpoint, setup_run)
+from utils import (StepHook, add_common_args, build_optimizer, build_train_loader, check_bad_records,
+                   cleanup_distributed, log, log_epoch, save_checkpoint, setup_run, start_epoch, start_state,
+                   train_one_epoch, wrap_ddp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,26 +24,24 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir)
     try:
         model = build_model(config, "pretrain").to(info.device)
-        pairs, problems = load_pairs(config["train_file"], config["image_root"], config["max_words"])
-        report_problems(problems, len(pairs) + len(problems), config["max_bad_fraction"], "train_file")
-        dataset = PairDataset(pairs, build_transform(config, train=True), seed=config["seed"])
-        collate = Collator(model.tokenizer, config["max_length"], config["laterality_negatives"])
-        loader = train_loader(dataset, config["batch_size"], collate,
-                              info.world_size, info.rank, config["seed"], config["num_workers"])
-        if len(loader) == 0:
-            raise ValueError(f"{len(pairs)} pairs make no full batch of {config['batch_size']} per process "
-                             f"on {info.world_size} process(es); lower batch_size")
+        loader = build_train_loader(config, config["train_file"], model.tokenizer, info, config["batch_size"])
         optimizer = build_optimizer(model, config)
-        log.info(f"{len(pairs)} pairs, {len(loader)} steps per epoch, "
-                 f"{sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.1f}M trainable parameters")
-
-        def end_of_epoch(epoch: int, stats: dict, state: TrainState) -> dict:
-            rngs = gathered_rng_states()
-            for name in (f"checkpoint_{epoch:02d}.pth", "checkpoint_last.pth"):
-                save_training_checkpoint(out / name, model, optimizer, config, state, rng_states=rngs)
-            return {}
-
-        run_epochs(model, loader, optimizer, config, info, out, args.resume, end_of_epoch)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info(f"{trainable / 1e6:.1f}M trainable parameters")
+        state, _ = start_state(args.resume, out, model, optimizer)
+        ddp_model = wrap_ddp(model, info)
+        step_hook = StepHook(out, model, optimizer, config)
+        for epoch in range(state.epoch, config["max_epoch"]):
+            state.epoch = epoch
+            start_epoch(loader, state)
+            t0 = time.time()
+            stats = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook)
+            bad = check_bad_records(state, loader, config, info.device)
+            log_epoch(out, state, stats, bad, time.time() - t0)
+            state.epoch_done = True
+            save_checkpoint([out / f"checkpoint_{epoch:02d}.pth", out / "checkpoint_last.pth"], model, optimizer,
+                            config, state)
+            state = state.next_epoch()
         log.info(f"pre-training finished; checkpoints in {out}")
     finally:
         cleanup_distributed()

@@ -1,22 +1,28 @@
 """Cut compound figures into panels and captions into sub-captions; optionally write retrieval splits.
 
-    python split_figures.py --in data/pubmed/captions.json --out data/pubmed/subfigures --ocr rapidocr \
+    python split_figures.py --in datasets/pubmed/captions.json --out datasets/pubmed/subfigures --ocr rapidocr \
         --splits 0.8,0.1,0.1 --seed 42
+
+Writes ``subfigures.json`` (sub-figure records), ``failed.json`` (figures that could not be used, with
+the reason), ``summary.json`` (counts), the crops under ``images/`` and, with ``--splits``,
+``train.json``/``val.json``/``test.json`` grouped by article. The record types are in ``data.records``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import sys
 from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
 
-from data.ocr import BACKENDS, OcrError, atomic_write_text, make_ocr
-from data.splits import karpathy_splits, parse_fractions
-from data.subfigures import SplitOptions, split_figure
+from data.figures.ocr import BACKENDS, CachedOcr, OcrError, make_ocr
+from data.figures.split import SplitOptions, split_figure
+from data.figures.splits import karpathy_splits, parse_fractions
+from data.files import JsonListError, atomic_write_json
+from data.records import (BadRecord, FailedFigure, FigureRecord, PairRecord, SubFigureRecord, read_records,
+                          write_records)
 
 log = logging.getLogger("split_figures")
 
@@ -38,29 +44,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_records(path: Path) -> list:
-    """The JSON list of figure records; a clear error for anything else."""
+def load_figures(path: Path, limit: int | None) -> tuple[list[tuple[int, FigureRecord]], list[FailedFigure]]:
+    """(index, record) for every usable figure record, and a failure entry for every other one."""
+    bad: list[BadRecord] = []
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"cannot read {path}: {e}")
-    if not isinstance(data, list):
-        raise SystemExit(f"{path} must hold a JSON list of records, got {type(data).__name__}")
-    return data
+        records = read_records(path, FigureRecord, bad=bad, limit=limit, what="figure list")
+    except JsonListError as e:
+        raise SystemExit(f"split_figures.py: error: {e}") from None
+    # read_records keeps file order, so the good records fill the indices the bad ones leave free.
+    taken = {b.index for b in bad}
+    indices = [i for i in range(len(records) + len(bad)) if i not in taken]
+    failures = [FailedFigure(index=b.index, record=b.record, reason=str(b)) for b in bad]
+    for failure in failures:
+        log.warning("record %d: %s", failure["index"], failure["reason"])
+    return list(zip(indices, records)), failures
+
+
+def split_all(figures: list[tuple[int, FigureRecord]], root: Path, out: Path, ocr: CachedOcr,
+              opts: SplitOptions) -> tuple[list[SubFigureRecord], list[FailedFigure], Counter, Counter]:
+    """Sub-figure records of every figure, the figures that failed, outcome counts and detail counts."""
+    outcomes, counts = Counter(), Counter()
+    results: list[SubFigureRecord] = []
+    failures: list[FailedFigure] = []
+    for index, record in tqdm(figures, desc="figures", unit="fig"):
+        res = split_figure(record, root, out, ocr, opts)
+        outcomes[res.outcome] += 1
+        counts.update(res.counts)
+        results.extend(res.records)
+        if res.outcome == "failed":
+            log.warning("record %d: %s", index, res.reason)
+            failures.append(FailedFigure(index=index, record=record, reason=res.reason))
+    return results, failures, outcomes, counts
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     inp, out = Path(args.inp), Path(args.out)
-    fractions = None
-    if args.splits:
-        try:
-            fractions = parse_fractions(args.splits)
-        except ValueError as e:
-            log.error("%s", e)
-            return 2
-    records = load_records(inp)[: args.limit]
+    try:
+        fractions = parse_fractions(args.splits) if args.splits else None
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    figures, unreadable = load_figures(inp, args.limit)
     ocr = make_ocr(args.ocr, args.ocr_cache or out / "ocr_cache")
     try:
         ocr.prepare()
@@ -68,28 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     opts = SplitOptions(context=not args.no_context, order_fallback=args.order_fallback)
-    outcomes, counts = Counter(), Counter()
-    results, failures = [], []
-    for i, record in enumerate(tqdm(records, desc="figures", unit="fig")):
-        if not isinstance(record, dict):
-            res_outcome, reason, recs = "failed", f"record {i} is not an object", []
-        else:
-            res = split_figure(record, inp.parent, out, ocr, opts)
-            res_outcome, reason, recs = res.outcome, res.reason, res.records
-            counts.update(res.counts)
-        outcomes[res_outcome] += 1
-        results.extend(recs)
-        if res_outcome == "failed":
-            log.warning("record %d: %s", i, reason)
-            failures.append({"index": i, "record": record, "reason": reason})
-    atomic_write_text(out / "subfigures.json", json.dumps(results, indent=1, ensure_ascii=False))
-    atomic_write_text(out / "failed.json", json.dumps(failures, indent=1, ensure_ascii=False))
+    results, failures, outcomes, counts = split_all(figures, inp.parent, out, ocr, opts)
+    failures = sorted(unreadable + failures, key=lambda f: f["index"])
+    outcomes["failed"] += len(unreadable)
+    write_records(out / "subfigures.json", results, SubFigureRecord)
+    write_records(out / "failed.json", failures, FailedFigure)
     if fractions is not None:
         for name, rows in karpathy_splits(results, fractions, args.seed).items():
-            atomic_write_text(out / f"{name}.json", json.dumps(rows, indent=1, ensure_ascii=False))
-    summary = {"figures": len(records), **{k: outcomes[k] for k in ("matched", "fallback", "failed")},
+            write_records(out / f"{name}.json", rows, PairRecord)
+    summary = {"figures": len(figures) + len(unreadable), **{k: outcomes[k] for k in ("matched", "fallback", "failed")},
                "subfigures": len(results), **dict(sorted(counts.items()))}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    atomic_write_json(out / "summary.json", summary)
     log.info("summary: %s", json.dumps(summary))
     return 0
 

@@ -6,16 +6,17 @@ r"""Fine-tune and evaluate image-text retrieval (BLIP's ITC + ITM, re-ranking ev
 from __future__ import annotations
 
 import argparse
-import json
+import time
 from pathlib import Path
 
-from data.datasets import DatasetError, PairDataset, RetrievalEvalDataset, load_pairs, report_problems
-from data.loader import Collator, train_loader
+from data.datasets import DatasetError, RetrievalEvalDataset
+from data.files import atomic_write_json
 from models import build_model
 from models.evaluation import evaluate, format_table
 from transform import build_transform
-from utils import (TrainState, add_common_args, append_jsonl, barrier, build_optimizer, cleanup_distributed,
-                   gathered_rng_states, is_main, log, run_epochs, save_training_checkpoint, setup_run)
+from utils import (StepHook, TrainState, add_common_args, append_jsonl, barrier, build_optimizer, build_train_loader,
+                   check_bad_records, cleanup_distributed, is_main, log, log_epoch, save_checkpoint, setup_run,
+                   start_epoch, start_state, train_one_epoch, wrap_ddp)
 
 
 def split_files(config: dict) -> dict:
@@ -31,7 +32,9 @@ def split_files(config: dict) -> dict:
 
 
 def evaluate_splits(model, splits: dict, config: dict, device) -> dict:
-    return {name: evaluate(model, ds, config, device) for name, ds in splits.items()}
+    return {name: evaluate(model, ds, device, config["k_test"], config["batch_size_test"], config["itm_batch_size"],
+                           config["num_workers"], bf16=config["precision"] == "bf16")
+            for name, ds in splits.items()}
 
 
 def flatten(results: dict) -> dict:
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             if is_main():
                 print(format_table(results), flush=True)
                 append_jsonl(out / "evaluate.txt", flatten(results))
-                (out / "metrics.json").write_text(json.dumps(results, indent=2))
+                atomic_write_json(out / "metrics.json", results, indent=2)
             barrier()
             return 0
         train(model, files["train"], splits, config, info, out, args.resume)
@@ -65,35 +68,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def end_of_epoch(model, splits: dict, config: dict, info, out: Path, state: TrainState,
+                 best: dict) -> tuple[dict, bool]:
+    """Evaluate val and test, keep the best val ``r_mean`` in ``best``, write the epoch's checkpoints."""
+    results = evaluate_splits(model, splits, config, info.device)
+    improved = results["val"]["r_mean"] > best["best"]
+    if improved:
+        best.update(best=results["val"]["r_mean"], best_epoch=state.epoch)
+    if is_main():
+        log.info(f"epoch {state.epoch}\n{format_table(results)}")
+        atomic_write_json(out / "metrics.json", {"epoch": state.epoch, **results, **best}, indent=2)
+    return {**flatten(results), **best}, improved
+
+
 def train(model, train_files: list, splits: dict, config: dict, info, out: Path, resume: str | None) -> None:
-    pairs, problems = load_pairs(train_files, config["image_root"], config["max_words"])
-    report_problems(problems, len(pairs) + len(problems), config["max_bad_fraction"], "train_file")
-    dataset = PairDataset(pairs, build_transform(config, train=True), seed=config["seed"])
-    collate = Collator(model.tokenizer, config["max_length"], config["laterality_negatives"])
-    loader = train_loader(dataset, config["batch_size_train"], collate,
-                          info.world_size, info.rank, config["seed"], config["num_workers"])
-    if len(loader) == 0:
-        raise ValueError(f"{len(pairs)} pairs make no full batch of {config['batch_size_train']} per process")
+    loader = build_train_loader(config, train_files, model.tokenizer, info, config["batch_size_train"])
     optimizer = build_optimizer(model, config)
-    best = {"best": -1.0, "best_epoch": -1}
-
-    def end_of_epoch(epoch: int, stats: dict, state: TrainState) -> dict:
-        results = evaluate_splits(model, splits, config, info.device)
-        improved = results["val"]["r_mean"] > best["best"]
-        if improved:
-            best.update(best=results["val"]["r_mean"], best_epoch=epoch)
-        rngs = gathered_rng_states()
-        extra = {"extra": dict(best)}
-        if improved:
-            save_training_checkpoint(out / "checkpoint_best.pth", model, optimizer, config, state, extra, rngs)
-        save_training_checkpoint(out / "checkpoint_last.pth", model, optimizer, config, state, extra, rngs)
-        if is_main():
-            log.info(f"epoch {epoch}\n{format_table(results)}")
-            (out / "metrics.json").write_text(json.dumps({"epoch": epoch, **results, **best}, indent=2))
-        model.train()
-        return {**flatten(results), **best}
-
-    run_epochs(model, loader, optimizer, config, info, out, resume, end_of_epoch, extra_state=best)
+    state, extra = start_state(resume, out, model, optimizer)
+    best = {"best": -1.0, "best_epoch": -1, **extra}
+    ddp_model = wrap_ddp(model, info)
+    step_hook = StepHook(out, model, optimizer, config, get_extra=lambda: dict(best))
+    for epoch in range(state.epoch, config["max_epoch"]):
+        state.epoch = epoch
+        start_epoch(loader, state)
+        t0 = time.time()
+        stats = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook)
+        bad = check_bad_records(state, loader, config, info.device)
+        metrics, improved = end_of_epoch(model, splits, config, info, out, state, best)
+        log_epoch(out, state, stats, bad, time.time() - t0, metrics)
+        state.epoch_done = True
+        paths = [out / "checkpoint_best.pth"] if improved else []
+        save_checkpoint(paths + [out / "checkpoint_last.pth"], model, optimizer, config, state, dict(best))
+        state = state.next_epoch()
     log.info(f"retrieval fine-tuning finished; best val r_mean {best['best']:.2f} at epoch {best['best_epoch']}")
 
 

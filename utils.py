@@ -1,31 +1,37 @@
-"""Shared helpers for the scripts: config loading (from :mod:`configs`), distributed set-up and
-collectives, seeds and RNG state, LR schedules, metric logging and atomic checkpoint I/O.
+"""The training app's helpers, shared by ``pretrain.py`` and ``train_retrieval.py``: distributed set-up,
+logging, seeds and RNG state, learning-rate schedules, metric meters, ``train_one_epoch``, checkpoint
+save and resume.
+
+The scripts write their own epoch loop on top of these; the library (``models/``) never imports this file.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
 import math
 import os
 import random
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from configs import ConfigError, load_config, save_config  # noqa: F401  (re-exported for the scripts)
+from configs import ConfigError, dump_yaml, load_config  # noqa: F401  (ConfigError re-exported for the scripts)
+from data.files import append_jsonl, atomic_write, atomic_write_text
+from models.checkpoint import load_state
+from models.distributed import all_reduce_sum, get_rank, get_world_size, is_dist, is_main
 
 log = logging.getLogger("medvl")
 
 # --------------------------------------------------------------------------------------------------
-# Distributed
+# Distributed set-up
 # --------------------------------------------------------------------------------------------------
 
 
@@ -41,35 +47,56 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: str | None = None, timeout_min: int = 30) -> DistInfo:
-    """Join the process group that torchrun (or SLURM) describes; a single process needs nothing set.
+def process_group_backend(device_type: str) -> str:
+    """The backend string of the process group: on GPUs NCCL for CUDA tensors *and* gloo for CPU ones.
 
-    Backend: nccl on CUDA, gloo on CPU. ``device`` is ``cuda``, ``cpu`` or None (CUDA when present).
+    NCCL alone refuses CPU tensors ("No backend type associated with device type cpu"), and some of the
+    run's collectives carry CPU tensors (object gathers of RNG states, CPU-side counters), so a CUDA run
+    registers both backends; a CPU run needs gloo only.
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device} was asked for, but CUDA is not available")
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+
+
+def _launch_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's or SLURM's environment; (0, 1, 0) for a plain process."""
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:
-        rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         rank, world, local = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
         env.setdefault("RANK", str(rank))
         env.setdefault("WORLD_SIZE", str(world))
         if world > 1 and "MASTER_ADDR" not in env:
             raise RuntimeError("SLURM run with several tasks: set MASTER_ADDR and MASTER_PORT "
                                "(e.g. the first host of $SLURM_JOB_NODELIST and a free port)")
-    else:
-        rank, world, local = 0, 1, 0
+        return rank, world, local
+    return 0, 1, 0
+
+
+def init_distributed(device: str | None = None, timeout_min: int = 30) -> DistInfo:
+    """Join the process group that torchrun (or SLURM) describes; a single process needs nothing set.
+
+    ``device`` is ``cuda``, ``cpu`` or None (CUDA when present). ``MEDVL_FORCE_DIST=1`` creates the
+    process group even for one process, so that one GPU runs every collective of the distributed path.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device} was asked for, but CUDA is not available")
+    if not device.startswith(("cuda", "cpu")):
+        raise ValueError(f"--device {device!r}: expected cuda or cpu")
+    rank, world, local = _launch_env()
     if device.startswith("cuda"):
         torch.cuda.set_device(local % torch.cuda.device_count())
         dev = torch.device("cuda", torch.cuda.current_device())
     else:
         dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world,
+    force = os.environ.get("MEDVL_FORCE_DIST", "") not in ("", "0")
+    if (world > 1 or force) and not dist.is_initialized():
+        if world == 1:
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", "29500")
+        dist.init_process_group(process_group_backend(dev.type), rank=rank, world_size=world,
                                 timeout=datetime.timedelta(minutes=timeout_min))
     info = DistInfo(rank, world, local, dev)
     setup_logging(info.rank)
@@ -82,75 +109,14 @@ def setup_logging(rank: int) -> None:
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
-def get_world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def get_rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def is_main() -> bool:
-    return get_rank() == 0
-
-
 def barrier() -> None:
-    if get_world_size() > 1:
+    if is_dist():
         dist.barrier()
 
 
 def cleanup_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if is_dist():
         dist.destroy_process_group()
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over processes (returns a new tensor; identity at world size 1)."""
-    if get_world_size() == 1:
-        return t
-    t = t.clone()
-    dist.all_reduce(t)
-    return t
-
-
-@torch.no_grad()
-def all_gather_no_grad(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``t`` from every process along dim 0 (sizes may differ). No gradient flows."""
-    world = get_world_size()
-    if world == 1:
-        return t
-    sizes = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([t.shape[0]], device=t.device))
-    sizes = [int(s.item()) for s in sizes]
-    padded = t.new_zeros((max(sizes), *t.shape[1:]))
-    padded[: t.shape[0]] = t
-    out = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(out, padded.contiguous())
-    return torch.cat([o[:n] for o, n in zip(out, sizes)])
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward sends each process the summed gradient of its own slice."""
-
-    @staticmethod
-    def forward(ctx, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.rank, ctx.n = get_rank(), t.shape[0]
-        out = [torch.empty_like(t) for _ in range(get_world_size())]
-        dist.all_gather(out, t.contiguous())
-        return torch.cat(out)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
-
-
-def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``t`` (equal sizes on every process) along dim 0, keeping gradients to each owner."""
-    if get_world_size() == 1:
-        return t
-    return _GatherWithGrad.apply(t)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,10 +180,10 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 class SmoothedValue:
     """A running average over a window plus a global average."""
 
-    def __init__(self, window: int = 20):
+    def __init__(self, window: int = 20, count: int = 0, total: float = 0.0):
         self.values: deque[float] = deque(maxlen=window)
-        self.total = 0.0
-        self.count = 0
+        self.total = total
+        self.count = count
 
     def update(self, value: float, n: int = 1) -> None:
         self.values.append(value)
@@ -234,10 +200,15 @@ class SmoothedValue:
 
 
 class MetricLogger:
-    """Meters plus a progress line with rate and ETA every ``print_freq`` iterations (rank 0 only)."""
+    """Meters plus a progress line with rate and ETA every ``print_freq`` iterations (rank 0 only).
 
-    def __init__(self, header: str, print_freq: int = 50):
+    ``totals`` ({name: [count, total]}) restores the global averages of a resumed epoch.
+    """
+
+    def __init__(self, header: str, print_freq: int = 50, totals: Mapping[str, list] | None = None):
         self.meters: dict[str, SmoothedValue] = defaultdict(SmoothedValue)
+        for k, (count, total) in (totals or {}).items():
+            self.meters[k] = SmoothedValue(count=int(count), total=float(total))
         self.header = header
         self.print_freq = max(1, print_freq)
 
@@ -245,13 +216,23 @@ class MetricLogger:
         for k, v in values.items():
             self.meters[k].update(float(v))
 
-    def synchronize(self) -> None:
-        """Sum counts and totals over processes so that global averages cover every rank."""
-        if get_world_size() == 1:
+    def totals(self) -> dict[str, list]:
+        return {k: [m.count, m.total] for k, m in self.meters.items()}
+
+    def synchronize(self, device: torch.device) -> None:
+        """Sum counts and totals over processes so that global averages cover every rank.
+
+        One collective for all meters, on the training device (NCCL takes CUDA tensors only). Every
+        rank logs the same meter names, since every rank runs the same model.
+        """
+        if not is_dist() or not self.meters:
             return
-        for meter in self.meters.values():
-            t = all_reduce_sum(torch.tensor([meter.count, meter.total], dtype=torch.float64))
-            meter.count, meter.total = int(t[0].item()), float(t[1].item())
+        names = sorted(self.meters)
+        t = torch.tensor([[self.meters[k].count, self.meters[k].total] for k in names], dtype=torch.float64,
+                         device=device)
+        t = all_reduce_sum(t).cpu()
+        for k, (count, total) in zip(names, t.tolist()):
+            self.meters[k].count, self.meters[k].total = int(count), float(total)
 
     def averages(self) -> dict[str, float]:
         return {k: m.global_avg for k, m in self.meters.items()}
@@ -268,42 +249,20 @@ class MetricLogger:
                 log.info(f"{self.header} [{i + 1}/{total}]  {meters}  {rate:.2f} it/s  eta {eta}")
 
 
-def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one JSON line (numbers stay numbers) and flush it to disk."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 # --------------------------------------------------------------------------------------------------
-# Checkpoint I/O
+# Checkpoint files
 # --------------------------------------------------------------------------------------------------
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through a temporary file that is fsync'd and renamed: a crash or a full disk never
+    leaves half a file under the real name, nor a temporary file behind."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def load_state(path: str | Path, mmap: bool = False) -> dict:
-    """Load a checkpoint dict with ``weights_only=True`` (no arbitrary code from pickles).
-
-    ``mmap``: map the file instead of reading it, so that looking at a large checkpoint's metadata is cheap.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # noqa: BLE001  (pickle errors come in many types)
-        raise RuntimeError(f"checkpoint {path} could not be loaded safely (weights_only=True): {e}") from e
-    if not isinstance(obj, dict):
-        raise RuntimeError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
-    return obj
+def save_config(config: Mapping, path: str | Path) -> None:
+    """Write the resolved run config as YAML, atomically."""
+    atomic_write_text(path, dump_yaml(config))
 
 
 def _global_step(path: Path) -> int | None:
@@ -334,19 +293,29 @@ def newest_checkpoint(output_dir: str | Path) -> Path | None:
     return max(found)[2] if found else None
 
 
+def find_resume(resume: str | None, output_dir: str | Path) -> Path | None:
+    """``--resume auto`` -> the furthest checkpoint in output_dir (None on a fresh start); a path -> itself."""
+    if not resume:
+        return None
+    if resume == "auto":
+        return newest_checkpoint(output_dir)
+    return Path(resume)
+
+
 # --------------------------------------------------------------------------------------------------
-# Training loop shared by pretrain.py and train_retrieval.py
+# Run set-up
 # --------------------------------------------------------------------------------------------------
 
 
-def add_common_args(parser) -> None:
+def add_common_args(parser: argparse.ArgumentParser) -> None:
     """The command line BLIP users know, plus ``--options key=value`` overrides."""
     parser.add_argument("--config", required=True, help="YAML run config")
     parser.add_argument("--output_dir", required=True, help="where logs, the resolved config and checkpoints go")
     parser.add_argument("--resume", "--checkpoint", dest="resume", default=None,
-                        help="checkpoint to continue from, or 'auto' for the newest one in output_dir")
+                        help="checkpoint to continue from, or 'auto' for the furthest one in output_dir")
     parser.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--device", default=None, choices=("cuda", "cpu"),
+                        help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="config overrides, values parsed as YAML (e.g. init_lr=1e-4 vit_grad_ckpt=true)")
     # Accepted for BLIP compatibility; torchrun's environment decides.
@@ -354,7 +323,7 @@ def add_common_args(parser) -> None:
         parser.add_argument(flag, default=None, help=argparse.SUPPRESS)
 
 
-def setup_run(args, task: str) -> tuple[dict, DistInfo]:
+def setup_run(args: argparse.Namespace, task: str) -> tuple[dict, DistInfo]:
     """Load and validate the config, join the process group, seed, write ``output_dir/config.yaml``."""
     options = list(args.options)
     if args.seed is not None:
@@ -367,7 +336,8 @@ def setup_run(args, task: str) -> tuple[dict, DistInfo]:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     barrier()
-    log.info(f"{task}: {info.world_size} process(es) on {info.device}; output in {out}")
+    group = f", process group {dist.get_backend()}" if is_dist() else ""
+    log.info(f"{task}: {info.world_size} process(es) on {info.device}{group}; output in {out}")
     return config, info
 
 
@@ -387,7 +357,7 @@ def build_optimizer(model: torch.nn.Module, config: dict) -> torch.optim.AdamW:
 
 def lr_at(config: dict, epoch: int, step: int) -> float:
     """The learning rate at ``step`` of ``epoch``: linear warm-up in epoch 0, then per-epoch step or cosine."""
-    warmup = config.get("warmup_steps", 0)
+    warmup = config.get("warmup_steps", 0)  # retrieval has no warm-up key
     if epoch == 0 and step < warmup:
         return warmup_lr(step, warmup, config["warmup_lr"], config["init_lr"])
     if config["schedule"] == "cosine":
@@ -401,6 +371,39 @@ def alpha_at(config: dict, epoch: int, step: int, steps_per_epoch: int) -> float
     return config["alpha"] if ramp <= 0 else config["alpha"] * min(1.0, (epoch * steps_per_epoch + step) / ramp)
 
 
+def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    if not is_dist():
+        return model
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def build_train_loader(config: dict, files: list[str], tokenizer: Any, info: DistInfo, batch_size: int):
+    """The training loader both scripts use: pairs read and checked, augmentation, tokenization in the
+    collate function, a resumable sampler sharded over ranks. Raises when no full batch can be made."""
+    from data.datasets import PairDataset, load_pairs, report_problems
+    from data.loader import Collator, train_loader
+    from models.tokenizer import TextTokenizer
+    from transform import build_transform
+
+    pairs, problems = load_pairs(files, config["image_root"], config["max_words"])
+    report_problems(problems, len(pairs) + len(problems), config["max_bad_fraction"], "train_file")
+    dataset = PairDataset(pairs, build_transform(config, train=True), seed=config["seed"])
+    collate = Collator(TextTokenizer(tokenizer, config["max_length"]), config["laterality_negatives"])
+    loader = train_loader(dataset, batch_size, collate, info.world_size, info.rank, config["seed"],
+                          config["num_workers"])
+    if len(loader) == 0:
+        raise ValueError(f"{len(pairs)} pairs make no full batch of {batch_size} per process "
+                         f"on {info.world_size} process(es); lower the batch size")
+    log.info(f"{len(pairs)} pairs, {len(loader)} steps per epoch")
+    return loader
+
+
+# --------------------------------------------------------------------------------------------------
+# Training state, checkpoints and resume
+# --------------------------------------------------------------------------------------------------
+
+
 @dataclass
 class TrainState:
     """Where training stands; saved in every checkpoint so that a run resumes exactly."""
@@ -408,31 +411,49 @@ class TrainState:
     epoch: int = 0
     step: int = 0  # batches done in ``epoch``
     global_step: int = 0
-    bad: int = 0  # unreadable records replaced during this epoch
+    bad: int = 0  # unreadable records replaced during this epoch (this rank)
     nonfinite: int = 0  # non-finite losses in a row
+    epoch_done: bool = False  # the epoch's own work (checkpoint, log line, evaluation) is done
+    meters: dict = field(default_factory=dict)  # this rank's {name: [count, total]} of the epoch so far
+
+    def next_epoch(self) -> "TrainState":
+        return TrainState(epoch=self.epoch + 1, global_step=self.global_step)
 
 
-def gathered_rng_states() -> list[dict]:
-    """Every rank's RNG state (a collective: all ranks must call it)."""
-    state = rng_state()
-    if get_world_size() == 1:
-        return [state]
+def _rank_state(state: TrainState) -> dict:
+    """What differs between ranks: RNG states, bad-record counts and meter totals."""
+    return {"rng": rng_state(), "bad": state.bad, "meters": state.meters}
+
+
+def gathered_rank_states(state: TrainState) -> list[dict]:
+    """Every rank's own state (a collective: all ranks must call it)."""
+    mine = _rank_state(state)
+    if not is_dist():
+        return [mine]
     out: list = [None] * get_world_size()
-    dist.all_gather_object(out, state)
+    dist.all_gather_object(out, mine)
     return out
 
 
-def save_training_checkpoint(path: Path, model, optimizer, config: dict, state: TrainState, extra: dict | None = None,
-                             rng_states: list[dict] | None = None) -> None:
-    """Rank 0 writes ``{"model", "optimizer", "config", "epoch", "state", "rng", ...}`` atomically."""
+def save_checkpoint(paths: list[Path], model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict,
+                    state: TrainState, extra: dict | None = None) -> None:
+    """Every rank's state is gathered, then rank 0 writes ``{"model", "optimizer", "config", "epoch", "state",
+    "rng", "ranks", "extra"}`` atomically to each of ``paths`` (a collective)."""
+    ranks = gathered_rank_states(state)
     if not is_main():
         return
-    save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": dict(config),
-                 "epoch": state.epoch, "state": vars(state).copy(), "rng": rng_states, **(extra or {})}, path)
+    ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": dict(config),
+            "epoch": state.epoch, "state": asdict(state), "rng": [r["rng"] for r in ranks],
+            "ranks": [{k: v for k, v in r.items() if k != "rng"} for r in ranks], "extra": extra or {}}
+    for path in paths:
+        save_atomic(ckpt, path)
 
 
-def resume_training(path: str | Path, model, optimizer) -> tuple[TrainState, dict]:
-    """Restore model, optimizer, position and this rank's RNG state from a training checkpoint."""
+def resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[TrainState, dict]:
+    """Restore model, optimizer, position and this rank's RNG state, bad count and meters.
+
+    Returns the state and the checkpoint's ``extra`` (e.g. the best validation score so far).
+    """
     ckpt = load_state(path)
     missing = [k for k in ("model", "optimizer", "state") if k not in ckpt]
     if missing:
@@ -441,13 +462,78 @@ def resume_training(path: str | Path, model, optimizer) -> tuple[TrainState, dic
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     state = TrainState(**ckpt["state"])
-    rngs = ckpt.get("rng") or []
+    rngs, ranks = ckpt.get("rng") or [], ckpt.get("ranks") or []
     if len(rngs) == get_world_size():
         set_rng_state(rngs[get_rank()])
+        if len(ranks) == len(rngs):
+            state.bad, state.meters = ranks[get_rank()]["bad"], ranks[get_rank()]["meters"]
     else:
         log.warning(f"{path} holds RNG states for {len(rngs)} processes, not {get_world_size()}: not restored")
     log.info(f"resumed from {path} at epoch {state.epoch}, step {state.step}")
-    return state, ckpt
+    return state, ckpt.get("extra") or {}
+
+
+def start_state(resume_arg: str | None, output_dir: str | Path, model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer) -> tuple[TrainState, dict]:
+    """A fresh state, or the one ``--resume`` names; a checkpoint whose epoch's work is done moves on."""
+    path = find_resume(resume_arg, output_dir)
+    if path is None:
+        return TrainState(), {}
+    state, extra = resume(path, model, optimizer)
+    return (state.next_epoch() if state.epoch_done else state), extra
+
+
+def start_epoch(loader, state: TrainState) -> None:
+    """Seed the epoch's augmentation and order; a resumed epoch skips the batches already done."""
+    loader.dataset.set_epoch(state.epoch)
+    loader.sampler.set_epoch(state.epoch)
+    loader.sampler.set_start(min(state.step, len(loader.sampler) // loader.batch_size) * loader.batch_size)
+
+
+def check_bad_records(state: TrainState, loader, config: dict, device: torch.device) -> int:
+    """The epoch's replaced records over all ranks; too many stop the run with a clear error."""
+    bad = int(all_reduce_sum(torch.tensor([state.bad], device=device)).item())
+    seen = state.step * loader.batch_size * get_world_size()  # samples drawn this epoch, all ranks
+    if bad:
+        log.warning(f"epoch {state.epoch}: {bad} unreadable records were replaced by other samples")
+    if bad > config["max_bad_fraction"] * seen:
+        raise RuntimeError(f"epoch {state.epoch}: {bad} of about {seen} records were unreadable, more than "
+                           f"max_bad_fraction {config['max_bad_fraction']}; run `python -m data.check`")
+    return bad
+
+
+def log_epoch(output_dir: Path, state: TrainState, stats: dict, bad: int, seconds: float,
+              extra: dict | None = None) -> None:
+    """One JSON line per epoch in ``log.txt`` (rank 0)."""
+    if is_main():
+        append_jsonl(output_dir / "log.txt", {"epoch": state.epoch, **{f"train_{k}": v for k, v in stats.items()},
+                                              "bad_records": bad, "epoch_time_s": round(seconds, 2),
+                                              **(extra or {})})
+
+
+class StepHook:
+    """After each optimizer step: a ``log.txt`` line every ``log_every_steps`` and ``checkpoint_last.pth``
+    every ``save_every_steps`` (with ``extra`` from ``get_extra()``, e.g. the best score so far)."""
+
+    def __init__(self, output_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict,
+                 get_extra: Callable[[], dict] = dict):
+        self.out, self.model, self.optimizer, self.config = Path(output_dir), model, optimizer, config
+        self.get_extra = get_extra
+
+    def __call__(self, state: TrainState, meter: MetricLogger) -> None:
+        log_every, save_every = self.config["log_every_steps"], self.config["save_every_steps"]
+        if log_every and state.global_step % log_every == 0 and is_main():
+            append_jsonl(self.out / "log.txt", {"epoch": state.epoch, "step": state.step,
+                                                "global_step": state.global_step,
+                                                **{f"train_{k}": m.avg for k, m in meter.meters.items()}})
+        if save_every and state.global_step % save_every == 0:
+            save_checkpoint([self.out / "checkpoint_last.pth"], self.model, self.optimizer, self.config, state,
+                            self.get_extra())
+
+
+# --------------------------------------------------------------------------------------------------
+# One epoch
+# --------------------------------------------------------------------------------------------------
 
 
 def autocast(config: dict, device: torch.device):
@@ -455,16 +541,22 @@ def autocast(config: dict, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def train_one_epoch(model, loader, optimizer, config: dict, state: TrainState, device: torch.device,
-                    step_hook=None) -> dict[str, float]:
-    """One epoch of ``loss = sum(model(...).values())`` from ``state.step`` on.
+def _all_finite(loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every rank (one small collective), so that all ranks skip together."""
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    return int(all_reduce_sum(finite).item()) == get_world_size()
+
+
+def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, config: dict,
+                    state: TrainState, device: torch.device, step_hook=None) -> dict[str, float]:
+    """One epoch of ``loss = sum(model(...).values())`` from ``state.step`` on; returns the epoch's means.
 
     A batch whose loss is not finite on any rank is skipped by every rank; ``max_nonfinite_steps`` in
-    a row stop the run. ``step_hook(state)`` runs after every optimizer step (step checkpoints, logs).
+    a row stop the run. ``step_hook(state, meter)`` runs after every step (step checkpoints, logs).
     """
     model.train()
     steps = state.step + len(loader)  # a resumed epoch's loader holds only the batches not yet seen
-    meter = MetricLogger(f"epoch {state.epoch}", config["print_freq"])
+    meter = MetricLogger(f"epoch {state.epoch}", config["print_freq"], state.meters)
     for batch in meter.log_every(loader, total=steps, start=state.step):
         lr = lr_at(config, state.epoch, state.step)
         set_lr(optimizer, lr)
@@ -474,19 +566,17 @@ def train_one_epoch(model, loader, optimizer, config: dict, state: TrainState, d
         with autocast(config, device):
             losses = model(images, text, alpha=alpha)
         loss = sum(losses.values())
-        finite = all_reduce_sum(torch.tensor([float(torch.isfinite(loss).item())], device=device))
         state.bad += batch["bad"]
-        if finite.item() < get_world_size():
+        optimizer.zero_grad(set_to_none=True)
+        if not _all_finite(loss):
             state.nonfinite += 1
             log.warning(f"non-finite loss at epoch {state.epoch} step {state.step}: step skipped "
                         f"({state.nonfinite} in a row)")
             if state.nonfinite >= config["max_nonfinite_steps"]:
                 raise FloatingPointError(f"{state.nonfinite} non-finite losses in a row; the last good checkpoint "
                                          f"is kept. Lower init_lr or use grad_clip")
-            optimizer.zero_grad(set_to_none=True)
         else:
             state.nonfinite = 0
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config["grad_clip"] > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
@@ -494,78 +584,8 @@ def train_one_epoch(model, loader, optimizer, config: dict, state: TrainState, d
             meter.update(lr=lr, loss=loss.item(), **{k: v.item() for k, v in losses.items()})
         state.step += 1
         state.global_step += 1
+        state.meters = meter.totals()
         if step_hook is not None:
             step_hook(state, meter)
-    meter.synchronize()
+    meter.synchronize(device)
     return meter.averages()
-
-
-def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
-    if not info.distributed:
-        return model
-    ids = [info.device.index] if info.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-
-def find_resume(resume: str | None, output_dir: str | Path) -> Path | None:
-    """``--resume auto`` -> newest checkpoint in output_dir (None on a fresh start); a path -> itself."""
-    if not resume:
-        return None
-    if resume == "auto":
-        return newest_checkpoint(output_dir)
-    return Path(resume)
-
-
-def run_epochs(model, loader, optimizer, config: dict, info: DistInfo, output_dir: str | Path,
-               resume: str | None, end_of_epoch, extra_state: dict | None = None) -> TrainState:
-    """The epoch loop shared by pre-training and retrieval fine-tuning.
-
-    Resumes (model, optimizer, queues, epoch, step, RNG) from ``resume``; runs ``train_one_epoch``;
-    writes ``checkpoint_last.pth`` every ``save_every_steps`` and per-step log lines every
-    ``log_every_steps``; after each epoch calls ``end_of_epoch(epoch, train_stats, state)``, which
-    returns extra numbers for ``log.txt`` and saves the epoch's checkpoints. ``extra_state`` (e.g. the
-    best validation score) is saved in step checkpoints under ``extra`` and restored on resume.
-    """
-    out = Path(output_dir)
-    state = TrainState()
-    path = find_resume(resume, out)
-    if path is not None:
-        state, ckpt = resume_training(path, model, optimizer)
-        if extra_state is not None:
-            extra_state.update(ckpt.get("extra", {}))
-        if state.step >= len(loader):  # the checkpoint closed an epoch
-            state = TrainState(epoch=state.epoch + 1, global_step=state.global_step)
-    ddp_model = wrap_ddp(model, info)
-    save_every, log_every = config["save_every_steps"], config["log_every_steps"]
-
-    def step_hook(st: TrainState, meter: MetricLogger) -> None:
-        if log_every and st.global_step % log_every == 0 and is_main():
-            append_jsonl(out / "log.txt", {"epoch": st.epoch, "step": st.step, "global_step": st.global_step,
-                                           **{f"train_{k}": m.avg for k, m in meter.meters.items()}})
-        if save_every and st.global_step % save_every == 0:
-            rngs = gathered_rng_states()
-            save_training_checkpoint(out / "checkpoint_last.pth", model, optimizer, config, st,
-                                     extra={"extra": extra_state or {}}, rng_states=rngs)
-
-    for epoch in range(state.epoch, config["max_epoch"]):
-        state.epoch = epoch
-        loader.dataset.set_epoch(epoch)
-        loader.sampler.set_epoch(epoch)
-        loader.sampler.set_start(state.step * loader.batch_size)
-        t0 = time.time()
-        stats = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook)
-        bad = int(all_reduce_sum(torch.tensor([state.bad])).item())
-        seen = state.step * loader.batch_size * get_world_size()  # samples drawn this epoch, all ranks
-        if bad:
-            log.warning(f"epoch {epoch}: {bad} unreadable records were replaced by other samples")
-        if bad > config["max_bad_fraction"] * seen:
-            raise RuntimeError(f"epoch {epoch}: {bad} of about {seen} records were unreadable, more than "
-                               f"max_bad_fraction {config['max_bad_fraction']}; run `python -m data.check`")
-        extra = end_of_epoch(epoch, stats, state)
-        if is_main():
-            append_jsonl(out / "log.txt", {"epoch": epoch, **{f"train_{k}": v for k, v in stats.items()},
-                                           "bad_records": bad, "epoch_time_s": round(time.time() - t0, 2),
-                                           **(extra or {})})
-        state = TrainState(epoch=epoch + 1, global_step=state.global_step)
-        barrier()
-    return state

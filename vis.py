@@ -73,23 +73,19 @@ def pick_record(args: argparse.Namespace) -> tuple[str, str, Path | None]:
         if args.caption is None:
             raise VisError("--image needs --caption")
         return args.image, args.caption, None
-    from data.datasets import read_json_list
+    from data.records import PairRecord, read_records
 
-    records = read_json_list(args.data)
+    # Every record must fit (a bad one raises, naming file, index and key), so indices are the file's.
+    records = read_records(args.data, PairRecord, what="--data file")
     if args.index is None:
         raise VisError(f"--data {args.data} needs --index (0 to {len(records) - 1})")
     if not 0 <= args.index < len(records):
         raise VisError(f"--index {args.index} is out of range: {args.data} holds {len(records)} records"
                        + (f" (0 to {len(records) - 1})" if records else ""))
     record = records[args.index]
-    where = f"{args.data}[{args.index}]"
-    if not isinstance(record, dict) or not isinstance(record.get("image"), str) or not record["image"]:
-        raise VisError(f"{where} is not a record with an 'image' path")
-    caption = args.caption if args.caption is not None else record.get("caption")
+    caption = args.caption if args.caption is not None else record["caption"]
     if isinstance(caption, list):  # evaluation files hold several captions per image: take the first
-        caption = caption[0] if caption else None
-    if not isinstance(caption, str):
-        raise VisError(f"{where} has no caption string (give one with --caption)")
+        caption = caption[0]
     return record["image"], caption, Path(args.data)
 
 
@@ -146,6 +142,79 @@ def draw_maps(image, result, indices: list[int], blur: float = 0.0, cmap: str = 
     return fig
 
 
+# -- a model from a checkpoint (the maps here, the model-using commands, the bench scripts) ---------------
+
+# Keys a checkpoint must hold for ITM maps and scores to mean anything: a random ITM head or
+# cross-attention would still produce numbers, just meaningless ones.
+REQUIRED_KEYS = ("itm_head.weight", "text_encoder.encoder.layer.0.crossattention.self.key.weight")
+
+
+def _config_for(ckpt: dict, checkpoint: str, config_path: str | None, task: str,
+                options: list[str] | None) -> dict:
+    """The run config: ``config_path`` if given, else the one the checkpoint carries; options applied.
+
+    The file may follow either schema (a pre-training config is fine for a retrieval checkpoint):
+    both build the same towers, so the checkpoint's own task is tried first, then the other.
+    """
+    from configs import ConfigError, load_config, parse_options, validate
+
+    if config_path is None:
+        raw = ckpt.get("config")
+        if not isinstance(raw, dict):
+            raise ValueError(f"checkpoint {checkpoint} carries no 'config' (BLIP's own files do not): pass --config")
+        raw = {**raw, **parse_options(options)}
+    errors = []
+    for t in (task, "pretrain" if task == "retrieval" else "retrieval"):
+        try:
+            if config_path is not None:
+                return load_config(config_path, t, options)
+            return validate(raw, t, f"config in {checkpoint}")
+        except ConfigError as e:
+            errors.append(f"as a {t} config: {e}")
+    raise ConfigError("; ".join(errors))
+
+
+def load_itm_model(checkpoint: str, config_path: str | None = None, options: list[str] | None = None,
+                   device: str = "cpu"):
+    """Build the model a pre-training or retrieval checkpoint holds, with its ITM head, in eval mode.
+
+    The task follows the checkpoint: ``text_decoder.*`` keys mean pre-training, otherwise retrieval.
+    A file without an ITM head and cross-attention (a ViT or BERT file, an optimizer dump) is refused.
+    """
+    from models import build_model, load_checkpoint, load_state
+
+    ckpt = load_state(checkpoint)
+    state = ckpt.get("model", ckpt)
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {checkpoint} holds no model state dict")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint {checkpoint} is not a BLIP pre-training or retrieval checkpoint: it lacks "
+                         f"{missing} (the ITM head and the text encoder's cross-attention)")
+    task = "pretrain" if any(str(k).startswith("text_decoder.") for k in state) else "retrieval"
+    config = _config_for(ckpt, checkpoint, config_path, task, options)
+    del ckpt, state  # the file is read again by load_checkpoint; do not hold two copies
+    model = build_model(config, task, load_weights=False)
+    load_checkpoint(model, str(Path(checkpoint)))
+    return model.to(device).eval(), config
+
+
+def explain_image(model, image, caption: str, layer: int, max_words: int = 200):
+    """Grad-CAM of ``caption`` on a PIL ``image`` (any size; resized and normalised as for evaluation).
+
+    The caption is cleaned as in training (``pre_caption``); one that cleans to nothing is refused.
+    """
+    from data.captions import pre_caption
+    from models.gradcam import explain
+    from transform.pipeline import EvalTransform
+
+    text = pre_caption(caption, max_words) if isinstance(caption, str) else ""
+    if not text:
+        raise VisError(f"caption {caption!r} is empty after cleaning: there is no word to map")
+    pixels = EvalTransform(int(model.config.image_size))(image).unsqueeze(0)
+    return explain(model, pixels, text, layer)
+
+
 def check_out(path: str) -> Path:
     out = Path(path)
     if out.suffix.lower() not in FORMATS:
@@ -159,7 +228,7 @@ def maps_main(argv: list[str]) -> int:
     from data.captions import pre_caption
     from data.datasets import resolve_image
     from data.images import load_rgb
-    from models.gradcam import check_layer, default_layer, explain, load_itm_model
+    from models.gradcam import check_layer, default_layer
 
     # Bad input fails before the (possibly slow) model load wherever the config is not needed.
     import matplotlib
@@ -176,7 +245,7 @@ def maps_main(argv: list[str]) -> int:
         image = load_rgb(image_path)
     layer = args.layer if args.layer is not None else default_layer(len(model.text_encoder.encoder.layer))
     check_layer(model, layer)
-    result = explain(model, image, caption, layer, config["max_words"])
+    result = explain_image(model, image, caption, layer, config["max_words"])
     fig = draw_maps(image, result, select_words(result.words, args.tokens), args.blur, args.cmap)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -293,10 +362,241 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "curves":
             return curves_main(argv[1:])
+        if argv and argv[0] in USE_COMMANDS:  # classify, caption, embed, search (issue 16)
+            return USE_COMMANDS[argv[0]](argv[1:])
         return maps_main(argv)
     except (VisError, ConfigError, DatasetError, BadImageError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"vis.py: error: {e}", file=sys.stderr)
         return 2
+
+
+# -- using the model: classify, caption, embed, search (issue 16) ----------------------------------------
+# Library code: models/zeroshot.py, generate.py, embed.py, metrics.py, caption_metrics.py; inputs:
+# data/image_list.py and data/clinical.py. Each command writes its files into --out (a folder).
+
+
+def _use_parser(command: str, description: str, images_required: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"vis.py {command}", description=description)
+    p.add_argument("--checkpoint", required=True, help="pre-training or retrieval checkpoint (.pth)")
+    p.add_argument("--config", default=None, help="run config YAML (default: the one saved in the checkpoint)")
+    p.add_argument("--images", nargs="+", required=images_required, default=[], metavar="SRC",
+                   help="image files, folders, JSON lists of {image[, label, caption]} records, DICOM files or "
+                        "series folders, NIfTI volumes (vol.nii.gz#axial:42)")
+    p.add_argument("--image_root", default=None, help="folder that relative paths of JSON lists resolve against")
+    p.add_argument("--slice", default=None, help="DICOM/NIfTI slice: axial:mid (default), axial:N, axial:all, "
+                                                 "coronal:..., sagittal:...")
+    p.add_argument("--window", default=None, help="CT window: brain (default for CT), subdural, bone or C/W")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="image decoding processes")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--out", required=command != "search", help="output folder")
+    return p
+
+
+def _use_setup(args: argparse.Namespace, label_key: str = "label"):
+    """(items, model, run config, eval transform, device) for a use-the-model command."""
+    import torch
+
+    from data.image_list import collect
+    from transform.pipeline import EvalTransform
+
+    choice = ",".join(([args.slice] if args.slice else []) + ([f"window={args.window}"] if args.window else []))
+    items = collect(args.images, choice or None, args.image_root, label_key) if args.images else []
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model, config = load_itm_model(args.checkpoint, args.config, args.options, device)
+    return items, model, config, EvalTransform(config["image_size"]), device
+
+
+def _progress(iterable, what: str):
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=what, disable=None)  # shown on a terminal only
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+
+
+def _draw_confusion(matrix: list[list[int]], names: list[str], path: Path) -> None:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    m = np.asarray(matrix)
+    fig = Figure(figsize=(1.2 + 0.7 * len(names), 1.0 + 0.6 * len(names)))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > m.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("label")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def classify_main(argv: list[str]) -> int:
+    p = _use_parser("classify", "Zero-shot classification with prompt ensembles (ITC, optionally ITM re-ranked).")
+    p.add_argument("--classes", required=True, help="class file, e.g. configs/zeroshot/brain_findings.yaml")
+    p.add_argument("--label_key", default="label", help="record key holding the true class in JSON lists")
+    p.add_argument("--itm_top_k", type=int, default=0, help="re-rank the top K classes with the ITM head (0: off)")
+    args = p.parse_args(argv)
+    import torch
+
+    from configs import read_yaml
+    from data.captions import pre_caption
+    from data.image_list import image_batches
+    from models.metrics import classification_report
+    from models.zeroshot import ZeroShotClassifier, expand_prompts
+
+    classes = expand_prompts(read_yaml(args.classes), args.classes)
+    items, model, config, transform, _ = _use_setup(args, args.label_key)
+    unknown = sorted({it.label for it in items if it.label is not None and it.label not in classes})
+    if unknown:
+        raise VisError(f"labels {unknown[:5]} are not classes of {args.classes}: {list(classes)}")
+    clf = ZeroShotClassifier(model, classes, args.itm_top_k, clean=lambda t: pre_caption(t, config["max_words"]))
+    batches = image_batches(items, transform, args.batch_size, args.workers)
+    probs = torch.cat([clf.predict(b).cpu() for b in _progress(batches, "classifying")]).numpy()
+    names, out = clf.names, Path(args.out)
+    rows = [{"image": it.image, "label": it.label, "predicted": names[int(p.argmax())],
+             "probs": {n: round(float(v), 5) for n, v in zip(names, p)}} for it, p in zip(items, probs)]
+    _write_json(out / "predictions.json", rows)
+    lines = ["image,label,predicted," + ",".join(names)]
+    lines += [",".join([json.dumps(r["image"]), r["label"] or "", r["predicted"]] + [f"{v:.5f}" for v in p])
+              for r, p in zip(rows, probs)]
+    (out / "predictions.csv").write_text("\n".join(lines) + "\n")
+    for r in rows:
+        print(f"{r['image']}\t{r['predicted']}\t{r['probs'][r['predicted']]:.3f}" + (f"\tlabel {r['label']}" if r["label"]
+                                                                                    else ""))
+    summary = {"out": str(out), "images": len(rows), "classes": names}
+    labelled = [i for i, it in enumerate(items) if it.label is not None]
+    if labelled:
+        report = classification_report([names.index(items[i].label) for i in labelled], probs[labelled], names)
+        _write_json(out / "metrics.json", report)
+        _draw_confusion(report["confusion_matrix"], names, out / "confusion.png")
+        summary.update({k: report[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "auroc_macro_ovr",
+                                               "baselines")})
+    print(json.dumps(summary))
+    return 0
+
+
+def caption_main(argv: list[str]) -> int:
+    p = _use_parser("caption", "Captions from the pre-trained image-grounded decoder; with reference captions "
+                               "(JSON records' 'caption'), BLEU-1..4, ROUGE-L and CIDEr-D.")
+    p.add_argument("--prompt", default="", help="text every caption starts with (not part of the output)")
+    p.add_argument("--num_beams", type=int, default=3, help="beam search width (1: greedy)")
+    p.add_argument("--max_length", type=int, default=30, help="tokens at most, [DEC] and prompt included")
+    p.add_argument("--min_length", type=int, default=5, help="tokens at least before [SEP] may end a caption")
+    p.add_argument("--top_p", type=float, default=None, help="nucleus sampling with this mass (beams unused)")
+    p.add_argument("--repetition_penalty", type=float, default=1.0, help="CTRL's penalty (BLIP samples with 1.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    args = p.parse_args(argv)
+    import torch
+
+    from data.image_list import image_batches
+    from models.caption_metrics import caption_scores
+    from models.generate import generate
+
+    items, model, _, transform, device = _use_setup(args)
+    gen = torch.Generator(device=device).manual_seed(args.seed) if args.top_p is not None else None
+    captions = []
+    for batch in _progress(image_batches(items, transform, args.batch_size, args.workers), "captioning"):
+        captions += generate(model, batch.to(device), args.prompt, args.max_length, args.min_length, args.num_beams,
+                             args.top_p, repetition_penalty=args.repetition_penalty, generator=gen)
+    out = Path(args.out)
+    rows = [{"image": it.image, "caption": c, **({"references": it.captions} if it.captions else {})}
+            for it, c in zip(items, captions)]
+    _write_json(out / "captions.json", rows)
+    for r in rows:
+        print(f"{r['image']}\t{r['caption']}")
+    summary = {"out": str(out), "images": len(rows)}
+    if any(it.captions for it in items):
+        scores = caption_scores({str(i): c for i, c in enumerate(captions)},
+                                {str(i): it.captions for i, it in enumerate(items) if it.captions})
+        _write_json(out / "metrics.json", scores)
+        summary.update(scores)
+    print(json.dumps(summary))
+    return 0
+
+
+def embed_main(argv: list[str]) -> int:
+    p = _use_parser("embed", "ITC embeddings of images and texts, for vis.py search: image_embeds.npy, "
+                             "text_embeds.npy (float32, L2-normalised rows) and index.json.", images_required=False)
+    p.add_argument("--texts", default=None, help="text file, one per line, or JSON list of strings or records")
+    args = p.parse_args(argv)
+    if not args.images and not args.texts:
+        raise VisError("give --images, --texts or both")
+    import numpy as np
+
+    from data.captions import pre_caption
+    from data.image_list import image_batches, read_texts
+    from models.embed import embed_images, embed_texts
+
+    texts = read_texts(args.texts) if args.texts else []
+    items, model, config, transform, _ = _use_setup(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    index = {"checkpoint": str(Path(args.checkpoint).resolve()), "config": args.config, "options": args.options,
+             "images": [it.image for it in items], "texts": texts}
+    if items:
+        feats = embed_images(model, _progress(image_batches(items, transform, args.batch_size, args.workers),
+                                              "embedding images"))
+        np.save(out / "image_embeds.npy", feats.numpy())
+        index["embed_dim"] = feats.shape[1]
+    if texts:
+        feats = embed_texts(model, texts, args.batch_size, lambda t: pre_caption(t, config["max_words"]),
+                            lambda it: _progress(it, "embedding texts"))
+        np.save(out / "text_embeds.npy", feats.numpy())
+        index["embed_dim"] = feats.shape[1]
+    _write_json(out / "index.json", index)
+    print(json.dumps({"out": str(out), "images": len(items), "texts": len(texts), "embed_dim": index["embed_dim"]}))
+    return 0
+
+
+def search_main(argv: list[str]) -> int:
+    p = _use_parser("search", "Rank the stored image embeddings of `vis.py embed` for a text query, or the stored "
+                              "texts for an image query.", images_required=False)
+    p.set_defaults(checkpoint=None)
+    p._option_string_actions["--checkpoint"].required = False  # default: the index's own checkpoint
+    p.add_argument("--index", required=True, help="folder written by vis.py embed")
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="text query: ranks the stored images")
+    query.add_argument("--image", help="image query (file or clinical reference): ranks the stored texts")
+    p.add_argument("--k", type=int, default=10, help="results to show")
+    args = p.parse_args(argv)
+    import numpy as np
+    import torch
+
+    from data.captions import pre_caption
+    from data.images import load_rgb
+    from models.embed import embed_images, embed_texts, rank
+
+    folder = Path(args.index)
+    if not (folder / "index.json").is_file():
+        raise VisError(f"--index {folder} holds no index.json: build it with vis.py embed")
+    index = json.loads((folder / "index.json").read_text())
+    target = "images" if args.text is not None else "texts"
+    bank_file = folder / ("image_embeds.npy" if target == "images" else "text_embeds.npy")
+    if not index.get(target) or not bank_file.is_file():
+        raise VisError(f"index {folder} holds no {target} to rank (embed some with vis.py embed --{target})")
+    args.checkpoint = args.checkpoint or index["checkpoint"]
+    args.config = args.config or index.get("config")
+    args.options = args.options or index.get("options") or []
+    _, model, config, transform, _ = _use_setup(args)
+    if args.text is not None:
+        query = embed_texts(model, [args.text], clean=lambda t: pre_caption(t, config["max_words"]))
+    else:
+        query = embed_images(model, [transform(load_rgb(args.image))[None]])
+    scores, order = rank(query, torch.from_numpy(np.load(bank_file)), args.k)
+    results = [{"rank": r + 1, "score": round(float(s), 4), target[:-1]: index[target][int(i)]}
+               for r, (s, i) in enumerate(zip(scores[0], order[0]))]
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+USE_COMMANDS = {"classify": classify_main, "caption": caption_main, "embed": embed_main, "search": search_main}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What does the ITM head tell apart? Measured on the demo set, printed as JSON.
 
-For every image of a split of the generated demo set (``python -m data.demo``) that has lesions, the
+For every image of a split of the generated demo set (``python -m data.synthetic.demo``) that has lesions, the
 ITM match probability of its first caption is compared with that of the same caption with one attribute
 of the findings changed (the others kept):
 
@@ -19,7 +19,7 @@ mirror image of that region in the other hemisphere (lesion pixels left alone). 
 drop of the true caption's match probability for each, and the share of images where painting the
 lesions costs more than painting the control. A model whose match ignores the lesions drops alike.
 
-    python bench/itm_attributes.py --checkpoint output/demo_pretrain/checkpoint_last.pth --demo data/demo
+    python -m bench.itm_attributes --checkpoint output/demo_pretrain/checkpoint_last.pth --demo datasets/demo
 """
 from __future__ import annotations
 
@@ -29,56 +29,21 @@ import random
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import cv2
+import numpy as np
+import torch
+from PIL import Image
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from bench.vis_lesions import head_mask  # noqa: E402
-from data.demo import KINDS, LOBES, SEQUENCES, captions_for  # noqa: E402
-from data.images import load_rgb  # noqa: E402
-from models.gradcam import load_itm_model  # noqa: E402
-from transform.pipeline import EvalTransform  # noqa: E402
-
-
-def changed_captions(case: dict, rng: random.Random) -> dict[str, str]:
-    """The first caption of ``case`` with one attribute changed, per attribute (case has lesions)."""
-    def other(options, current):
-        return rng.choice([o for o in options if o != current])
-
-    def with_lesions(change) -> str:
-        return captions_for({**case, "lesions": [{**l, **change(l)} for l in case["lesions"]]})[0]
-
-    return {
-        "side": with_lesions(lambda l: {"side": "right" if l["side"] == "left" else "left"}),
-        "lobe": with_lesions(lambda l: {"lobe": other(LOBES, l["lobe"])}),
-        "kind": with_lesions(lambda l: {"kind": other(KINDS, l["kind"])}),
-        "sequence": captions_for({**case, "sequence": other(SEQUENCES, case["sequence"])})[0],
-        "none": captions_for({**case, "lesions": []})[0],
-    }
-
-
-def painted(gray: np.ndarray, lesion: np.ndarray) -> tuple[Image.Image, Image.Image]:
-    """(lesions painted over, their mirror region painted over) for one (H, W) uint8 slice and bool mask."""
-    head = head_mask(gray)
-    fill = np.median(gray[head & ~lesion])
-    region = cv2.dilate(lesion.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    mirror = region[:, ::-1] & head & ~lesion
-    out = []
-    for area in (region, mirror):
-        g = gray.copy()
-        g[area] = fill
-        out.append(Image.fromarray(g).convert("RGB"))
-    return out[0], out[1]
+from data.images import load_rgb
+from data.synthetic.probes import changed_captions, painted
+from transform.pipeline import EvalTransform
+from vis import load_itm_model
 
 
 @torch.no_grad()
 def measure(model, demo: Path, split: str, seed: int = 0) -> dict:
     meta = json.loads((demo / "lesions.json").read_text())
-    transform = EvalTransform(int(model.config["image_size"]))
+    transform = EvalTransform(model.config.image_size)
     rng = random.Random(seed)
     wins: dict[str, list[bool]] = {}
     drops: list[tuple[float, float]] = []
@@ -111,13 +76,13 @@ def measure(model, demo: Path, split: str, seed: int = 0) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="pre-training or retrieval checkpoint of the demo model")
-    p.add_argument("--demo", default="data/demo", help="folder written by python -m data.demo")
+    p.add_argument("--demo", default="datasets/demo", help="folder written by python -m data.synthetic.demo")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--seed", type=int, default=0, help="seed of the replacement lobes, kinds and sequences")
     args = p.parse_args(argv)
     demo = Path(args.demo)
     if not (demo / "lesions.json").is_file():
-        print(f"error: {demo / 'lesions.json'} does not exist; run python -m data.demo --out {demo}", file=sys.stderr)
+        print(f"error: {demo / 'lesions.json'} does not exist; run python -m data.synthetic.demo --out {demo}", file=sys.stderr)
         return 2
     model, _ = load_itm_model(args.checkpoint)
     result = measure(model, demo, args.split, args.seed)

@@ -8,7 +8,7 @@ A record whose anchor cannot be found raises ``GoldError`` naming the record and
 - ``bench/gold/real_subcaptions.json``: see its ``conventions`` field for the labelling rules.
 - ``bench/gold/real_panels.json``: panel boxes and printed letters of the MedICaT sample figures.
 
-Caption sources: ``pmc_xml/<file>#<fig id>`` (captions as ``data.jats`` flattens them),
+Caption sources: ``pmc_xml/<file>#<fig id>`` (captions as ``data.scrape.jats`` flattens them),
 ``compound_figures/nature_closed_expected.json#<key>`` (``full_caption``) and
 ``image_caption/sample.jsonl#<image file>`` (``s2_caption``, else ``s2orc_caption``). Captions and
 anchors are compared with their whitespace collapsed to single spaces.
@@ -16,7 +16,6 @@ anchors are compared with their whitespace collapsed to single spaces.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from data.captions import normalize_space  # noqa: E402
 
 GOLD_DIR = Path(__file__).resolve().parent / "gold"
 CAPTIONS_FILE = GOLD_DIR / "real_subcaptions.json"
@@ -68,12 +69,13 @@ class GoldFigure:
 
 
 def normalize(text: str) -> str:
-    return " ".join(text.split())
+    """Whitespace collapsed, as split_caption and the JATS reader give it."""
+    return normalize_space(text)
 
 
 def caption_sources(fixtures: Path) -> dict[str, str]:
     """Every caption the gold may point at, keyed by source, whitespace collapsed."""
-    from data.jats import parse_jats
+    from data.scrape.jats import parse_jats
 
     fixtures = Path(fixtures)
     out: dict[str, str] = {}

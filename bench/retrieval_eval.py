@@ -3,29 +3,25 @@
 Both paths score the same model on the same generated images (2 captions each) and must give identical
 metrics. Prints one JSON object per image size with both timings and their ratio.
 
-    python bench/retrieval_eval.py --images 300 --image-sizes 384,224 --k-test 128
+    python -m bench.retrieval_eval --images 300 --image-sizes 384,224 --k-test 128
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from configs import validate  # noqa: E402
-from data.datasets import RetrievalEvalDataset  # noqa: E402
-from data.demo import generate  # noqa: E402
-from models import build_model  # noqa: E402
-from models.evaluation import (candidate_pairs, encode_images, extract_features, fast_scores, itm_eval,  # noqa: E402
+from configs import validate
+from data.datasets import RetrievalEvalDataset
+from data.synthetic.demo import generate
+from models import build_model, load_state
+from models.evaluation import (candidate_pairs, encode_images, extract_features, fast_scores, itm_eval,
                                reference_scores)
-from transform import build_transform  # noqa: E402
-from utils import load_state  # noqa: E402
+from transform import build_transform
 
 
 def text_config(folder: Path, width: int, layers: int, heads: int) -> str:

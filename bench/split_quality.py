@@ -2,7 +2,7 @@
 
 - Panels and letters on the real compound figures of ../shared/fixtures/compound_figures/ (boxes and
   letters from nature_closed_expected.json) and on compound figures built from real single images
-  (data.compound_synth): precision/recall/F1 at IoU >= 0.5, and letter accuracy (share of true panels
+  (data.synthetic.compound_synth): precision/recall/F1 at IoU >= 0.5, and letter accuracy (share of true panels
   whose matched detection carries the right letter).
 - The same on the MedICaT sample figures (boxes and letters from bench/gold/real_panels.json):
   "real_medicat_figures" for the lettered ones, "real_medicat_single_panel" for the one-image ones
@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from data.compound_synth import build_set  # noqa: E402
+from data.synthetic.compound_synth import build_set  # noqa: E402
 from data.figures import find_panels, split_caption  # noqa: E402
-from data.ocr import make_ocr  # noqa: E402
+from data.figures.ocr import make_ocr  # noqa: E402
 from bench.real_gold import load_real_captions, load_real_panels  # noqa: E402
 
 REAL = ("s41467-018-06211-3_fig1.jpg", "s41467-018-06211-3_fig3.jpg", "s41467-018-06211-3_fig5.jpg")

@@ -1,6 +1,6 @@
 """Do the Grad-CAM maps point at the lesions? Measured on the demo set's lesion masks, printed as JSON.
 
-For every image of a split of the generated demo set (``python -m data.demo``) that has lesions, the
+For every image of a split of the generated demo set (``python -m data.synthetic.demo``) that has lesions, the
 map of its first caption (which names every lesion) is upsampled to the image and compared with the
 lesion mask the generator saved:
 
@@ -22,7 +22,7 @@ assume: every third patch of the first 6 images is painted flat (the image mean 
 units) and the share of the resulting change of the output tokens (L2 norms) that falls on that patch's
 own token is averaged. 1.0: each token sees only its patch; 1/N (N patches): it forgets its patch.
 
-    python bench/vis_lesions.py --checkpoint output/demo_pretrain/checkpoint_last.pth --demo data/demo
+    python -m bench.vis_lesions --checkpoint output/demo_pretrain/checkpoint_last.pth --demo datasets/demo
 """
 from __future__ import annotations
 
@@ -32,30 +32,19 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import cv2
+import numpy as np
+import torch
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from data.images import load_rgb  # noqa: E402
-from models import build_model  # noqa: E402
-from models.gradcam import explain, load_itm_model, to_heatmap  # noqa: E402
-from transform.pipeline import EvalTransform  # noqa: E402
+from data.images import load_rgb
+from data.synthetic.probes import head_mask
+from models import build_model
+from models.gradcam import to_heatmap
+from transform.pipeline import EvalTransform
+from vis import explain_image, load_itm_model
 
 WORD_GROUPS = {"finding": {"mass", "cyst", "haemorrhage", "infarct"},
                "location": {"left", "right", "frontal", "temporal", "parietal", "occipital"}}
-
-
-def head_mask(gray: np.ndarray) -> np.ndarray:
-    """The head (scalp and everything inside it): the largest bright region, holes filled."""
-    _, fg = cv2.threshold(gray, 20, 255, cv2.THRESH_BINARY)
-    contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    mask = np.zeros_like(gray)
-    if contours:
-        cv2.drawContours(mask, [max(contours, key=cv2.contourArea)], -1, 255, thickness=-1)
-    return mask > 0
 
 
 def cases(demo: Path, split: str) -> list[tuple[Path, Path, str]]:
@@ -88,7 +77,7 @@ def summarise(rows: list[dict]) -> dict:
 @torch.no_grad()
 def token_locality(model, images: list[Path], stride: int = 3) -> float:
     """Mean share of the change of the ViT's patch tokens that falls on the token of the painted patch."""
-    transform = EvalTransform(int(model.config["image_size"]))
+    transform = EvalTransform(model.config.image_size)
     p = model.visual_encoder.patch_embed.patch_size[0]
     shares = []
     for path in images:
@@ -114,7 +103,7 @@ def measure(model, items: list[tuple[Path, Path, str]], layer: int, max_words: i
         gray = np.asarray(image.convert("L"))
         lesion = np.asarray(load_rgb(mask_path).convert("L")) > 127
         head = head_mask(gray)
-        result = explain(model, image, caption, layer, max_words)
+        result = explain_image(model, image, caption, layer, max_words)
         size = (image.height, image.width)
         rows["sentence"].append(score(to_heatmap(result.sentence_map, size).numpy(), lesion, head))
         for name, group in WORD_GROUPS.items():
@@ -129,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="pre-training or retrieval checkpoint of the demo model")
     p.add_argument("--config", default=None, help="run config (default: the one saved in the checkpoint)")
-    p.add_argument("--demo", default="data/demo", help="folder written by python -m data.demo")
+    p.add_argument("--demo", default="datasets/demo", help="folder written by python -m data.synthetic.demo")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--layers", type=int, nargs="+", default=None, help="layers to measure (default: all but the last, whose word maps are zero)")
     p.add_argument("--random_init", action="store_true", help="same architecture, random weights (control)")
@@ -139,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     demo = Path(args.demo)
     if not (demo / "lesions.json").is_file():
-        print(f"error: {demo / 'lesions.json'} does not exist; run python -m data.demo --out {demo}", file=sys.stderr)
+        print(f"error: {demo / 'lesions.json'} does not exist; run python -m data.synthetic.demo --out {demo}", file=sys.stderr)
         return 2
     items = cases(demo, args.split)
     if args.other_caption:

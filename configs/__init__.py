@@ -128,10 +128,8 @@ def load_config(path: str | os.PathLike, task: str, options: Sequence[str] | Map
     return validate(raw, task, source)
 
 
-def save_config(config: Mapping, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        _yaml().dump(dict(config), f)
-    os.replace(tmp, path)
+def dump_yaml(config: Mapping) -> str:
+    """The resolved config as YAML text (block style), as ``config.yaml`` and checkpoints hold it."""
+    buf = io.StringIO()
+    _yaml().dump(dict(config), buf)
+    return buf.getvalue()

@@ -1,9 +1,8 @@
-"""Caption cleaning: HTML removal and BLIP's ``pre_caption``."""
+"""Caption text: HTML removal, whitespace normalisation, BLIP's ``pre_caption`` and the left/right swap."""
 from __future__ import annotations
 
 import html
 import re
-import unicodedata
 
 # A real tag starts with a letter (or "/" and a letter) right after "<": "p < 0.05" is not a tag.
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)(\s[^<>]{0,300})?/?>")
@@ -25,9 +24,16 @@ def strip_html(text: str) -> str:
     before tokenization. Entities are decoded after the tags are gone, so escaped comparisons such as
     ``p &lt; 0.05`` survive as text. Unicode space variants become plain spaces and runs collapse.
     """
-    text = html.unescape(_TAG.sub(_drop_tag, text))
-    text = "".join(" " if unicodedata.category(c) == "Zs" or c in "\t\r\n\u200b" else c for c in text)
-    return " ".join(text.split())
+    return normalize_space(html.unescape(_TAG.sub(_drop_tag, text)))
+
+
+def normalize_space(text: str) -> str:
+    """Collapse every kind of whitespace (no-break, thin, tabs, newlines, zero-width) to single spaces.
+
+    For text that is already plain (decoded XML, split captions); HTML goes through :func:`strip_html`.
+    """
+    # str.split() knows every Unicode space but not the zero-width space, which PMC puts in long words.
+    return " ".join(text.replace("\u200b", " ").split())
 
 
 def pre_caption(caption: str, max_words: int = 30) -> str:

@@ -1,6 +1,6 @@
 """Check datasets before a long run: list every bad record with its file and index.
 
-    python -m data.check data/pubmed/captions.json more.json [--image_root DIR]
+    python -m data.check datasets/pubmed/captions.json more.json [--image_root DIR]
 
 A record is bad when it is not an object with an ``image`` path, its image is missing or cannot be
 decoded (truncated, not an image), or its caption is empty after cleaning. Exit status 1 when any is bad.

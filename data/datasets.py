@@ -2,18 +2,21 @@
 retrieval evaluation. Bad records are counted and skipped, never allowed to stop a run silently."""
 from __future__ import annotations
 
-import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from data.captions import pre_caption
-from data.images import BadImageError, load_rgb
+from data import files
+from data.files import JsonListError
+from data.images import BadImageError, image_exists, load_rgb
+from data.records import BadRecord, PairRecord, indexed_records
 
 log = logging.getLogger("medvl")
 MAX_ATTEMPTS = 20
@@ -31,17 +34,27 @@ class Pair:
     where: str  # "file.json[17]" for messages
 
 
-def read_json_list(path: str | Path) -> list:
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"dataset file {path} does not exist")
+@contextmanager
+def _dataset_errors() -> Iterator[None]:
+    """Callers of the datasets catch DatasetError; the shared readers raise JsonListError."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"dataset file {path} is not valid JSON: {e}") from None
-    if not isinstance(data, list):
-        raise DatasetError(f"dataset file {path} must hold a JSON list of records, not a {type(data).__name__}")
-    return data
+        yield
+    except JsonListError as e:
+        raise DatasetError(str(e)) from None
+
+
+def read_pairs(path: Path, bad: list[BadRecord] | None = None) -> list[tuple[str, PairRecord]]:
+    """("file.json[i]", record) for the pair records of ``path`` (see :func:`data.records.read_records`);
+    a file, or without ``bad`` a record, that cannot be used raises :class:`DatasetError`, naming it."""
+    with _dataset_errors():
+        return [(f"{path}[{i}]", r) for i, r in indexed_records(path, PairRecord, bad=bad, what="dataset file")]
+
+
+def read_json_list(path: str | Path) -> list:
+    """The raw JSON list in ``path`` (:func:`data.files.read_json_list`) for readers of other record
+    shapes; :class:`DatasetError` when the file cannot be used."""
+    with _dataset_errors():
+        return files.read_json_list(path, "dataset file")
 
 
 def resolve_image(image: str, json_path: Path, image_root: str | None) -> Path:
@@ -52,8 +65,8 @@ def resolve_image(image: str, json_path: Path, image_root: str | None) -> Path:
     return Path(image_root) / p if image_root else json_path.parent / p
 
 
-def _captions_of(item: dict) -> list:
-    caption = item.get("caption")
+def _captions_of(item: PairRecord) -> list[str]:
+    caption = item["caption"]
     return caption if isinstance(caption, list) else [caption]
 
 
@@ -70,25 +83,20 @@ def load_pairs(files: Sequence[str | Path], image_root: str | None, max_words: i
     ids: dict = {}
     for file in files:
         file = Path(file)
-        for i, item in enumerate(read_json_list(file)):
-            where = f"{file}[{i}]"
-            if not isinstance(item, dict) or not isinstance(item.get("image"), str) or not item["image"]:
-                problems.append(f"{where}: not a record with an 'image' path")
-                continue
+        bad: list[BadRecord] = []
+        for where, item in read_pairs(file, bad):
             image = resolve_image(item["image"], file, image_root)
-            if check_files and not image.is_file():
+            if check_files and not image_exists(image):
                 problems.append(f"{where}: image file {image} does not exist")
                 continue
             key = item.get("image_id", str(image))
-            if not isinstance(key, (str, int)):
-                problems.append(f"{where}: image_id must be a string or an integer")
-                continue
             for caption in _captions_of(item):
-                text = pre_caption(caption, max_words) if isinstance(caption, str) else ""
+                text = pre_caption(caption, max_words)  # the file may come from anywhere: clean it here
                 if not text:
-                    problems.append(f"{where}: empty or missing caption {caption!r}"[:300])
+                    problems.append(f"{where}: empty caption {caption!r}"[:300])
                     continue
                 pairs.append(Pair(image, text, ids.setdefault(key, len(ids)), where))
+        problems += [str(b) for b in bad]
     return pairs, problems
 
 
@@ -156,16 +164,10 @@ class RetrievalEvalDataset(Dataset):
         self.text: list[str] = []
         self.img2txt: list[list[int]] = []
         self.txt2img: list[int] = []
-        for i, item in enumerate(read_json_list(file)):
-            where = f"{file}[{i}]"
-            if not isinstance(item, dict) or not isinstance(item.get("image"), str):
-                raise DatasetError(f"{where}: not a record with an 'image' path")
-            captions = item.get("caption")
-            captions = [captions] if isinstance(captions, str) else captions
-            if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
-                raise DatasetError(f"{where}: 'caption' must be a string or a non-empty list of strings")
+        for where, item in read_pairs(file):
+            captions = _captions_of(item)
             image = resolve_image(item["image"], file, image_root)
-            if not image.is_file():
+            if not image_exists(image):
                 raise DatasetError(f"{where}: image file {image} does not exist")
             self.img2txt.append([])
             for c in captions:

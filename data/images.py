@@ -32,7 +32,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open, fully decode and convert an image to RGB; raise :class:`BadImageError` naming the file."""
+    """Open, fully decode and convert an image to RGB; raise :class:`BadImageError` naming the file.
+
+    DICOM files and series folders and NIfTI volumes (with an optional ``#axial:42,window=brain``
+    choice) are read by :mod:`data.clinical`.
+    """
+    # -- clinical formats (issue 16): data/clinical.py ------------------------------------------------
+    from data import clinical
+
+    if clinical.is_clinical(path):
+        return clinical.load_clinical(path)
+    # -- end clinical formats ---------------------------------------------------------------------------
     path = Path(path)
     if not path.is_file():
         raise BadImageError(f"image file {path} does not exist")
@@ -42,3 +52,14 @@ def load_rgb(path: str | Path) -> Image.Image:
             return to_rgb(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise BadImageError(f"image file {path} cannot be decoded: {e}") from e
+
+
+# -- clinical formats (issue 16) ------------------------------------------------------------------------
+
+
+def image_exists(path: str | Path) -> bool:
+    """Whether ``path`` names an image file, a DICOM series folder or a clinical reference
+    (``vol.nii.gz#axial:42``) whose file exists; what dataset readers check before loading."""
+    from data import clinical
+
+    return clinical.exists(path) if clinical.is_clinical(path) else Path(path).is_file()

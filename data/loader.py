@@ -1,6 +1,8 @@
 """Batching: tokenization in the collate function, a resumable distributed sampler, and loaders."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -8,7 +10,11 @@ from data.captions import laterality_negative
 
 
 class Collator:
-    """Stack images and tokenize captions (padded to ``max_length``) for a training batch.
+    """Stack images and tokenize captions for a training batch.
+
+    ``tokenize(captions) -> {"input_ids", "attention_mask"}`` is the model's tokenizer bound to its
+    length (``models.tokenizer.TextTokenizer``), so that text is tokenized here, in the loader workers,
+    exactly as the model tokenizes elsewhere.
 
     With ``laterality_negatives`` the batch also holds, for every caption that names one side only, the
     caption with *left* and *right* swapped (``swap_input_ids``, ``swap_attention_mask`` (S, L)) and the
@@ -16,13 +22,9 @@ class Collator:
     the finding is can tell apart.
     """
 
-    def __init__(self, tokenizer, max_length: int, laterality_negatives: bool = False):
-        self.tokenizer, self.max_length = tokenizer, max_length
+    def __init__(self, tokenize: Callable[[list[str]], dict], laterality_negatives: bool = False):
+        self._tokenize = tokenize
         self.laterality_negatives = laterality_negatives
-
-    def _tokenize(self, captions: list[str]) -> dict:
-        return self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length,
-                              return_tensors="pt")
 
     def __call__(self, samples: list[dict]) -> dict:
         captions = [s["caption"] for s in samples]

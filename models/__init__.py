@@ -12,23 +12,28 @@ Public API used by the scripts, ``vis.py`` and notebooks::
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from models.bert_weights import load_bert_weights
-from models.blip import BlipBase, init_tokenizer
+from models.blip import BlipBase
 from models.blip_pretrain import BlipPretrain
 from models.blip_retrieval import BlipRetrieval
-from models.checkpoint import LoadReport, load_checkpoint, load_vit_weights
+from models.checkpoint import LoadReport, load_checkpoint, load_state, load_vit_weights
+from models.config import ModelConfig
+from models.tokenizer import init_tokenizer, tokenize
 
-__all__ = ["build_model", "load_checkpoint", "load_bert_weights", "load_vit_weights", "init_tokenizer",
-           "BlipBase", "BlipPretrain", "BlipRetrieval", "LoadReport"]
+__all__ = ["build_model", "load_checkpoint", "load_state", "load_bert_weights", "load_vit_weights",
+           "init_tokenizer", "tokenize", "BlipBase", "BlipPretrain", "BlipRetrieval", "LoadReport", "ModelConfig"]
 
 log = logging.getLogger("medvl")
 
 TASKS = {"pretrain": BlipPretrain, "retrieval": BlipRetrieval}
 
 
-def build_model(config: dict, task: str = "pretrain", tokenizer=None, load_weights: bool = True) -> BlipBase:
-    """Build the model for ``task`` and initialise it as the config says.
+def build_model(config: Mapping[str, Any] | ModelConfig, task: str = "pretrain", tokenizer=None,
+                load_weights: bool = True) -> BlipBase:
+    """Build the model for ``task`` from a validated run config (or its :class:`ModelConfig`).
 
     With ``load_weights``: ``pretrained`` (a BLIP-style checkpoint, path or URL) if set; otherwise
     ``text_encoder`` (BERT hub name or folder) for the text towers and ``vit_pretrained`` (a DeiT/timm
@@ -36,8 +41,9 @@ def build_model(config: dict, task: str = "pretrain", tokenizer=None, load_weigh
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
-    model = TASKS[task](config, tokenizer)
-    if config.get("freeze_vit"):
+    cfg = ModelConfig.of(config)
+    model = TASKS[task](cfg, tokenizer)
+    if cfg.freeze_vit:
         # The optimizer takes only parameters that require grad and the momentum update skips the
         # others, so both image towers stay exactly as loaded.
         for name in ("visual_encoder", "visual_encoder_m"):
@@ -45,14 +51,14 @@ def build_model(config: dict, task: str = "pretrain", tokenizer=None, load_weigh
                 getattr(model, name).requires_grad_(False)
     if not load_weights:
         return model
-    if config.get("pretrained"):
-        _, report = load_checkpoint(model, config["pretrained"])
+    if cfg.pretrained:
+        _, report = load_checkpoint(model, cfg.pretrained)
         if report.missing_keys:
             log.info(f"keys not in the checkpoint (kept as initialised): {report.missing_keys[:20]}")
         return model
-    if config.get("text_encoder"):
-        load_bert_weights(model, config["text_encoder"])
-    if config.get("vit_pretrained"):
-        load_vit_weights(model.visual_encoder, config["vit_pretrained"])
+    if cfg.text_encoder:
+        load_bert_weights(model, cfg.text_encoder)
+    if cfg.vit_pretrained:
+        load_vit_weights(model.visual_encoder, cfg.vit_pretrained)
     model.copy_params()
     return model

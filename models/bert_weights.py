@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from models.checkpoint import load_state
 from models.text import TextTransformer
-from utils import load_state
 
 log = logging.getLogger("medvl")
 

@@ -4,8 +4,10 @@ momentum copies and feature queues, and the public feature API (``encode_image``
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import copy
-import os
 from pathlib import Path
 
 import torch
@@ -13,31 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models import losses
+from models.config import ModelConfig
+from models.distributed import all_gather_no_grad
 from models.text import CrossKV, TextConfig, TextTransformer
+from models.tokenizer import init_tokenizer, tokenize
 from models.vit import create_vit
-from utils import all_gather_no_grad
 
 DEFAULT_MED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "med_config.json"
-
-
-def init_tokenizer(name_or_path: str):
-    """A BERT WordPiece tokenizer (hub name or local folder) with ``[DEC]`` as bos and ``[ENC]`` added.
-
-    For bert-base-uncased this gives [DEC] = 30522, [ENC] = 30523 and 30524 tokens, as in BLIP.
-    The tokenizer gains ``enc_token_id``.
-    """
-    from transformers import BertTokenizerFast  # imported here: transformers is slow to import
-
-    try:
-        tok = BertTokenizerFast.from_pretrained(str(name_or_path))
-    except (OSError, ValueError) as e:
-        hint = "" if os.path.isdir(str(name_or_path)) else (
-            " (no network? point `tokenizer` in the config at a local folder holding vocab.txt)")
-        raise RuntimeError(f"cannot load tokenizer {name_or_path!r}{hint}: {e}") from e
-    tok.add_special_tokens({"bos_token": "[DEC]"})
-    tok.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
-    tok.enc_token_id = tok.convert_tokens_to_ids("[ENC]")
-    return tok
 
 
 def resolve_med_config(value: str | None) -> Path:
@@ -67,15 +51,14 @@ class BlipBase(nn.Module):
     ptr_name = "queue_ptr"
     with_idx_queue = False
 
-    def __init__(self, config: dict, tokenizer=None):
+    def __init__(self, config: ModelConfig | Mapping[str, Any], tokenizer=None):
         super().__init__()
-        self.config = config
-        self.tokenizer = tokenizer if tokenizer is not None else init_tokenizer(config["tokenizer"])
-        self.max_length = int(config.get("max_length", 30))
-        self.visual_encoder, vision_width = create_vit(
-            config.get("vit", "base"), int(config.get("image_size", 224)), bool(config.get("vit_grad_ckpt", False)),
-            int(config.get("vit_ckpt_layer", 0)), float(config.get("drop_path_rate", 0.0)))
-        self.text_config = TextConfig.from_json(resolve_med_config(config.get("med_config")))
+        self.config = config = ModelConfig.of(config)
+        self.tokenizer = tokenizer if tokenizer is not None else init_tokenizer(config.tokenizer)
+        self.max_length = config.max_length
+        self.visual_encoder, vision_width = create_vit(config.vit, config.image_size, config.vit_grad_ckpt,
+                                                       config.vit_ckpt_layer, config.drop_path_rate)
+        self.text_config = TextConfig.from_json(resolve_med_config(config.med_config))
         self.text_config.vocab_size = len(self.tokenizer)
         self.text_config.encoder_width = vision_width
         if self.max_length > self.text_config.max_position_embeddings:
@@ -83,14 +66,13 @@ class BlipBase(nn.Module):
                              f"max_position_embeddings {self.text_config.max_position_embeddings}")
         self.text_encoder = TextTransformer(self.text_config)
         text_width = self.text_config.hidden_size
-        embed_dim = int(config.get("embed_dim", 256))
-        self.vision_proj = nn.Linear(vision_width, embed_dim)
-        self.text_proj = nn.Linear(text_width, embed_dim)
+        self.vision_proj = nn.Linear(vision_width, config.embed_dim)
+        self.text_proj = nn.Linear(text_width, config.embed_dim)
         self.itm_head = nn.Linear(text_width, 2)
         self.temp = nn.Parameter(torch.tensor(0.07))
-        self.momentum = float(config.get("momentum", 0.995))
-        self.queue_size = int(config.get("queue_size", 57600))
-        self._init_queues(embed_dim)
+        self.momentum = config.momentum
+        self.queue_size = config.queue_size
+        self._init_queues(config.embed_dim)
 
     # -- momentum encoders and queues ------------------------------------------------------------
 
@@ -151,6 +133,36 @@ class BlipBase(nn.Module):
             self.idx_queue[0, cols] = idx.to(self.idx_queue.dtype)
         ptr_buf[0] = (int(ptr_buf.item()) + n) % q
 
+    def queue_ids(self, device: torch.device) -> Tensor:
+        """Image ids of the queued features (Q,): -100 (never a positive) unless the model keeps an id queue."""
+        if self.with_idx_queue:
+            return self.idx_queue[0]
+        return torch.full((self.queue_size,), -100, dtype=torch.long, device=device)
+
+    def itc_step(self, images: Tensor, image_feat: Tensor, text_feat: Tensor, batch: dict[str, Tensor],
+                 image_ids: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+        """BLIP's image-text contrastive loss with momentum distillation, against this batch's momentum
+        features and the queues; then the momentum features are enqueued.
+
+        images (B, 3, H, W); image_feat, text_feat (B, E) online features; image_ids (B,): captions of one
+        image are positives of each other, in the batch and, with an id queue (retrieval), in the queue.
+        Returns the loss and the similarities sim_i2t, sim_t2i (B, B+Q), divided by the temperature.
+        """
+        with torch.no_grad():
+            self.temp.clamp_(0.001, 0.5)
+            self.momentum_update()
+            image_feat_m, text_feat_m = self.momentum_features(images, batch["input_ids"], batch["attention_mask"])
+            image_keys = torch.cat([image_feat_m.T, self.image_queue.clone()], dim=1)  # (E, B+Q)
+            text_keys = torch.cat([text_feat_m.T, self.text_queue.clone()], dim=1)
+            hard = losses.positive_targets(image_ids, torch.cat([image_ids, self.queue_ids(images.device)]))
+            targets_i2t = losses.distilled_targets(image_feat_m @ text_keys / self.temp, hard, alpha)
+            targets_t2i = losses.distilled_targets(text_feat_m @ image_keys / self.temp, hard, alpha)
+        sim_i2t = image_feat @ text_keys / self.temp
+        sim_t2i = text_feat @ image_keys / self.temp
+        loss = losses.itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
+        self.enqueue(image_feat_m, text_feat_m, image_ids if self.with_idx_queue else None)
+        return loss, sim_i2t, sim_t2i
+
     # -- public feature API ------------------------------------------------------------------------
 
     def encode_image(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -190,9 +202,7 @@ class BlipBase(nn.Module):
 
     def tokenize(self, captions: list[str], device: torch.device | str | None = None) -> dict[str, Tensor]:
         """Tokenize cleaned captions to ``max_length`` (padded), as the data collate function does."""
-        enc = self.tokenizer(list(captions), padding="max_length", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+        return {k: v.to(device) for k, v in tokenize(self.tokenizer, captions, self.max_length).items()}
 
     def _as_batch(self, captions_or_batch, device: torch.device) -> dict[str, Tensor]:
         if isinstance(captions_or_batch, dict):

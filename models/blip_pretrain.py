@@ -2,11 +2,15 @@
 language modelling (LM), with momentum encoders and feature queues."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from models import losses
 from models.blip import BlipBase
+from models.config import ModelConfig
 from models.text import TextDecoder
 
 
@@ -16,7 +20,7 @@ class BlipPretrain(BlipBase):
     ptr_name = "queue_ptr"
     with_idx_queue = False
 
-    def __init__(self, config: dict, tokenizer=None):
+    def __init__(self, config: ModelConfig | Mapping[str, Any], tokenizer=None):
         super().__init__(config, tokenizer)
         self.text_decoder = TextDecoder(self.text_config, shared=self.text_encoder)
         self._init_momentum()
@@ -29,26 +33,9 @@ class BlipPretrain(BlipBase):
         image_ids = batch.get("image_ids")
         if image_ids is None:
             image_ids = torch.arange(images.shape[0], device=images.device)
-        with torch.no_grad():
-            self.temp.clamp_(0.001, 0.5)
         image_embeds, image_feat = self.encode_image(images)
         _, text_feat = self.encode_text(ids, mask)
-
-        # ITC against momentum features of this batch plus the queue.
-        with torch.no_grad():
-            self.momentum_update()
-            image_feat_m, text_feat_m = self.momentum_features(images, ids, mask)
-            image_keys = torch.cat([image_feat_m.T, self.image_queue.clone()], dim=1)  # (E, B+Q)
-            text_keys = torch.cat([text_feat_m.T, self.text_queue.clone()], dim=1)
-            # Captions of the same image in one batch are positives of each other; queue entries never are.
-            ids_all = torch.cat([image_ids, image_ids.new_full((self.queue_size,), -100)])
-            hard = losses.positive_targets(image_ids, ids_all)
-            targets_i2t = losses.distilled_targets(image_feat_m @ text_keys / self.temp, hard, alpha)
-            targets_t2i = losses.distilled_targets(text_feat_m @ image_keys / self.temp, hard, alpha)
-        sim_i2t = image_feat @ text_keys / self.temp
-        sim_t2i = text_feat @ image_keys / self.temp
-        loss_itc = losses.itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
-        self.enqueue(image_feat_m, text_feat_m)
+        loss_itc, sim_i2t, sim_t2i = self.itc_step(images, image_feat, text_feat, batch, image_ids, alpha)
 
         # ITM with one hard negative image per text and one hard negative text per image (local batch),
         # never of the same image or with the same caption.

@@ -2,21 +2,25 @@
 negatives drawn from the local batch or from every process (``negative_all_rank``). No decoder."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from models import losses
 from models.blip import BlipBase
-from utils import all_gather_no_grad, all_gather_with_grad, get_world_size
+from models.config import ModelConfig
+from models.distributed import all_gather_no_grad, all_gather_with_grad, get_world_size
 
 
 class BlipRetrieval(BlipBase):
     ptr_name = "ptr_queue"
     with_idx_queue = True
 
-    def __init__(self, config: dict, tokenizer=None):
+    def __init__(self, config: ModelConfig | Mapping[str, Any], tokenizer=None):
         super().__init__(config, tokenizer)
-        self.negative_all_rank = bool(config.get("negative_all_rank", False))
+        self.negative_all_rank = self.config.negative_all_rank
         self._init_momentum()
 
     def forward(self, images: Tensor, captions_or_batch, alpha: float, idx: Tensor | None = None) -> dict[str, Tensor]:
@@ -29,24 +33,9 @@ class BlipRetrieval(BlipBase):
         if idx is None:
             raise ValueError("retrieval training needs image ids (batch['image_ids'] or idx)")
         idx = idx.view(-1).long()
-        with torch.no_grad():
-            self.temp.clamp_(0.001, 0.5)
         image_embeds, image_feat = self.encode_image(images)
         _, text_feat = self.encode_text(ids, mask)
-
-        with torch.no_grad():
-            ids_all = torch.cat([idx, self.idx_queue[0]])
-            hard = losses.positive_targets(idx, ids_all)
-            self.momentum_update()
-            image_feat_m, text_feat_m = self.momentum_features(images, ids, mask)
-            image_keys = torch.cat([image_feat_m.T, self.image_queue.clone()], dim=1)
-            text_keys = torch.cat([text_feat_m.T, self.text_queue.clone()], dim=1)
-            targets_i2t = losses.distilled_targets(image_feat_m @ text_keys / self.temp, hard, alpha)
-            targets_t2i = losses.distilled_targets(text_feat_m @ image_keys / self.temp, hard, alpha)
-        sim_i2t = image_feat @ text_keys / self.temp
-        sim_t2i = text_feat @ image_keys / self.temp
-        loss_itc = losses.itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
-        self.enqueue(image_feat_m, text_feat_m, idx)
+        loss_itc, _, _ = self.itc_step(images, image_feat, text_feat, batch, idx, alpha)
 
         neg_images, neg_ids, neg_mask = self._hard_negatives(image_embeds, image_feat, text_feat, ids, mask, idx)
         logits, labels = self.itm_loss_inputs(image_embeds, batch, neg_images, neg_ids, neg_mask)

@@ -2,10 +2,10 @@
 (DeiT/timm) weights into the image tower. Every pickle is read with ``torch.load(weights_only=True)``."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 
 from models.vit import interpolate_pos_embed
-from utils import load_state
 
 log = logging.getLogger("medvl")
 
@@ -38,25 +37,53 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MEDVL_CACHE", Path.home() / ".cache" / "medvl"))
 
 
-def download_cached(url: str) -> Path:
-    """Download ``url`` once into the cache (atomically) and return the local file."""
+def load_state(path: str | Path, mmap: bool = False) -> dict:
+    """Load a checkpoint dict with ``weights_only=True`` (no arbitrary code from pickles).
+
+    ``mmap``: map the file instead of reading it, so that looking at a large checkpoint's metadata is cheap.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001  (pickle errors come in many types)
+        raise RuntimeError(f"checkpoint {path} could not be loaded safely (weights_only=True): {e}") from e
+    if not isinstance(obj, dict):
+        raise RuntimeError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
+    return obj
+
+
+def cached_path(url: str) -> Path:
+    """Where ``url`` is cached: named by a hash of the whole URL (two files called ``ckpt.pth`` on
+    different hosts or folders never share an entry), with the URL's own file name kept for readers."""
     name = Path(urllib.parse.urlparse(url).path).name
-    if not name or name in (".", "..") or not all(c.isalnum() or c in "._-" for c in name):
-        raise ValueError(f"refusing to cache {url!r}: its file name {name!r} is not a plain name")
-    target = cache_dir() / "checkpoints" / name
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name).strip("._") or "checkpoint"
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    return cache_dir() / "checkpoints" / f"{digest}-{safe}"
+
+
+def download_cached(url: str) -> Path:
+    """Download ``url`` once into the cache and return the local file.
+
+    The file enters the cache only after it loads as a checkpoint (``weights_only``, memory-mapped):
+    an HTML error page or a truncated download is deleted and reported, never kept.
+    """
+    target = cached_path(url)
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{name}.part{os.getpid()}")
+    tmp = target.with_name(f".{target.name}.part{os.getpid()}")
     log.info(f"downloading {url} to {target}")
     try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
+        torch.hub.download_url_to_file(url, str(tmp), progress=False)
+        load_state(tmp, mmap=True)
         os.replace(tmp, target)
-    except OSError as e:
+    except (OSError, RuntimeError, ValueError) as e:
+        raise RuntimeError(f"could not download a checkpoint from {url}: {e} "
+                           f"(offline? download it elsewhere and give its path)") from e
+    finally:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"could not download {url}: {e} (offline? download it elsewhere and give its path)") from e
     return target
 
 

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from data.loader import eval_loader
-
-from utils import all_gather_no_grad, all_reduce_sum, get_rank, get_world_size
+from models.distributed import all_gather_no_grad, all_reduce_sum, get_rank, get_world_size
 
 log = logging.getLogger("medvl")
 FLOOR = -100.0
@@ -42,11 +40,16 @@ def _slice(n: int, rank: int, world: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def encode_images(model, dataset, indices: list[int], device: torch.device, batch_size: int,
+def encode_images(model, dataset: Dataset, indices: list[int], device: torch.device, batch_size: int,
                   num_workers: int = 0) -> tuple[Tensor, Tensor]:
-    """ViT tokens (on CPU) and ITC features of ``dataset`` images at ``indices``."""
+    """ViT tokens (on CPU) and ITC features of ``dataset`` images at ``indices``.
+
+    ``dataset[i]`` is ``(image (3, H, W), i)``, as ``data.datasets.RetrievalEvalDataset`` gives.
+    """
     embeds, feats = [], []
-    for images, _ in eval_loader(Subset(dataset, indices), batch_size, num_workers):
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    for images, _ in loader:
         e, f = model.encode_image(images.to(device))
         embeds.append(e.float().cpu())
         feats.append(f.float())
@@ -212,14 +215,18 @@ def format_table(results: dict[str, dict]) -> str:
 
 
 @torch.no_grad()
-def evaluate(model, dataset, config: dict, device: torch.device) -> dict:
-    """Retrieval metrics of one split with the fast path (collective: every process must call it)."""
+def evaluate(model, dataset: Dataset, device: torch.device, k_test: int, batch_size: int, itm_batch_size: int,
+             num_workers: int = 0, bf16: bool = False) -> dict:
+    """Retrieval metrics of one split with the fast path (collective: every process must call it).
+
+    ``dataset`` has ``text`` (cleaned captions), ``img2txt``, ``txt2img`` and yields ``(image, index)``.
+    """
     model.eval()
-    with torch.autocast(device.type, torch.bfloat16, enabled=config["precision"] == "bf16"):
-        feats = extract_features(model, dataset, device, config["batch_size_test"], num_workers=config["num_workers"])
+    with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+        feats = extract_features(model, dataset, device, batch_size, num_workers=num_workers)
 
         def image_source(indices: list[int]) -> Tensor:
-            return encode_images(model, dataset, indices, device, config["batch_size_test"])[0]
+            return encode_images(model, dataset, indices, device, batch_size)[0]
 
-        i2t, t2i = fast_scores(model, feats, config["k_test"], device, image_source, config["itm_batch_size"])
+        i2t, t2i = fast_scores(model, feats, k_test, device, image_source, itm_batch_size)
     return itm_eval(i2t, t2i, dataset.txt2img, dataset.img2txt)

@@ -5,33 +5,23 @@ The recipe of ALBEF and BLIP: run the image-grounded encoder and the ITM head, d
 drop the image [CLS] token and average over heads. Everything here returns tensors, so it can be
 tested and used from notebooks::
 
-    from data.images import load_rgb
-    from models.gradcam import load_itm_model, explain
-    model, config = load_itm_model("output/Pretrain/checkpoint_59.pth")
-    result = explain(model, load_rgb("brain.png"), "axial flair mri shows a mass", layer=8)
+    from models.gradcam import explain
+    result = explain(model, pixels, "axial flair mri shows a mass", layer=8)   # pixels (1, 3, H, W)
     result.sentence_map   # (h, w) grid, result.word_maps (W, h, w), result.words, result.match_prob
+
+``vis.py`` reads images and checkpoints and cleans captions; this module sees tensors and a model only.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
-from data.captions import pre_caption
-from models import build_model, load_checkpoint
 from models.blip import BlipBase
-from transform.pipeline import EvalTransform
-from utils import load_state
-
-# Keys a checkpoint must hold for the maps to mean anything: a random ITM head or cross-attention
-# would still produce pictures, just meaningless ones.
-REQUIRED_KEYS = ("itm_head.weight", "text_encoder.encoder.layer.0.crossattention.self.key.weight")
+from models.tokenizer import tokenize
 
 
 def default_layer(num_layers: int) -> int:
@@ -131,26 +121,22 @@ class Explanation:
     layer: int
 
 
-def explain(model: BlipBase, image: Image.Image, caption: str, layer: int, max_words: int = 200) -> Explanation:
-    """Grad-CAM maps of ``caption`` on ``image`` (any size; resized as for evaluation).
+def explain(model: BlipBase, pixels: Tensor, text: str, layer: int) -> Explanation:
+    """Grad-CAM maps of the cleaned caption ``text`` on one preprocessed image ``pixels`` (1, 3, H, W).
 
-    The caption is cleaned (``pre_caption``) and tokenised as in training; one that cleans to nothing
-    is refused.
+    ``text`` is tokenised as in training; one that holds no word token is refused.
     """
     check_layer(model, layer)
-    text = pre_caption(caption, max_words) if isinstance(caption, str) else ""
-    if not text:
-        raise ValueError(f"caption {caption!r} is empty after cleaning: there is no word to map")
+    if not text.strip():
+        raise ValueError(f"caption {text!r} is empty: there is no word to map")
     device = next(model.parameters()).device
-    pixels = EvalTransform(int(model.config["image_size"]))(image).unsqueeze(0).to(device)
-    # The same call as model.tokenize, plus the character offsets that group pieces into words.
-    enc = model.tokenizer([text], padding="max_length", truncation=True, max_length=model.max_length,
-                          return_offsets_mapping=True, return_tensors="pt")
+    # The same tokenisation as training, plus the character offsets that group pieces into words.
+    enc = tokenize(model.tokenizer, [text], model.max_length, offsets=True)
     ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    cams, prob = itm_gradcam(model, pixels, ids, mask, layer)
+    cams, prob = itm_gradcam(model, pixels.to(device), ids, mask, layer)
     real = real_token_mask(model, ids, mask)[0]
     if not real.any():
-        raise ValueError(f"caption {caption!r} holds no word token after tokenisation")
+        raise ValueError(f"caption {text!r} holds no word token after tokenisation")
     offsets = [tuple(o) for o in enc["offset_mapping"][0][real.cpu()].tolist()]
     words, word_maps = merge_words(text, offsets, cams[0][real])
     return Explanation(text, words, word_maps.cpu(), cams[0][real].mean(dim=0).cpu(), float(prob[0]), layer)
@@ -177,54 +163,3 @@ def to_heatmap(cam: Tensor, size: tuple[int, int], blur: float = 0.0) -> Tensor:
         kernel = 2 * int(3 * sigma) + 1
         up = normalize(gaussian_blur(up[None, None], [kernel, kernel], [sigma, sigma])[0, 0])
     return up
-
-
-# -- building the model from a checkpoint ------------------------------------------------------------
-
-
-def _config_for(ckpt: Mapping, checkpoint: str, config_path: str | None, task: str,
-                options: list[str] | None) -> dict:
-    """The run config: ``config_path`` if given, else the one the checkpoint carries; options applied.
-
-    The file may follow either schema (a pre-training config is fine for a retrieval checkpoint):
-    both build the same towers, so the checkpoint's own task is tried first, then the other.
-    """
-    from configs import ConfigError, load_config, parse_options, validate
-
-    if config_path is None:
-        raw = ckpt.get("config")
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"checkpoint {checkpoint} carries no 'config' (BLIP's own files do not): pass --config")
-        raw = {**raw, **parse_options(options)}
-    errors = []
-    for t in (task, "pretrain" if task == "retrieval" else "retrieval"):
-        try:
-            if config_path is not None:
-                return load_config(config_path, t, options)
-            return validate(raw, t, f"config in {checkpoint}")
-        except ConfigError as e:
-            errors.append(f"as a {t} config: {e}")
-    raise ConfigError("; ".join(errors))
-
-
-def load_itm_model(checkpoint: str, config_path: str | None = None, options: list[str] | None = None,
-                   device: str | torch.device = "cpu") -> tuple[BlipBase, dict]:
-    """Build the model a pre-training or retrieval checkpoint holds, with its ITM head, in eval mode.
-
-    The task follows the checkpoint: ``text_decoder.*`` keys mean pre-training, otherwise retrieval.
-    A file without an ITM head and cross-attention (a ViT or BERT file, an optimizer dump) is refused.
-    """
-    ckpt = load_state(checkpoint)
-    state = ckpt.get("model", ckpt)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"checkpoint {checkpoint} holds no model state dict")
-    missing = [k for k in REQUIRED_KEYS if k not in state]
-    if missing:
-        raise ValueError(f"checkpoint {checkpoint} is not a BLIP pre-training or retrieval checkpoint: it lacks "
-                         f"{missing} (Grad-CAM needs the ITM head and the text encoder's cross-attention)")
-    task = "pretrain" if any(str(k).startswith("text_decoder.") for k in state) else "retrieval"
-    config = _config_for(ckpt, checkpoint, config_path, task, options)
-    del ckpt, state  # the file is read again by load_checkpoint; do not hold two copies
-    model = build_model(config, task, load_weights=False)
-    load_checkpoint(model, str(Path(checkpoint)))
-    return model.to(device).eval(), config

@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 # Per-layer cross-attention keys and values, each (B, heads, N_image, head_dim).
 CrossKV = list[tuple[Tensor, Tensor]]
+# One layer's cached self-attention keys and values of the decoder, each (B, heads, P, head_dim).
+SelfKV = tuple[Tensor, Tensor]
 
 
 @dataclass
@@ -70,13 +72,13 @@ class Embeddings(nn.Module):
         # Persistent, because BLIP checkpoints carry it.
         self.register_buffer("position_ids", torch.arange(cfg.max_position_embeddings).unsqueeze(0))
 
-    def forward(self, input_ids: Tensor) -> Tensor:
-        """(B, L) token ids -> (B, L, D)."""
-        length = input_ids.shape[1]
+    def forward(self, input_ids: Tensor, past_length: int = 0) -> Tensor:
+        """(B, L) token ids -> (B, L, D); ``past_length`` positions precede them (cached decoding)."""
+        length = past_length + input_ids.shape[1]
         if length > self.position_embeddings.num_embeddings:
             raise ValueError(f"text of {length} tokens exceeds max_position_embeddings "
                              f"{self.position_embeddings.num_embeddings}")
-        x = self.word_embeddings(input_ids) + self.position_embeddings(self.position_ids[:, :length])
+        x = self.word_embeddings(input_ids) + self.position_embeddings(self.position_ids[:, past_length:length])
         return self.dropout(self.LayerNorm(x))
 
 
@@ -154,6 +156,25 @@ class Attention(nn.Module):
         out = out.transpose(1, 2).flatten(2)  # (B, L, D)
         return self.output(out, x)
 
+    # -- key/value cache for incremental decoding (models/generate.py) --------------------------------
+
+    def forward_cached(self, x: Tensor, past: SelfKV | None) -> tuple[Tensor, SelfKV]:
+        """Causal self-attention of ``T`` new positions x (B, T, D) over ``past`` keys/values
+        (B, H, P, dh) and their own; returns (B, T, D) and the cache grown to (B, H, P + T, dh).
+
+        Each new position sees every cached one and the new ones up to itself, which is what the
+        full causal mask gives it, so a step costs O(P) rather than re-running the whole prefix.
+        """
+        q = self._split(self.self.query(x))
+        k, v = self.key_value(x)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        new, total = x.shape[1], k.shape[2]
+        mask = None if new == 1 else torch.ones(new, total, dtype=torch.bool, device=x.device).tril(total - new)
+        p = self.dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.output(out.transpose(1, 2).flatten(2), x), (k, v)
+
 
 class Intermediate(nn.Module):
     def __init__(self, cfg: TextConfig):
@@ -182,6 +203,14 @@ class Layer(nn.Module):
         if image is not None or kv is not None:
             x = self.crossattention(x, image_mask, context=image, kv=kv, keep_probs=keep_probs)
         return self.output(self.intermediate(x), x)
+
+    def forward_cached(self, x: Tensor, past: SelfKV | None, image: Tensor | None,
+                       kv: tuple[Tensor, Tensor] | None) -> tuple[Tensor, SelfKV]:
+        """Decoder layer over new positions with a self-attention cache (see :meth:`Attention.forward_cached`)."""
+        x, past = self.attention.forward_cached(x, past)
+        if image is not None or kv is not None:
+            x = self.crossattention(x, None, context=image, kv=kv)
+        return self.output(self.intermediate(x), x), past
 
 
 class Encoder(nn.Module):
@@ -257,6 +286,28 @@ class TextTransformer(nn.Module):
             x = layer(x, keep, image, image_mask, kv, keep_cross_attention, first_only and i == last)
         return x
 
+    def forward_cached(self, input_ids: Tensor, past: list[SelfKV] | None = None, image_embeds: Tensor | None = None,
+                       cross_kv: CrossKV | None = None) -> tuple[Tensor, list[SelfKV]]:
+        """Causal decoding with a key/value cache: hidden states (B, T, D) of ``T`` new tokens and the cache.
+
+        input_ids: (B, T), the tokens after the ``past`` ones (all of the prompt on the first call, then
+        one per step), without padding. past: per layer (keys, values), each (B, H, P, dh), from the
+        previous call. image_embeds (B, N, encoder_width) or ``cross_kv`` (from :meth:`cross_kv`; batch 1
+        serves every row): every image token is attended to. The result equals the last ``T`` positions
+        of ``forward(..., causal=True)`` on the whole sequence with an all-ones mask.
+        """
+        if image_embeds is None and cross_kv is None:
+            raise ValueError("the decoder needs image_embeds or cross_kv")
+        past_length = 0 if past is None else past[0][0].shape[2]
+        x = self.embeddings(input_ids, past_length)
+        grown = []
+        for i, layer in enumerate(self.encoder.layer):
+            x, kv_i = layer.forward_cached(x, None if past is None else past[i],
+                                           image_embeds if cross_kv is None else None,
+                                           None if cross_kv is None else cross_kv[i])
+            grown.append(kv_i)
+        return x, grown
+
 
 class PredictionHeadTransform(nn.Module):
     def __init__(self, cfg: TextConfig):
@@ -305,6 +356,13 @@ class TextDecoder(nn.Module):
         """Return next-token logits (B, L, V), causal over the text and cross-attending to the image."""
         hidden = self.bert(input_ids, attention_mask, image_embeds, image_atts, mode="multimodal", causal=True)
         return self.cls.predictions(hidden)
+
+    def forward_cached(self, input_ids: Tensor, past: list[SelfKV] | None = None, image_embeds: Tensor | None = None,
+                       cross_kv: CrossKV | None = None) -> tuple[Tensor, list[SelfKV]]:
+        """Next-token logits (B, T, V) of ``T`` new tokens, and the grown cache (see
+        :meth:`TextTransformer.forward_cached`)."""
+        hidden, past = self.bert.forward_cached(input_ids, past, image_embeds, cross_kv)
+        return self.cls.predictions(hidden), past
 
 
 def share_except_self_attention(encoder: TextTransformer, decoder: TextTransformer) -> None:

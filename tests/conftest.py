@@ -1,15 +1,13 @@
-"""Shared test set-up: the repository root on sys.path and the location of ../shared/fixtures."""
+"""Shared test set-up: the location of ../shared/fixtures (the repository root is on sys.path through
+pyproject.toml's pytest ``pythonpath``)."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 FIXTURES = Path(os.environ.get("MEDVL_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 

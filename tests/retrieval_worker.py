@@ -1,23 +1,22 @@
 """Computes retrieval scores with the fast path and with BLIP's reference loop in one process group.
 
-    python -m torch.distributed.run --standalone --nproc_per_node=N tests/retrieval_worker.py CONFIG.yaml TEST.json OUT.json
+    PYTHONPATH=. python -m torch.distributed.run --standalone --nproc_per_node=N tests/retrieval_worker.py \
+        CONFIG.yaml TEST.json OUT.json
 """
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from configs import load_config  # noqa: E402
-from data.datasets import RetrievalEvalDataset  # noqa: E402
-from models import build_model  # noqa: E402
-from models.evaluation import encode_images, extract_features, fast_scores, itm_eval, reference_scores  # noqa: E402
-from transform import build_transform  # noqa: E402
-from utils import cleanup_distributed, get_rank, get_world_size, init_distributed  # noqa: E402
+from configs import load_config
+from data.datasets import RetrievalEvalDataset
+from models import build_model
+from models.distributed import get_rank, get_world_size
+from models.evaluation import encode_images, extract_features, fast_scores, itm_eval, reference_scores
+from transform import build_transform
+from utils import cleanup_distributed, init_distributed
 
 
 def run(config_path: str, test_file: str, out: str | None = None) -> dict:

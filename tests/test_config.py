@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from configs import ConfigError, load_config, parse_options, save_config
+from configs import ConfigError, load_config, parse_options
+from utils import save_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "train_file: [a.json]\ninit_lr: 3e-4\nmin_lr: 1e-6\nmax_epoch: 2\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from data.figures import SubCaption, split_caption
-from data.subcaptions import expand_labels
+from data.figures.subcaptions import expand_labels
 
 GOLD = json.loads((Path(__file__).parent / "data" / "subcaptions_gold.json").read_text())
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from data.compound_synth import LAYOUTS, build_set
 from data.figures import Panel, find_panels
-from data.ocr import make_ocr
-from data.panel_labels import group_marks, in_reading_order, merge_unlabelled, normalise_label, read_labels, repair_sequence
-from data.panels import detect_panel_boxes
+from data.figures.labels import group_marks, in_reading_order, merge_unlabelled, normalise_label, read_labels, repair_sequence
+from data.figures.ocr import make_ocr
+from data.figures.panels import detect_panel_boxes
+from data.synthetic.compound_synth import LAYOUTS, build_set
 
 
 def iou(a, b) -> float:

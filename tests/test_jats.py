@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from data.jats import parse_jats
+from data.scrape.jats import parse_jats
 
 # (fig id, label, graphic href, caption start, caption end) for every <fig> of every fixture article.
 FIGURES = {

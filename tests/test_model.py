@@ -297,14 +297,23 @@ def test_other_architecture_is_named(tmp_path, tokenizer):
 
 
 def test_checkpoint_url_is_downloaded_once_into_the_cache(tmp_path, tokenizer, monkeypatch):
+    """Cached by the whole URL (two files of one name on different paths stay apart), verified before
+    it enters the cache (an HTML reply is refused and not kept), and no partial file is left."""
     import functools
     import http.server
     import threading
 
+    from models.checkpoint import cached_path
+
     cfg = tiny_config(tmp_path, "retrieval", minilm_folder())
     served = tmp_path / "served"
-    served.mkdir()
-    torch.save({"model": BlipRetrieval(cfg, tokenizer).state_dict()}, served / "model_base.pth")
+    for sub in ("a", "b"):
+        (served / sub).mkdir(parents=True)
+    first, second = BlipRetrieval(cfg, tokenizer), BlipRetrieval(cfg, tokenizer)
+    torch.save({"model": first.state_dict()}, served / "a" / "model_base.pth")
+    torch.save({"model": second.state_dict()}, served / "b" / "model_base.pth")
+    (served / "html").mkdir()
+    (served / "html" / "model_base.pth").write_text("<html><body>Sign in to continue</body></html>")
     hits = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -318,16 +327,22 @@ def test_checkpoint_url_is_downloaded_once_into_the_cache(tmp_path, tokenizer, m
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("MEDVL_CACHE", str(tmp_path / "cache"))
-    url = f"http://127.0.0.1:{server.server_address[1]}/model_base.pth"
+    base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         for _ in range(2):
-            _, report = load_checkpoint(BlipRetrieval(cfg, tokenizer), url)
+            _, report = load_checkpoint(BlipRetrieval(cfg, tokenizer), f"{base}/a/model_base.pth")
             assert not report.missing_keys
-        assert hits == ["/model_base.pth"]  # the second load reads the cache
-        assert (tmp_path / "cache" / "checkpoints" / "model_base.pth").is_file()
-        with pytest.raises(RuntimeError, match="could not download"):
-            load_checkpoint(BlipRetrieval(cfg, tokenizer), url.replace("model_base", "absent"))
-        assert not list((tmp_path / "cache" / "checkpoints").glob(".*part*"))  # no partial file left
+        assert hits == ["/a/model_base.pth"]  # the second load reads the cache
+        assert cached_path(f"{base}/a/model_base.pth").is_file()
+        loaded, _ = load_checkpoint(BlipRetrieval(cfg, tokenizer), f"{base}/b/model_base.pth")
+        assert torch.equal(loaded.itm_head.weight, second.itm_head.weight)  # not file a's weights
+        assert not torch.equal(loaded.itm_head.weight, first.itm_head.weight)
+        for bad in ("absent/model_base.pth", "html/model_base.pth"):
+            with pytest.raises(RuntimeError, match="could not download"):
+                load_checkpoint(BlipRetrieval(cfg, tokenizer), f"{base}/{bad}")
+            assert not cached_path(f"{base}/{bad}").exists()
+        assert sorted(p.name for p in (tmp_path / "cache" / "checkpoints").iterdir()) == \
+            sorted(cached_path(f"{base}/{s}/model_base.pth").name for s in "ab")  # no partial file left
     finally:
         server.shutdown()
 

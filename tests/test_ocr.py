@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from data.ocr import GCV_CREDENTIALS_HELP, OcrError, make_ocr, words_from_gcv
+from data.figures.ocr import GCV_CREDENTIALS_HELP, OcrError, make_ocr, words_from_gcv
 
 
 def test_gcv_words_from_real_replies(fixtures_dir):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import pretrain
-from configs import save_config
+from utils import save_config
 from tiny import demo_set, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import train_retrieval
-from configs import save_config
+from utils import save_config
 from models.evaluation import FLOOR, itm_eval
 from retrieval_worker import run as run_worker
 from tiny import demo_set, tiny_config
@@ -61,7 +61,7 @@ def test_fast_path_equals_reference_in_one_process(tmp_path, demo):
 def test_fast_path_equals_reference_across_processes(tmp_path, demo, world):
     cfg = write_config(tmp_path, demo, k_test=4)
     out = tmp_path / "result.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
                            str(ROOT / "tests" / "retrieval_worker.py"), str(cfg), str(demo / "test.json"), str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -120,7 +120,7 @@ def test_train_and_evaluate_end_to_end(tmp_path, demo):
 def test_torchrun_two_processes_with_negatives_from_all_ranks(tmp_path, demo):
     cfg = write_config(tmp_path, demo, max_epoch=1, k_test=3, negative_all_rank=True, batch_size_train=3)
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "train_retrieval.py", "--config", str(cfg), "--output_dir", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -146,7 +146,7 @@ def test_sequence_only_baseline_equals_brute_force_ranking():
     """bench/demo_baseline.py's exact expected recall equals the mean over every random order."""
     import itertools
 
-    from bench.demo_baseline import sequence_only_recall
+    from data.synthetic.probes import sequence_only_recall
 
     records = [{"caption": ["a", "b"]}, {"caption": ["c"]}, {"caption": ["d", "e"]}, {"caption": ["f"]}]
     seqs = ["T1", "T1", "T1", "CT"]

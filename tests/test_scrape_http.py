@@ -5,8 +5,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from data.http import FetchError, HttpConfig, PoliteClient, parse_retry_after, redact
-from data.ratelimit import RateLimiter
+from data.scrape.config import ScrapeConfig
+from data.scrape.http import FetchError, PoliteClient
+from data.scrape.ratelimit import RateLimiter
+from data.scrape.retry import LimitedRetry
+from data.scrape.urls import redact
 from tests.pubmed_server import FakeNLM, max_in_window
 
 
@@ -25,9 +28,9 @@ class VirtualClock:
 
 
 def client(fast: bool = True, **overrides) -> PoliteClient:
-    settings = {"timeout": 5.0, "retries": 2, "backoff_base": 0.01, "backoff_max": 0.05, **overrides}
+    settings = {"timeout": 5.0, "retries": 2, "backoff": 0.01, "backoff_max": 0.05, **overrides}
     limiter = RateLimiter(1000) if fast else RateLimiter(3)
-    return PoliteClient(limiter, HttpConfig(user_agent="medvl-test/1.0", **settings))
+    return PoliteClient(limiter, ScrapeConfig(tool="medvl-test", **settings))
 
 
 @pytest.mark.parametrize("rate, period", [(3, 1.0), (10, 1.0), (2, 0.5)])
@@ -54,6 +57,23 @@ def test_500_then_success_is_retried():
         fake.fault("/x.bin", "500")
         assert client().fetch(fake.url + "/x.bin", lambda b: b) == b"payload"
         assert len(fake.requests_to("/x.bin")) == 2
+
+
+def test_every_retry_waits_for_the_limiter_and_the_backoff():
+    with FakeNLM() as fake:
+        fake.files["/x.bin"] = b"payload"
+        fake.fault("/x.bin", "500", "503")  # retried inside urllib3, behind the client's back
+        http = PoliteClient(RateLimiter(1, 0.25), ScrapeConfig(timeout=5.0, retries=2, backoff=0.01))
+        assert http.fetch(fake.url + "/x.bin", lambda b: b) == b"payload"
+        times = [s.time for s in fake.requests_to("/x.bin")]
+        assert http.requests_sent == len(times) == 3
+        assert all(b - a >= 0.24 for a, b in zip(times, times[1:]))  # one request per 0.25 s window
+    with FakeNLM() as fake:
+        fake.files["/y.bin"] = b"payload"
+        fake.fault("/y.bin", "500")
+        assert client(backoff=0.4).fetch(fake.url + "/y.bin", lambda b: b) == b"payload"
+        first, second = fake.requests_to("/y.bin")
+        assert second.time - first.time >= 0.39  # --backoff is the first retry's delay
 
 
 def test_429_waits_at_least_retry_after():
@@ -142,8 +162,8 @@ def test_api_key_never_appears_in_errors():
 
 
 def test_retry_after_forms():
-    now = datetime(2026, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
-    later = (now + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    assert parse_retry_after("7") == 7.0
-    assert parse_retry_after(later, now=now) == pytest.approx(30.0)
-    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    parse = LimitedRetry().parse_retry_after
+    later = (datetime.now(timezone.utc) + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert parse("7") == 7.0
+    assert parse(later) == pytest.approx(30.0, abs=2.0)
+    assert parse("soon") is None and parse(None) is None  # a garbled header means an ordinary backoff

@@ -9,19 +9,20 @@ import pytest
 from PIL import Image
 
 import scrape
-from data.openi import clean_caption
-from data.ratelimit import RateLimiter
-from data.scrape_job import ScrapeConfig, run_scrape
+from data.scrape.config import ScrapeConfig
+from data.scrape.job import run_scrape
+from data.scrape.openi import clean_caption
+from data.scrape.ratelimit import RateLimiter
 from tests.pubmed_server import FakeNLM, make_image, openi_hit, populate
 
-FAST = {"timeout": 5.0, "retries": 2, "backoff_base": 0.01, "backoff_max": 0.05}
+FAST = {"timeout": 5.0, "retries": 2, "backoff": 0.01, "backoff_max": 0.05}
 CLEAN_CAPTION = ("Follow-up brain MRI.(A) Axial DWI shows an oval focus in the splenium; H&E of a comparable "
                  "lesion (p < 0.05) is shown in (B).")
 
 
 def config(fake: FakeNLM, out: Path, **kw) -> ScrapeConfig:
     settings = {"query": "brain MRI", "out": out, "num": 10, "openi_url": fake.url, "page_size": 3,
-                "http": FAST, "progress": False, **kw}
+                **FAST, "progress": False, **kw}
     return ScrapeConfig(**settings)
 
 

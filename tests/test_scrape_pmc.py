@@ -7,19 +7,19 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from data.eutils import parse_esearch, pmc_image_url
-from data.http import RejectedPayload
-from data.ratelimit import RateLimiter
-from data.scrape_job import ScrapeConfig, run_scrape
+from data.scrape.config import ScrapeConfig
+from data.scrape.eutils import parse_esearch, pmc_image_url
+from data.scrape.http import RejectedPayload
+from data.scrape.job import run_scrape
+from data.scrape.ratelimit import RateLimiter
 from tests.pubmed_server import FakeNLM, fixture_articles, make_image
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = {"timeout": 5.0, "retries": 2, "backoff_base": 0.01, "backoff_max": 0.05}
+FAST = {"timeout": 5.0, "retries": 2, "backoff": 0.01, "backoff_max": 0.05}
 ALL_FIGURES = 29  # 9 + 6 + 11 + 3 figures in the four fixture articles
 
 
@@ -39,7 +39,7 @@ def serve_fixture_articles(fake: FakeNLM, fixtures: Path) -> None:
 
 def config(fake: FakeNLM, out: Path, **kw) -> ScrapeConfig:
     settings = {"query": "brain MRI", "out": out, "num": 100, "source": "pmc", "eutils_url": fake.url + "/entrez/eutils",
-                "pmc_url": fake.url, "email": "maintainer@example.org", "batch_size": 3, "http": FAST,
+                "pmc_url": fake.url, "email": "maintainer@example.org", "batch_size": 3, **FAST,
                 "progress": False, **kw}
     return ScrapeConfig(**settings)
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from data import licenses
-from data.candidates import Candidate, normalize_pmcid
-from data.image_check import ImageRejected, inspect_image
-from data.safe_paths import path_inside, safe_component
-from data.scrape_store import ScrapeStore
+from data.scrape import licenses
+from data.scrape.candidates import Candidate, normalize_pmcid
+from data.scrape.image_check import ImageRejected, inspect_image
+from data.scrape.safe_paths import path_inside, safe_component
+from data.scrape.store import ScrapeStore
 from tests.pubmed_server import make_image
 
 
@@ -69,3 +69,24 @@ def test_manifest_corruption_is_reported_with_its_line(tmp_path):
     (tmp_path / "manifest.jsonl").write_text(text.replace('"event": "skipped"', '"event": "skipped', 1))
     with pytest.raises(ValueError, match=r"manifest.jsonl:2: corrupt manifest line"):
         ScrapeStore(tmp_path, identity)
+
+
+def test_every_config_field_is_one_command_line_option(tmp_path, monkeypatch):
+    """The command line is built from ScrapeConfig: its defaults, and the flags as they always were."""
+    import argparse
+    from dataclasses import fields
+
+    from data.scrape.config import ScrapeConfig, add_arguments, from_args
+
+    monkeypatch.setenv("NCBI_EMAIL", "me@example.org")
+    parser = add_arguments(argparse.ArgumentParser())
+    config = from_args(parser.parse_args(["--query", "brain MRI"]))
+    assert config == ScrapeConfig(query="brain MRI", email="me@example.org")
+    assert str(config.out) == "datasets/pubmed"
+    args = ["--query", "q", "--article-type", "cr, M", "--no-oa-filter", "--no-progress", "--max-image-mb", "2",
+            "--backoff", "0.5", "--out", str(tmp_path)]
+    config = from_args(parser.parse_args(args))
+    assert (config.article_types, config.oa_filter, config.progress, config.max_image_bytes, config.backoff,
+            config.out) == (("cr", "m"), False, False, 2_000_000, 0.5, tmp_path)
+    flags = {a.dest for a in parser._actions} - {"help"}
+    assert flags == {f.name for f in fields(ScrapeConfig) if f.metadata.get("cli", True)}

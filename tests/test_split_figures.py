@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 import split_figures
-from data.compound_synth import build, load_tiles
 from data.figures import Panel
-from data.splits import article_key, karpathy_splits, parse_fractions
-from data.subfigures import panels_at
+from data.figures.pairing import panels_at
+from data.figures.splits import article_key, karpathy_splits, parse_fractions
+from data.synthetic.compound_synth import build, load_tiles
 
 
 def _iou(a, b) -> float:
@@ -56,7 +56,7 @@ def test_cli_end_to_end(dataset):
     assert summary["labels_without_panel"] >= 2  # (Z) in both captions
     failed = json.loads((out / "failed.json").read_text())
     reasons = " ".join(f["reason"] for f in failed)
-    assert "PMC300_fig1.png" in reasons and "no 'image' or 'caption'" in reasons and "not an object" in reasons
+    assert "PMC300_fig1.png" in reasons and "'caption' is missing" in reasons and "not an object" in reasons
     rows = json.loads((out / "subfigures.json").read_text())
     crops = [r for r in rows if r["panel_label"]]
     n_panels = sum(len(rec["truth"]) for rec in records[:2])

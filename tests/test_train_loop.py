@@ -93,7 +93,7 @@ def test_resume_auto_follows_progress_not_file_times(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters())
     for name, step in (("checkpoint_00.pth", 50), ("checkpoint_01.pth", 100), ("checkpoint_last.pth", 120)):
         state = utils.TrainState(epoch=step // 50, step=step % 50, global_step=step)
-        utils.save_training_checkpoint(tmp_path / name, model, optimizer, {}, state)
+        utils.save_checkpoint([tmp_path / name], model, optimizer, {}, state)
     torch.save({"model": model.state_dict()}, tmp_path / "checkpoint_best.pth")  # weights only: passed over
     (tmp_path / "checkpoint_bad.pth").write_bytes(b"not a checkpoint")
     for age, name in enumerate(("checkpoint_last.pth", "checkpoint_01.pth", "checkpoint_00.pth")):

@@ -15,8 +15,7 @@ from PIL import Image  # noqa: E402
 
 import vis  # noqa: E402
 from models import build_model, init_tokenizer  # noqa: E402
-from models.gradcam import (default_layer, explain, itm_gradcam, merge_words, real_token_mask,  # noqa: E402
-                            to_heatmap)
+from models.gradcam import default_layer, itm_gradcam, merge_words, real_token_mask, to_heatmap  # noqa: E402
 from tiny import minilm_folder, tiny_config, write_text_config  # noqa: E402
 
 LAYERS = 3
@@ -148,7 +147,7 @@ def test_merge_words_groups_pieces_by_caption_word():
 def test_explain_sentence_map_is_mean_over_word_tokens(setup):
     model = setup["model"]
     image = Image.open(setup["folder"] / "images" / "a.png")
-    result = explain(model, image, "Axial FLAIR MRI shows a Mass.", layer=1)
+    result = vis.explain_image(model, image, "Axial FLAIR MRI shows a Mass.", layer=1)
     assert result.caption == "axial flair mri shows a mass"
     assert result.words == ["axial", "flair", "mri", "shows", "a", "mass"]
     from transform.pipeline import EvalTransform
@@ -160,9 +159,9 @@ def test_explain_sentence_map_is_mean_over_word_tokens(setup):
     assert real_token_mask(model, batch["input_ids"], batch["attention_mask"])[0].sum() == n - 2
     assert abs(result.match_prob - float(prob[0])) < 1e-6
     with pytest.raises(ValueError, match="empty after cleaning"):
-        explain(model, image, " .. ", layer=1)
+        vis.explain_image(model, image, " .. ", layer=1)
     with pytest.raises(ValueError, match=f"layer {LAYERS - 1} is the text encoder's last.*0 to {LAYERS - 2}"):
-        explain(model, image, "a mass", layer=LAYERS - 1)
+        vis.explain_image(model, image, "a mass", layer=LAYERS - 1)
 
 
 def test_heatmap_is_normalised_and_peaks_at_the_hot_patch():
@@ -198,7 +197,7 @@ def test_cli_writes_the_figure(setup, tmp_path, capsys):
 
 def test_figure_panels_and_titles(setup):
     image = Image.open(setup["folder"] / "images" / "a.png").convert("RGB")
-    result = explain(setup["model"], image, CAPTIONS[0], layer=1)
+    result = vis.explain_image(setup["model"], image, CAPTIONS[0], layer=1)
     fig = vis.draw_maps(image, result, vis.select_words(result.words, ["LEFT", "lobe"]))
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["image", "sentence (mean of words)", "left", "lobe"]
@@ -286,8 +285,8 @@ def test_curves_bad_input(tmp_path, capsys):
 def test_itm_attribute_bench_changes_one_attribute_at_a_time():
     import random
 
-    from bench.itm_attributes import changed_captions
-    from data.demo import captions_for
+    from data.synthetic.probes import changed_captions
+    from data.synthetic.demo import captions_for
 
     case = {"sequence": "T2", "lesions": [{"kind": "cyst", "side": "left", "lobe": "frontal", "size": "small"}]}
     true = captions_for(case)[0]
@@ -302,7 +301,7 @@ def test_itm_attribute_bench_changes_one_attribute_at_a_time():
 
 
 def test_itm_attribute_bench_paints_the_lesions_and_their_mirror_region():
-    from bench.itm_attributes import painted
+    from data.synthetic.probes import painted
 
     yy, xx = np.mgrid[:40, :40]
     head = ((xx - 19.5) / 16) ** 2 + ((yy - 19.5) / 18) ** 2 <= 1

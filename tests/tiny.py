@@ -41,6 +41,6 @@ def tiny_config(folder: Path, task: str, tokenizer: str, **overrides) -> dict:
 
 
 def demo_set(folder: Path, train: int = 16, val: int = 6, test: int = 6) -> Path:
-    from data.demo import generate
+    from data.synthetic.demo import generate
 
     return generate(Path(folder) / "demo", train=train, val=val, test=test, seed=1, size=64)

@@ -16,14 +16,14 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
+
+from data.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -190,19 +190,6 @@ def image_key(image: Image.Image) -> str:
     return h.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class CachedOcr:
     """Per-image cache around a back-end: in memory, and as ``<dir>/<backend>/<hash>.json`` if a dir is given."""
 
@@ -249,7 +236,7 @@ class CachedOcr:
         self.misses += 1
         memory[key] = compute(image)
         if path is not None:
-            atomic_write_text(path, json.dumps(encode(memory[key])))
+            atomic_write_json(path, encode(memory[key]), indent=None)
         return memory[key]
 
 

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from .ocr import OcrWord
-from .panels import PanelParams, background_colour, foreground_mask
+from data.figures.ocr import OcrWord
+from data.figures.panels import PanelParams, background_colour, foreground_mask
 
 Box = tuple[int, int, int, int]
 

@@ -64,10 +64,3 @@ class Page:
     next_cursor: int
     items: list[Candidate | Rejected] = field(default_factory=list)
 
-
-def normalize_space(text: str) -> str:
-    """Collapse every kind of whitespace (no-break, thin, tabs, newlines...) to single spaces.
-
-    For text that is already plain (decoded XML); HTML strings go through ``data.captions.strip_html``.
-    """
-    return " ".join(text.replace("\u200b", " ").split())

@@ -1,8 +1,10 @@
-"""Compound figures: panels found in the image and sub-captions found in the caption.
+"""Compound figures: panels found in the image, sub-captions found in the caption, and what is built
+from them (the ``split_figures.py`` back end).
 
-``find_panels`` and ``split_caption`` are the entry points other code uses; the image analysis lives
-in ``data.panels``, the letter reading in ``data.panel_labels`` and the caption grammar in
-``data.subcaptions``.
+``find_panels`` and ``split_caption`` are the entry points other code uses. The image analysis lives
+in ``panels``, the panel letters in ``labels`` (read by the OCR back-ends of ``ocr``) and the caption
+grammar in ``subcaptions``; ``pairing`` matches panels with sub-captions, ``split`` turns a figure
+record into sub-figure records and crops, and ``splits`` groups them into retrieval splits by article.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .panel_labels import merge_unlabelled, read_labels, repair_sequence
-from .panels import PanelParams, detect_panel_boxes
-from .subcaptions import SubCaption, split_caption
+from data.figures.labels import merge_unlabelled, read_labels, repair_sequence
+from data.figures.panels import PanelParams, detect_panel_boxes
+from data.figures.subcaptions import SubCaption, split_caption
 
 __all__ = ["Panel", "SubCaption", "find_panels", "split_caption"]
 

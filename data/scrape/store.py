@@ -10,29 +10,29 @@
   next run tries them first;
 - ``{"event": "cursor", "next": N}`` once a whole search page or fetch batch has been handled.
 
-Images and ``captions.json`` are written to a temporary file and moved into place with
-``os.replace``, so a kill never leaves a partial file under its final name.
+Images and ``captions.json`` (a list of :class:`~data.records.FigureRecord`) are written to a
+temporary file and moved into place (``data.files``), so a kill never leaves a partial file under its
+final name.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from data.candidates import Candidate
-from data.image_check import EXTENSIONS
-from data.safe_paths import path_inside, safe_component
+from data.files import append_jsonl, atomic_write_bytes, remove_temp_files
+from data.records import FigureRecord, write_records
+from data.scrape.candidates import Candidate
+from data.scrape.image_check import EXTENSIONS
+from data.scrape.safe_paths import path_inside, safe_component
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
 CAPTIONS = "captions.json"
 IMAGES = "images"
-_TMP_PREFIX = ".tmp-"
 
 
 class ScrapeStore:
@@ -43,7 +43,7 @@ class ScrapeStore:
         self.images = self.out / IMAGES
         self.images.mkdir(parents=True, exist_ok=True)
         self.manifest = self.out / MANIFEST
-        self.kept: list[dict] = []
+        self.kept: list[FigureRecord] = []
         self.done: set[str] = set()
         self.hashes: set[str] = set()
         self.graphics: set[str] = set()
@@ -130,13 +130,11 @@ class ScrapeStore:
 
     def save_image(self, stem: str, extension: str, data: bytes) -> Path:
         """Write image bytes atomically under ``images/``; returns the final path."""
-        target = path_inside(self.images, stem + extension)
-        _atomic_write(target, data)
-        return target
+        return atomic_write_bytes(path_inside(self.images, stem + extension), data)
 
-    def keep(self, candidate: Candidate, image: Path, sha256: str, extra: dict) -> dict:
+    def keep(self, candidate: Candidate, image: Path, sha256: str, extra: dict) -> FigureRecord:
         """Log a kept pair; the image must already be in place."""
-        record = {"image": image.relative_to(self.out).as_posix(), **candidate.as_record(), **extra}
+        record: FigureRecord = {"image": image.relative_to(self.out).as_posix(), **candidate.as_record(), **extra}
         self._append({"event": "kept", "key": candidate.key, "sha256": sha256, "record": record})
         self.kept.append(record)
         self.hashes.add(sha256)
@@ -163,20 +161,15 @@ class ScrapeStore:
 
     def write_captions(self) -> None:
         """Write ``captions.json`` (the kept records, in order) atomically."""
-        text = json.dumps(self.kept, ensure_ascii=False, indent=1)
-        _atomic_write(self.out / CAPTIONS, (text + "\n").encode("utf-8"))
+        write_records(self.out / CAPTIONS, self.kept, FigureRecord)
 
     def _append(self, entry: dict) -> None:
-        with open(self.manifest, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_jsonl(self.manifest, entry)
 
     def _remove_temp_files(self) -> None:
         for folder in (self.out, self.images):
-            for leftover in folder.glob(_TMP_PREFIX + "*"):
-                log.info("removing partial file %s left by an interrupted run", leftover)
-                leftover.unlink()
+            for leftover in remove_temp_files(folder):
+                log.info("removed partial file %s left by an interrupted run", leftover)
 
 
 def sha256_of(data: bytes) -> str:
@@ -199,19 +192,6 @@ def _check_identity(manifest: Path, found: object, wanted: dict) -> None:
     detail = "; ".join(diffs) or "unreadable identity"
     raise ValueError(f"{manifest} belongs to a different collection ({detail}); "
                      "rerun with the same arguments or choose another --out")
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_TMP_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _now() -> str:

@@ -4,14 +4,17 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 from tqdm import tqdm
 
-from data.candidates import Candidate, Page, Rejected
-from data.http import FetchError, PoliteClient
-from data.image_check import ImageRejected, inspect_image
-from data.scrape_store import ScrapeStore, sha256_of
+from data.scrape.candidates import Candidate, Page, Rejected
+from data.scrape.http import FetchError, PoliteClient
+from data.scrape.image_check import ImageRejected, inspect_image
+from data.scrape.store import ScrapeStore, sha256_of
+
+if TYPE_CHECKING:
+    from data.scrape.config import ScrapeConfig
 
 log = logging.getLogger(__name__)
 
@@ -22,18 +25,6 @@ class Source(Protocol):
     first_cursor: int
 
     def pages(self, start: int) -> Iterator[Page]: ...
-
-
-@dataclass
-class ScrapeOptions:
-    """Filters and caps applied to every candidate."""
-
-    num: int
-    min_size: int = 160
-    licenses: frozenset[str] | None = None
-    max_image_bytes: int = 30_000_000
-    max_pixels: int = 100_000_000
-    progress: bool = True
 
 
 @dataclass
@@ -60,11 +51,12 @@ class Summary:
 class Scraper:
     """Runs one collection into a :class:`ScrapeStore`; see :meth:`run`."""
 
-    def __init__(self, source: Source, client: PoliteClient, store: ScrapeStore, options: ScrapeOptions) -> None:
+    def __init__(self, source: Source, client: PoliteClient, store: ScrapeStore, config: ScrapeConfig) -> None:
         self.source = source
         self.client = client
         self.store = store
-        self.options = options
+        self.config = config  # num, min_size, max_pixels, max_image_bytes, progress
+        self.licenses = config.accepted_licenses()
         self.summary = Summary(kept_total=len(store.kept))
         self._seen: set[str] = set()
         self._bar: tqdm | None = None
@@ -79,8 +71,8 @@ class Scraper:
         start = store.cursor if store.cursor is not None else self.source.first_cursor
         if store.kept or store.cursor is not None:
             log.info("resuming in %s: %d kept, cursor %s, %d pending", store.out, len(store.kept), start, len(store.pending))
-        self._bar = tqdm(total=self.options.num, initial=min(len(store.kept), self.options.num), unit="pair",
-                         desc="kept", disable=not self.options.progress)
+        self._bar = tqdm(total=self.config.num, initial=min(len(store.kept), self.config.num), unit="pair",
+                         desc="kept", disable=not self.config.progress)
         try:
             for candidate in store.pending_candidates():
                 if self._full():
@@ -111,7 +103,7 @@ class Scraper:
                 return
 
     def _full(self) -> bool:
-        return len(self.store.kept) >= self.options.num
+        return len(self.store.kept) >= self.config.num
 
     def handle(self, item: Candidate | Rejected) -> None:
         """Decide on one candidate: skip it, fail it, defer it, or download, check and keep it."""
@@ -135,7 +127,7 @@ class Scraper:
             return "no_caption"
         if not cand.image_url:
             return "no_image"
-        if self.options.licenses is not None and cand.license not in self.options.licenses:
+        if self.licenses is not None and cand.license not in self.licenses:
             return "license"
         if self.store.is_duplicate_graphic(cand):
             return "duplicate_figure"
@@ -149,7 +141,7 @@ class Scraper:
         if data is None:
             return
         try:
-            info = inspect_image(data, self.options.min_size, self.options.max_pixels)
+            info = inspect_image(data, self.config.min_size, self.config.max_pixels)
         except ImageRejected as err:
             if existing:
                 existing.unlink()
@@ -168,7 +160,7 @@ class Scraper:
 
     def _download(self, cand: Candidate) -> bytes | None:
         try:
-            return self.client.fetch(cand.image_url, lambda body: body, max_bytes=self.options.max_image_bytes)
+            return self.client.fetch(cand.image_url, lambda body: body, max_bytes=self.config.max_image_bytes)
         except FetchError as err:
             log.warning("image of %s: %s", cand.key, err)
             if err.transient:

@@ -5,20 +5,22 @@ Each image is a 2-D axial slice (scalp, skull, brain texture, ventricles) in the
 written into the captions. Images follow the radiological convention: the patient's left is on the
 image's right. Everything is deterministic from the seed.
 
-    python -m data.demo --out data/demo [--train 800 --val 100 --test 100 --seed 0]
+    python -m data.synthetic.demo --out datasets/demo [--train 800 --val 100 --test 100 --seed 0]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from data.files import atomic_write_json
+from data.records import PairRecord, write_records
 
 log = logging.getLogger("medvl")
 
@@ -138,12 +140,6 @@ def build_tokenizer(captions: list[str], folder: Path, vocab_size: int = 800) ->
     (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
 
 
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def generate(out: str | Path, train: int = 800, val: int = 100, test: int = 100, seed: int = 0,
              size: int = 160) -> Path:
     """Write the demo set under ``out`` (skipped when a complete set with the same settings exists)."""
@@ -171,21 +167,22 @@ def generate(out: str | Path, train: int = 800, val: int = 100, test: int = 100,
             meta[f"images/{name}"] = {**case, "mask": f"masks/{name}", "split": split, "captions": caps}
             splits[split].append((f"images/{name}", caps))
             all_captions += caps
-    _write_json(out / "pretrain.json", [{"image": im, "caption": c} for im, caps in splits["train"] for c in caps])
-    _write_json(out / "train.json", [{"image": im, "caption": c, "image_id": im} for im, caps in splits["train"]
-                                     for c in caps])
+    write_records(out / "pretrain.json", [{"image": im, "caption": c} for im, caps in splits["train"] for c in caps],
+                  PairRecord)
+    write_records(out / "train.json", [{"image": im, "caption": c, "image_id": im} for im, caps in splits["train"]
+                                       for c in caps], PairRecord)
     for split in ("val", "test"):
-        _write_json(out / f"{split}.json", [{"image": im, "caption": caps} for im, caps in splits[split]])
-    _write_json(out / "lesions.json", meta)
+        write_records(out / f"{split}.json", [{"image": im, "caption": caps} for im, caps in splits[split]], PairRecord)
+    atomic_write_json(out / "lesions.json", meta)
     build_tokenizer(all_captions, out / "tokenizer")
-    _write_json(done, settings)
+    atomic_write_json(done, settings)
     log.info(f"wrote {len(meta)} demo images to {out}")
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="data/demo", help="output folder")
+    parser.add_argument("--out", default="datasets/demo", help="output folder (default %(default)s)")
     parser.add_argument("--train", type=int, default=800, help="training images")
     parser.add_argument("--val", type=int, default=100, help="validation images")
     parser.add_argument("--test", type=int, default=100, help="test images")

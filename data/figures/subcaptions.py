@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .captions import strip_html
+from data.captions import normalize_space, strip_html
 
 _DASH = r"[-\u2010-\u2015\u2212]"
 _ITEM = rf"[A-Za-z](?:\s*{_DASH}\s*[A-Za-z])?"
@@ -218,7 +218,7 @@ def _clean(segment: str, letters: set[str]) -> str:
 
     segment = _PAREN.sub(drop, segment)
     segment = _POS_PAREN.sub(" ", segment)
-    segment = re.sub(r"\s+([,.;:])", r"\1", " ".join(segment.split()))
+    segment = re.sub(r"\s+([,.;:])", r"\1", normalize_space(segment))
     segment = segment.strip(_EDGE)
     if not re.search(r"\w", segment):
         return ""
@@ -291,7 +291,7 @@ def split_caption(caption: str) -> list[SubCaption]:
     text = _FIG_PREFIX.sub("", strip_html(caption), count=1).strip()
     markers = _label_sequence(_plausible_bare(_find_markers(text), text), text)
     if not markers:
-        return [SubCaption([], " ".join(text.split()))]
+        return [SubCaption([], normalize_space(text))]
     letters = {lab for m in markers for lab in m.labels}
     if _is_prefix(markers[0], text):
         return _split_prefix(text, [m for m in markers if _is_prefix(m, text) or not m.paren], letters)

@@ -11,6 +11,8 @@ import re
 from collections import defaultdict
 from pathlib import PurePosixPath
 
+from data.records import PairRecord, SubFigureRecord
+
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -50,11 +52,11 @@ def assign_articles(records: list[dict], fractions: tuple[float, float, float], 
     return out
 
 
-def karpathy_splits(records: list[dict], fractions: tuple[float, float, float],
-                    seed: int) -> dict[str, list[dict]]:
+def karpathy_splits(records: list[SubFigureRecord], fractions: tuple[float, float, float],
+                    seed: int) -> dict[str, list[PairRecord]]:
     """``{"train": [...], "val": [...], "test": [...]}`` in the COCO-Karpathy layout."""
     where = assign_articles(records, fractions, seed)
-    train: list[dict] = []
+    train: list[PairRecord] = []
     by_image: dict[str, dict[str, list[str]]] = {"val": {}, "test": {}}
     for r in records:
         split = where[article_key(r)]

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urljoin
 
-from data import licenses
-from data.candidates import Candidate, Page, Rejected, normalize_pmcid
 from data.captions import strip_html
-from data.http import PoliteClient, RejectedPayload
+from data.scrape import licenses
+from data.scrape.candidates import Candidate, Page, Rejected, normalize_pmcid
+from data.scrape.http import PoliteClient, RejectedPayload
+
+if TYPE_CHECKING:
+    from data.scrape.config import ScrapeConfig
 
 ARTICLE_TYPES = {"ab", "bf", "bk", "cr", "dp", "di", "ed", "ib", "in", "lt", "mr", "ma", "ne", "ob",
                  "or", "os", "hs", "pr", "ra", "re", "rr", "rw", "sr", "ot"}
@@ -24,33 +26,14 @@ _YEAR = re.compile(r"\b(1[89]\d\d|2\d\d\d)\b")
 _MAX_PAGE_BYTES = 100_000_000
 
 
-@dataclass
-class OpenISearch:
-    """What to ask Open-i; codes are checked here because Open-i answers unknown ones with an error."""
-
-    base_url: str
-    query: str
-    article_types: tuple[str, ...] = ()
-    image_types: tuple[str, ...] = ()
-    page_size: int = 100
-
-    def __post_init__(self) -> None:
-        bad = [c for c in self.article_types if c not in ARTICLE_TYPES]
-        bad += [c for c in self.image_types if c not in IMAGE_TYPES]
-        if bad:
-            raise ValueError(f"unknown Open-i article/image type code(s): {', '.join(bad)}")
-        if not 1 <= self.page_size <= 100:
-            raise ValueError(f"Open-i page size must be 1..100, got {self.page_size}")
-
-
 class OpenISource:
     """Pages of Open-i hits turned into candidates; the cursor is the next 1-based start index."""
 
     first_cursor = 1
 
-    def __init__(self, client: PoliteClient, search: OpenISearch) -> None:
+    def __init__(self, client: PoliteClient, config: ScrapeConfig) -> None:
         self.client = client
-        self.search = search
+        self.config = config  # query, type codes, page size and base URL; checked by config.validate()
 
     def pages(self, start: int) -> Iterator[Page]:
         """Pages from ``start`` on, until Open-i has no more hits."""
@@ -61,7 +44,7 @@ class OpenISource:
                 return
             # Read the window Open-i actually served instead of trusting the one we asked for.
             last = _as_int(reply.get("max"), None) or start + len(hits) - 1
-            yield Page(next_cursor=last + 1, items=[hit_to_candidate(h, self.search.base_url) for h in hits])
+            yield Page(next_cursor=last + 1, items=[hit_to_candidate(h, self.config.openi_url) for h in hits])
             # `total` may be missing or overstate what paging reaches; empty pages end the loop too.
             total = _as_int(reply.get("total"), None)
             if (total is not None and last >= total) or last < start:
@@ -69,15 +52,15 @@ class OpenISource:
             start = last + 1
 
     def _url(self) -> str:
-        return self.search.base_url.rstrip("/") + "/api/search"
+        return self.config.openi_url.rstrip("/") + "/api/search"
 
     def _params(self, start: int) -> dict[str, str]:
-        params = {"query": self.search.query, "coll": "pmc", "m": str(start),
-                  "n": str(start + self.search.page_size - 1)}
-        if self.search.article_types:
-            params["at"] = ",".join(self.search.article_types)
-        if self.search.image_types:
-            params["it"] = ",".join(self.search.image_types)
+        config = self.config
+        params = {"query": config.query, "coll": "pmc", "m": str(start), "n": str(start + config.page_size - 1)}
+        if config.article_types:
+            params["at"] = ",".join(config.article_types)
+        if config.image_types:
+            params["it"] = ",".join(config.image_types)
         return params
 
 

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from data import licenses
-from data.candidates import normalize_pmcid, normalize_space
+from data.captions import normalize_space
+from data.scrape import licenses
+from data.scrape.candidates import normalize_pmcid
+from data.scrape.safe_xml import parse_xml
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 
@@ -57,11 +59,7 @@ def parse_jats(data: bytes, origin: str) -> list[Article]:
     ``origin`` (a file name or URL) names the input in errors. Raises ``ValueError`` for XML that
     does not parse and for an article without a PMCID.
     """
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
-    try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as err:
-        raise ValueError(f"{origin}: malformed XML ({err})") from err
+    root = parse_xml(data, f"{origin}: malformed XML")
     if _local(root) == "article":
         elements = [root]
     else:

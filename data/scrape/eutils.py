@@ -6,36 +6,20 @@ the JPEG rendition PMC serves for each ``<graphic xlink:href>``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import quote, urlsplit
 
-from lxml import etree
+from data.scrape.candidates import Candidate, Page
+from data.scrape.http import PoliteClient, RejectedPayload
+from data.scrape.jats import Article, parse_jats
+from data.scrape.safe_xml import parse_xml
 
-from data.candidates import Candidate, Page
-from data.http import PoliteClient, RejectedPayload
-from data.jats import Article, parse_jats
+if TYPE_CHECKING:
+    from data.scrape.config import ScrapeConfig
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".eps", ".bmp", ".webp")
 _MAX_BATCH_BYTES = 200_000_000
 OA_FILTER = '"open access"[filter]'
-
-
-@dataclass
-class EutilsConfig:
-    """Where and who: NCBI asks every call to carry ``tool`` and ``email`` (and ``api_key`` if any)."""
-
-    eutils_url: str
-    pmc_url: str
-    tool: str
-    email: str
-    api_key: str = ""
-    batch_size: int = 20
-
-    def identity(self) -> dict[str, str]:
-        params = {"tool": self.tool, "email": self.email}
-        if self.api_key:
-            params["api_key"] = self.api_key
-        return params
 
 
 @dataclass
@@ -50,10 +34,7 @@ class SearchResult:
 
 def parse_esearch(body: bytes) -> SearchResult:
     """Parse an ``eSearchResult`` XML document; ValueError if malformed, RejectedPayload on ``<ERROR>``."""
-    try:
-        root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False))
-    except etree.XMLSyntaxError as err:
-        raise ValueError(f"malformed esearch XML ({err})") from err
+    root = parse_xml(body, "malformed esearch XML")
     if root.tag != "eSearchResult":
         raise ValueError(f"expected <eSearchResult>, got <{root.tag}>")
     error = root.findtext("ERROR")
@@ -112,10 +93,10 @@ class EutilsSource:
 
     first_cursor = 0
 
-    def __init__(self, client: PoliteClient, config: EutilsConfig, term: str) -> None:
+    def __init__(self, client: PoliteClient, config: ScrapeConfig) -> None:
         self.client = client
         self.config = config
-        self.term = term
+        self.term = f"({config.query}) AND {OA_FILTER}" if config.oa_filter else config.query
 
     def pages(self, start: int) -> Iterator[Page]:
         """Batches from ``start`` on. A fresh search each run: history-server sessions expire."""
@@ -127,7 +108,7 @@ class EutilsSource:
 
     def search(self) -> SearchResult:
         """Run ``esearch`` with ``usehistory=y`` so that batches are fetched from the server's list."""
-        params = {"db": "pmc", "term": self.term, "usehistory": "y", "retmax": "0", **self.config.identity()}
+        params = {"db": "pmc", "term": self.term, "usehistory": "y", "retmax": "0", **self.config.ncbi_params()}
         result = self.client.fetch(self._url("esearch.fcgi"), parse_esearch, params=params)
         if result.count and not (result.webenv and result.query_key):
             raise ValueError(f"esearch for {self.term!r} returned no WebEnv/QueryKey")
@@ -137,7 +118,7 @@ class EutilsSource:
         url = self._url("efetch.fcgi")
         params = {"db": "pmc", "WebEnv": search.webenv, "query_key": search.query_key,
                   "retstart": str(retstart), "retmax": str(self.config.batch_size), "retmode": "xml",
-                  **self.config.identity()}
+                  **self.config.ncbi_params()}
         return self.client.fetch(url, lambda body: parse_jats(body, f"efetch batch at retstart={retstart}"),
                                  params=params, max_bytes=_MAX_BATCH_BYTES)
 

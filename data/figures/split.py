@@ -1,0 +1,92 @@
+"""From figure records to sub-figure records (crops on disk, counted outcomes).
+
+Each figure ends in one of three outcomes: ``matched`` (at least one panel paired with a sub-caption
+by its letter or position), ``fallback`` (the whole figure with the whole caption, as the original
+pipeline did when nothing matched) or ``failed`` (its image cannot be used; the caller keeps it, with
+the reason, in the failure list). Records that do not fit :class:`~data.records.FigureRecord` fail
+when they are read. Nothing in the input is dropped silently.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from data.figures import Panel, find_panels, split_caption
+from data.figures.ocr import OcrError
+from data.figures.pairing import pair_panels
+from data.files import atomic_write
+from data.records import FigureRecord, SubFigureRecord, subfigure_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitOptions:
+    context: bool = True  # prepend the caption's shared context to each sub-caption
+    order_fallback: bool = False  # without any letters read, pair letters with panels in reading order
+    crop_dir: str = "images"
+
+
+@dataclass
+class FigureResult:
+    outcome: str  # "matched", "fallback" or "failed"
+    records: list[SubFigureRecord] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    reason: str = ""
+
+
+def save_crop(image: Image.Image, path: Path) -> None:
+    """A crop as JPEG (for .jpg/.jpeg names) or PNG, written atomically."""
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        atomic_write(path, lambda tmp: image.convert("RGB").save(tmp, format="JPEG", quality=95))
+    else:
+        atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def split_figure(record: FigureRecord, root: Path, out_dir: Path, ocr: Any, opts: SplitOptions) -> FigureResult:
+    """Sub-figure records for one figure record; crops are written under ``out_dir/opts.crop_dir``.
+
+    The record's caption is clean text already (``data.records``); it is used as it stands.
+    """
+    image_rel, caption = record["image"], record["caption"]
+    src = root / image_rel
+    try:
+        with Image.open(src) as im:
+            image = im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        return FigureResult("failed", reason=f"cannot read image {src}: {e}")
+    result = FigureResult("fallback")
+    panels = _panels(image, ocr, src, result.counts)
+    subs = split_caption(caption)
+    pairs = pair_panels(subs, panels, result.counts, opts.order_fallback) if len(panels) > 1 else []
+    stem, suffix = Path(image_rel).stem, Path(image_rel).suffix.lower() or ".png"
+    for label, panel, sub in pairs:
+        crop_rel = Path(opts.crop_dir) / f"{stem}_{label.replace(' ', '-')}{suffix}"
+        save_crop(image.crop(panel.box), out_dir / crop_rel)
+        text = sub.with_context() if opts.context else sub.text
+        result.records.append(subfigure_record(record, crop_rel.as_posix(), text or caption, label, list(panel.box)))
+    if result.records:
+        result.outcome = "matched"
+        return result
+    whole = Path(os.path.relpath(src, out_dir)).as_posix()
+    result.records.append(subfigure_record(record, whole, caption, None, [0, 0, image.width, image.height]))
+    return result
+
+
+def _panels(image: Image.Image, ocr: Any, src: Path, counts: Counter) -> list[Panel]:
+    """The figure's panels, with letters where the OCR reads them; without letters when it fails."""
+    try:
+        panels = find_panels(image, ocr)
+    except OcrError as e:
+        log.warning("OCR failed on %s (%s); splitting it without letters", src, e)
+        counts["ocr_errors"] += 1
+        panels = find_panels(image, None)
+    if not panels:
+        counts["no_panels"] += 1
+    return panels

@@ -1,0 +1,76 @@
+"""urllib3's ``Retry``, held to the shared rate limit: the retry policy of every NLM/NCBI request.
+
+urllib3 retries connection failures, timeouts and 408/429/5xx answers itself, inside the requests
+adapter, honouring ``Retry-After``. :class:`LimitedRetry` makes each of those retries wait for the
+shared :class:`~data.scrape.ratelimit.RateLimiter` first, so no attempt escapes the limit, and keeps
+the ``--backoff`` meaning of the command line: the first retry waits ``backoff`` seconds, each next
+one twice as long, never more than ``backoff_max``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from urllib3.exceptions import InvalidHeader
+from urllib3.util import Retry
+
+from data.scrape.urls import redact
+
+log = logging.getLogger(__name__)
+
+# 408 and 429 say "later"; 5xx are the server's own trouble. Other 4xx answers are final.
+RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
+
+
+class LimitedRetry(Retry):
+    """A ``Retry`` that calls ``before_attempt`` (the limiter) before each retry urllib3 makes."""
+
+    def __init__(self, *args, before_attempt: Callable[[], None] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.before_attempt = before_attempt
+
+    def new(self, **kwargs) -> LimitedRetry:
+        """urllib3 copies the policy after every attempt; the copy must keep the limiter."""
+        retry = super().new(**kwargs)
+        retry.before_attempt = self.before_attempt
+        return retry
+
+    def get_backoff_time(self) -> float:
+        """``backoff * 2 ** (n - 1)`` before the n-th retry (urllib3 would not wait before the first)."""
+        if not self.history:
+            return 0.0
+        return min(self.backoff_max, self.backoff_factor * 2 ** (len(self.history) - 1))
+
+    def parse_retry_after(self, retry_after: str | None) -> float | None:
+        """Seconds a ``Retry-After`` value asks for (delta seconds or an HTTP date); None when the value
+        is absent or unreadable, so that a garbled header means an ordinary backoff, not a crash."""
+        if not retry_after:
+            return None
+        try:
+            return super().parse_retry_after(retry_after)
+        except InvalidHeader:
+            return None
+
+    def sleep(self, response=None) -> None:
+        """Back off (or wait as ``Retry-After`` asks), then wait for the limiter: urllib3 sends next."""
+        super().sleep(response)
+        if self.before_attempt is not None:
+            self.before_attempt()
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        """Count a failed try (urllib3's or the client's own) and log it; raises MaxRetryError at the end."""
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        cause = f"HTTP {response.status}" if response is not None and not error else str(error) or type(error).__name__
+        log.warning("%s: %s (attempt %d of %d)", redact(url or ""), cause, len(retry.history),
+                    len(retry.history) + (retry.total or 0) + 1)
+        return retry
+
+
+def retry_policy(retries: int, backoff: float, backoff_max: float, max_retry_after: float,
+                 before_attempt: Callable[[], None]) -> LimitedRetry:
+    """The policy of one request: ``retries`` retries in all, on connection errors, timeouts and
+    :data:`RETRY_STATUSES`, for GETs (requests leaves redirects to the client, which checks every hop)."""
+    return LimitedRetry(
+        total=retries, status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET"}),
+        backoff_factor=backoff, backoff_max=backoff_max, retry_after_max=max_retry_after,
+        respect_retry_after_header=True, raise_on_status=False, before_attempt=before_attempt)

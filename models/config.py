@@ -1,0 +1,52 @@
+"""The typed settings a model is built from.
+
+The fields carry no defaults on purpose: every default is written once, in ``configs/schema.py``, and
+``ModelConfig.from_run_config`` takes the validated run config (a dict with every key filled in), so a
+model can never disagree with the schema about a value nobody set.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What BLIP's towers, heads and queues need. Names are the run config's keys."""
+
+    vit: str | Mapping  # base, large, or {width, depth, heads, patch_size}
+    image_size: int
+    vit_grad_ckpt: bool
+    vit_ckpt_layer: int
+    drop_path_rate: float
+    embed_dim: int
+    momentum: float
+    queue_size: int
+    tokenizer: str
+    med_config: str
+    max_length: int
+    freeze_vit: bool
+    pretrained: str | None
+    text_encoder: str | None
+    vit_pretrained: str | None
+    negative_all_rank: bool  # retrieval: ITM negatives from every process's batch
+
+    @classmethod
+    def from_run_config(cls, config: Mapping[str, Any], **extra: Any) -> "ModelConfig":
+        """Pick this dataclass's keys from a validated run config. ``extra`` fills keys that a task's
+        schema does not have (pre-training has no ``negative_all_rank``); a key missing from both is an
+        error naming it, since a default written here would be a second source of truth."""
+        values = {**extra, **{f.name: config[f.name] for f in fields(cls) if f.name in config}}
+        missing = [f.name for f in fields(cls) if f.name not in values]
+        if missing:
+            raise KeyError(f"run config lacks model keys {missing}: validate it with configs.validate first")
+        return cls(**values)
+
+    @classmethod
+    def of(cls, config: "Mapping[str, Any] | ModelConfig") -> "ModelConfig":
+        """``config`` itself, or the ModelConfig of a validated run config. Pre-training's schema has no
+        ``negative_all_rank``: its model draws ITM negatives from the local batch only."""
+        if isinstance(config, cls):
+            return config
+        return cls.from_run_config(config, negative_all_rank=False)

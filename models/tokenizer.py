@@ -1,0 +1,57 @@
+"""The BERT WordPiece tokenizer with BLIP's two extra tokens, and the one function that tokenizes text
+for the model (training collation, evaluation, visualisation and generation all call it)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+
+def init_tokenizer(name_or_path: str) -> Any:
+    """A BERT WordPiece tokenizer (hub name or local folder) with ``[DEC]`` as bos and ``[ENC]`` added.
+
+    For bert-base-uncased this gives [DEC] = 30522, [ENC] = 30523 and 30524 tokens, as in BLIP.
+    The tokenizer gains ``enc_token_id``.
+    """
+    from transformers import BertTokenizerFast  # imported here: transformers is slow to import
+
+    try:
+        tok = BertTokenizerFast.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as e:
+        hint = "" if os.path.isdir(str(name_or_path)) else (
+            " (no network? point `tokenizer` in the config at a local folder holding vocab.txt)")
+        raise RuntimeError(f"cannot load tokenizer {name_or_path!r}{hint}: {e}") from e
+    tok.add_special_tokens({"bos_token": "[DEC]"})
+    tok.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+    tok.enc_token_id = tok.convert_tokens_to_ids("[ENC]")
+    return tok
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, offsets: bool = False) -> dict[str, Tensor]:
+    """Tokenize cleaned texts, truncated to ``max_length`` and padded to it.
+
+    Returns ``input_ids`` and ``attention_mask`` (B, L) as long tensors, and ``offset_mapping``
+    (B, L, 2) character spans when ``offsets`` is set (visualisation groups word pieces into words).
+    """
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
+                    return_offsets_mapping=offsets, return_tensors="pt")
+    out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    if offsets:
+        out["offset_mapping"] = enc["offset_mapping"]
+    return out
+
+
+class TextTokenizer:
+    """``tokenize`` bound to a tokenizer and a length: a picklable callable for DataLoader workers."""
+
+    def __init__(self, tokenizer: Any, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        return tokenize(self.tokenizer, texts, self.max_length)
+
+
+def to_device(batch: dict[str, Tensor], device: torch.device | str | None) -> dict[str, Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}

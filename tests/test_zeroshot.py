@@ -1,0 +1,215 @@
+"""Zero-shot classification (models/zeroshot.py), its metrics (models/metrics.py) and `vis.py classify`."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import vis  # noqa: E402
+from configs import read_yaml  # noqa: E402
+from models import build_model, init_tokenizer  # noqa: E402
+from models import metrics  # noqa: E402
+from models.zeroshot import ZeroShotClassifier, class_features, expand_prompts  # noqa: E402
+from tiny import minilm_folder, tiny_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = {"mass": ["axial flair mri shows a mass", "a large mass"], "cyst": ["a cyst"],
+           "normal": ["no focal abnormality", "normal brain", "normal axial ct"]}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("zeroshot")
+    tokenizer = init_tokenizer(minilm_folder())
+    config = tiny_config(folder, "pretrain", minilm_folder())
+    torch.manual_seed(0)
+    model = build_model(config, "pretrain", tokenizer).eval()
+    ckpt = folder / "checkpoint.pth"
+    torch.save({"model": model.state_dict(), "config": config, "epoch": 0}, ckpt)
+    rng = np.random.default_rng(0)
+    (folder / "images").mkdir()
+    records = []
+    for i, label in enumerate(["mass", "cyst", "normal", "mass", "normal"]):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / "images" / f"{i}.png")
+        records.append({"image": f"images/{i}.png", "label": label})
+    (folder / "labelled.json").write_text(json.dumps(records))
+    (folder / "classes.yaml").write_text(json.dumps({"classes": CLASSES}))  # JSON is YAML
+    return {"folder": folder, "model": model, "ckpt": ckpt}
+
+
+# -- class files -----------------------------------------------------------------------------------------
+
+
+def test_templates_are_filled_with_names_and_variables():
+    spec = {"variables": {"sequence": ["FLAIR", "CT"]},
+            "templates": ["axial {sequence} showing {class}", "{class}"],
+            "classes": {"glioma": ["a glioma", "a diffuse glioma"], "cyst": None,
+                        "normal": {"prompts": ["normal {sequence}"]},
+                        "infarct": {"names": "an infarct", "templates": ["{class} on DWI"], "prompts": ["stroke"]}}}
+    out = expand_prompts(spec)
+    assert out["glioma"] == ["axial FLAIR showing a glioma", "axial FLAIR showing a diffuse glioma",
+                             "axial CT showing a glioma", "axial CT showing a diffuse glioma", "a glioma",
+                             "a diffuse glioma"]
+    assert out["cyst"] == ["axial FLAIR showing cyst", "axial CT showing cyst", "cyst"]  # the key is the name
+    assert out["normal"] == ["normal FLAIR", "normal CT"]
+    assert out["infarct"] == ["an infarct on DWI", "stroke"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"classes": {"a": "x"}, "templates": ["{organ} {class}"]}, "uses {organ}"),
+    ({"classes": {"a": "x"}, "template": ["{class}"]}, "unknown key 'template'"),
+    ({"classes": {"a": "x"}}, "has no prompt"),
+    ({"classes": {}}, "'classes' mapping"),
+    ({"classes": {"a": {"name": "x"}}, "templates": ["{class}"]}, "unknown key 'name'"),
+])
+def test_bad_class_files_are_named(spec, message):
+    with pytest.raises(ValueError, match=message):
+        expand_prompts(spec, "my.yaml")
+
+
+def test_shipped_class_files_parse_and_match_the_demo_set():
+    from data.synthetic.demo import KINDS, SEQUENCES
+
+    brain = expand_prompts(read_yaml(ROOT / "configs/zeroshot/brain_findings.yaml"))
+    assert list(brain) == ["glioma", "meningioma", "metastasis", "infarct", "haemorrhage", "normal"]
+    assert "axial FLAIR MRI showing a glioma" in brain["glioma"]
+    assert set(expand_prompts(read_yaml(ROOT / "configs/zeroshot/demo_findings.yaml"))) == {"normal", *KINDS}
+    assert set(expand_prompts(read_yaml(ROOT / "configs/zeroshot/demo_sequence.yaml"))) == set(SEQUENCES)
+    assert set(expand_prompts(read_yaml(ROOT / "configs/zeroshot/demo_side.yaml"))) == {"left", "right"}
+
+
+# -- scores ----------------------------------------------------------------------------------------------
+
+
+def test_class_feature_is_the_renormalised_mean_of_prompt_features():
+    feats = F.normalize(torch.randn(5, 8), dim=-1)
+    out = class_features(feats, torch.tensor([0, 0, 1, 1, 1]), 2)
+    torch.testing.assert_close(out[0], F.normalize(feats[:2].mean(0), dim=0))
+    torch.testing.assert_close(out[1], F.normalize(feats[2:].mean(0), dim=0))
+
+
+def test_itc_probabilities_are_a_softmax_of_cosines_over_temperature(setup):
+    model = setup["model"]
+    clf = ZeroShotClassifier(model, CLASSES)
+    images = torch.randn(3, 3, 32, 32)
+    probs = clf.predict(images)
+    assert probs.shape == (3, 3)
+    torch.testing.assert_close(probs.sum(1), torch.ones(3))
+    with torch.no_grad():
+        image_feat = model.encode_image(images)[1]
+        feats = []
+        for name in CLASSES:
+            batch = model.tokenize(CLASSES[name])
+            f = model.encode_text(batch["input_ids"], batch["attention_mask"])[1]
+            feats.append(F.normalize(f.mean(0), dim=0))
+        expected = (image_feat @ torch.stack(feats).T / model.temp).softmax(-1)
+    torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_itm_reranking_scores_the_top_k_classes_only(setup):
+    model = copy.deepcopy(setup["model"])
+    torch.manual_seed(3)
+    with torch.no_grad():  # a larger ITM head, so that re-ranking has an effect to test
+        model.itm_head.weight.normal_(0, 0.5)
+    clf = ZeroShotClassifier(model, CLASSES, itm_top_k=2)
+    images = torch.randn(2, 3, 32, 32)
+    scores = clf.logits(images)
+    assert (torch.isinf(scores).sum(1) == 1).all()  # 3 classes, top 2 kept
+    with torch.no_grad():
+        image_embeds, image_feat = model.encode_image(images)
+        cos = image_feat @ clf.class_feat.T
+        for b in range(2):
+            for c in cos[b].topk(2).indices.tolist():
+                name = clf.names[c]
+                batch = model.tokenize(CLASSES[name])
+                n = len(CLASSES[name])
+                match = model.itm_logits(image_embeds[b:b + 1].expand(n, -1, -1), batch["input_ids"],
+                                         batch["attention_mask"])[:, 1].mean()
+                torch.testing.assert_close(scores[b, c], match + cos[b, c], atol=1e-5, rtol=1e-4)
+    assert (clf.predict(images)[torch.isinf(scores)] == 0).all()
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+
+
+def test_metrics_match_scikit_learn():
+    skm = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        y = rng.integers(0, 4, 60)
+        probs = rng.dirichlet(np.ones(4), 60)
+        probs[:, 0] = np.round(probs[:, 0], 1)  # ties
+        probs /= probs.sum(1, keepdims=True)
+        report = metrics.classification_report(y, probs, ["a", "b", "c", "d"])
+        pred = probs.argmax(1)
+        assert report["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+        assert report["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+        assert report["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+        assert report["auroc_macro_ovr"] == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr"))
+        assert report["confusion_matrix"] == skm.confusion_matrix(y, pred, labels=range(4)).tolist()
+
+
+def test_auroc_hand_values_and_classes_without_positives():
+    assert metrics.binary_auroc(np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.4, 0.1])) == pytest.approx(0.875)
+    value, left_out = metrics.macro_auroc(np.array([0, 0, 1, 1]), np.array([[0.9, 0.1, 0], [0.6, 0.4, 0],
+                                                                           [0.2, 0.8, 0], [0.3, 0.7, 0]]))
+    assert value == pytest.approx(1.0) and left_out == [2]
+
+
+def test_baselines_of_chance_and_a_constant_predictor():
+    y = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    base = metrics.baselines(y, 3)
+    assert base["constant"]["class"] == 0
+    assert base["constant"]["accuracy"] == pytest.approx(0.6)
+    assert base["constant"]["balanced_accuracy"] == pytest.approx(1 / 3)
+    assert base["constant"]["macro_f1"] == pytest.approx((2 * 0.6 / 1.6) / 3)
+    assert base["chance"]["accuracy"] == pytest.approx(1 / 3) and base["chance"]["auroc_macro_ovr"] == 0.5
+    # uniform guessing's expected F1 of class c: 2 s_c (1/C) / (s_c + 1/C)
+    expected = np.mean([2 * s / 3 / (s + 1 / 3) for s in (0.6, 0.3, 0.1)])
+    assert base["chance"]["macro_f1"] == pytest.approx(expected)
+
+
+# -- vis.py classify -------------------------------------------------------------------------------------
+
+
+def test_classify_command_writes_probabilities_metrics_and_confusion(setup, tmp_path, capsys):
+    folder, out = setup["folder"], tmp_path / "zs"
+    assert vis.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
+                     "--images", str(folder / "labelled.json"), "--out", str(out), "--device", "cpu",
+                     "--itm_top_k", "2"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(printed[-1])
+    assert len(printed) == 6 and printed[0].endswith("label mass")
+    assert summary["images"] == 5 and summary["n"] == 5 and 0 <= summary["accuracy"] <= 1
+    assert summary["baselines"]["constant"]["accuracy"] == pytest.approx(0.4)
+    rows = json.loads((out / "predictions.json").read_text())
+    assert [r["label"] for r in rows] == ["mass", "cyst", "normal", "mass", "normal"]
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-3 for r in rows)
+    csv = (out / "predictions.csv").read_text().splitlines()
+    assert csv[0] == "image,label,predicted,mass,cyst,normal" and len(csv) == 6
+    report = json.loads((out / "metrics.json").read_text())
+    assert np.asarray(report["confusion_matrix"]).sum() == 5
+    assert Image.open(out / "confusion.png").format == "PNG"
+    # a folder without labels: probabilities only
+    assert vis.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
+                     "--images", str(folder / "images"), "--out", str(tmp_path / "plain")]) == 0
+    assert "accuracy" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not (tmp_path / "plain" / "metrics.json").exists()
+
+
+def test_classify_refuses_labels_that_are_not_classes(setup, tmp_path, capsys):
+    folder = setup["folder"]
+    (tmp_path / "bad.json").write_text(json.dumps([{"image": str(folder / "images" / "0.png"), "label": "glioma"}]))
+    assert vis.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
+                     "--images", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "['glioma'] are not classes" in capsys.readouterr().err
