@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from models import build_model
-from utils import (StepHook, add_common_args, build_optimizer, build_train_loader, check_bad_records,
+from utils import (StepHook, StopRequest, add_common_args, build_optimizer, build_train_loader, check_bad_records,
                    cleanup_distributed, log, log_epoch, save_checkpoint, setup_run, start_epoch, start_state,
-                   train_one_epoch, wrap_ddp)
+                   run_cli, train_one_epoch, wrap_ddp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,11 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         state, _ = start_state(args.resume, out, model, optimizer)
         ddp_model = wrap_ddp(model, info)
         step_hook = StepHook(out, model, optimizer, config)
+        stop = StopRequest().install()
         for epoch in range(state.epoch, config["max_epoch"]):
             state.epoch = epoch
             start_epoch(loader, state)
             t0 = time.time()
-            stats = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook)
+            stats = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook, stop)
             bad = check_bad_records(state, loader, config, info.device)
             log_epoch(out, state, stats, bad, time.time() - t0)
             state.epoch_done = True
@@ -44,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             state = state.next_epoch()
         log.info(f"pre-training finished; checkpoints in {out}")
     finally:
-        cleanup_distributed()
+        cleanup_distributed(info)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, "pretrain.py"))

@@ -14,9 +14,9 @@ from data.files import atomic_write_json
 from models import build_model
 from models.evaluation import evaluate, format_table
 from transform import build_transform
-from utils import (StepHook, TrainState, add_common_args, append_jsonl, barrier, build_optimizer, build_train_loader,
-                   check_bad_records, cleanup_distributed, is_main, log, log_epoch, save_checkpoint, setup_run,
-                   start_epoch, start_state, train_one_epoch, wrap_ddp)
+from utils import (StepHook, StopRequest, TrainState, add_common_args, append_jsonl, barrier, build_optimizer,
+                   build_train_loader, check_bad_records, cleanup_distributed, is_main, log, log_epoch, save_checkpoint, setup_run,
+                   run_cli, start_epoch, start_state, train_one_epoch, wrap_ddp)
 
 
 def split_files(config: dict) -> dict:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser)
     parser.add_argument("--evaluate", action="store_true", help="only evaluate the `pretrained` checkpoint")
     args = parser.parse_args(argv)
-    config, info = setup_run(args, "retrieval")
+    config, info = setup_run(args, "retrieval", trains=not args.evaluate)
     out = Path(args.output_dir)
     try:
         files = split_files(config)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         train(model, files["train"], splits, config, info, out, args.resume)
     finally:
-        cleanup_distributed()
+        cleanup_distributed(info)
     return 0
 
 
@@ -88,11 +88,12 @@ def train(model, train_files: list, splits: dict, config: dict, info, out: Path,
     best = {"best": -1.0, "best_epoch": -1, **extra}
     ddp_model = wrap_ddp(model, info)
     step_hook = StepHook(out, model, optimizer, config, get_extra=lambda: dict(best))
+    stop = StopRequest().install()
     for epoch in range(state.epoch, config["max_epoch"]):
         state.epoch = epoch
         start_epoch(loader, state)
         t0 = time.time()
-        stats = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook)
+        stats = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook, stop)
         bad = check_bad_records(state, loader, config, info.device)
         metrics, improved = end_of_epoch(model, splits, config, info, out, state, best)
         log_epoch(out, state, stats, bad, time.time() - t0, metrics)
@@ -104,4 +105,4 @@ def train(model, train_files: list, splits: dict, config: dict, info, out: Path,
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, "train_retrieval.py"))

@@ -7,11 +7,14 @@ The scripts write their own epoch loop on top of these; the library (``models/``
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import logging
 import math
 import os
 import random
+import signal
+import sys
 import time
 from collections import defaultdict, deque
 from collections.abc import Mapping
@@ -24,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from configs import ConfigError, dump_yaml, load_config  # noqa: F401  (ConfigError re-exported for the scripts)
-from data.files import append_jsonl, atomic_write, atomic_write_text
+from data.files import FolderLock, append_jsonl, atomic_write, atomic_write_text, remove_temp_files
 from models.checkpoint import load_state
 from models.distributed import all_reduce_sum, get_rank, get_world_size, is_dist, is_main
 
@@ -41,6 +44,7 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    lock: FolderLock | None = None  # rank 0's claim on output_dir, released by cleanup_distributed
 
     @property
     def distributed(self) -> bool:
@@ -73,7 +77,7 @@ def _launch_env() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
-def init_distributed(device: str | None = None, timeout_min: int = 30) -> DistInfo:
+def init_distributed(device: str | None = None, timeout_s: int = 1800) -> DistInfo:
     """Join the process group that torchrun (or SLURM) describes; a single process needs nothing set.
 
     ``device`` is ``cuda``, ``cpu`` or None (CUDA when present). ``MEDVL_FORCE_DIST=1`` creates the
@@ -97,7 +101,7 @@ def init_distributed(device: str | None = None, timeout_min: int = 30) -> DistIn
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
             os.environ.setdefault("MASTER_PORT", "29500")
         dist.init_process_group(process_group_backend(dev.type), rank=rank, world_size=world,
-                                timeout=datetime.timedelta(minutes=timeout_min))
+                                timeout=datetime.timedelta(seconds=timeout_s))
     info = DistInfo(rank, world, local, dev)
     setup_logging(info.rank)
     return info
@@ -114,7 +118,10 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup_distributed() -> None:
+def cleanup_distributed(info: DistInfo | None = None) -> None:
+    """Leave the process group and release ``output_dir`` (call in a ``finally``)."""
+    if info is not None and info.lock is not None:
+        info.lock.release()
     if is_dist():
         dist.destroy_process_group()
 
@@ -257,7 +264,14 @@ class MetricLogger:
 def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` through a temporary file that is fsync'd and renamed: a crash or a full disk never
     leaves half a file under the real name, nor a temporary file behind."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    path = Path(path)
+    try:
+        atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    except (OSError, RuntimeError) as e:
+        import shutil
+
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise OSError(f"could not write {path} ({free:.0f} MB free on its disk; is it full?): {e}") from e
 
 
 def save_config(config: Mapping, path: str | Path) -> None:
@@ -283,13 +297,20 @@ def newest_checkpoint(output_dir: str | Path) -> Path | None:
     """The training checkpoint in ``output_dir`` that is furthest along, for ``--resume auto``.
 
     Progress is read from the files (their ``global_step``; the newest file among equals), not from
-    their times, so a run folder that was copied or restored resumes where it really stopped.
+    their times, so a run folder that was copied or restored resumes where it really stopped. A folder
+    whose checkpoint files are all unusable is refused: starting afresh would overwrite them.
     """
-    found = []
-    for path in Path(output_dir).glob("checkpoint_*.pth"):
+    found, unusable = [], []
+    for path in sorted(Path(output_dir).glob("checkpoint_*.pth")):
         step = _global_step(path)
-        if step is not None:
+        if step is None:
+            unusable.append(path.name)
+        else:
             found.append((step, path.stat().st_mtime_ns, path))
+    if unusable and not found:
+        raise RuntimeError(f"--resume auto: no checkpoint in {output_dir} can be resumed from ({', '.join(unusable)}: "
+                           f"corrupt or not training checkpoints); name one with --resume PATH, move them away, "
+                           f"or start afresh in another --output_dir")
     return max(found)[2] if found else None
 
 
@@ -313,6 +334,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output_dir", required=True, help="where logs, the resolved config and checkpoints go")
     parser.add_argument("--resume", "--checkpoint", dest="resume", default=None,
                         help="checkpoint to continue from, or 'auto' for the furthest one in output_dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh even if output_dir holds another run's checkpoints (they are replaced)")
     parser.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
     parser.add_argument("--device", default=None, choices=("cuda", "cpu"),
                         help="cuda or cpu (default: cuda when available)")
@@ -323,17 +346,49 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, default=None, help=argparse.SUPPRESS)
 
 
-def setup_run(args: argparse.Namespace, task: str) -> tuple[dict, DistInfo]:
-    """Load and validate the config, join the process group, seed, write ``output_dir/config.yaml``."""
+def make_deterministic() -> None:
+    """Remove the run-to-run differences torch can remove: deterministic kernels (an error where an op
+    has none), one intra-op thread (threaded CPU reductions round differently from run to run), and
+    cuDNN/cuBLAS set for reproducibility. Must run before any CUDA work."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def claim_output_dir(out: Path, resume_arg: str | None, overwrite: bool) -> FolderLock:
+    """Lock ``out`` for this run (rank 0), refuse a fresh start over another run's checkpoints, and
+    remove the temporary files of writes that were killed. Returns the lock (released at exit too)."""
+    lock = FolderLock(out, "training run")
+    for note in lock.acquire():
+        log.warning(note)
+    atexit.register(lock.release)
+    existing = sorted(p.name for p in out.glob("checkpoint_*.pth"))
+    if existing and not resume_arg and not overwrite:
+        lock.release()
+        raise RuntimeError(f"{out} already holds checkpoints of a run ({', '.join(existing[:4])}"
+                           f"{', ...' if len(existing) > 4 else ''}): continue it with --resume auto, choose "
+                           f"another --output_dir, or pass --overwrite to start afresh and replace them")
+    for leftover in remove_temp_files(out):
+        log.info(f"removed {leftover}, left by a write that was interrupted")
+    return lock
+
+
+def setup_run(args: argparse.Namespace, task: str, trains: bool = True) -> tuple[dict, DistInfo]:
+    """Load and validate the config, join the process group, seed, claim ``output_dir`` and write
+    ``output_dir/config.yaml``. ``trains``: the run writes checkpoints (not a pure evaluation)."""
     options = list(args.options)
     if args.seed is not None:
         options.append(f"seed={args.seed}")
     config = load_config(args.config, task, options)
-    info = init_distributed(args.device)
+    if config["deterministic"]:
+        make_deterministic()
+    info = init_distributed(args.device, config["dist_timeout_s"])
     seed_everything(config["seed"] + info.rank)
     out = Path(args.output_dir)
     if info.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        info.lock = claim_output_dir(out, args.resume, args.overwrite or not trains)
         save_config(config, out / "config.yaml")
     barrier()
     group = f", process group {dist.get_backend()}" if is_dist() else ""
@@ -520,13 +575,13 @@ class StepHook:
         self.out, self.model, self.optimizer, self.config = Path(output_dir), model, optimizer, config
         self.get_extra = get_extra
 
-    def __call__(self, state: TrainState, meter: MetricLogger) -> None:
+    def __call__(self, state: TrainState, meter: MetricLogger, force_save: bool = False) -> None:
         log_every, save_every = self.config["log_every_steps"], self.config["save_every_steps"]
         if log_every and state.global_step % log_every == 0 and is_main():
             append_jsonl(self.out / "log.txt", {"epoch": state.epoch, "step": state.step,
                                                 "global_step": state.global_step,
                                                 **{f"train_{k}": m.avg for k, m in meter.meters.items()}})
-        if save_every and state.global_step % save_every == 0:
+        if force_save or (save_every and state.global_step % save_every == 0):
             save_checkpoint([self.out / "checkpoint_last.pth"], self.model, self.optimizer, self.config, state,
                             self.get_extra())
 
@@ -541,18 +596,54 @@ def autocast(config: dict, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _all_finite(loss: torch.Tensor) -> bool:
-    """Whether the loss is finite on every rank (one small collective), so that all ranks skip together."""
-    finite = torch.isfinite(loss.detach()).float().reshape(1)
-    return int(all_reduce_sum(finite).item()) == get_world_size()
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint written; requeue to continue
+
+
+class Preempted(Exception):
+    """SIGTERM or SIGINT arrived; every rank wrote ``checkpoint_last.pth`` at the step boundary."""
+
+
+class StopRequest:
+    """Turns SIGTERM (what SLURM and Kubernetes send before a kill) and SIGINT into a request that the
+    loop honours at the next step boundary, on every rank together. A second SIGINT stops at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def install(self) -> "StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning(f"received {signal.Signals(signum).name}: stopping after this step with a checkpoint")
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+
+def _step_agreement(loss: torch.Tensor, stop: StopRequest | None) -> tuple[bool, bool]:
+    """(the loss is finite on every rank, some rank was asked to stop), in one small collective, so that
+    all ranks skip a step or stop together."""
+    flags = torch.stack([torch.isfinite(loss.detach()).all().float(),
+                         torch.tensor(float(stop is not None and stop.requested), device=loss.device)])
+    flags = all_reduce_sum(flags)
+    return int(flags[0].item()) == get_world_size(), bool(flags[1].item() > 0)
 
 
 def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, config: dict,
-                    state: TrainState, device: torch.device, step_hook=None) -> dict[str, float]:
+                    state: TrainState, device: torch.device, step_hook: StepHook | None = None,
+                    stop: StopRequest | None = None) -> dict[str, float]:
     """One epoch of ``loss = sum(model(...).values())`` from ``state.step`` on; returns the epoch's means.
 
     A batch whose loss is not finite on any rank is skipped by every rank; ``max_nonfinite_steps`` in
     a row stop the run. ``step_hook(state, meter)`` runs after every step (step checkpoints, logs).
+    When ``stop`` was requested on any rank, every rank writes ``checkpoint_last.pth`` (through the
+    hook) after the current step and raises :class:`Preempted`.
     """
     model.train()
     steps = state.step + len(loader)  # a resumed epoch's loader holds only the batches not yet seen
@@ -568,7 +659,8 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         loss = sum(losses.values())
         state.bad += batch["bad"]
         optimizer.zero_grad(set_to_none=True)
-        if not _all_finite(loss):
+        finite, stopping = _step_agreement(loss, stop)
+        if not finite:
             state.nonfinite += 1
             log.warning(f"non-finite loss at epoch {state.epoch} step {state.step}: step skipped "
                         f"({state.nonfinite} in a row)")
@@ -586,6 +678,35 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         state.global_step += 1
         state.meters = meter.totals()
         if step_hook is not None:
-            step_hook(state, meter)
+            step_hook(state, meter, force_save=stopping)
+        if stopping:
+            raise Preempted(f"stopped on request at epoch {state.epoch}, step {state.step}; "
+                            f"resume with --resume auto")
     meter.synchronize(device)
     return meter.averages()
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def run_cli(main: Callable[[], int], prog: str) -> int:
+    """A training script's entry point. A bad config or dataset prints its message alone (exit 2); a
+    stop on request exits with ``PREEMPTED_EXIT`` after its checkpoint; a collective that timed out
+    says which key sets the limit. Anything else keeps its traceback."""
+    from data.datasets import DatasetError
+
+    try:
+        return main()
+    except (ConfigError, DatasetError, FileNotFoundError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except Preempted as e:
+        log.warning(str(e))
+        return PREEMPTED_EXIT
+    except RuntimeError as e:
+        if "timed out" in str(e).lower() or "timeout" in str(e).lower():
+            log.error(f"{prog}: a collective waited longer than dist_timeout_s for the other processes "
+                      f"(a rank is dead or frozen): {e}")
+        raise

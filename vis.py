@@ -377,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _use_parser(command: str, description: str, images_required: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"vis.py {command}", description=description)
-    p.add_argument("--checkpoint", required=True, help="pre-training or retrieval checkpoint (.pth)")
+    search = command == "search"  # a search defaults to the checkpoint its index was built with
+    p.add_argument("--checkpoint", required=not search, help="pre-training or retrieval checkpoint (.pth)")
     p.add_argument("--config", default=None, help="run config YAML (default: the one saved in the checkpoint)")
     p.add_argument("--images", nargs="+", required=images_required, default=[], metavar="SRC",
                    help="image files, folders, JSON lists of {image[, label, caption]} records, DICOM files or "
@@ -390,7 +391,7 @@ def _use_parser(command: str, description: str, images_required: bool = True) ->
     p.add_argument("--workers", type=int, default=0, help="image decoding processes")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--out", required=command != "search", help="output folder")
+    p.add_argument("--out", required=not search, help="output folder")
     return p
 
 
@@ -401,11 +402,16 @@ def _use_setup(args: argparse.Namespace, label_key: str = "label"):
     from data.image_list import collect
     from transform.pipeline import EvalTransform
 
-    choice = ",".join(([args.slice] if args.slice else []) + ([f"window={args.window}"] if args.window else []))
-    items = collect(args.images, choice or None, args.image_root, label_key) if args.images else []
+    items = collect(args.images, _choice(args), args.image_root, label_key) if args.images else []
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model, config = load_itm_model(args.checkpoint, args.config, args.options, device)
     return items, model, config, EvalTransform(config["image_size"]), device
+
+
+def _choice(args: argparse.Namespace) -> str | None:
+    """--slice and --window as one clinical choice (``axial:all,window=bone``)."""
+    parts = ([args.slice] if args.slice else []) + ([f"window={args.window}"] if args.window else [])
+    return ",".join(parts) or None
 
 
 def _progress(iterable, what: str):
@@ -442,6 +448,7 @@ def classify_main(argv: list[str]) -> int:
     p.add_argument("--classes", required=True, help="class file, e.g. configs/zeroshot/brain_findings.yaml")
     p.add_argument("--label_key", default="label", help="record key holding the true class in JSON lists")
     p.add_argument("--itm_top_k", type=int, default=0, help="re-rank the top K classes with the ITM head (0: off)")
+    p.add_argument("--itm_prompts", type=int, default=16, help="prompts per class the ITM re-scores (0: all)")
     args = p.parse_args(argv)
     import torch
 
@@ -456,7 +463,8 @@ def classify_main(argv: list[str]) -> int:
     unknown = sorted({it.label for it in items if it.label is not None and it.label not in classes})
     if unknown:
         raise VisError(f"labels {unknown[:5]} are not classes of {args.classes}: {list(classes)}")
-    clf = ZeroShotClassifier(model, classes, args.itm_top_k, clean=lambda t: pre_caption(t, config["max_words"]))
+    clf = ZeroShotClassifier(model, classes, args.itm_top_k, clean=lambda t: pre_caption(t, config["max_words"]),
+                             itm_prompts=args.itm_prompts)
     batches = image_batches(items, transform, args.batch_size, args.workers)
     probs = torch.cat([clf.predict(b).cpu() for b in _progress(batches, "classifying")]).numpy()
     names, out = clf.names, Path(args.out)
@@ -468,8 +476,8 @@ def classify_main(argv: list[str]) -> int:
               for r, p in zip(rows, probs)]
     (out / "predictions.csv").write_text("\n".join(lines) + "\n")
     for r in rows:
-        print(f"{r['image']}\t{r['predicted']}\t{r['probs'][r['predicted']]:.3f}" + (f"\tlabel {r['label']}" if r["label"]
-                                                                                    else ""))
+        label = f"\tlabel {r['label']}" if r["label"] else ""
+        print(f"{r['image']}\t{r['predicted']}\t{r['probs'][r['predicted']]:.3f}{label}")
     summary = {"out": str(out), "images": len(rows), "classes": names}
     labelled = [i for i, it in enumerate(items) if it.label is not None]
     if labelled:
@@ -558,8 +566,6 @@ def embed_main(argv: list[str]) -> int:
 def search_main(argv: list[str]) -> int:
     p = _use_parser("search", "Rank the stored image embeddings of `vis.py embed` for a text query, or the stored "
                               "texts for an image query.", images_required=False)
-    p.set_defaults(checkpoint=None)
-    p._option_string_actions["--checkpoint"].required = False  # default: the index's own checkpoint
     p.add_argument("--index", required=True, help="folder written by vis.py embed")
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="text query: ranks the stored images")
@@ -570,6 +576,7 @@ def search_main(argv: list[str]) -> int:
     import torch
 
     from data.captions import pre_caption
+    from data.image_list import with_choice
     from data.images import load_rgb
     from models.embed import embed_images, embed_texts, rank
 
@@ -588,7 +595,7 @@ def search_main(argv: list[str]) -> int:
     if args.text is not None:
         query = embed_texts(model, [args.text], clean=lambda t: pre_caption(t, config["max_words"]))
     else:
-        query = embed_images(model, [transform(load_rgb(args.image))[None]])
+        query = embed_images(model, [transform(load_rgb(with_choice(args.image, _choice(args))))[None]])
     scores, order = rank(query, torch.from_numpy(np.load(bank_file)), args.k)
     results = [{"rank": r + 1, "score": round(float(s), 4), target[:-1]: index[target][int(i)]}
                for r, (s, i) in enumerate(zip(scores[0], order[0]))]

@@ -10,10 +10,10 @@
 - Sub-captions on the labelled captions of tests/data/subcaptions_gold.json: label-set accuracy
   (share of captions whose list of label groups is exactly right) and mean token F1 of the texts.
 - "real_captions": the same scores on every real caption of the fixtures, against the independent
-  gold of bench/gold/real_subcaptions.json (texts rebuilt by bench/real_gold.py), with the wrong records.
+  gold of bench/gold/real_subcaptions.json (texts rebuilt by data/figures/gold.py), with the wrong records.
   Shared lead and trailing text (statistics, scale bars) are not part of the gold sub-caption texts.
 
-    python bench/split_quality.py [--fixtures DIR] [--ocr rapidocr|gcv|none] [--per-layout N]
+    python -m bench.split_quality [--fixtures DIR] [--ocr rapidocr|gcv|none] [--per-layout N]
 """
 from __future__ import annotations
 
@@ -26,14 +26,13 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from data.synthetic.compound_synth import build_set  # noqa: E402
-from data.figures import find_panels, split_caption  # noqa: E402
-from data.figures.ocr import make_ocr  # noqa: E402
-from bench.real_gold import load_real_captions, load_real_panels  # noqa: E402
+from data.figures import find_panels, split_caption
+from data.figures.gold import load_real_captions, load_real_panels
+from data.figures.ocr import make_ocr
+from data.synthetic.compound_synth import build_set
 
 REAL = ("s41467-018-06211-3_fig1.jpg", "s41467-018-06211-3_fig3.jpg", "s41467-018-06211-3_fig5.jpg")
 

@@ -39,7 +39,7 @@ import torch
 from data.images import load_rgb
 from data.synthetic.probes import head_mask
 from models import build_model
-from models.gradcam import to_heatmap
+from models.gradcam import patch_token_locality, to_heatmap
 from transform.pipeline import EvalTransform
 from vis import explain_image, load_itm_model
 
@@ -78,21 +78,7 @@ def summarise(rows: list[dict]) -> dict:
 def token_locality(model, images: list[Path], stride: int = 3) -> float:
     """Mean share of the change of the ViT's patch tokens that falls on the token of the painted patch."""
     transform = EvalTransform(model.config.image_size)
-    p = model.visual_encoder.patch_embed.patch_size[0]
-    shares = []
-    for path in images:
-        x = transform(load_rgb(path)).unsqueeze(0)
-        cols = x.shape[-1] // p
-        painted = []
-        for j in range(0, model.visual_encoder.num_patches, stride):
-            r, c = divmod(j, cols)
-            y = x.clone()
-            y[..., r * p:(r + 1) * p, c * p:(c + 1) * p] = x.mean() + 1.0
-            painted.append(y)
-        base = model.encode_image(x)[0][:, 1:]
-        change = (model.encode_image(torch.cat(painted))[0][:, 1:] - base).norm(dim=-1)  # (P, N)
-        own = change[torch.arange(len(painted)), torch.arange(0, change.shape[1], stride)]
-        shares += (own / change.sum(dim=1)).tolist()
+    shares = [s for path in images for s in patch_token_locality(model, transform(load_rgb(path)), stride)]
     return round(float(np.mean(shares)), 4)
 
 

@@ -80,15 +80,25 @@ def _check_value(field: Field, key: str, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: key '{key}': {e}") from None
 
 
+def _unknown_key_message(key: str, task: str, source: str) -> str:
+    """Suggest the closest key, or say that the key belongs to the other task's config."""
+    schema = SCHEMAS[task]
+    others = [t for t in SCHEMAS if t != task and key in SCHEMAS[t]]
+    if others:
+        script = {"pretrain": "pretrain.py", "retrieval": "train_retrieval.py"}[others[0]]
+        return (f"{source}: unknown key '{key}': it is a {others[0]} key; is this a {others[0]} config? "
+                f"(use it with {script})")
+    close = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(schema))}"
+    return f"{source}: unknown key '{key}'{hint}"
+
+
 def validate(raw: Mapping, task: str, source: str = "config") -> dict:
     """Check ``raw`` against the schema of ``task``; return it with defaults filled in."""
     schema = SCHEMAS[task]
     unknown = [k for k in raw if k not in schema]
     if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(schema))}"
-        raise ConfigError(f"{source}: unknown key '{key}'{hint}")
+        raise ConfigError(_unknown_key_message(str(unknown[0]), task, source))
     config = {}
     for key, field in schema.items():
         if key in raw:
@@ -97,6 +107,8 @@ def validate(raw: Mapping, task: str, source: str = "config") -> dict:
             raise ConfigError(f"{source}: key '{key}' is required ({field.help})")
         else:
             config[key] = field.default
+    if config["drop_path_rate"] is None:  # BLIP's create_vit: stochastic depth 0.1 for ViT-L only
+        config["drop_path_rate"] = 0.1 if config["vit"] == "large" else 0.0
     _check_invariants(config, task, source)
     return config
 

@@ -2,6 +2,7 @@
 what BLIP hard-coded (text length, embed_dim, momentum, workers, seed, precision...) are added."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ _REQUIRED = object()
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # int, float, bool, str, optstr, files, choice, vit
+    kind: str  # int, float, optfloat, bool, str, optstr, files, choice, vit
     default: Any = _REQUIRED
     help: str = ""
     lo: float | None = None
@@ -28,12 +29,17 @@ class Field:
         if k == "bool":
             if not isinstance(v, bool):
                 raise TypeError(f"expected true or false, got {v!r} ({type(v).__name__})")
-        elif k in ("int", "float"):
+        elif k == "optfloat" and v is None:
+            return None
+        elif k in ("int", "float", "optfloat"):
             ok = isinstance(v, int) if k == "int" else isinstance(v, (int, float))
             if isinstance(v, bool) or not ok:
                 raise TypeError(f"expected {'an integer' if k == 'int' else 'a number'}, got {v!r} "
                                 f"({type(v).__name__})")
-            v = float(v) if k == "float" else v
+            v = v if k == "int" else float(v)
+            # NaN compares false with everything, so a plain range check would let it through.
+            if not math.isfinite(v):
+                raise ValueError(f"expected a finite number, got {v}")
             if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
                 raise ValueError(f"{v} is outside the allowed range [{self.lo}, {self.hi}]")
         elif k in ("str", "optstr"):
@@ -54,18 +60,37 @@ class Field:
                 raise TypeError(f"expected a file path or a list of file paths, got {v!r}")
         elif k == "vit":
             if isinstance(v, Mapping):
-                return dict(v)
+                return _vit_mapping(v)
             if v not in ("base", "large"):
                 raise ValueError(f"expected 'base', 'large' or a mapping {{width, depth, heads, patch_size}}, "
                                  f"got {v!r}")
         return v
 
 
+VIT_KEYS = {"width": (8, 8192), "depth": (1, 128), "heads": (1, 128), "patch_size": (1, 512)}
+
+
+def _vit_mapping(v: Mapping) -> dict:
+    """An explicit ViT size: positive integers, width divisible by heads."""
+    unknown = sorted(set(v) - set(VIT_KEYS))
+    missing = sorted({"width", "depth", "heads"} - set(v))
+    if unknown or missing:
+        raise ValueError(f"vit mapping: unknown keys {unknown}, missing keys {missing}; allowed {sorted(VIT_KEYS)}")
+    for key, value in v.items():
+        lo, hi = VIT_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"vit.{key}: expected an integer in [{lo}, {hi}], got {value!r}")
+    if v["width"] % v["heads"]:
+        raise ValueError(f"vit.width {v['width']} is not divisible by vit.heads {v['heads']}")
+    return dict(v)
+
+
 COMMON = {
     "vit": Field("vit", "base", "image tower: base, large, or {width, depth, heads, patch_size}"),
     "vit_grad_ckpt": Field("bool", False, "gradient checkpointing in the last vit_ckpt_layer ViT blocks"),
     "vit_ckpt_layer": Field("int", 0, "how many of the last ViT blocks to checkpoint", 0, 64),
-    "drop_path_rate": Field("float", 0.0, "stochastic depth rate of the ViT", 0.0, 0.99),
+    "drop_path_rate": Field("optfloat", None, "stochastic depth rate of the ViT (default: 0.1 for vit: large, "
+                            "as BLIP's create_vit, 0 otherwise)", 0.0, 0.99),
     "image_size": Field("int", 224, "input resolution in pixels", 16, 4096),
     "embed_dim": Field("int", 256, "dimension of the ITC projections", 1, 65536),
     "momentum": Field("float", 0.995, "EMA coefficient of the momentum encoders", 0.0, 1.0),
@@ -104,6 +129,11 @@ COMMON = {
     "log_every_steps": Field("int", 0, "also write a log.txt line every N steps (0 = per epoch only)", 0, 10**9),
     "save_every_steps": Field("int", 0, "write checkpoint_last.pth every N steps (0 = per epoch only)", 0, 10**9),
     "max_nonfinite_steps": Field("int", 5, "stop after this many non-finite losses in a row", 1, 10**6),
+    "dist_timeout_s": Field("int", 1800, "seconds a collective may wait for the other processes before the run "
+                            "stops with an error (a dead or frozen rank)", 1, 10**7),
+    "deterministic": Field("bool", False, "remove every source of run-to-run difference torch can remove "
+                           "(deterministic kernels, one intra-op thread, cuDNN/cuBLAS settings): slower, and "
+                           "kill + resume is bit-exact"),
 }
 
 PRETRAIN = {

@@ -124,3 +124,77 @@ def read_json_list(path: str | os.PathLike, what: str = "dataset file") -> list:
     if not isinstance(data, list):
         raise JsonListError(f"{what} {path} must hold a JSON list of records, not a {type(data).__name__}")
     return data
+
+
+class FolderLockedError(RuntimeError):
+    """Another live process holds the folder."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+class FolderLock:
+    """An exclusive claim on a folder, held in ``<folder>/.lock`` as ``{"pid", "host", "started"}``.
+
+    Two runs writing one folder would interleave logs and overwrite each other's files, so the second
+    is refused with the owner named. A lock left by a dead process on this host is taken over with a
+    message; one from another host cannot be checked and is refused (remove the file if that run is gone).
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run"):
+        self.path = Path(folder) / ".lock"
+        self.what = what
+        self.held = False
+
+    def acquire(self) -> list[str]:
+        """Take the lock; returns messages (a stale lock taken over). Raises FolderLockedError."""
+        import socket
+        from datetime import datetime, timezone
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        notes = []
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                notes.append(self._take_over_if_stale(me["host"]))
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(me))
+            self.held = True
+            return notes
+        raise FolderLockedError(f"could not lock {self.path}")
+
+    def _take_over_if_stale(self, host: str) -> str:
+        try:
+            owner = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            owner = {}
+        pid, owner_host = owner.get("pid"), owner.get("host")
+        if owner_host == host and isinstance(pid, int) and not _pid_alive(pid):
+            # Rename first: of two processes taking over at once, only one re-creates the lock.
+            stale = self.path.with_name(f".lock.stale{os.getpid()}")
+            try:
+                os.replace(self.path, stale)
+                stale.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            return f"{self.path}: took over the lock of process {pid} on {host}, which is no longer running"
+        raise FolderLockedError(
+            f"{self.path.parent} is in use by another {self.what} (process {pid} on {owner_host}, started "
+            f"{owner.get('started')}); wait for it, choose another folder, or delete {self.path} if that "
+            f"process is gone")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False

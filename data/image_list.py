@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from data import clinical
 from data.datasets import DatasetError, read_json_list, resolve_image
 from data.images import BadImageError, image_exists, load_rgb
+from data.volumes import DICOM_SUFFIXES, NIFTI_SUFFIXES, RASTER_SUFFIXES, kind_of
 
-IMAGE_SUFFIXES = tuple(sorted(clinical.RASTER_SUFFIXES)) + clinical.DICOM_SUFFIXES + clinical.NIFTI_SUFFIXES
+IMAGE_SUFFIXES = tuple(sorted(RASTER_SUFFIXES)) + DICOM_SUFFIXES + NIFTI_SUFFIXES
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Item:
     captions: list[str] = field(default_factory=list)
 
 
-def _with_choice(ref: str, choice: str | None) -> str:
+def with_choice(ref: str, choice: str | None) -> str:
     """Append the command's ``--slice``/``--window`` choice to a clinical reference that has none."""
     if not choice or "#" in ref or not clinical.is_clinical(ref):
         return ref
@@ -58,7 +59,7 @@ def _from_json(path: Path, image_root: str | None, label_key: str) -> list[Item]
 
 def _is_series(folder: Path) -> bool:
     files = [p for p in folder.iterdir() if p.is_file()]
-    dicom = [p for p in files if clinical._kind(p) == "dicom"]
+    dicom = [p for p in files if kind_of(p) == "dicom"]
     others = [p for p in files if p.name.lower().endswith(IMAGE_SUFFIXES) and p not in dicom]
     return bool(dicom) and not others
 
@@ -99,7 +100,7 @@ def collect(sources: Sequence[str], choice: str | None = None, image_root: str |
         else:
             raise DatasetError(f"{src} is neither an image, a folder nor a JSON list that exists")
         for item in found:
-            ref = _with_choice(item.image, choice)
+            ref = with_choice(item.image, choice)
             refs = clinical.expand(ref) if clinical.is_clinical(ref) else [ref]
             items.extend(Item(r, item.label, item.captions) for r in refs)
     if not items:

@@ -11,10 +11,12 @@
 Captions in figure and sub-figure records are clean text: HTML is removed once, where the scraper
 reads it. Image paths are relative to the folder of the JSON file that holds them (or absolute).
 Keys a type does not name are allowed and kept (``extra keys ignored``); the keys it names must have
-its types. :func:`read_records` (and :func:`indexed_records`) checks that and names the file, the index and the key when a record
-does not fit; :func:`write_records` checks the same before it replaces a file atomically.
+its types. :func:`read_records` (and :func:`indexed_records`) checks that and names the file, the
+index and the key when a record does not fit; :func:`write_records` checks the same before it
+replaces a file atomically.
 """
-
+# No ``from __future__ import annotations`` here: TypedDict reads Required/NotRequired from the
+# annotations when the class is made, and Python 3.11 cannot see them inside string annotations.
 import functools
 import os
 import types
@@ -114,8 +116,9 @@ def subfigure_record(parent: FigureRecord, image: str, caption: str, panel_label
                      box: list[int]) -> SubFigureRecord:
     """A sub-figure record: the parent's keys (article and extra ones) without its image facts."""
     inherited = {k: v for k, v in parent.items() if k not in ImageFacts.__annotations__}
-    return {**inherited, "image": image, "caption": caption, "parent_image": parent["image"],  # type: ignore[typeddict-item]
-            "panel_label": panel_label, "box": list(box)}
+    own = {"image": image, "caption": caption, "parent_image": parent["image"], "panel_label": panel_label,
+           "box": list(box)}
+    return {**inherited, **own}  # type: ignore[return-value]
 
 
 def check_record(record: object, kind: type) -> str:

@@ -11,8 +11,9 @@ Conventions kept from BLIP / HF 4.x, so that numbers compare:
 - the decoder input is ``[DEC] prompt`` (the prompt tokenized without its trailing [SEP]); [SEP] ends a
   caption; ``max_length`` and ``min_length`` count the prompt's tokens too (HF's convention);
 - beam search: log-softmax, then the repetition penalty and the minimum length on the log-probabilities;
-  a finished hypothesis scores its summed log-probability divided by its length (``length_penalty`` 1,
-  eos not counted); a batch row stops when it holds ``num_beams`` hypotheses none of which the best live
+  a finished hypothesis scores its summed log-probability divided by its length (``length_penalty`` 1;
+  [DEC] and the prompt counted, eos not, as in the HF 4.15 that BLIP ran; later HF versions count only the
+  generated tokens); a batch row stops when it holds ``num_beams`` hypotheses none of which the best live
   beam can beat (HF's ``early_stopping=False``);
 - sampling: the repetition penalty and minimum length on the logits, then top-k (HF's default 50), then
   top-p; ``num_beams`` is not used, as in BLIP's ``sample=True``;
@@ -20,6 +21,8 @@ Conventions kept from BLIP / HF 4.x, so that numbers compare:
   divided by the penalty when positive and multiplied by it when negative.
 """
 from __future__ import annotations
+
+import re
 
 import torch
 import torch.nn.functional as F
@@ -249,4 +252,15 @@ def generate(model, images: Tensor, prompt: str = "", max_length: int = 30, min_
         image_embeds, _ = model.encode_image(images)
     ids = generate_ids(decoder, image_embeds, start, tok.sep_token_id, tok.pad_token_id, max_length, min_length,
                        num_beams, top_p, top_k, repetition_penalty, use_cache, generator)
-    return [tok.decode(row[len(start):], skip_special_tokens=True).strip() for row in ids.tolist()]
+    return [detokenize(tok.decode(row[len(start):], skip_special_tokens=True)) for row in ids.tolist()]
+
+
+_JOINED = re.compile(r" ?([-/]) ?")
+_DECIMAL = re.compile(r"(\d)\. (\d)")
+
+
+def detokenize(text: str) -> str:
+    """Undo the spaces WordPiece decoding puts around hyphens, slashes and decimal points
+    ("t2 - weighted" -> "t2-weighted", "2. 5 cm" -> "2.5 cm"), so that captions read like their
+    references and score against them word for word."""
+    return _DECIMAL.sub(r"\1.\2", _JOINED.sub(r"\1", text)).strip()

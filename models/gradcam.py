@@ -163,3 +163,26 @@ def to_heatmap(cam: Tensor, size: tuple[int, int], blur: float = 0.0) -> Tensor:
         kernel = 2 * int(3 * sigma) + 1
         up = normalize(gaussian_blur(up[None, None], [kernel, kernel], [sigma, sigma])[0, 0])
     return up
+
+
+@torch.no_grad()
+def patch_token_locality(model: BlipBase, pixels: Tensor, stride: int = 3) -> list[float]:
+    """How local the image tower's output tokens are, for one preprocessed image ``pixels`` (3, H, W).
+
+    Every ``stride``-th patch is painted flat (the image mean plus one) in turn; for each, the share of
+    the change of all patch tokens (L2 norm) that falls on that patch's own token. Maps on the patch
+    grid assume locality: 1.0 means each token sees only its patch; 1/N means evidence spreads evenly.
+    """
+    x = pixels.unsqueeze(0).to(next(model.parameters()).device)
+    p = model.visual_encoder.patch_embed.patch_size[0]
+    cols = x.shape[-1] // p
+    painted = []
+    for j in range(0, model.visual_encoder.num_patches, stride):
+        r, c = divmod(j, cols)
+        y = x.clone()
+        y[..., r * p:(r + 1) * p, c * p:(c + 1) * p] = x.mean() + 1.0
+        painted.append(y)
+    base = model.encode_image(x)[0][:, 1:]
+    change = (model.encode_image(torch.cat(painted))[0][:, 1:] - base).norm(dim=-1)  # (P, N)
+    own = change[torch.arange(len(painted)), torch.arange(0, change.shape[1], stride)]
+    return (own / change.sum(dim=1)).tolist()

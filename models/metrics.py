@@ -85,7 +85,8 @@ def classification_report(y_true, probs, names: list[str]) -> dict:
     pred = probs.argmax(1)
     m = confusion_matrix(y_true, pred, len(names))
     auroc, left_out = macro_auroc(y_true, probs)
-    return {"n": int(len(y_true)), "accuracy": float((pred == y_true).mean()), "balanced_accuracy": balanced_accuracy(m),
+    return {"n": int(len(y_true)), "accuracy": float((pred == y_true).mean()),
+            "balanced_accuracy": balanced_accuracy(m),
             "macro_f1": macro_f1(m), "auroc_macro_ovr": auroc, "auroc_left_out": [names[c] for c in left_out],
             "confusion_matrix": m.tolist(), "classes": list(names),
             "support": dict(zip(names, m.sum(1).tolist())), "baselines": baselines(y_true, len(names))}
@@ -108,5 +109,5 @@ def baselines(y_true: np.ndarray, num_classes: int) -> dict:
     m = confusion_matrix(y_true, np.full_like(y_true, majority), num_classes)
     return {"chance": {"accuracy": 1 / num_classes, "balanced_accuracy": 1 / num_classes,
                        "macro_f1": float(f1_chance.sum() / num_classes), "auroc_macro_ovr": 0.5},
-            "constant": {"class": majority, "accuracy": float(share[majority]), "balanced_accuracy": balanced_accuracy(m),
-                         "macro_f1": macro_f1(m), "auroc_macro_ovr": 0.5}}
+            "constant": {"class": majority, "accuracy": float(share[majority]),
+                         "balanced_accuracy": balanced_accuracy(m), "macro_f1": macro_f1(m), "auroc_macro_ovr": 0.5}}

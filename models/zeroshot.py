@@ -6,8 +6,8 @@ its prompts' L2-normalised features, renormalised; an image's class logits are i
 divided by the model's contrastive temperature, and their softmax the probabilities.
 
 With ``itm_top_k`` the ``k`` best classes of each image are re-scored as BLIP's retrieval evaluation
-scores its top candidates: ITM "match" logit (mean over the class's prompts) plus the ITC cosine; the
-probabilities are a softmax over those ``k`` classes and 0 for the others.
+scores its top candidates: ITM "match" logit (mean over the class's prompts nearest the image, 16 by
+default) plus the ITC cosine; the probabilities are a softmax over those ``k`` classes and 0 for the others.
 
     clf = ZeroShotClassifier(model, {"glioma": ["axial flair mri showing a glioma", ...], ...})
     probs = clf.predict(images)                       # (B, C)
@@ -57,7 +57,8 @@ def expand_prompts(spec: Mapping, where: str = "class file") -> dict[str, list[s
           normal: {prompts: ["axial {sequence} MRI of a normal brain"]}   # own prompts instead of templates
           infarct: {names: [infarct], templates: ["{class} on diffusion-weighted MRI"]}
 
-    Each template is filled with every combination of names and variable values; repeated prompts count once.
+    Without templates, a class's names are its prompts. Each template is filled with every combination
+    of names and variable values; repeated prompts count once.
     """
     if not isinstance(spec, Mapping) or not isinstance(spec.get("classes"), Mapping) or not spec["classes"]:
         raise ValueError(f"{where} must hold a 'classes' mapping of class name -> names or prompts")
@@ -82,9 +83,8 @@ def expand_prompts(spec: Mapping, where: str = "class file") -> dict[str, list[s
         else:
             names, templates, own = _as_list(entry if entry else str(name), at), default_templates, []
         templates = (_as_list(templates, f"{at} templates") if templates else []) + own
-        prompts = [p for t in templates for p in _fill(t, {**fields, "class": names}, at)]
-        if not prompts:
-            raise ValueError(f"{at} has no prompt: give 'templates' at the top or 'prompts' for the class")
+        # Without any template a class's names are its prompts.
+        prompts = [p for t in templates or ["{class}"] for p in _fill(t, {**fields, "class": names}, at)]
         classes[str(name)] = list(dict.fromkeys(prompts))
     return classes
 
@@ -99,23 +99,32 @@ def class_features(text_feat: Tensor, class_index: Tensor, num_classes: int) -> 
 
 @torch.no_grad()
 def itm_rerank(model, image_embeds: Tensor, itc_sim: Tensor, input_ids: Tensor, attention_mask: Tensor,
-               class_index: Tensor, k: int) -> Tensor:
+               class_index: Tensor, k: int, prompt_sim: Tensor | None = None, per_class: int = 0) -> Tensor:
     """Scores (B, C): for each image's top ``k`` classes by ``itc_sim`` (B, C), the mean ITM match logit
     over the class's prompts plus the cosine; -inf elsewhere.
 
     image_embeds: (B, 1+N, Dv). input_ids, attention_mask: (P, L) for all prompts; class_index: (P,).
+    With ``prompt_sim`` (B, P), the image's cosine to each prompt, and ``per_class`` > 0, only that many
+    prompts of each class, those nearest the image, are re-scored: ITM costs a text-encoder pass per
+    prompt, and large ensembles (hundreds of prompts a class) would make it the bulk of the work.
     Each image's cross-attention keys/values are computed once and serve all its candidate prompts.
     """
     batch, num_classes = itc_sim.shape
     k = min(k, num_classes)
     scores = torch.full_like(itc_sim, float("-inf"))
-    counts = torch.bincount(class_index, minlength=num_classes).to(itc_sim.dtype)
     for b in range(batch):
         top = itc_sim[b].topk(k).indices
-        rows = torch.isin(class_index, top).nonzero().squeeze(1)
+        rows = []
+        for c in top.tolist():
+            members = (class_index == c).nonzero().squeeze(1)
+            if prompt_sim is not None and 0 < per_class < len(members):
+                members = members[prompt_sim[b, members].topk(per_class).indices]
+            rows.append(members)
+        rows = torch.cat(rows)
         kv = model.text_encoder.cross_kv(image_embeds[b:b + 1])
         match = model.itm_logits(None, input_ids[rows], attention_mask[rows], cross_kv=kv)[:, 1].float()
         sums = torch.zeros(num_classes, dtype=match.dtype, device=match.device).index_add_(0, class_index[rows], match)
+        counts = torch.bincount(class_index[rows], minlength=num_classes).clamp_min(1).to(match.dtype)
         scores[b, top] = sums[top] / counts[top] + itc_sim[b, top]
     return scores
 
@@ -124,12 +133,13 @@ class ZeroShotClassifier:
     """Class prompts encoded once; :meth:`predict` gives class probabilities for image batches."""
 
     def __init__(self, model, classes: Mapping[str, Sequence[str]], itm_top_k: int = 0, batch_size: int = 256,
-                 clean: Callable[[str], str] | None = None):
+                 clean: Callable[[str], str] | None = None, itm_prompts: int = 16):
         """``clean`` is applied to every prompt before tokenizing: pass the caption cleaning the model was
-        trained with (``data.captions.pre_caption``), so that prompts look like training text."""
+        trained with (``data.captions.pre_caption``), so that prompts look like training text.
+        ``itm_prompts``: prompts per class re-scored by ITM, those nearest the image (0: all)."""
         if not classes:
             raise ValueError("no class to classify into")
-        self.model, self.names, self.itm_top_k = model, list(classes), int(itm_top_k)
+        self.model, self.names, self.itm_top_k, self.itm_prompts = model, list(classes), int(itm_top_k), itm_prompts
         prompts = [p for name in self.names for p in classes[name]]
         self.class_index = torch.tensor([i for i, name in enumerate(self.names) for _ in classes[name]])
         device = next(model.parameters()).device
@@ -140,7 +150,8 @@ class ZeroShotClassifier:
             feats = torch.cat([model.encode_text(self.input_ids[i:i + batch_size],
                                                  self.attention_mask[i:i + batch_size])[1]
                                for i in range(0, len(prompts), batch_size)])
-        self.class_feat = class_features(feats.float(), self.class_index, len(self.names))  # (C, E)
+        self.prompt_feat = feats.float()  # (P, E)
+        self.class_feat = class_features(self.prompt_feat, self.class_index, len(self.names))  # (C, E)
 
     @torch.no_grad()
     def logits(self, images: Tensor) -> Tensor:
@@ -148,8 +159,8 @@ class ZeroShotClassifier:
         image_embeds, image_feat = self.model.encode_image(images.to(self.class_feat.device))
         sim = image_feat.float() @ self.class_feat.T  # (B, C) cosines
         if self.itm_top_k > 0:
-            return itm_rerank(self.model, image_embeds, sim, self.input_ids, self.attention_mask,
-                              self.class_index, self.itm_top_k)
+            return itm_rerank(self.model, image_embeds, sim, self.input_ids, self.attention_mask, self.class_index,
+                              self.itm_top_k, image_feat.float() @ self.prompt_feat.T, self.itm_prompts)
         return sim / self.model.temp.float()
 
     def predict(self, images: Tensor) -> Tensor:

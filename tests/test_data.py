@@ -57,14 +57,18 @@ def test_collator_adds_laterality_negatives_with_their_rows():
     samples = [{"image": torch.zeros(3, 2, 2), "caption": c, "image_id": i, "bad": 0}
                for i, c in enumerate(["cyst in the left lobe", "normal scan", "mass right and left", "right mass"])]
     tok = _WordTokenizer()
-    plain = Collator(tok, 8)(samples)
+
+    def tokenize(captions):
+        return tok(captions, "max_length", True, 8, "pt")
+
+    plain = Collator(tokenize)(samples)
     assert "swap_index" not in plain
-    batch = Collator(tok, 8, laterality_negatives=True)(samples)
+    batch = Collator(tokenize, laterality_negatives=True)(samples)
     assert batch["swap_index"].tolist() == [0, 3]
     assert torch.equal(batch["swap_input_ids"], tok(["cyst in the right lobe", "left mass"], "max_length", True, 8,
                                                     "pt")["input_ids"])
     assert batch["swap_attention_mask"].shape == (2, 8)
-    none = Collator(tok, 8, laterality_negatives=True)(samples[1:2])
+    none = Collator(tokenize, laterality_negatives=True)(samples[1:2])
     assert none["swap_index"].shape == (0,) and none["swap_input_ids"].shape == (0, 8)
 
 

@@ -203,7 +203,7 @@ def test_letters_at_bottom_left_corners(circled):
 def test_real_touching_panels_and_bottom_letters(fixtures_dir):
     """The lettered MedICaT figures of bench/gold/real_panels.json: panels touching along frame lines,
     captions and page rules inside the image, letters at the bottom-left corners."""
-    from bench.real_gold import load_real_panels
+    from data.figures.gold import load_real_panels
 
     ocr = make_ocr("rapidocr")
     right = total = 0

@@ -49,7 +49,7 @@ def trained(tmp_path_factory, tokenizer):
         opt.step()
     m.eval()
     with torch.no_grad():
-        return m, image, float(loss_now())
+        return m, image, float(loss_now()), cfg
 
 
 def test_cached_step_logits_equal_the_full_causal_pass(model):
@@ -82,7 +82,7 @@ def test_cached_and_uncached_decoding_give_the_same_tokens(model, tokenizer, mod
 
 
 def test_greedy_and_beam_decoding_reproduce_the_trained_caption(trained):
-    m, image, loss = trained
+    m, image, loss, _ = trained
     assert loss < 0.5, f"the tiny decoder did not learn its caption (loss {loss:.3f})"
     assert generate(m, image, num_beams=1, max_length=24, min_length=1) == [CAPTION]
     assert generate(m, image, num_beams=3, max_length=24, min_length=1) == [CAPTION]
@@ -90,7 +90,7 @@ def test_greedy_and_beam_decoding_reproduce_the_trained_caption(trained):
 
 
 def test_prompt_is_kept_out_of_the_caption_and_lengths_count_it(trained, tokenizer):
-    m, image, _ = trained
+    m, image, _, _ = trained
     assert generate(m, image, prompt="axial flair", num_beams=1, max_length=24) == [CAPTION[len("axial flair "):]]
     # max_length counts [DEC] and the prompt: 6 tokens leave room for 5 words after [DEC]
     short = generate(m, image, num_beams=1, max_length=6, min_length=1)[0]
@@ -99,6 +99,14 @@ def test_prompt_is_kept_out_of_the_caption_and_lengths_count_it(trained, tokeniz
     ids = tokenizer(CAPTION)["input_ids"]
     longer = generate(m, image, num_beams=1, max_length=24, min_length=len(ids) + 2)[0]
     assert longer.startswith(CAPTION) and len(longer.split()) > len(CAPTION.split())
+
+
+def test_decoded_captions_keep_hyphens_and_decimals_attached(tokenizer):
+    from models.generate import detokenize
+
+    ids = tokenizer("axial t2-weighted mri shows a 2.5 cm ring-enhancing mass / cyst")["input_ids"]
+    assert detokenize(tokenizer.decode(ids, skip_special_tokens=True)) == (
+        "axial t2-weighted mri shows a 2.5 cm ring-enhancing mass/cyst")
 
 
 def test_generate_needs_a_decoder(tmp_path, tokenizer):
@@ -147,3 +155,88 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p():
     assert kept.tolist() == [[True, True, False, False]]  # 0.5 < 0.7, 0.5 + 0.3 reaches it
     assert top_k_top_p(probs.log(), None, 0.4).isfinite().tolist() == [[True, False, False, False]]
     assert top_k_top_p(probs.log(), 3, None).isfinite().sum().item() == 3
+
+
+# -- caption metrics (models/caption_metrics.py) ---------------------------------------------------------
+
+REFS = {
+    "a": ["axial flair mri shows a large hyperintense mass in the left frontal lobe",
+          "large hyperintense mass in the left frontal lobe on axial flair mri of the brain"],
+    "b": ["axial ct of the brain shows no focal abnormality", "normal axial ct slice of the brain without a lesion"],
+    "c": ["axial t2 weighted mri shows a small hyperintense infarct in the right occipital lobe",
+          "small hyperintense infarct in the right occipital lobe on axial t2 weighted mri of the brain"],
+    "d": ["a man is riding a horse on the beach", "a person rides a brown horse along the shore",
+          "horse riding at the sea"],
+}
+HYPS = {"a": "axial flair mri shows a large mass in the right frontal lobe",
+        "b": "axial ct of the brain shows no focal abnormality",
+        "c": "small infarct in the right occipital lobe on axial t2 weighted mri", "d": "a man riding a horse"}
+
+
+def test_caption_metrics_equal_coco_captions_scorers():
+    """Reference values computed with pycocoevalcap 1.2 (the coco-caption scorers BLIP reports:
+    Bleu(4), Rouge(), Cider()) on these pre-tokenised captions."""
+    from models.caption_metrics import caption_scores, cider_d
+
+    scores = caption_scores(HYPS, REFS)
+    expected = [0.899770439373474, 0.8421359311651635, 0.7832970152096992, 0.7340778931983405]
+    assert [scores[f"bleu_{n}"] for n in range(1, 5)] == pytest.approx(expected, abs=1e-12)
+    assert scores["rouge_l"] == pytest.approx(0.8471504150363313, abs=1e-12)
+    assert scores["cider_d"] == pytest.approx(4.516203882039519, abs=1e-12)
+    per_image = cider_d([HYPS[k].split() for k in REFS], [[r.split() for r in REFS[k]] for k in REFS])
+    assert per_image == pytest.approx([4.325815282276559, 5.512931401976472, 6.573509791078601,
+                                       1.6525590528264447], abs=1e-12)
+
+
+def test_bleu_and_rouge_reproduce_the_papers_examples():
+    from models.caption_metrics import bleu, rouge_l
+
+    # Papineni et al. 2002, section 2.1.1: the modified unigram precision of this candidate is 2/7.
+    refs = [["the", "cat", "is", "on", "the", "mat"], ["there", "is", "a", "cat", "on", "the", "mat"]]
+    assert bleu([["the"] * 7], [refs], n=1)[0] == pytest.approx(2 / 7)  # closest reference has 7 words: no penalty
+    # Lin 2004, section 3.1: against "police killed the gunman", S2 scores 3/4 and S3 scores 1/2.
+    ref = "police killed the gunman".split()
+    assert rouge_l("police kill the gunman".split(), [ref]) == pytest.approx(3 / 4)
+    assert rouge_l("the gunman kill police".split(), [ref]) == pytest.approx(1 / 2)
+
+
+def test_tokenizer_drops_punctuation_like_coco_caption():
+    from models.caption_metrics import tokenize
+
+    assert tokenize("A ring-enhancing mass, 2.5 cm; isn't it? (Left.)") == [
+        "a", "ring-enhancing", "mass", "2.5", "cm", "is", "n't", "it", "left"]
+
+
+def test_caption_command_writes_captions_and_scores(trained, tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    import vis
+
+    m, _, _, cfg = trained
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"model": m.state_dict(), "config": cfg, "epoch": 0}, ckpt)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "list.json").write_text(json.dumps([{"image": "0.png", "caption": [CAPTION, "a cyst"]},
+                                                    {"image": "1.png", "caption": "a mass"}]))
+    out = tmp_path / "caps"
+    assert vis.main(["caption", "--checkpoint", str(ckpt), "--images", str(tmp_path / "list.json"),
+                     "--out", str(out), "--num_beams", "2", "--max_length", "12"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = json.loads((out / "captions.json").read_text())
+    assert len(rows) == 2 and rows[0]["references"] == [CAPTION, "a cyst"] and rows[1]["references"] == ["a mass"]
+    assert all(isinstance(r["caption"], str) and r["caption"] for r in rows)
+    assert summary["n"] == 2 and 0 <= summary["bleu_4"] <= 1 and summary["cider_d"] >= 0
+    assert json.loads((out / "metrics.json").read_text())["rouge_l"] == summary["rouge_l"]
+    # nucleus sampling is reproducible from its seed; a folder has no references, so no scores
+    runs = []
+    for _ in range(2):
+        assert vis.main(["caption", "--checkpoint", str(ckpt), "--images", str(tmp_path / "0.png"),
+                         "--out", str(out), "--top_p", "0.9", "--seed", "3"]) == 0
+        runs.append(json.loads((out / "captions.json").read_text())[0]["caption"])
+        assert "bleu_4" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert runs[0] == runs[1]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.real_gold import (CAPTIONS_FILE, PANELS_FILE, GoldError, caption_sources, load_real_captions,
+from data.figures.gold import (CAPTIONS_FILE, PANELS_FILE, GoldError, caption_sources, load_real_captions,
                              load_real_panels, resolve_caption)
 
 

@@ -322,13 +322,19 @@ def test_itm_attribute_bench_paints_the_lesions_and_their_mirror_region():
     assert (no_mirror[mirror & ~lesion] == 101).all()
 
 
-def test_token_locality_bench_is_one_without_self_attention(setup, tmp_path):
+def test_token_locality_is_one_without_self_attention(setup, tmp_path):
     """With every ViT attention output zeroed, a patch token depends on its own patch only: locality 1.0."""
     import copy
 
-    from bench.vis_lesions import token_locality
+    from models.gradcam import patch_token_locality
+    from transform.pipeline import EvalTransform
 
-    image = setup["folder"] / "images" / "a.png"
+    pixels = EvalTransform(64)(Image.open(setup["folder"] / "images" / "a.png").convert("RGB"))
+
+    def token_locality(model, _):
+        return float(np.mean(patch_token_locality(model, pixels)))
+
+    image = None
     mixed = token_locality(setup["model"], [image])
     local = copy.deepcopy(setup["model"])
     with torch.no_grad():

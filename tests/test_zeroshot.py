@@ -63,12 +63,13 @@ def test_templates_are_filled_with_names_and_variables():
     assert out["cyst"] == ["axial FLAIR showing cyst", "axial CT showing cyst", "cyst"]  # the key is the name
     assert out["normal"] == ["normal FLAIR", "normal CT"]
     assert out["infarct"] == ["an infarct on DWI", "stroke"]
+    assert expand_prompts({"classes": {"a": ["x", "y"], "b": "z"}}) == {"a": ["x", "y"], "b": ["z"]}
 
 
 @pytest.mark.parametrize("spec, message", [
     ({"classes": {"a": "x"}, "templates": ["{organ} {class}"]}, "uses {organ}"),
     ({"classes": {"a": "x"}, "template": ["{class}"]}, "unknown key 'template'"),
-    ({"classes": {"a": "x"}}, "has no prompt"),
+    ({"classes": {"a": {"prompts": []}}}, "prompts must be a non-empty"),
     ({"classes": {}}, "'classes' mapping"),
     ({"classes": {"a": {"name": "x"}}, "templates": ["{class}"]}, "unknown key 'name'"),
 ])
@@ -121,7 +122,7 @@ def test_itm_reranking_scores_the_top_k_classes_only(setup):
     torch.manual_seed(3)
     with torch.no_grad():  # a larger ITM head, so that re-ranking has an effect to test
         model.itm_head.weight.normal_(0, 0.5)
-    clf = ZeroShotClassifier(model, CLASSES, itm_top_k=2)
+    clf = ZeroShotClassifier(model, CLASSES, itm_top_k=2, itm_prompts=0)
     images = torch.randn(2, 3, 32, 32)
     scores = clf.logits(images)
     assert (torch.isinf(scores).sum(1) == 1).all()  # 3 classes, top 2 kept
@@ -137,6 +138,17 @@ def test_itm_reranking_scores_the_top_k_classes_only(setup):
                                          batch["attention_mask"])[:, 1].mean()
                 torch.testing.assert_close(scores[b, c], match + cos[b, c], atol=1e-5, rtol=1e-4)
     assert (clf.predict(images)[torch.isinf(scores)] == 0).all()
+    # with one prompt per class, the one nearest the image by ITC is re-scored
+    one = ZeroShotClassifier(model, CLASSES, itm_top_k=3, itm_prompts=1)
+    with torch.no_grad():
+        scores = one.logits(images[:1])
+        sims = image_feat[0] @ one.prompt_feat.T
+        for c, name in enumerate(one.names):
+            rows = (one.class_index == c).nonzero().squeeze(1)
+            best = rows[sims[rows].argmax()]
+            match = model.itm_logits(image_embeds[:1], one.input_ids[best:best + 1],
+                                     one.attention_mask[best:best + 1])[0, 1]
+            torch.testing.assert_close(scores[0, c], match + cos[0, c], atol=1e-5, rtol=1e-4)
 
 
 # -- metrics ---------------------------------------------------------------------------------------------

@@ -287,7 +287,11 @@ def _one_sentence(text: str, markers: list[_Marker]) -> bool:
 
 
 def split_caption(caption: str) -> list[SubCaption]:
-    """Sub-captions of a figure caption (see the module docstring for the syntaxes handled)."""
+    """Sub-captions of a figure caption (see the module docstring for the syntaxes handled).
+
+    Captions of the pipeline's records are clean text already; markup is still removed here because
+    the function also serves raw JATS captions (the gold sets, callers outside the pipeline).
+    """
     text = _FIG_PREFIX.sub("", strip_html(caption), count=1).strip()
     markers = _label_sequence(_plausible_bare(_find_markers(text), text), text)
     if not markers:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 _PMCID = re.compile(r"^(?:PMC)?(\d{1,12})$", re.IGNORECASE)
 
@@ -15,8 +15,23 @@ def normalize_pmcid(value: str) -> str:
     return f"PMC{int(match.group(1))}"
 
 
+@dataclass(kw_only=True)
+class ArticleMeta:
+    """What a source knows of the article a figure comes from (each may be unknown: "")."""
+
+    pmid: str = ""
+    doi: str = ""
+    title: str = ""
+    journal: str = ""
+    year: str = ""
+
+    def article_meta(self) -> dict[str, str]:
+        """These fields alone, to hand from an article to each of its figures."""
+        return {f.name: getattr(self, f.name) for f in fields(ArticleMeta)}
+
+
 @dataclass
-class Candidate:
+class Candidate(ArticleMeta):
     """One figure found by a source, before its image is downloaded and checked.
 
     ``caption`` is already clean text. ``image_url`` may be empty (the figure has no graphic).
@@ -31,11 +46,6 @@ class Candidate:
     license: str
     license_url: str = ""
     graphic: str = ""
-    pmid: str = ""
-    doi: str = ""
-    title: str = ""
-    journal: str = ""
-    year: str = ""
 
     @property
     def key(self) -> str:
@@ -45,7 +55,8 @@ class Candidate:
     def as_record(self) -> dict:
         """The captions.json fields (``image`` is added once the file exists)."""
         record = asdict(self)
-        record["url"] = record.pop("image_url")
+        meta = {name: record.pop(name) for name in self.article_meta()}
+        record.update(meta, url=record.pop("image_url"))  # the key order captions.json always had
         return record
 
 

@@ -78,11 +78,7 @@ def article_candidates(article: Article, pmc_url: str) -> list[Candidate]:
             license=fig.license or article.license,
             license_url=fig.license_url if fig.license else article.license_url,
             graphic=fig.graphic,
-            pmid=article.pmid,
-            doi=article.doi,
-            title=article.title,
-            journal=article.journal,
-            year=article.year,
+            **article.article_meta(),
         )
         for fig in article.figures
     ]

@@ -12,7 +12,7 @@ from lxml import etree
 
 from data.captions import normalize_space
 from data.scrape import licenses
-from data.scrape.candidates import normalize_pmcid
+from data.scrape.candidates import ArticleMeta, normalize_pmcid
 from data.scrape.safe_xml import parse_xml
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
@@ -39,15 +39,10 @@ class Figure:
 
 
 @dataclass
-class Article:
+class Article(ArticleMeta):
     """Article metadata plus its figures in document order."""
 
     pmcid: str
-    pmid: str = ""
-    doi: str = ""
-    title: str = ""
-    journal: str = ""
-    year: str = ""
     license: str = licenses.UNKNOWN
     license_url: str = ""
     figures: list[Figure] = field(default_factory=list)

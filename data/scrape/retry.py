@@ -9,8 +9,9 @@ one twice as long, never more than ``backoff_max``.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
+from urllib3 import BaseHTTPResponse
 from urllib3.exceptions import InvalidHeader
 from urllib3.util import Retry
 
@@ -25,11 +26,11 @@ RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 class LimitedRetry(Retry):
     """A ``Retry`` that calls ``before_attempt`` (the limiter) before each retry urllib3 makes."""
 
-    def __init__(self, *args, before_attempt: Callable[[], None] | None = None, **kwargs) -> None:
+    def __init__(self, *args: Any, before_attempt: Callable[[], None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.before_attempt = before_attempt
 
-    def new(self, **kwargs) -> LimitedRetry:
+    def new(self, **kwargs: Any) -> LimitedRetry:
         """urllib3 copies the policy after every attempt; the copy must keep the limiter."""
         retry = super().new(**kwargs)
         retry.before_attempt = self.before_attempt
@@ -51,13 +52,14 @@ class LimitedRetry(Retry):
         except InvalidHeader:
             return None
 
-    def sleep(self, response=None) -> None:
+    def sleep(self, response: BaseHTTPResponse | None = None) -> None:
         """Back off (or wait as ``Retry-After`` asks), then wait for the limiter: urllib3 sends next."""
         super().sleep(response)
         if self.before_attempt is not None:
             self.before_attempt()
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+    def increment(self, method: str | None = None, url: str | None = None, response: BaseHTTPResponse | None = None,
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> LimitedRetry:
         """Count a failed try (urllib3's or the client's own) and log it; raises MaxRetryError at the end."""
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
         cause = f"HTTP {response.status}" if response is not None and not error else str(error) or type(error).__name__

@@ -1,4 +1,4 @@
-"""Gold labels for figure splitting made from real captions and real images (bench/gold/).
+"""Gold labels for figure splitting made from real captions and real images (``bench/gold/``).
 
 The gold files hold no caption text: each record names its source in ../shared/fixtures/ and marks
 where every sub-caption starts (and, where needed, ends) with a few words quoted from the caption.
@@ -16,17 +16,13 @@ anchors are compared with their whitespace collapsed to single spaces.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from data.captions import normalize_space
 
-from data.captions import normalize_space  # noqa: E402
-
-GOLD_DIR = Path(__file__).resolve().parent / "gold"
+# The gold files are measurement data of the bench scripts; this module is their reader.
+GOLD_DIR = Path(__file__).resolve().parents[2] / "bench" / "gold"
 CAPTIONS_FILE = GOLD_DIR / "real_subcaptions.json"
 PANELS_FILE = GOLD_DIR / "real_panels.json"
 
@@ -223,7 +219,7 @@ def _main() -> int:
     import os
 
     ap = argparse.ArgumentParser(description="Print the gold sub-captions rebuilt from the fixtures.")
-    ap.add_argument("--fixtures", default=os.environ.get("MEDVL_FIXTURES", str(ROOT.parent / "shared" / "fixtures")))
+    ap.add_argument("--fixtures", default=os.environ.get("MEDVL_FIXTURES", str(GOLD_DIR.parents[2] / "shared" / "fixtures")))
     args = ap.parse_args()
     for g in load_real_captions(Path(args.fixtures)):
         print(f"== {g.source}" + (f"  [ambiguous: {g.ambiguous}]" if g.ambiguous else ""))

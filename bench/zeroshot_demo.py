@@ -1,0 +1,113 @@
+"""Zero-shot classification of the demo set's own labels, printed as JSON beside chance and a constant predictor.
+
+Three tasks on a split of the generated demo set (``python -m data.synthetic.demo``), each with its class
+file in ``configs/zeroshot/``:
+
+- ``sequence`` (demo_sequence.yaml): T1, T2, FLAIR or CT, every image;
+- ``finding`` (demo_findings.yaml): normal, enhancing mass, cyst, haemorrhage or infarct, on images
+  without a lesion or whose lesions are all of one kind;
+- ``side`` (demo_side.yaml): left or right, on images whose lesions all lie on one side.
+
+Each is scored from ITC alone and re-ranked by the ITM head over the top 2 classes (``--itm_top_k``; 16
+prompts a class, those nearest the image, ``--itm_prompts``).
+``--lists DIR`` also writes the labelled JSON lists, for ``vis.py classify --images DIR/sequence.json``.
+
+    python -m bench.zeroshot_demo --checkpoint output/demo_pretrain/checkpoint_last.pth --demo data/demo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from configs import read_yaml
+from data.captions import pre_caption
+from data.image_list import Item, image_batches
+from models.metrics import classification_report
+from models.zeroshot import ZeroShotClassifier, expand_prompts
+from transform.pipeline import EvalTransform
+from vis import load_itm_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CLASS_FILES = {"sequence": "demo_sequence.yaml", "finding": "demo_findings.yaml", "side": "demo_side.yaml"}
+
+
+def label_of(case: dict, task: str) -> str | None:
+    """The case's class for ``task``, or None where the task does not apply (mixed kinds or sides)."""
+    lesions = case["lesions"]
+    if task == "sequence":
+        return case["sequence"]
+    if task == "finding":
+        kinds = {lesion["kind"] for lesion in lesions}
+        return "normal" if not lesions else kinds.pop() if len(kinds) == 1 else None
+    sides = {lesion["side"] for lesion in lesions}
+    return sides.pop() if len(sides) == 1 else None
+
+
+def demo_items(demo: Path, split: str, task: str) -> list[Item]:
+    meta = json.loads((demo / "lesions.json").read_text())
+    items = [Item(str(demo / name), label_of(case, task)) for name, case in sorted(meta.items())
+             if case["split"] == split]
+    return [it for it in items if it.label is not None]
+
+
+def write_lists(folder: Path, demo: Path, split: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for task in CLASS_FILES:
+        records = [{"image": os.path.relpath(it.image, folder), "label": it.label}
+                   for it in demo_items(demo, split, task)]
+        (folder / f"{task}.json").write_text(json.dumps(records, indent=1))
+
+
+@torch.no_grad()
+def measure(model, config: dict, demo: Path, split: str, itm_top_k: int, itm_prompts: int = 16,
+            batch_size: int = 64) -> dict:
+    transform = EvalTransform(config["image_size"])
+    results = {}
+    for task, file in CLASS_FILES.items():
+        classes = expand_prompts(read_yaml(ROOT / "configs" / "zeroshot" / file), file)
+        items = demo_items(demo, split, task)
+        images = torch.cat(list(image_batches(items, transform, batch_size)))
+        labels = [list(classes).index(it.label) for it in items]
+        row = {}
+        clf = ZeroShotClassifier(model, classes, clean=lambda t: pre_caption(t, config["max_words"]),
+                                 itm_prompts=itm_prompts)
+        for name, k in (("itc", 0), (f"itm_top{itm_top_k}", itm_top_k)):
+            clf.itm_top_k = k
+            probs = torch.cat([clf.predict(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+            report = classification_report(labels, probs.cpu().numpy(), clf.names)
+            row[name] = {k2: report[k2] for k2 in ("accuracy", "balanced_accuracy", "macro_f1", "auroc_macro_ovr",
+                                                   "confusion_matrix")}
+            row["baselines"], row["support"] = report["baselines"], report["support"]
+        results[task] = {"n": len(items), **row}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="pre-training or retrieval checkpoint")
+    p.add_argument("--demo", required=True, help="demo set folder (python -m data.synthetic.demo --out ...)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--itm_top_k", type=int, default=2)
+    p.add_argument("--itm_prompts", type=int, default=16, help="prompts per class the ITM re-scores (0: all)")
+    p.add_argument("--lists", default=None, help="also write labelled JSON lists of each task into this folder")
+    p.add_argument("--options", nargs="+", default=[], help="config overrides (e.g. tokenizer=data/demo/tokenizer)")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    demo = Path(args.demo)
+    if args.lists:
+        write_lists(Path(args.lists), demo, args.split)
+    if args.checkpoint is None:
+        return 0
+    model, config = load_itm_model(args.checkpoint, None, args.options, args.device)
+    print(json.dumps({"checkpoint": args.checkpoint, "split": args.split,
+                      **measure(model, config, demo, args.split, args.itm_top_k, args.itm_prompts)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""Runs under real faults: a locked or occupied output folder, kills at an epoch boundary, SIGTERM,
+full disks, corrupt checkpoints, frozen ranks, bad config values, and bit-exact resume under
+``deterministic: true`` with loader workers and threads."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import pretrain
+import utils
+from configs import ConfigError, validate
+from data.files import FolderLock, FolderLockedError
+from tiny import demo_set, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return demo_set(tmp_path_factory.mktemp("data"))
+
+
+def write_config(tmp_path: Path, demo: Path, **overrides) -> Path:
+    overrides.setdefault("train_file", [str(demo / "pretrain.json")])
+    cfg = tiny_config(tmp_path, "pretrain", str(demo / "tokenizer"), **overrides)
+    path = tmp_path / "tiny.yaml"
+    utils.save_config(cfg, path)
+    return path
+
+
+def env(**extra: str) -> dict:
+    e = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+    e.pop("RANK", None)
+    return e
+
+
+def start(args: list[str], **env_extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env(**env_extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+# -- the output folder ----------------------------------------------------------------------------------
+
+
+def test_a_folder_held_by_a_live_process_is_refused_and_a_dead_owner_is_taken_over(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom data.files import FolderLock\n"
+                               f"FolderLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              cwd=ROOT, env=env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderLockedError, match=f"in use by another run \\(process {holder.pid} on "):
+            FolderLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = FolderLock(tmp_path)
+    notes = lock.acquire()  # the holder died without releasing: its lock is stale
+    assert notes and f"process {holder.pid}" in notes[0] and "no longer running" in notes[0]
+    lock.release()
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_fresh_run_never_overwrites_another_runs_checkpoints(tmp_path, demo):
+    cfg = write_config(tmp_path, demo, max_epoch=1)
+    out = tmp_path / "out"
+    assert pretrain.main(["--config", str(cfg), "--output_dir", str(out)]) == 0
+    before = (out / "checkpoint_00.pth").read_bytes()
+    with pytest.raises(RuntimeError, match="already holds checkpoints.*--resume auto.*--overwrite"):
+        pretrain.main(["--config", str(cfg), "--output_dir", str(out)])
+    assert (out / "checkpoint_00.pth").read_bytes() == before
+    assert not (out / ".lock").exists()  # the refused run let go of the folder
+    (out / ".tmp-checkpoint_last.pth.abc.pth").write_bytes(b"half a checkpoint")  # a killed save's leftover
+    assert pretrain.main(["--config", str(cfg), "--output_dir", str(out), "--overwrite"]) == 0
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_two_runs_started_at_once_in_one_folder_do_not_both_run(tmp_path, demo):
+    cfg = write_config(tmp_path, demo, max_epoch=2)
+    out = tmp_path / "out"
+    runs = [start(["pretrain.py", "--config", str(cfg), "--output_dir", str(out)]) for _ in range(2)]
+    results = [(r.wait(timeout=300), r.stdout.read()) for r in runs]
+    codes = sorted(code for code, _ in results)
+    assert codes[0] == 0 and codes[1] != 0, results
+    refused = next(text for code, text in results if code != 0)
+    assert "in use by another training run" in refused or "already holds checkpoints" in refused
+    epochs = [json.loads(line)["epoch"] for line in (out / "log.txt").read_text().splitlines()]
+    assert epochs == [0, 1]  # one run's log, not two interleaved
+
+
+# -- resume ---------------------------------------------------------------------------------------------
+
+
+def test_resume_auto_refuses_a_folder_whose_only_checkpoint_is_corrupt(tmp_path):
+    (tmp_path / "checkpoint_last.pth").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(RuntimeError, match="no checkpoint .* can be resumed from \\(checkpoint_last.pth"):
+        utils.find_resume("auto", tmp_path)
+
+
+def test_a_kill_after_the_last_step_of_an_epoch_still_finishes_that_epoch(tmp_path, demo):
+    """The state a kill leaves between the epoch's last step checkpoint and its end-of-epoch work."""
+    cfg = write_config(tmp_path, demo, max_epoch=1, save_every_steps=1)
+    out = tmp_path / "out"
+    assert pretrain.main(["--config", str(cfg), "--output_dir", str(out)]) == 0
+    ckpt = torch.load(out / "checkpoint_last.pth", weights_only=True)
+    steps = ckpt["state"]["step"]
+    ckpt["state"]["epoch_done"] = False  # the last step's checkpoint, before the epoch's own work
+    torch.save(ckpt, out / "checkpoint_last.pth")
+    expected = json.loads((out / "log.txt").read_text())
+    (out / "checkpoint_00.pth").unlink()
+    (out / "log.txt").unlink()
+    assert pretrain.main(["--config", str(cfg), "--output_dir", str(out), "--resume", "auto"]) == 0
+    assert (out / "checkpoint_00.pth").is_file()
+    (line,) = [json.loads(x) for x in (out / "log.txt").read_text().splitlines()]
+    assert line["epoch"] == 0 and torch.load(out / "checkpoint_00.pth", weights_only=True)["state"]["step"] == steps
+    # the epoch's means come from the meters saved with the step checkpoint: the same as the first time
+    assert line["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-12)
+
+
+def test_sigterm_writes_a_checkpoint_at_the_next_step_and_exits_75(tmp_path, demo):
+    cfg = write_config(tmp_path, demo, max_epoch=20, print_freq=1)
+    out = tmp_path / "out"
+    run = start(["pretrain.py", "--config", str(cfg), "--output_dir", str(out)])
+    seen = ""
+    deadline = time.time() + 240
+    while time.time() < deadline and "epoch 0 [2/" not in seen:
+        seen += run.stdout.readline()
+    run.send_signal(signal.SIGTERM)
+    output = seen + run.communicate(timeout=120)[0]
+    assert run.returncode == utils.PREEMPTED_EXIT, output[-3000:]
+    assert "received SIGTERM" in output and "resume with --resume auto" in output
+    state = torch.load(out / "checkpoint_last.pth", weights_only=True)["state"]
+    assert state["global_step"] >= 2 and not state["epoch_done"]
+    resumed = start(["pretrain.py", "--config", str(cfg), "--output_dir", str(out), "--resume", "auto",
+                     "--options", "max_epoch=1"])
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()[-3000:]
+    assert (out / "checkpoint_00.pth").is_file()
+
+
+@pytest.mark.slow
+def test_deterministic_kill_and_resume_is_bit_exact_with_workers_and_threads(tmp_path, demo):
+    cfg = write_config(tmp_path, demo, max_epoch=2, save_every_steps=1, num_workers=2, deterministic=True)
+    args = ["pretrain.py", "--config", str(cfg)]
+    threads = {"OMP_NUM_THREADS": "2"}
+    ref = start(args + ["--output_dir", str(tmp_path / "ref")], **threads)
+    assert ref.wait(timeout=300) == 0, ref.stdout.read()[-3000:]
+    out = tmp_path / "killed"
+    victim = start(args + ["--output_dir", str(out)], **threads)
+    deadline = time.time() + 300
+    while time.time() < deadline and victim.poll() is None:
+        last = out / "checkpoint_last.pth"
+        try:
+            if last.is_file() and torch.load(last, weights_only=True)["state"]["global_step"] >= 3:
+                victim.send_signal(signal.SIGKILL)
+                break
+        except RuntimeError:  # caught between the rename and the read
+            pass
+        time.sleep(0.05)
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    resumed = start(args + ["--output_dir", str(out), "--resume", "auto"], **threads)
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()[-3000:]
+    a = torch.load(tmp_path / "ref" / "checkpoint_last.pth", weights_only=True)["model"]
+    b = torch.load(out / "checkpoint_last.pth", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after kill and resume"
+
+
+# -- disks, ranks, config values ------------------------------------------------------------------------
+
+
+def test_a_failed_save_leaves_no_temporary_file_and_says_why(tmp_path, monkeypatch):
+    def full_disk(obj, path):
+        Path(path).write_bytes(b"x" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1000 vs 998")
+
+    (tmp_path / "checkpoint_last.pth").write_bytes(b"the previous checkpoint")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="could not write .*checkpoint_last.pth .*MB free on its disk; is it full"):
+        utils.save_atomic({"a": 1}, tmp_path / "checkpoint_last.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pth"]
+    assert (tmp_path / "checkpoint_last.pth").read_bytes() == b"the previous checkpoint"
+
+
+def _frozen_peer(rank: int, init_file: str, results: str) -> None:
+    import datetime
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=3))
+    if rank == 1:
+        time.sleep(8)  # frozen: never joins the collective
+        return
+    t0 = time.time()
+    try:
+        dist.all_reduce(torch.ones(1))
+        message = "no error"
+    except RuntimeError as e:
+        message = str(e)
+    Path(results).write_text(json.dumps({"seconds": time.time() - t0, "message": message}))
+
+
+def test_a_frozen_rank_stops_its_peers_after_the_configured_timeout(tmp_path):
+    mp.spawn(_frozen_peer, args=(str(tmp_path / "init"), str(tmp_path / "r.json")), nprocs=2, join=True)
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert out["seconds"] < 7.5 and out["message"] != "no error"
+    assert "timed out" in out["message"].lower() or "timeout" in out["message"].lower()  # what run_cli names
+    assert validate({"train_file": ["a"], "init_lr": 1e-4, "max_epoch": 1}, "pretrain")["dist_timeout_s"] == 1800
+
+
+@pytest.mark.parametrize("key, value", [("max_bad_fraction", float("nan")), ("alpha", float("nan")),
+                                        ("init_lr", float("nan")), ("momentum", float("nan")),
+                                        ("init_lr", float("inf")), ("drop_path_rate", float("nan"))])
+def test_nan_and_inf_never_pass_a_range_check(key, value):
+    with pytest.raises(ConfigError, match=f"key '{key}': expected a finite number"):
+        validate({"train_file": ["a"], "init_lr": 1e-4, "max_epoch": 1, key: value}, "pretrain")
+
+
+def test_bad_vit_sizes_and_devices_are_named(tmp_path, demo):
+    base = {"train_file": ["a"], "init_lr": 1e-4, "max_epoch": 1}
+    with pytest.raises(ConfigError, match=r"vit\.width: expected an integer in \[8, 8192\], got 0"):
+        validate({**base, "vit": {"width": 0, "depth": 2, "heads": 2}}, "pretrain")
+    with pytest.raises(ConfigError, match=r"vit\.width 50 is not divisible by vit\.heads 3"):
+        validate({**base, "vit": {"width": 50, "depth": 2, "heads": 3}}, "pretrain")
+    with pytest.raises(SystemExit):
+        pretrain.main(["--config", str(write_config(tmp_path, demo)), "--output_dir", str(tmp_path / "o"),
+                       "--device", "tpu"])
+
+
+def test_config_errors_print_one_line_and_exit_2(tmp_path, demo):
+    cfg = tmp_path / "retrieval_like.yaml"
+    cfg.write_text((ROOT / "configs" / "demo_retrieval.yaml").read_text())
+    run = start(["pretrain.py", "--config", str(cfg), "--output_dir", str(tmp_path / "o")])
+    output = run.communicate(timeout=120)[0]
+    assert run.returncode == 2
+    assert "Traceback" not in output
+    assert "pretrain.py: error:" in output and "is this a retrieval config? (use it with train_retrieval.py)" in output
+
+
+def test_vit_large_defaults_to_stochastic_depth_as_blip():
+    base = {"train_file": ["a"], "init_lr": 1e-4, "max_epoch": 1}
+    assert validate({**base, "vit": "large"}, "pretrain")["drop_path_rate"] == 0.1
+    assert validate({**base, "vit": "base"}, "pretrain")["drop_path_rate"] == 0.0
+    assert validate({**base, "vit": "large", "drop_path_rate": 0.0}, "pretrain")["drop_path_rate"] == 0.0
