@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from models import build_model
-from utils import (StepHook, StopRequest, add_common_args, build_optimizer, build_train_loader, check_bad_records,
-                   cleanup_distributed, log, log_epoch, save_checkpoint, setup_run, start_epoch, start_state,
-                   run_cli, train_one_epoch, wrap_ddp)
+from utils import (RunLog, StepHook, StopRequest, add_common_args, build_optimizer, build_train_loader,
+                   cleanup_distributed, log, log_epoch, run_cli, save_checkpoint, setup_run,
+                   start_state, train_epoch, wrap_ddp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,19 +30,19 @@ def main(argv: list[str] | None = None) -> int:
         log.info(f"{trainable / 1e6:.1f}M trainable parameters")
         state, _ = start_state(args.resume, out, model, optimizer)
         ddp_model = wrap_ddp(model, info)
-        step_hook = StepHook(out, model, optimizer, config)
+        run_log = RunLog(out, config["report_to"])
+        step_hook = StepHook(out, model, optimizer, config, run_log)
         stop = StopRequest().install()
         for epoch in range(state.epoch, config["max_epoch"]):
             state.epoch = epoch
-            start_epoch(loader, state)
             t0 = time.time()
-            stats = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook, stop)
-            bad = check_bad_records(state, loader, config, info.device)
-            log_epoch(out, state, stats, bad, time.time() - t0)
+            stats, bad = train_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook, stop)
+            log_epoch(run_log, state, stats, bad, time.time() - t0)
             state.epoch_done = True
             save_checkpoint([out / f"checkpoint_{epoch:02d}.pth", out / "checkpoint_last.pth"], model, optimizer,
                             config, state)
             state = state.next_epoch()
+        run_log.close()
         log.info(f"pre-training finished; checkpoints in {out}")
     finally:
         cleanup_distributed(info)

@@ -6,25 +6,46 @@
 Writes ``subfigures.json`` (sub-figure records), ``failed.json`` (figures that could not be used, with
 the reason), ``summary.json`` (counts), the crops under ``images/`` and, with ``--splits``,
 ``train.json``/``val.json``/``test.json`` grouped by article. The record types are in ``data.records``.
+
+Scale-out (``data.figures.job``): ``--workers N`` splits in N processes with the same results as one;
+``--shard I/N`` splits only the I-th of N shards of the input (cluster array jobs), and
+
+    python split_figures.py merge OUT_0 OUT_1 ... --out MERGED [--splits 0.8,0.1,0.1 --seed 42]
+
+joins the shard folders as if one process had split the whole input. A killed run resumes when it is
+run again with the same arguments (``split_manifest.jsonl``); other arguments on the folder are refused.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-from collections import Counter
+import signal
+import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from data.figures.ocr import BACKENDS, CachedOcr, OcrError, make_ocr
-from data.figures.split import SplitOptions, split_figure
-from data.figures.splits import karpathy_splits, parse_fractions
-from data.files import JsonListError, atomic_write_json
-from data.records import (BadRecord, FailedFigure, FigureRecord, PairRecord, SubFigureRecord, read_records,
-                          write_records)
+from data.figures.job import SplitJob, parse_shard, run_job
+from data.figures.merge import merge_folders
+from data.figures.ocr import BACKENDS, OcrError, make_ocr
+from data.figures.split import SplitOptions
+from data.figures.splits import parse_fractions
+from data.files import FolderLockedError, JsonListError
+from data.images import DEFAULT_MAX_PIXELS, parse_pixel_limit
+from data.manifest import ManifestError
+from data.records import BadRecord, FailedFigure, FigureRecord, read_records
 
 log = logging.getLogger("split_figures")
+
+
+def _non_negative(text: str) -> int:
+    """argparse type of ``--limit`` (issue 14): a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,7 +60,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "if their numbers agree")
     p.add_argument("--splits", default=None, help="train,val,test fractions, e.g. 0.8,0.1,0.1")
     p.add_argument("--seed", type=int, default=0, help="seed of the article shuffle for --splits")
-    p.add_argument("--limit", type=int, default=None, help="only the first N records (smoke runs)")
+    # -- issue 14: --limit must not be negative (a slice [:-5] would process all but 5); pixel limit ------
+    p.add_argument("--limit", type=_non_negative, default=None, help="only the first N records (smoke runs)")
+    p.add_argument("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=parse_pixel_limit,
+                   default=DEFAULT_MAX_PIXELS, metavar="N", help="figures with more pixels fail, named in "
+                   "failed.json (decompression bombs; default %(default)s)")
+    # -- end issue 14
+    # -- scale-out (issue 15): data/figures/job.py --------------------------------------------------
+    p.add_argument("--workers", type=int, default=1, help="processes splitting figures (default 1); the "
+                   "output is the same for any number")
+    p.add_argument("--shard", default=None, metavar="I/N", help="split only shard I of N of the input "
+                   "(records whose index is I mod N); join the N folders with `split_figures.py merge`")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    # -- end scale-out --------------------------------------------------------------------------------
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def parse_merge_args(argv: list[str]) -> argparse.Namespace:
+    """``split_figures.py merge OUT ... --out MERGED [--splits F --seed S]``."""
+    p = argparse.ArgumentParser(prog="split_figures.py merge",
+                                description="Join the output folders of --shard 0/N ... N-1/N into one.")
+    p.add_argument("folders", nargs="+", help="the output folders of every shard")
+    p.add_argument("--out", required=True, help="merged output folder")
+    p.add_argument("--splits", default=None, help="train,val,test fractions, e.g. 0.8,0.1,0.1")
+    p.add_argument("--seed", type=int, default=0, help="seed of the article shuffle for --splits")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -60,51 +105,76 @@ def load_figures(path: Path, limit: int | None) -> tuple[list[tuple[int, FigureR
     return list(zip(indices, records)), failures
 
 
-def split_all(figures: list[tuple[int, FigureRecord]], root: Path, out: Path, ocr: CachedOcr,
-              opts: SplitOptions) -> tuple[list[SubFigureRecord], list[FailedFigure], Counter, Counter]:
-    """Sub-figure records of every figure, the figures that failed, outcome counts and detail counts."""
-    outcomes, counts = Counter(), Counter()
-    results: list[SubFigureRecord] = []
-    failures: list[FailedFigure] = []
-    for index, record in tqdm(figures, desc="figures", unit="fig"):
-        res = split_figure(record, root, out, ocr, opts)
-        outcomes[res.outcome] += 1
-        counts.update(res.counts)
-        results.extend(res.records)
-        if res.outcome == "failed":
-            log.warning("record %d: %s", index, res.reason)
-            failures.append(FailedFigure(index=index, record=record, reason=res.reason))
-    return results, failures, outcomes, counts
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(job: SplitJob, figures, unreadable, ocr) -> dict:
+    """``run_job`` with SIGTERM (what schedulers send before a kill) ending it like Ctrl-C: the lock is
+    released, the workers are stopped, and what is done stays in the manifest."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run_job(job, figures, unreadable, ocr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def job_from_args(args: argparse.Namespace) -> SplitJob:
+    """The run the options describe; ValueError names a bad option."""
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    shard = parse_shard(args.shard) if args.shard else None
+    fractions = parse_fractions(args.splits) if args.splits else None
+    if shard and fractions:
+        raise ValueError("--splits with --shard: the article-grouped splits are written once over the whole "
+                         "input, by `split_figures.py merge ... --splits`")
+    opts = SplitOptions(context=not args.no_context, order_fallback=args.order_fallback,
+                        max_pixels=args.max_image_pixels)
+    return SplitJob(inp=Path(args.inp), out=Path(args.out), ocr=args.ocr,
+                    ocr_cache=Path(args.ocr_cache) if args.ocr_cache else None, opts=opts, fractions=fractions,
+                    seed=args.seed, limit=args.limit, workers=args.workers, shard=shard,
+                    progress=not args.no_progress)
+
+
+def merge_main(argv: list[str]) -> int:
+    args = parse_merge_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        fractions = parse_fractions(args.splits) if args.splits else None
+        summary = merge_folders([Path(f) for f in args.folders], Path(args.out), fractions, args.seed)
+    except (ValueError, FolderLockedError) as e:
+        log.error("%s", e)
+        return 2
+    log.info("summary: %s", json.dumps(summary))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    inp, out = Path(args.inp), Path(args.out)
     try:
-        fractions = parse_fractions(args.splits) if args.splits else None
+        job = job_from_args(args)
     except ValueError as e:
         log.error("%s", e)
         return 2
-    figures, unreadable = load_figures(inp, args.limit)
-    ocr = make_ocr(args.ocr, args.ocr_cache or out / "ocr_cache")
+    figures, unreadable = load_figures(job.inp, args.limit)
+    ocr = make_ocr(args.ocr, job.cache_dir)
     try:
         ocr.prepare()
     except OcrError as e:
         log.error("%s", e)
         return 2
-    opts = SplitOptions(context=not args.no_context, order_fallback=args.order_fallback)
-    results, failures, outcomes, counts = split_all(figures, inp.parent, out, ocr, opts)
-    failures = sorted(unreadable + failures, key=lambda f: f["index"])
-    outcomes["failed"] += len(unreadable)
-    write_records(out / "subfigures.json", results, SubFigureRecord)
-    write_records(out / "failed.json", failures, FailedFigure)
-    if fractions is not None:
-        for name, rows in karpathy_splits(results, fractions, args.seed).items():
-            write_records(out / f"{name}.json", rows, PairRecord)
-    summary = {"figures": len(figures) + len(unreadable), **{k: outcomes[k] for k in ("matched", "fallback", "failed")},
-               "subfigures": len(results), **dict(sorted(counts.items()))}
-    atomic_write_json(out / "summary.json", summary)
+    try:
+        summary = _run(job, figures, unreadable, ocr)
+    except (OcrError, ManifestError, FolderLockedError) as e:
+        log.error("%s", e)
+        return 2
+    except KeyboardInterrupt:
+        log.warning("interrupted; run the same command again to resume")
+        return 130
     log.info("summary: %s", json.dumps(summary))
     return 0
 

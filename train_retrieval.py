@@ -14,9 +14,10 @@ from data.files import atomic_write_json
 from models import build_model
 from models.evaluation import evaluate, format_table
 from transform import build_transform
-from utils import (StepHook, StopRequest, TrainState, add_common_args, append_jsonl, barrier, build_optimizer,
-                   build_train_loader, check_bad_records, cleanup_distributed, is_main, log, log_epoch, save_checkpoint, setup_run,
-                   run_cli, start_epoch, start_state, train_one_epoch, wrap_ddp)
+from utils import (RunLog, StepHook, StopRequest, TrainState, add_common_args, append_jsonl, barrier,
+                   build_optimizer, build_train_loader, cleanup_distributed, is_main, log,
+                   log_epoch, run_cli, save_checkpoint, setup_run, start_state, train_one_epoch,
+                   wrap_ddp)
 
 
 def split_files(config: dict) -> dict:
@@ -52,8 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         files = split_files(config)
         model = build_model(config, "retrieval").to(info.device)
         eval_tf = build_transform(config, train=False)
-        splits = {s: RetrievalEvalDataset(files[s], eval_tf, config["image_root"], config["max_words"])
+        # -- issue 14: the pixel limit reaches the loader workers; every val/test image header is checked
+        # before training starts (any bad one stops the run: replacing it would change the metrics).
+        splits = {s: RetrievalEvalDataset(files[s], eval_tf, config["image_root"], config["max_words"],
+                                          max_pixels=config["max_image_pixels"])
                   for s in ("val", "test")}
+        from data.check import check_eval_images
+
+        for s, ds in splits.items():
+            check_eval_images(ds, f"{s}_file {ds.file}", max_pixels=config["max_image_pixels"])
+        # -- end issue 14
         if args.evaluate:
             results = evaluate_splits(model, splits, config, info.device)
             if is_main():
@@ -87,20 +96,20 @@ def train(model, train_files: list, splits: dict, config: dict, info, out: Path,
     state, extra = start_state(resume, out, model, optimizer)
     best = {"best": -1.0, "best_epoch": -1, **extra}
     ddp_model = wrap_ddp(model, info)
-    step_hook = StepHook(out, model, optimizer, config, get_extra=lambda: dict(best))
+    run_log = RunLog(out, config["report_to"])
+    step_hook = StepHook(out, model, optimizer, config, run_log, get_extra=lambda: dict(best))
     stop = StopRequest().install()
     for epoch in range(state.epoch, config["max_epoch"]):
         state.epoch = epoch
-        start_epoch(loader, state)
         t0 = time.time()
-        stats = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook, stop)
-        bad = check_bad_records(state, loader, config, info.device)
+        stats, bad = train_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook, stop)
         metrics, improved = end_of_epoch(model, splits, config, info, out, state, best)
-        log_epoch(out, state, stats, bad, time.time() - t0, metrics)
+        log_epoch(run_log, state, stats, bad, time.time() - t0, metrics)
         state.epoch_done = True
         paths = [out / "checkpoint_best.pth"] if improved else []
         save_checkpoint(paths + [out / "checkpoint_last.pth"], model, optimizer, config, state, dict(best))
         state = state.next_epoch()
+    run_log.close()
     log.info(f"retrieval fine-tuning finished; best val r_mean {best['best']:.2f} at epoch {best['best_epoch']}")
 
 

@@ -442,8 +442,24 @@ def build_train_loader(config: dict, files: list[str], tokenizer: Any, info: Dis
     from transform import build_transform
 
     pairs, problems = load_pairs(files, config["image_root"], config["max_words"])
-    report_problems(problems, len(pairs) + len(problems), config["max_bad_fraction"], "train_file")
-    dataset = PairDataset(pairs, build_transform(config, train=True), seed=config["seed"])
+    # -- issue 14 (defect 6): before step one, the header of every image is checked (data/check.py), the
+    # ranks sharing the work and gathering what they found; bad records (records, not images or retries)
+    # are counted against max_bad_fraction and left out of the epochs instead of being found one draw at a time.
+    from data.check import check_image_files, record_problems
+
+    records = len({p.where for p in pairs}) + len(problems)
+    bad_images = check_image_files([p.image for p in pairs], max_pixels=config["max_image_pixels"],
+                                   shard=(info.rank, info.world_size))
+    if is_dist():
+        shards: list = [None] * info.world_size
+        dist.all_gather_object(shards, bad_images)
+        bad_images = {image: reason for shard in shards for image, reason in shard.items()}
+    problems += record_problems(pairs, bad_images)
+    pairs = [p for p in pairs if str(p.image) not in bad_images]
+    report_problems(problems, records, config["max_bad_fraction"], "train_file")
+    dataset = PairDataset(pairs, build_transform(config, train=True), seed=config["seed"],
+                          max_pixels=config["max_image_pixels"])
+    # -- end issue 14
     collate = Collator(TextTokenizer(tokenizer, config["max_length"]), config["laterality_negatives"])
     loader = train_loader(dataset, batch_size, collate, info.world_size, info.rank, config["seed"],
                           config["num_workers"])
@@ -538,14 +554,14 @@ def start_state(resume_arg: str | None, output_dir: str | Path, model: torch.nn.
     return (state.next_epoch() if state.epoch_done else state), extra
 
 
-def start_epoch(loader, state: TrainState) -> None:
+def _start_epoch(loader, state: TrainState) -> None:
     """Seed the epoch's augmentation and order; a resumed epoch skips the batches already done."""
     loader.dataset.set_epoch(state.epoch)
     loader.sampler.set_epoch(state.epoch)
     loader.sampler.set_start(min(state.step, len(loader.sampler) // loader.batch_size) * loader.batch_size)
 
 
-def check_bad_records(state: TrainState, loader, config: dict, device: torch.device) -> int:
+def _check_bad_records(state: TrainState, loader, config: dict, device: torch.device) -> int:
     """The epoch's replaced records over all ranks; too many stop the run with a clear error."""
     bad = int(all_reduce_sum(torch.tensor([state.bad], device=device)).item())
     seen = state.step * loader.batch_size * get_world_size()  # samples drawn this epoch, all ranks
@@ -557,13 +573,44 @@ def check_bad_records(state: TrainState, loader, config: dict, device: torch.dev
     return bad
 
 
-def log_epoch(output_dir: Path, state: TrainState, stats: dict, bad: int, seconds: float,
+class RunLog:
+    """``log.txt`` (one JSON line per record, numbers as numbers) and, with ``report_to: tensorboard``,
+    the same numbers as TensorBoard scalars under ``output_dir/tensorboard``. Rank 0 only."""
+
+    def __init__(self, output_dir: Path, report_to: str = "none"):
+        self.path = Path(output_dir) / "log.txt"
+        self.writer = None
+        if report_to == "tensorboard" and is_main():
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ConfigError(f"report_to: tensorboard needs the tensorboard package ({e}); "
+                                  f"pip install tensorboard") from None
+            self.writer = SummaryWriter(str(Path(output_dir) / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        """Append ``record``; step records (with ``global_step``) plot by step, epoch records by epoch."""
+        if not is_main():
+            return
+        append_jsonl(self.path, record)
+        if self.writer is not None:
+            per_step = "global_step" in record
+            x = record["global_step"] if per_step else record["epoch"]
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
+                    self.writer.add_scalar(f"{'step' if per_step else 'epoch'}/{key}", value, x)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def log_epoch(run_log: RunLog, state: TrainState, stats: dict, bad: int, seconds: float,
               extra: dict | None = None) -> None:
-    """One JSON line per epoch in ``log.txt`` (rank 0)."""
-    if is_main():
-        append_jsonl(output_dir / "log.txt", {"epoch": state.epoch, **{f"train_{k}": v for k, v in stats.items()},
-                                              "bad_records": bad, "epoch_time_s": round(seconds, 2),
-                                              **(extra or {})})
+    """One record per epoch: the epoch's training means, bad records, time, and ``extra`` (metrics)."""
+    run_log.write({"epoch": state.epoch, **{f"train_{k}": v for k, v in stats.items()}, "bad_records": bad,
+                   "epoch_time_s": round(seconds, 2), **(extra or {})})
 
 
 class StepHook:
@@ -571,16 +618,15 @@ class StepHook:
     every ``save_every_steps`` (with ``extra`` from ``get_extra()``, e.g. the best score so far)."""
 
     def __init__(self, output_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict,
-                 get_extra: Callable[[], dict] = dict):
+                 run_log: RunLog, get_extra: Callable[[], dict] = dict):
         self.out, self.model, self.optimizer, self.config = Path(output_dir), model, optimizer, config
-        self.get_extra = get_extra
+        self.run_log, self.get_extra = run_log, get_extra
 
     def __call__(self, state: TrainState, meter: MetricLogger, force_save: bool = False) -> None:
         log_every, save_every = self.config["log_every_steps"], self.config["save_every_steps"]
-        if log_every and state.global_step % log_every == 0 and is_main():
-            append_jsonl(self.out / "log.txt", {"epoch": state.epoch, "step": state.step,
-                                                "global_step": state.global_step,
-                                                **{f"train_{k}": m.avg for k, m in meter.meters.items()}})
+        if log_every and state.global_step % log_every == 0:
+            self.run_log.write({"epoch": state.epoch, "step": state.step, "global_step": state.global_step,
+                                **{f"train_{k}": m.avg for k, m in meter.meters.items()}})
         if force_save or (save_every and state.global_step % save_every == 0):
             save_checkpoint([self.out / "checkpoint_last.pth"], self.model, self.optimizer, self.config, state,
                             self.get_extra())
@@ -684,6 +730,19 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
                             f"resume with --resume auto")
     meter.synchronize(device)
     return meter.averages()
+
+
+def train_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, config: dict, state: TrainState,
+                device: torch.device, step_hook: StepHook | None = None,
+                stop: StopRequest | None = None) -> tuple[dict[str, float], int]:
+    """The training part of epoch ``state.epoch`` (from ``state.step`` on): seed the loader, run
+    :func:`train_one_epoch`, and check the epoch's replaced records over all ranks.
+
+    Returns the epoch's means and the number of replaced records; too many stop the run.
+    """
+    _start_epoch(loader, state)
+    stats = train_one_epoch(model, loader, optimizer, config, state, device, step_hook, stop)
+    return stats, _check_bad_records(state, loader, config, device)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     python vis.py --checkpoint output/Pretrain/checkpoint_59.pth --image brain.png \\
         --caption "axial flair mri shows a mass in the left frontal lobe" --out attention.png
-    python vis.py --checkpoint CKPT --data data/demo/test.json --index 3 --out attention.pdf
+    python vis.py --checkpoint CKPT --data datasets/demo/test.json --index 3 --out attention.pdf
     python vis.py curves output/RUN_A/log.txt output/RUN_B/log.txt --out curves.png
 
 The figure shows the image, the sentence map (mean over the caption's word tokens) and one map per
@@ -59,6 +59,11 @@ def maps_parser() -> argparse.ArgumentParser:
     p.add_argument("--cmap", default="jet", help="matplotlib colormap (default: jet)")
     p.add_argument("--out", default="attention.png", help="output figure: .png, .pdf, .svg or .jpg")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    # -- issue 14: decompression bombs are refused from their header, named ------------------------------
+    p.add_argument("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=int,
+                   default=None, metavar="N", help="refuse images with more pixels, from their header "
+                   "(default 178956970, PIL's own ceiling)")
+    # -- end issue 14
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. tokenizer=path/to/folder when the saved path moved")
     return p
@@ -235,14 +240,23 @@ def maps_main(argv: list[str]) -> int:
 
     if args.cmap not in matplotlib.colormaps:
         raise VisError(f"--cmap {args.cmap!r} is not a matplotlib colormap (e.g. jet, viridis, inferno)")
+    # -- issue 14: a negative or non-finite blur was accepted and drawn as if it were 0 ------------------------
+    if not (math.isfinite(args.blur) and args.blur >= 0):
+        raise VisError(f"--blur {args.blur}: the sigma must be a fraction of the image side >= 0 (e.g. 0.02)")
+    from data.images import DEFAULT_MAX_PIXELS
+
+    if args.max_image_pixels is not None and not 1 <= args.max_image_pixels <= DEFAULT_MAX_PIXELS:
+        raise VisError(f"--max-image-pixels {args.max_image_pixels}: must be in [1, {DEFAULT_MAX_PIXELS}]")
+    max_pixels = args.max_image_pixels or DEFAULT_MAX_PIXELS
+    # -- end issue 14
     image_path, caption, data_file = pick_record(args)
     if not pre_caption(caption, 10**5):
         raise VisError(f"caption {caption!r} is empty after cleaning: there is no word to map")
-    image = load_rgb(image_path) if data_file is None else None
+    image = load_rgb(image_path, max_pixels) if data_file is None else None
     model, config = load_itm_model(args.checkpoint, args.config, args.options, args.device)
     if data_file is not None:
         image_path = resolve_image(image_path, data_file, config["image_root"])
-        image = load_rgb(image_path)
+        image = load_rgb(image_path, max_pixels)
     layer = args.layer if args.layer is not None else default_layer(len(model.text_encoder.encoder.layer))
     check_layer(model, layer)
     result = explain_image(model, image, caption, layer, config["max_words"])
@@ -450,6 +464,8 @@ def classify_main(argv: list[str]) -> int:
     p.add_argument("--itm_top_k", type=int, default=0, help="re-rank the top K classes with the ITM head (0: off)")
     p.add_argument("--itm_prompts", type=int, default=16, help="prompts per class the ITM re-scores (0: all)")
     args = p.parse_args(argv)
+    import csv
+
     import torch
 
     from configs import read_yaml
@@ -471,10 +487,11 @@ def classify_main(argv: list[str]) -> int:
     rows = [{"image": it.image, "label": it.label, "predicted": names[int(p.argmax())],
              "probs": {n: round(float(v), 5) for n, v in zip(names, p)}} for it, p in zip(items, probs)]
     _write_json(out / "predictions.json", rows)
-    lines = ["image,label,predicted," + ",".join(names)]
-    lines += [",".join([json.dumps(r["image"]), r["label"] or "", r["predicted"]] + [f"{v:.5f}" for v in p])
-              for r, p in zip(rows, probs)]
-    (out / "predictions.csv").write_text("\n".join(lines) + "\n")
+    with open(out / "predictions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "label", "predicted", *names])
+        writer.writerows([r["image"], r["label"] or "", r["predicted"], *(f"{v:.5f}" for v in p)]
+                         for r, p in zip(rows, probs))
     for r in rows:
         label = f"\tlabel {r['label']}" if r["label"] else ""
         print(f"{r['image']}\t{r['predicted']}\t{r['probs'][r['predicted']]:.3f}{label}")
@@ -570,6 +587,8 @@ def search_main(argv: list[str]) -> int:
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="text query: ranks the stored images")
     query.add_argument("--image", help="image query (file or clinical reference): ranks the stored texts")
+    p.add_argument("--target", choices=("images", "texts"), default=None,
+                   help="what to rank (default: images for a text query, texts for an image query)")
     p.add_argument("--k", type=int, default=10, help="results to show")
     args = p.parse_args(argv)
     import numpy as np
@@ -584,7 +603,7 @@ def search_main(argv: list[str]) -> int:
     if not (folder / "index.json").is_file():
         raise VisError(f"--index {folder} holds no index.json: build it with vis.py embed")
     index = json.loads((folder / "index.json").read_text())
-    target = "images" if args.text is not None else "texts"
+    target = args.target or ("images" if args.text is not None else "texts")
     bank_file = folder / ("image_embeds.npy" if target == "images" else "text_embeds.npy")
     if not index.get(target) or not bank_file.is_file():
         raise VisError(f"index {folder} holds no {target} to rank (embed some with vis.py embed --{target})")

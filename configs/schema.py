@@ -89,6 +89,8 @@ COMMON = {
     "vit": Field("vit", "base", "image tower: base, large, or {width, depth, heads, patch_size}"),
     "vit_grad_ckpt": Field("bool", False, "gradient checkpointing in the last vit_ckpt_layer ViT blocks"),
     "vit_ckpt_layer": Field("int", 0, "how many of the last ViT blocks to checkpoint", 0, 64),
+    "text_grad_ckpt": Field("bool", False, "gradient checkpointing in every layer of the text encoder and "
+                            "decoder: less activation memory for about one more text forward per step"),
     "drop_path_rate": Field("optfloat", None, "stochastic depth rate of the ViT (default: 0.1 for vit: large, "
                             "as BLIP's create_vit, 0 otherwise)", 0.0, 0.99),
     "image_size": Field("int", 224, "input resolution in pixels", 16, 4096),
@@ -125,10 +127,17 @@ COMMON = {
                                   "and right swapped, as a negative of its own image"),
     "max_bad_fraction": Field("float", 0.01, "stop when more than this fraction of records is unreadable",
                               0.0, 1.0),
+    # -- issue 14: decompression bombs are bad records; the default and ceiling are data.images.DEFAULT_MAX_PIXELS,
+    # PIL's own hard limit (2 * Image.MAX_IMAGE_PIXELS), which the loader never changes for the process.
+    "max_image_pixels": Field("int", 178_956_970, "images with more pixels (width x height) are bad records, "
+                              "refused from their header before decoding (decompression bombs)", 1, 178_956_970),
+    # -- end issue 14
     "print_freq": Field("int", 50, "progress line every N steps", 1, 10**9),
     "log_every_steps": Field("int", 0, "also write a log.txt line every N steps (0 = per epoch only)", 0, 10**9),
     "save_every_steps": Field("int", 0, "write checkpoint_last.pth every N steps (0 = per epoch only)", 0, 10**9),
     "max_nonfinite_steps": Field("int", 5, "stop after this many non-finite losses in a row", 1, 10**6),
+    "report_to": Field("choice", "none", "also log the numbers of log.txt to TensorBoard (output_dir/tensorboard)",
+                       choices=("none", "tensorboard")),
     "dist_timeout_s": Field("int", 1800, "seconds a collective may wait for the other processes before the run "
                             "stops with an error (a dead or frozen rank)", 1, 10**7),
     "deterministic": Field("bool", False, "remove every source of run-to-run difference torch can remove "

@@ -1,40 +1,131 @@
 """Check datasets before a long run: list every bad record with its file and index.
 
-    python -m data.check datasets/pubmed/captions.json more.json [--image_root DIR]
+    python -m data.check datasets/pubmed/captions.json more.json [--image_root DIR] [--max-image-pixels N]
 
-A record is bad when it is not an object with an ``image`` path, its image is missing or cannot be
-decoded (truncated, not an image), or its caption is empty after cleaning. Exit status 1 when any is bad.
+A record is bad when it is not an object with an ``image`` path, its image is missing, cannot be decoded
+(truncated, not an image) or has more pixels than ``--max-image-pixels`` (a decompression bomb), or its
+caption is empty after cleaning. Counts are of records: 100 records that share one broken image are 100
+bad records. Exit status 1 when any is bad.
+
+The same module holds the pre-flight check that training runs before its first step
+(:func:`check_images`): the header of every distinct image, read in parallel threads (``Image.open`` and
+``verify()``, no decoding), so that broken files are found in minutes instead of after an epoch.
 """
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 from tqdm import tqdm
 
 from data.datasets import DatasetError, load_pairs
-from data.images import BadImageError, load_rgb
+from data.images import DEFAULT_MAX_PIXELS, BadImageError, check_header, load_rgb, parse_pixel_limit
+
+log = logging.getLogger("medvl")
+
+# Threads reading headers: the work is file-system latency (network file systems above all), not CPU.
+DEFAULT_WORKERS = 16
+_BLOCK = 4096  # images submitted to the pool at a time, so that a million-image list holds no million futures
 
 
-def decode_problems(pairs, workers: int = 4) -> list[str]:
-    """Decode every distinct image once; return one message per undecodable image."""
-    first = {}
-    for p in pairs:
-        first.setdefault(p.image, p.where)
+def _where_image(record) -> tuple[str, str]:
+    """(``"file.json[i]"``, image path) of a :class:`data.datasets.Pair` or of a ``(where, image)`` tuple."""
+    if isinstance(record, tuple):
+        return record[0], str(record[1])
+    return record.where, str(record.image)
 
-    def check(item):
-        image, where = item
+
+def check_image_files(images: Iterable[str | Path], workers: int = DEFAULT_WORKERS,
+                      max_pixels: int = DEFAULT_MAX_PIXELS, shard: tuple[int, int] = (0, 1),
+                      full_decode: bool = False, desc: str = "checking image headers") -> dict[str, str]:
+    """``{image: reason}`` for every distinct image of ``images`` that cannot be used.
+
+    Only every ``shard[1]``-th distinct image from the ``shard[0]``-th is checked, so that the ranks of a
+    distributed run can split the work and gather the results. ``full_decode`` decodes every pixel
+    (``python -m data.check``) instead of reading the header only.
+    """
+    rank, world = shard
+    distinct = list(dict.fromkeys(str(i) for i in images))[rank::world]
+    check: Callable = load_rgb if full_decode else check_header
+
+    def one(image: str) -> tuple[str, str | None]:
         try:
-            load_rgb(image)
+            check(image, max_pixels)
         except BadImageError as e:
-            return f"{where}: {e}"
-        return None
+            return image, str(e)
+        except Exception as e:  # noqa: BLE001  (a bug in a PIL plugin must not hide the other files)
+            return image, f"image file {image} cannot be checked: {type(e).__name__}: {e}"
+        return image, None
 
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(check, first.items()), total=len(first), desc="decoding images",
-                            disable=not sys.stderr.isatty()))
-    return [r for r in results if r]
+    bad: dict[str, str] = {}
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max(1, workers)) as pool, \
+            tqdm(total=len(distinct), desc=desc, unit="img", disable=not sys.stderr.isatty()) as bar:
+        for start in range(0, len(distinct), _BLOCK):
+            for image, reason in pool.map(one, distinct[start:start + _BLOCK]):
+                if reason:
+                    bad[image] = reason
+                bar.update(1)
+    log.info(f"{desc}: {len(distinct)} images in {time.monotonic() - t0:.1f} s, {len(bad)} unusable")
+    return bad
+
+
+def record_problems(records: Sequence, bad_images: dict[str, str]) -> list[str]:
+    """One ``"file.json[i]: reason"`` per record (not per image, not per caption) whose image is bad."""
+    seen: set[str] = set()
+    problems = []
+    for record in records:
+        where, image = _where_image(record)
+        if image in bad_images and where not in seen:
+            seen.add(where)
+            problems.append(f"{where}: {bad_images[image]}")
+    return problems
+
+
+def check_images(records: Sequence, workers: int = DEFAULT_WORKERS, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 desc: str = "checking image headers") -> list[str]:
+    """The pre-flight check of one process: a problem line per record whose image header is unusable.
+
+    ``records`` are :class:`data.datasets.Pair` objects or ``(where, image)`` tuples. Cheap: the header of
+    each distinct image is read once, in ``workers`` threads, with a progress bar on a terminal.
+    """
+    images = [_where_image(r)[1] for r in records]
+    return record_problems(records, check_image_files(images, workers, max_pixels, desc=desc))
+
+
+def check_eval_images(dataset, what: str, workers: int = DEFAULT_WORKERS,
+                      max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse an evaluation set (a :class:`data.datasets.RetrievalEvalDataset`) with any unusable image,
+    before training starts: replacing an evaluation image would change the metrics, and finding it only
+    at the first evaluation costs an epoch. Raises :class:`DatasetError` with the list."""
+    records = list(zip(dataset.where, dataset.images))
+    problems = check_images(records, workers, max_pixels, desc=f"checking {what} images")
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; ... and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise DatasetError(f"{what}: {len(problems)} of {len(records)} records have an unusable image (evaluation "
+                           f"images are never replaced, since that would change the metrics): {shown}. "
+                           f"Run `python -m data.check` for the list")
+
+
+_WHERE = re.compile(r"^(.*?\[\d+\]): ")
+
+
+def _record_of(problem: str) -> str:
+    """The ``file.json[i]`` a problem line names (the whole line if it names none)."""
+    m = _WHERE.match(problem)
+    return m.group(1) if m else problem
+
+
+def decode_problems(pairs, workers: int = 4, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[str]:
+    """Decode every distinct image once; return one message per record whose image cannot be decoded."""
+    bad = check_image_files([p.image for p in pairs], workers, max_pixels, full_decode=True, desc="decoding images")
+    return record_problems(pairs, bad)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,17 +134,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image_root", default=None, help="folder that relative image paths resolve against")
     parser.add_argument("--max_words", type=int, default=300, help="caption word cap used for cleaning")
     parser.add_argument("--workers", type=int, default=4, help="threads decoding images")
+    parser.add_argument("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=parse_pixel_limit,
+                        default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="images with more pixels are bad records (the max_image_pixels config key; "
+                             "default %(default)s)")
     args = parser.parse_args(argv)
     try:
         pairs, problems = load_pairs(args.files, args.image_root, args.max_words)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    problems += decode_problems(pairs, args.workers)
+    problems += decode_problems(pairs, args.workers, args.max_image_pixels)
     for p in problems:
         print(p)
+    bad = {_record_of(p) for p in problems}  # a record with several empty captions is one bad record
+    records = {p.where for p in pairs} | bad
     images = len({p.image for p in pairs})
-    print(f"{len(pairs)} pairs over {images} images checked; {len(problems)} bad records", file=sys.stderr)
+    print(f"{len(records)} records ({len(pairs)} pairs over {images} images) checked; {len(bad)} bad records",
+          file=sys.stderr)
     return 1 if problems else 0
 
 

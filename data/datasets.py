@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from data.captions import pre_caption
 from data import files
 from data.files import JsonListError
-from data.images import BadImageError, image_exists, load_rgb
+from data.images import DEFAULT_MAX_PIXELS, BadImageError, image_exists, load_rgb
 from data.records import BadRecord, PairRecord, indexed_records
 
 log = logging.getLogger("medvl")
@@ -115,16 +115,20 @@ def report_problems(problems: list[str], total: int, max_bad_fraction: float, wh
 
 
 class PairDataset(Dataset):
-    """Training pairs. An unreadable image is replaced by another sample and counted in ``bad``.
+    """Training pairs. An unreadable image is replaced by another sample; ``bad`` is 1 when the record
+    drawn was unreadable (however many replacements it took), so that the epoch's count is of bad records
+    drawn, comparable with the number of samples drawn.
 
     All randomness (crop, flip, RandAugment, replacement) comes from a generator seeded by
     (seed, epoch, index), so a sample is the same whichever worker loads it and after a resume.
+    ``max_pixels`` (the ``max_image_pixels`` key) travels with the dataset into every loader worker.
     """
 
-    def __init__(self, pairs: list[Pair], transform, seed: int = 0):
+    def __init__(self, pairs: list[Pair], transform, seed: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS):
         if not pairs:
             raise DatasetError("the training set holds no usable pair")
         self.pairs, self.transform, self.seed, self.epoch = pairs, transform, seed, 0
+        self.max_pixels = max_pixels
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -138,10 +142,12 @@ class PairDataset(Dataset):
         for _ in range(MAX_ATTEMPTS):
             pair = self.pairs[i]
             try:
-                img = load_rgb(pair.image)
+                img = load_rgb(pair.image, self.max_pixels)
             except BadImageError as e:
                 log.warning(f"{pair.where}: {e}; using another sample")
-                bad += 1
+                # One bad record drawn, however many replacements fail after it (issue 14: counting
+                # every attempt reported ~157 "bad" of 192 draws where ~96 bad records were drawn).
+                bad = 1
                 i = int(rng.integers(len(self.pairs)))
                 continue
             image, caption = self.transform(img, pair.caption, rng)
@@ -157,10 +163,13 @@ class RetrievalEvalDataset(Dataset):
     would change the metrics.
     """
 
-    def __init__(self, file: str | Path, transform, image_root: str | None, max_words: int):
+    def __init__(self, file: str | Path, transform, image_root: str | None, max_words: int,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         file = Path(file)
-        self.transform = transform
+        self.transform, self.max_pixels = transform, max_pixels
+        self.file = file
         self.images: list[Path] = []
+        self.where: list[str] = []  # "file.json[i]" of each image, for messages (data.check.check_eval_images)
         self.text: list[str] = []
         self.img2txt: list[list[int]] = []
         self.txt2img: list[int] = []
@@ -175,6 +184,7 @@ class RetrievalEvalDataset(Dataset):
                 self.txt2img.append(len(self.images))
                 self.text.append(pre_caption(c, max_words))
             self.images.append(image)
+            self.where.append(where)
         if not self.images:
             raise DatasetError(f"evaluation file {file} holds no image")
 
@@ -183,7 +193,7 @@ class RetrievalEvalDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         try:
-            img = load_rgb(self.images[index])
+            img = load_rgb(self.images[index], self.max_pixels)
         except BadImageError as e:
             raise DatasetError(f"evaluation image {index}: {e}") from e
         return self.transform(img), index

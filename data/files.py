@@ -44,6 +44,14 @@ def temp_path(target: str | os.PathLike) -> Path:
     return Path(tmp)
 
 
+def _commit(tmp: Path, target: Path) -> None:
+    """fsync the finished temporary file, rename it over ``target``, and make the rename durable."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
 def atomic_write(target: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp_path)`` to fill a temporary file, fsync it and rename it to ``target``.
 
@@ -54,13 +62,10 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], Any]) -> Pat
     tmp = temp_path(target)
     try:
         write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        _commit(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
     return target
 
 
@@ -85,13 +90,10 @@ def atomic_open(target: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     try:
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        _commit(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:

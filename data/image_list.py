@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data import clinical
 from data.datasets import DatasetError, read_json_list, resolve_image
-from data.images import BadImageError, image_exists, load_rgb
+from data.images import DEFAULT_MAX_PIXELS, BadImageError, image_exists, load_rgb
 from data.volumes import DICOM_SUFFIXES, NIFTI_SUFFIXES, RASTER_SUFFIXES, kind_of
 
 IMAGE_SUFFIXES = tuple(sorted(RASTER_SUFFIXES)) + DICOM_SUFFIXES + NIFTI_SUFFIXES
@@ -131,20 +131,21 @@ class ImageListDataset(Dataset):
     """Decodes item ``i`` and applies ``transform`` (an eval transform); a bad image stops with its name,
     since skipping it would misalign outputs and inputs."""
 
-    def __init__(self, items: Sequence[Item], transform: Callable):
-        self.items, self.transform = list(items), transform
+    def __init__(self, items: Sequence[Item], transform: Callable, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.items, self.transform, self.max_pixels = list(items), transform, max_pixels
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         try:
-            return self.transform(load_rgb(self.items[index].image))
+            return self.transform(load_rgb(self.items[index].image, self.max_pixels))
         except BadImageError as e:
             raise DatasetError(f"image {index} ({self.items[index].image}): {e}") from e
 
 
-def image_batches(items: Sequence[Item], transform: Callable, batch_size: int = 32, workers: int = 0) -> DataLoader:
-    """Batches (B, 3, H, W) of the items, in order."""
-    return DataLoader(ImageListDataset(items, transform), batch_size=batch_size, shuffle=False,
+def image_batches(items: Sequence[Item], transform: Callable, batch_size: int = 32, workers: int = 0,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> DataLoader:
+    """Batches (B, 3, H, W) of the items, in order; an image above ``max_pixels`` stops with its name."""
+    return DataLoader(ImageListDataset(items, transform, max_pixels), batch_size=batch_size, shuffle=False,
                       num_workers=workers)

@@ -1,14 +1,77 @@
-"""Image loading that turns every mode a figure can come in (grayscale, palette, RGBA, 16-bit) into RGB."""
+"""Image loading that turns every mode a figure can come in (grayscale, palette, RGBA, 16-bit) into RGB.
+
+Every raster image is opened through :func:`open_image`, which reads the header only and refuses an image
+with more pixels than ``max_pixels`` (the ``max_image_pixels`` config key) before anything is decoded: a
+decompression bomb (a small PNG that expands to gigabytes) is a bad record like a truncated file, never a
+crash. PIL's own global ``Image.MAX_IMAGE_PIXELS`` is left alone (a library must not change it for the
+whole process); PIL still refuses, on its own, images above twice that value, which is why
+:data:`DEFAULT_MAX_PIXELS` is that limit and also the largest one that can be configured.
+"""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# PIL raises DecompressionBombError above 2 * Image.MAX_IMAGE_PIXELS (2 * 89_478_485 by default), whatever
+# limit is asked for here; so that is the default and the ceiling of ``max_image_pixels`` (configs/schema.py
+# repeats the number, as configs/ imports no data code; a test keeps the two equal). RGB at this size is
+# ~0.5 GB per decoded image, in every loader worker.
+DEFAULT_MAX_PIXELS = 178_956_970
+
 
 class BadImageError(ValueError):
-    """An image that is missing, unreadable or truncated; the message names the file."""
+    """An image that is missing, unreadable, truncated or too large; the message names the file."""
+
+
+def _too_large(path: Path, size: tuple[int, int] | None, max_pixels: int, detail: str = "") -> BadImageError:
+    if size is not None:
+        count = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
+    else:  # PIL refused it before telling its size; its message holds the count
+        count = detail
+    return BadImageError(f"image file {path} is too large: {count}, more than max_image_pixels {max_pixels:,} "
+                         f"(a decompression bomb or an oversized scan; downscale it, or raise max_image_pixels up "
+                         f"to {DEFAULT_MAX_PIXELS:,})")
+
+
+@contextmanager
+def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
+    """``Image.open`` (the header only, nothing decoded) with the pixel count checked against
+    ``max_pixels``; every failure, inside the ``with`` block too, becomes :class:`BadImageError` naming
+    the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadImageError(f"image file {path} does not exist")
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > max_pixels:
+                raise _too_large(path, img.size, max_pixels)
+            yield img
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as e:  # above PIL's own ceiling: refused inside Image.open
+        raise _too_large(path, None, max_pixels, str(e).split(" exceeds")[0]) from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadImageError(f"image file {path} cannot be decoded: {e}") from e
+
+
+def check_header(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Cheap pre-flight check of one image file: it exists, PIL knows its format, its size is within
+    ``max_pixels`` and ``verify()`` finds its structure intact (for PNG every chunk and checksum, which
+    catches truncation; for JPEG only the markers). Pixels are not decoded, so a few damaged JPEGs can
+    still fail later, where the training dataset replaces them. DICOM and NIfTI references are only
+    checked to exist (reading a volume is not cheap). Raises :class:`BadImageError`."""
+    from data import clinical
+
+    if clinical.is_clinical(path):
+        if not clinical.exists(path):
+            raise BadImageError(f"image file {path} does not exist")
+        return
+    with open_image(path, max_pixels) as img:
+        img.verify()
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -31,11 +94,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
+def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open, fully decode and convert an image to RGB; raise :class:`BadImageError` naming the file.
 
-    DICOM files and series folders and NIfTI volumes (with an optional ``#axial:42,window=brain``
-    choice) are read by :mod:`data.clinical`.
+    An image with more than ``max_pixels`` pixels is refused from its header, before it is decoded
+    (:func:`open_image`). DICOM files and series folders and NIfTI volumes (with an optional
+    ``#axial:42,window=brain`` choice) are read by :mod:`data.clinical`.
     """
     # -- clinical formats (issue 16): data/clinical.py ------------------------------------------------
     from data import clinical
@@ -43,15 +107,9 @@ def load_rgb(path: str | Path) -> Image.Image:
     if clinical.is_clinical(path):
         return clinical.load_clinical(path)
     # -- end clinical formats ---------------------------------------------------------------------------
-    path = Path(path)
-    if not path.is_file():
-        raise BadImageError(f"image file {path} does not exist")
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode now, so that truncated files fail here rather than later
-            return to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise BadImageError(f"image file {path} cannot be decoded: {e}") from e
+    with open_image(path, max_pixels) as img:
+        img.load()  # decode now, so that truncated files fail here rather than later
+        return to_rgb(img)
 
 
 # -- clinical formats (issue 16) ------------------------------------------------------------------------
@@ -63,3 +121,17 @@ def image_exists(path: str | Path) -> bool:
     from data import clinical
 
     return clinical.exists(path) if clinical.is_clinical(path) else Path(path).is_file()
+
+
+def parse_pixel_limit(text: str) -> int:
+    """``--max-image-pixels`` of the command-line tools: an integer in [1, DEFAULT_MAX_PIXELS] (argparse type)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if not 1 <= value <= DEFAULT_MAX_PIXELS:
+        raise argparse.ArgumentTypeError(f"must be in [1, {DEFAULT_MAX_PIXELS}] (PIL refuses larger images on its "
+                                         f"own), got {value}")
+    return value

@@ -65,6 +65,7 @@ class BlipBase(nn.Module):
             raise ValueError(f"max_length {self.max_length} exceeds the text model's "
                              f"max_position_embeddings {self.text_config.max_position_embeddings}")
         self.text_encoder = TextTransformer(self.text_config)
+        self.text_encoder.grad_ckpt = config.text_grad_ckpt
         text_width = self.text_config.hidden_size
         self.vision_proj = nn.Linear(vision_width, config.embed_dim)
         self.text_proj = nn.Linear(text_width, config.embed_dim)
@@ -94,13 +95,25 @@ class BlipBase(nn.Module):
             for p, p_m in zip(online.parameters(), twin.parameters()):
                 p_m.copy_(p)
 
+    def momentum_params(self) -> tuple[list[Tensor], list[Tensor]]:
+        """(online, twin) parameter lists of the momentum pairs, trainable online parameters only: a frozen
+        tower (freeze_vit) keeps its twin exactly equal, without rounding drift."""
+        online, twins = [], []
+        for module, twin in self.momentum_pairs():
+            for p, p_m in zip(module.parameters(), twin.parameters()):
+                if p.requires_grad:
+                    online.append(p.detach())
+                    twins.append(p_m)
+        return online, twins
+
     @torch.no_grad()
     def momentum_update(self) -> None:
-        m = self.momentum
-        for online, twin in self.momentum_pairs():
-            for p, p_m in zip(online.parameters(), twin.parameters()):
-                if p.requires_grad:  # a frozen tower (freeze_vit) keeps its twin equal, without rounding drift
-                    p_m.mul_(m).add_(p.detach(), alpha=1.0 - m)
+        """p_m = m * p_m + (1 - m) * p for every trainable parameter, as two multi-tensor operations: a
+        Python loop over the ~1,000 tensors of base size launches two kernels per tensor."""
+        online, twins = self.momentum_params()
+        if twins:
+            torch._foreach_mul_(twins, self.momentum)
+            torch._foreach_add_(twins, online, alpha=1.0 - self.momentum)
 
     def _init_queues(self, embed_dim: int) -> None:
         self.register_buffer("image_queue", F.normalize(torch.randn(embed_dim, self.queue_size), dim=0))
@@ -126,12 +139,13 @@ class BlipBase(nn.Module):
             image_feat, text_feat = image_feat[-q:], text_feat[-q:]
             idx = idx[-q:] if idx is not None else None
             n = q
-        cols = (int(ptr_buf.item()) + torch.arange(n, device=image_feat.device)) % q
+        # The pointer stays on the device: reading it (.item()) would wait for the step's work each step.
+        cols = (ptr_buf + torch.arange(n, device=ptr_buf.device)) % q  # (n,)
         self.image_queue[:, cols] = image_feat.T.to(self.image_queue.dtype)
         self.text_queue[:, cols] = text_feat.T.to(self.text_queue.dtype)
         if self.with_idx_queue:
             self.idx_queue[0, cols] = idx.to(self.idx_queue.dtype)
-        ptr_buf[0] = (int(ptr_buf.item()) + n) % q
+        ptr_buf.copy_((ptr_buf + n) % q)
 
     def queue_ids(self, device: torch.device) -> Tensor:
         """Image ids of the queued features (Q,): -100 (never a positive) unless the model keeps an id queue."""
@@ -152,8 +166,10 @@ class BlipBase(nn.Module):
             self.temp.clamp_(0.001, 0.5)
             self.momentum_update()
             image_feat_m, text_feat_m = self.momentum_features(images, batch["input_ids"], batch["attention_mask"])
-            image_keys = torch.cat([image_feat_m.T, self.image_queue.clone()], dim=1)  # (E, B+Q)
-            text_keys = torch.cat([text_feat_m.T, self.text_queue.clone()], dim=1)
+            # One copy of each queue (the concatenation): it is saved for backward, and enqueue below
+            # writes the queue in place. BLIP's extra clone() before the cat copied it twice.
+            image_keys = torch.cat([image_feat_m.T, self.image_queue], dim=1)  # (E, B+Q)
+            text_keys = torch.cat([text_feat_m.T, self.text_queue], dim=1)
             hard = losses.positive_targets(image_ids, torch.cat([image_ids, self.queue_ids(images.device)]))
             targets_i2t = losses.distilled_targets(image_feat_m @ text_keys / self.temp, hard, alpha)
             targets_t2i = losses.distilled_targets(text_feat_m @ image_keys / self.temp, hard, alpha)
@@ -201,7 +217,7 @@ class BlipBase(nn.Module):
         return self.itm_head(hidden[:, 0])
 
     def tokenize(self, captions: list[str], device: torch.device | str | None = None) -> dict[str, Tensor]:
-        """Tokenize cleaned captions to ``max_length`` (padded), as the data collate function does."""
+        """Tokenize cleaned captions (cut at ``max_length``, padded to the longest), as the data collate does."""
         return {k: v.to(device) for k, v in tokenize(self.tokenizer, captions, self.max_length).items()}
 
     def _as_batch(self, captions_or_batch, device: torch.device) -> dict[str, Tensor]:
@@ -210,18 +226,62 @@ class BlipBase(nn.Module):
         return self.tokenize(list(captions_or_batch), device)
 
     def itm_loss_inputs(self, image_embeds: Tensor, batch: dict[str, Tensor], neg_images: Tensor,
-                        neg_ids: Tensor, neg_mask: Tensor) -> tuple[Tensor, Tensor]:
+                        neg_ids: Tensor, neg_mask: Tensor, cross_kv: CrossKV | None = None) -> tuple[Tensor, Tensor]:
         """ITM logits (3B + S, 2) and labels (3B + S,): B positives, B (text, negative image) and
         B (negative text, image) pairs, then S (image, caption with left/right swapped) negatives when the
-        batch carries them (``swap_index``, ``swap_input_ids``, ``swap_attention_mask``)."""
+        batch carries them (``swap_index``, ``swap_input_ids``, ``swap_attention_mask``).
+
+        image_embeds (B, 1+N, Dv); neg_images: the negative images' rows (B,) long in this batch, or their
+        tokens (B, 1+N, Dv) when they come from elsewhere (other processes). neg_ids, neg_mask (B, L').
+        Every pass attends to this batch's image tokens through the same cross-attention weights, so their
+        keys/values (``cross_kv`` from ``text_encoder.cross_kv``, computed here when not given) are
+        computed once and gathered by row: a gathered row of keys/values equals the keys/values of the
+        gathered image row, in value and in gradient. Texts of different widths are padded to the widest.
+        """
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        images, texts, masks = [neg_images, image_embeds], [ids, neg_ids], [mask, neg_mask]
+        kv = cross_kv if cross_kv is not None else self.text_encoder.cross_kv(image_embeds)
+        own = torch.arange(ids.shape[0], device=ids.device)
+        texts, masks = [ids, neg_ids], [mask, neg_mask]
         swap = batch.get("swap_index")
         if swap is not None and swap.numel():
-            images.append(image_embeds[swap])
+            own = torch.cat([own, swap])
             texts.append(batch["swap_input_ids"])
             masks.append(batch["swap_attention_mask"])
-        logits_pos = self.itm_logits(image_embeds, ids, mask)
-        logits_neg = self.itm_logits(torch.cat(images), torch.cat(texts), torch.cat(masks))
+        if neg_images.dim() == 1:
+            neg_kv = gather_kv(kv, torch.cat([neg_images, own]))
+        else:
+            neg_kv = cat_kv([self.text_encoder.cross_kv(neg_images), gather_kv(kv, own)])
+        width = max(t.shape[1] for t in texts)
+        pad = self.tokenizer.pad_token_id
+        logits_pos = self.itm_logits(None, ids, mask, cross_kv=kv)
+        logits_neg = self.itm_logits(None, torch.cat([pad_to(t, width, pad) for t in texts]),
+                                     torch.cat([pad_to(m, width, 0) for m in masks]), cross_kv=neg_kv)
         bs = ids.shape[0]
         return torch.cat([logits_pos, logits_neg]), losses.itm_labels(bs, logits_neg.shape[0], ids.device)
+
+    def masked_itm_loss(self, logits: Tensor, labels: Tensor, has_neg_t2i: Tensor, has_neg_i2t: Tensor) -> Tensor:
+        """ITM loss of :meth:`itm_loss_inputs`' pairs without the negatives that do not exist.
+
+        has_neg_t2i, has_neg_i2t (B,) bool (``losses.has_negative``): a row with no valid negative (every
+        candidate the same image or the same caption) drew an arbitrary pair, maybe the positive itself,
+        which must not be taught as "no match". Their number is kept in ``self.itm_dropped`` (a 0-dim
+        device tensor, so that nothing waits for the device; read it at log steps).
+        """
+        keep = losses.itm_keep(has_neg_t2i, has_neg_i2t, logits.shape[0] - 3 * has_neg_t2i.shape[0])
+        self.itm_dropped = (~keep).sum()
+        return losses.itm_loss(logits, labels, keep)
+
+
+def pad_to(t: Tensor, width: int, value: int) -> Tensor:
+    """Right-pad (B, L) ids or masks with ``value`` to (B, width); masked positions change no result."""
+    return t if t.shape[1] == width else F.pad(t, (0, width - t.shape[1]), value=value)
+
+
+def gather_kv(kv: CrossKV, rows: Tensor) -> CrossKV:
+    """Rows (R,) of every layer's cross-attention keys/values (B, H, N, dh) -> (R, H, N, dh) each."""
+    return [(k[rows], v[rows]) for k, v in kv]
+
+
+def cat_kv(parts: list[CrossKV]) -> CrossKV:
+    """Concatenate per-layer keys/values along the batch."""
+    return [(torch.cat([p[i][0] for p in parts]), torch.cat([p[i][1] for p in parts])) for i in range(len(parts[0]))]

@@ -23,11 +23,13 @@ class BlipPretrain(BlipBase):
     def __init__(self, config: ModelConfig | Mapping[str, Any], tokenizer=None):
         super().__init__(config, tokenizer)
         self.text_decoder = TextDecoder(self.text_config, shared=self.text_encoder)
+        self.text_decoder.bert.grad_ckpt = self.config.text_grad_ckpt
         self._init_momentum()
 
     def forward(self, images: Tensor, captions_or_batch, alpha: float) -> dict[str, Tensor]:
         """images (B, 3, H, W); a batch dict (``input_ids``, ``attention_mask`` (B, L), optional
-        ``image_ids`` (B,)) or a list of captions. Returns ``{"itc", "itm", "lm"}`` scalar losses."""
+        ``image_ids`` (B,)) or a list of captions. Returns ``{"itc", "itm", "lm"}`` scalar losses, and
+        keeps the number of ITM pairs left out for want of a valid negative in ``self.itm_dropped``."""
         batch = self._as_batch(captions_or_batch, images.device)
         ids, mask = batch["input_ids"], batch["attention_mask"]
         image_ids = batch.get("image_ids")
@@ -38,20 +40,23 @@ class BlipPretrain(BlipBase):
         loss_itc, sim_i2t, sim_t2i = self.itc_step(images, image_feat, text_feat, batch, image_ids, alpha)
 
         # ITM with one hard negative image per text and one hard negative text per image (local batch),
-        # never of the same image or with the same caption.
+        # never of the same image or with the same caption; rows with no such negative leave the loss.
         bs = images.shape[0]
         with torch.no_grad():
-            same = (image_ids[:, None] == image_ids[None, :]) | losses.same_text(ids, ids)
+            same = (image_ids[:, None] == image_ids[None, :]) | losses.same_text(ids, ids)  # (B, B), symmetric
             neg_image = losses.sample_negatives(losses.negative_weights(sim_t2i[:, :bs], same, eps=1e-4))
             neg_text = losses.sample_negatives(losses.negative_weights(sim_i2t[:, :bs], same, eps=1e-4))
-        logits, labels = self.itm_loss_inputs(image_embeds, batch, image_embeds[neg_image], ids[neg_text],
-                                              mask[neg_text])
-        loss_itm = losses.itm_loss(logits, labels)
+            has_neg = losses.has_negative(same)
+        # The image tokens' cross-attention keys/values, once per layer for both ITM passes and the decoder,
+        # whose cross-attention modules are the encoder's (share_except_self_attention).
+        kv = self.text_encoder.cross_kv(image_embeds)
+        logits, labels = self.itm_loss_inputs(image_embeds, batch, neg_image, ids[neg_text], mask[neg_text], kv)
+        loss_itm = self.masked_itm_loss(logits, labels, has_neg, has_neg)
 
         # LM: [DEC] starts the sequence; padding is not predicted.
         dec_ids = ids.clone()
         dec_ids[:, 0] = self.tokenizer.bos_token_id
         labels = dec_ids.masked_fill(dec_ids == self.tokenizer.pad_token_id, -100)
-        logits_lm = self.text_decoder(dec_ids, mask, image_embeds)
-        loss_lm = losses.lm_loss(logits_lm, labels, label_smoothing=0.1)
+        hidden = self.text_decoder.bert(dec_ids, mask, mode="multimodal", causal=True, cross_kv=kv)
+        loss_lm = losses.lm_loss(self.text_decoder.cls.predictions(hidden), labels, label_smoothing=0.1)
         return {"itc": loss_itc, "itm": loss_itm, "lm": loss_lm}

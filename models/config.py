@@ -19,6 +19,7 @@ class ModelConfig:
     image_size: int
     vit_grad_ckpt: bool
     vit_ckpt_layer: int
+    text_grad_ckpt: bool
     drop_path_rate: float
     embed_dim: int
     momentum: float

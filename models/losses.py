@@ -51,18 +51,24 @@ def negative_weights(sim: Tensor, same: Tensor, eps: float = 0.0) -> Tensor:
     """Sampling weights for hard negatives: softmax(sim) (+ eps), zero wherever ``same`` is True.
 
     sim: (B, K) similarities divided by the temperature; same: (B, K) bool, True for pairs of the same
-    image, which must never be drawn as negatives. BLIP's pre-training adds eps=1e-4 so that every other
-    item keeps a chance; its retrieval fine-tuning does not.
+    image (or caption), which must never be drawn as negatives. BLIP's pre-training adds eps=1e-4 so that
+    every other item keeps a chance; its retrieval fine-tuning does not.
+
+    A row whose valid weights all underflow to 0 falls back to uniform over its valid candidates. A row
+    with no valid candidate at all (see :func:`has_negative`) gets uniform weights over every column, only
+    so that sampling does not fail: the caller must drop that row's pair from the ITM loss. Written
+    without a data-dependent branch, so that it never waits for the device.
     """
     weights = F.softmax(sim.float(), dim=1) + eps
     weights = weights.masked_fill(same, 0.0)
-    # A row with no valid negative (a batch of one image) falls back to uniform over the others, or itself.
-    empty = weights.sum(dim=1) <= 0
-    if empty.any():
-        fallback = (~same[empty]).float()
-        fallback[fallback.sum(dim=1) == 0] = 1.0
-        weights[empty] = fallback
-    return weights
+    valid = (~same).float()
+    fallback = torch.where(valid.sum(dim=1, keepdim=True) > 0, valid, torch.ones_like(valid))
+    return torch.where(weights.sum(dim=1, keepdim=True) > 0, weights, fallback)
+
+
+def has_negative(same: Tensor) -> Tensor:
+    """(B,) bool: True where row i has at least one valid negative (some column not ``same``)."""
+    return (~same).any(dim=1)
 
 
 def sample_negatives(weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -70,9 +76,29 @@ def sample_negatives(weights: Tensor, generator: torch.Generator | None = None) 
     return torch.multinomial(weights, 1, generator=generator).squeeze(1)
 
 
-def itm_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Image-text matching: cross-entropy of (N, 2) logits against (N,) labels (1 = match)."""
-    return F.cross_entropy(logits, labels)
+def itm_loss(logits: Tensor, labels: Tensor, keep: Tensor | None = None) -> Tensor:
+    """Image-text matching: cross-entropy of (N, 2) logits against (N,) labels (1 = match).
+
+    ``keep`` (N,) bool leaves out pairs that must not count (a "negative" that is the positive itself):
+    the mean runs over the kept pairs only (0 when none is kept), without a host-device sync.
+    """
+    if keep is None:
+        return F.cross_entropy(logits, labels)
+    per_pair = F.cross_entropy(logits, labels, reduction="none")
+    keep = keep.to(per_pair.dtype)
+    return (per_pair * keep).sum() / keep.sum().clamp(min=1.0)
+
+
+def itm_keep(has_neg_t2i: Tensor, has_neg_i2t: Tensor, num_extra: int = 0) -> Tensor:
+    """Which of BLIP's ITM pairs count: (3B + S,) bool in the order of :func:`itm_labels`.
+
+    The B positives always count; the (text i, negative image) pair counts when text i had a valid
+    negative image (``has_neg_t2i`` (B,)), the (negative text, image i) pair when image i had a valid
+    negative text (``has_neg_i2t`` (B,)); the ``num_extra`` left/right-swap negatives always count.
+    """
+    pos = torch.ones_like(has_neg_t2i)
+    extra = torch.ones(num_extra, dtype=torch.bool, device=has_neg_t2i.device)
+    return torch.cat([pos, has_neg_t2i, has_neg_i2t, extra])
 
 
 def itm_labels(num_pos: int, num_neg: int, device: torch.device | None = None) -> Tensor:

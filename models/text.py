@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 # Per-layer cross-attention keys and values, each (B, heads, N_image, head_dim).
 CrossKV = list[tuple[Tensor, Tensor]]
@@ -223,11 +224,14 @@ class TextTransformer(nn.Module):
     """BERT-style transformer: ``mode="text"`` (unimodal), ``"multimodal"`` (cross-attends to image tokens).
 
     With ``causal=True`` self-attention is causal, which makes the same module the LM decoder.
+    ``grad_ckpt`` (the config's ``text_grad_ckpt``) recomputes each layer in backward instead of keeping
+    its activations, when training with gradients.
     """
 
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.config = cfg
+        self.grad_ckpt = False
         self.embeddings = Embeddings(cfg)
         self.encoder = Encoder(cfg)
         self.apply(self._init_weights)
@@ -280,10 +284,16 @@ class TextTransformer(nn.Module):
             image_mask = image_atts.bool()[:, None, None, :]
         x = self.embeddings(input_ids)
         last = len(self.encoder.layer) - 1
+        # Checkpointing would recompute (and append again) the kept attention maps: never with them.
+        ckpt = self.grad_ckpt and self.training and torch.is_grad_enabled() and keep_cross_attention is None
         for i, layer in enumerate(self.encoder.layer):
             image = image_embeds if multimodal and cross_kv is None else None
             kv = cross_kv[i] if multimodal and cross_kv is not None else None
-            x = layer(x, keep, image, image_mask, kv, keep_cross_attention, first_only and i == last)
+            if ckpt:  # non-reentrant: dropout masks are replayed, and kv may be shared by several passes
+                x = checkpoint(layer, x, keep, image, image_mask, kv, None, first_only and i == last,
+                               use_reentrant=False)
+            else:
+                x = layer(x, keep, image, image_mask, kv, keep_cross_attention, first_only and i == last)
         return x
 
     def forward_cached(self, input_ids: Tensor, past: list[SelfKV] | None = None, image_embeds: Tensor | None = None,

@@ -29,14 +29,19 @@ def init_tokenizer(name_or_path: str) -> Any:
     return tok
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, offsets: bool = False) -> dict[str, Tensor]:
-    """Tokenize cleaned texts, truncated to ``max_length`` and padded to it.
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, offsets: bool = False,
+             pad_to_max: bool = False) -> dict[str, Tensor]:
+    """Tokenize cleaned texts, truncated to ``max_length`` and padded to the longest of them.
 
-    Returns ``input_ids`` and ``attention_mask`` (B, L) as long tensors, and ``offset_mapping``
-    (B, L, 2) character spans when ``offsets`` is set (visualisation groups word pieces into words).
+    Padding to the batch's longest text rather than to ``max_length`` (BLIP's way; ``pad_to_max``) is
+    exact: padded positions are masked everywhere and never a target, and captions are mostly far
+    shorter than the long limits medical configs use. Callers that put batches side by side pad them
+    to one width (``models.blip.pad_to``). Returns ``input_ids`` and ``attention_mask`` (B, L) as long
+    tensors, L <= max_length, and ``offset_mapping`` (B, L, 2) character spans when ``offsets`` is set
+    (visualisation groups word pieces into words).
     """
-    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
-                    return_offsets_mapping=offsets, return_tensors="pt")
+    enc = tokenizer(list(texts), padding="max_length" if pad_to_max else "longest", truncation=True,
+                    max_length=max_length, return_offsets_mapping=offsets, return_tensors="pt")
     out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
     if offsets:
         out["offset_mapping"] = enc["offset_mapping"]
@@ -46,11 +51,11 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, offsets: boo
 class TextTokenizer:
     """``tokenize`` bound to a tokenizer and a length: a picklable callable for DataLoader workers."""
 
-    def __init__(self, tokenizer: Any, max_length: int):
-        self.tokenizer, self.max_length = tokenizer, max_length
+    def __init__(self, tokenizer: Any, max_length: int, pad_to_max: bool = False):
+        self.tokenizer, self.max_length, self.pad_to_max = tokenizer, max_length, pad_to_max
 
     def __call__(self, texts: Sequence[str]) -> dict[str, Tensor]:
-        return tokenize(self.tokenizer, texts, self.max_length)
+        return tokenize(self.tokenizer, texts, self.max_length, pad_to_max=self.pad_to_max)
 
 
 def to_device(batch: dict[str, Tensor], device: torch.device | str | None) -> dict[str, Tensor]:

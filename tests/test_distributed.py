@@ -82,7 +82,7 @@ def test_cuda_runs_register_a_cpu_backend_too():
 
 def _record_worker(rank: int, world: int, init_file: str, results: str) -> None:
     """Run the epoch-level collectives of the training loop and record each one's tensors."""
-    from utils import MetricLogger, StopRequest, TrainState, _step_agreement, check_bad_records, gathered_rank_states
+    from utils import MetricLogger, StopRequest, TrainState, _check_bad_records, _step_agreement, gathered_rank_states
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     calls = []
@@ -113,7 +113,7 @@ def _record_worker(rank: int, world: int, init_file: str, results: str) -> None:
         class Loader:
             batch_size = 2
 
-        bad = check_bad_records(state, Loader(), {"max_bad_fraction": 1.0}, device)
+        bad = _check_bad_records(state, Loader(), {"max_bad_fraction": 1.0}, device)
         ranks = gathered_rank_states(state)
         Path(results, f"{rank}.json").write_text(json.dumps({
             "calls": calls, "bad": bad, "loss": meter.averages()["loss"], "count": meter.meters["loss"].count,

@@ -96,3 +96,19 @@ def test_embed_and_search_bad_input_is_named(setup, tmp_path, capsys):
     capsys.readouterr()
     assert vis.main(["search", "--index", str(only_texts), "--text", "a"]) == 2
     assert "holds no images to rank" in capsys.readouterr().err
+
+
+def test_embed_takes_every_slice_of_a_volume(setup, tmp_path, capsys):
+    nib = pytest.importorskip("nibabel")
+    volume = tmp_path / "head.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((12, 14, 5), dtype=np.float32), np.eye(4)), str(volume))
+    out = tmp_path / "vol"
+    assert vis.main(["embed", "--checkpoint", str(setup["ckpt"]), "--images", str(volume), "--slice", "axial:all",
+                     "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 5
+    index = json.loads((out / "index.json").read_text())
+    assert index["images"] == [f"{volume}#axial:{k}" for k in range(5)]
+    assert vis.main(["search", "--index", str(out), "--image", str(volume), "--slice", "axial:2", "--k", "1",
+                     "--target", "images"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"rank": 1, "score": pytest.approx(1.0, abs=1e-4),
+                                                   "image": f"{volume}#axial:2"}]

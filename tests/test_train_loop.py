@@ -102,3 +102,20 @@ def test_resume_auto_follows_progress_not_file_times(tmp_path):
     (tmp_path / "checkpoint_last.pth").unlink()
     assert utils.find_resume("auto", tmp_path) == tmp_path / "checkpoint_01.pth"
     assert utils.find_resume("auto", tmp_path / "empty") is None
+
+
+def test_tensorboard_gets_the_numbers_of_log_txt(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_log = utils.RunLog(tmp_path, "tensorboard")
+    run_log.write({"epoch": 0, "step": 3, "global_step": 3, "train_loss": 2.5})
+    run_log.write({"epoch": 0, "train_loss": 2.0, "val_r_mean": 10.0, "bad_records": 0})
+    run_log.write({"epoch": 1, "train_loss": 1.5, "val_r_mean": 12.5, "bad_records": 0})
+    run_log.close()
+    lines = [__import__("json").loads(x) for x in (tmp_path / "log.txt").read_text().splitlines()]
+    assert [x.get("train_loss") for x in lines] == [2.5, 2.0, 1.5]
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("epoch/val_r_mean")] == [(0, 10.0), (1, 12.5)]
+    assert [(e.step, e.value) for e in events.Scalars("step/train_loss")] == [(3, 2.5)]
+    assert utils.RunLog(tmp_path / "none").writer is None  # off by default

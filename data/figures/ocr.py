@@ -80,8 +80,9 @@ class RapidOcr:
 
     name = "rapidocr"
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         self._engine: Any = None
+        self.threads = threads  # ONNX Runtime intra-op threads; None: all cores (split_figures --workers sets it)
 
     def _load(self) -> Any:
         if self._engine is None:
@@ -89,7 +90,7 @@ class RapidOcr:
                 from rapidocr_onnxruntime import RapidOCR
             except ImportError as e:  # pragma: no cover - depends on the environment
                 raise OcrError("the rapidocr back-end needs `pip install rapidocr-onnxruntime`") from e
-            self._engine = RapidOCR()
+            self._engine = RapidOCR(**({"intra_op_num_threads": self.threads} if self.threads else {}))
         return self._engine
 
     def prepare(self) -> None:
@@ -240,10 +241,12 @@ class CachedOcr:
         return memory[key]
 
 
-def make_ocr(name: str, cache_dir: str | Path | None = None, client: Any = None) -> CachedOcr:
-    """The named back-end wrapped in a cache. ``client`` is passed to ``gcv`` only."""
+def make_ocr(name: str, cache_dir: str | Path | None = None, client: Any = None,
+             threads: int | None = None) -> CachedOcr:
+    """The named back-end wrapped in a cache. ``client`` is passed to ``gcv`` only, ``threads`` to
+    ``rapidocr`` only."""
     if name == "rapidocr":
-        backend: Ocr = RapidOcr()
+        backend: Ocr = RapidOcr(threads)
     elif name == "gcv":
         backend = GcvOcr(client)
     elif name == "none":

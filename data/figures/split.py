@@ -9,19 +9,23 @@ when they are read. Nothing in the input is dropped silently.
 from __future__ import annotations
 
 import logging
+import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from data.captions import pre_caption
 from data.figures import Panel, find_panels, split_caption
 from data.figures.ocr import OcrError
 from data.figures.pairing import pair_panels
 from data.files import atomic_write
+from data.images import DEFAULT_MAX_PIXELS, BadImageError, open_image
 from data.records import FigureRecord, SubFigureRecord, subfigure_record
+from data.scrape.safe_paths import path_inside, safe_component
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ class SplitOptions:
     context: bool = True  # prepend the caption's shared context to each sub-caption
     order_fallback: bool = False  # without any letters read, pair letters with panels in reading order
     crop_dir: str = "images"
+    max_pixels: int = DEFAULT_MAX_PIXELS  # issue 14: larger images (decompression bombs) fail, named
 
 
 @dataclass
@@ -55,28 +60,46 @@ def split_figure(record: FigureRecord, root: Path, out_dir: Path, ocr: Any, opts
     The record's caption is clean text already (``data.records``); it is used as it stands.
     """
     image_rel, caption = record["image"], record["caption"]
-    src = root / image_rel
+    # -- issue 14 (defect 8): nothing outside the input folder is read (``../x.png``, absolute paths), a
+    # figure without caption text fails (its records would reach the splits with nothing to learn from),
+    # and an over-large image fails by its header, like a broken one.
+    if not pre_caption(caption, 10**6):
+        return FigureResult("failed", reason=f"empty caption {caption!r}: no text for its sub-figures")
     try:
-        with Image.open(src) as im:
+        src = path_inside(root, image_rel)
+    except ValueError as e:
+        return FigureResult("failed", reason=f"image path outside the input folder: {e}")
+    try:
+        with open_image(src, opts.max_pixels) as im:
             image = im.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        return FigureResult("failed", reason=f"cannot read image {src}: {e}")
+    except BadImageError as e:
+        return FigureResult("failed", reason=f"cannot read image: {e}")
+    # -- end issue 14
     result = FigureResult("fallback")
     panels = _panels(image, ocr, src, result.counts)
     subs = split_caption(caption)
     pairs = pair_panels(subs, panels, result.counts, opts.order_fallback) if len(panels) > 1 else []
-    stem, suffix = Path(image_rel).stem, Path(image_rel).suffix.lower() or ".png"
+    stem, suffix = crop_stem(src.relative_to(root.resolve())), src.suffix.lower() or ".png"
     for label, panel, sub in pairs:
         crop_rel = Path(opts.crop_dir) / f"{stem}_{label.replace(' ', '-')}{suffix}"
         save_crop(image.crop(panel.box), out_dir / crop_rel)
         text = sub.with_context() if opts.context else sub.text
-        result.records.append(subfigure_record(record, crop_rel.as_posix(), text or caption, label, list(panel.box)))
+        text = text if pre_caption(text, 10**6) else caption  # a sub-caption of punctuation alone carries nothing
+        result.records.append(subfigure_record(record, crop_rel.as_posix(), text, label, list(panel.box)))
     if result.records:
         result.outcome = "matched"
         return result
     whole = Path(os.path.relpath(src, out_dir)).as_posix()
     result.records.append(subfigure_record(record, whole, caption, None, [0, 0, image.width, image.height]))
     return result
+
+
+def crop_stem(relative: Path) -> str:
+    """The name part crops of one figure share: its file stem (made safe) and a short hash of its path
+    relative to the input folder, so that ``a/fig.png`` and ``b/fig.png`` never overwrite each other's
+    crops, while a rerun gives every crop the same name again (issue 14)."""
+    digest = hashlib.sha1(relative.as_posix().encode("utf-8")).hexdigest()[:8]
+    return f"{safe_component(relative.stem)}-{digest}"
 
 
 def _panels(image: Image.Image, ocr: Any, src: Path, counts: Counter) -> list[Panel]:
