@@ -1,7 +1,9 @@
-"""Collect figure/caption pairs from PubMed Central by keyword (Open-i or E-utilities).
+"""Collect figure/caption pairs from PubMed Central by keyword (Open-i, E-utilities or the PMC Cloud).
 
     python scrape.py --query "brain MRI" --num 1000 --out datasets/pubmed
     python scrape.py --source pmc --query "brain MRI" --num 1000 --email you@example.org
+    python scrape.py --source pmc-cloud --query "brain MRI" --num 1000 --email you@example.org
+    python scrape.py --source pmc-cloud --pmcid-file pmcids.txt --num 100000 --out datasets/pmc
 
 Writes ``<out>/images/``, ``<out>/captions.json`` and ``<out>/manifest.jsonl``; rerunning the same
 command resumes an interrupted run. Every option is a field of ``data.scrape.config.ScrapeConfig``;
@@ -20,7 +22,7 @@ log = logging.getLogger("scrape")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface: the config's fields, and ``-v``."""
-    p = argparse.ArgumentParser(description="Collect figure/caption pairs from PubMed Central by keyword.")
+    p = argparse.ArgumentParser(description="Collect figure/caption pairs from PubMed Central by keyword or PMCID list.")
     add_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p

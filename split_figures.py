@@ -31,7 +31,6 @@ from data.figures.split import SplitOptions
 from data.figures.splits import parse_fractions
 from data.files import FolderLockedError, JsonListError
 from data.images import DEFAULT_MAX_PIXELS, parse_pixel_limit
-from data.manifest import ManifestError
 from data.records import BadRecord, FailedFigure, FigureRecord, read_records
 
 log = logging.getLogger("split_figures")
@@ -72,9 +71,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shard", default=None, metavar="I/N", help="split only shard I of N of the input "
                    "(records whose index is I mod N); join the N folders with `split_figures.py merge`")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_shard_options(p)
     # -- end scale-out --------------------------------------------------------------------------------
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
+
+
+def add_shard_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shards", action="store_true", help="also write WebDataset tar shards of subfigures.json "
+                   "(and train.json) under <out>/shards/ (data.shards)")
+    p.add_argument("--shard-size", type=int, default=10_000, help="samples per tar shard (default 10000)")
 
 
 def parse_merge_args(argv: list[str]) -> argparse.Namespace:
@@ -85,6 +91,7 @@ def parse_merge_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="merged output folder")
     p.add_argument("--splits", default=None, help="train,val,test fractions, e.g. 0.8,0.1,0.1")
     p.add_argument("--seed", type=int, default=0, help="seed of the article shuffle for --splits")
+    add_shard_options(p)
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -125,15 +132,17 @@ def job_from_args(args: argparse.Namespace) -> SplitJob:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     shard = parse_shard(args.shard) if args.shard else None
     fractions = parse_fractions(args.splits) if args.splits else None
-    if shard and fractions:
-        raise ValueError("--splits with --shard: the article-grouped splits are written once over the whole "
-                         "input, by `split_figures.py merge ... --splits`")
+    if shard and (fractions or args.shards):
+        raise ValueError("--splits or --shards with --shard: the splits and tar shards are written once over the "
+                         "whole input, by `split_figures.py merge ... --splits ... --shards`")
+    if args.shard_size < 1:
+        raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}")
     opts = SplitOptions(context=not args.no_context, order_fallback=args.order_fallback,
                         max_pixels=args.max_image_pixels)
     return SplitJob(inp=Path(args.inp), out=Path(args.out), ocr=args.ocr,
                     ocr_cache=Path(args.ocr_cache) if args.ocr_cache else None, opts=opts, fractions=fractions,
                     seed=args.seed, limit=args.limit, workers=args.workers, shard=shard,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, shards=args.shards, shard_size=args.shard_size)
 
 
 def merge_main(argv: list[str]) -> int:
@@ -141,7 +150,10 @@ def merge_main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         fractions = parse_fractions(args.splits) if args.splits else None
-        summary = merge_folders([Path(f) for f in args.folders], Path(args.out), fractions, args.seed)
+        if args.shard_size < 1:
+            raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}")
+        summary = merge_folders([Path(f) for f in args.folders], Path(args.out), fractions, args.seed,
+                                args.shard_size if args.shards else None)
     except (ValueError, FolderLockedError) as e:
         log.error("%s", e)
         return 2
@@ -169,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = _run(job, figures, unreadable, ocr)
-    except (OcrError, ManifestError, FolderLockedError) as e:
+    except (OcrError, ValueError, FolderLockedError) as e:  # ManifestError, DatasetError are ValueErrors
         log.error("%s", e)
         return 2
     except KeyboardInterrupt:

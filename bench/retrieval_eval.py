@@ -4,6 +4,10 @@ Both paths score the same model on the same generated images (2 captions each) a
 metrics. Prints one JSON object per image size with both timings and their ratio.
 
     python -m bench.retrieval_eval --images 300 --image-sizes 384,224 --k-test 128
+    python -m bench.retrieval_eval --size base --images 1000 --image-sizes 384 --k-test 256 --device cuda --bf16
+
+``--size tiny|small|base`` takes the towers of ``bench/common.py`` (base: ViT-B/16 + BERT-base, random
+weights) instead of ``--width``/``--vit-depth``/``--text-layers``.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from bench.common import SIZES, vit_value, write_text_config
 from configs import validate
 from data.datasets import RetrievalEvalDataset
 from data.synthetic.demo import generate
@@ -51,10 +56,14 @@ def bench_config(args, image_size: int, data: Path, folder: Path) -> dict:
                          "text_encoder": None, "pretrained": args.checkpoint, "k_test": args.k_test,
                          "batch_size_train": 8, "batch_size_test": args.batch, "itm_batch_size": args.itm_batch},
                         "retrieval", "bench config")
+    if args.size:
+        vit, med = vit_value(args.size), write_text_config(folder, args.size)
+    else:
+        vit = {"width": args.width, "depth": args.vit_depth, "heads": args.heads, "patch_size": 16}
+        med = text_config(folder, args.width, args.text_layers, args.heads)
     return validate({
-        "vit": {"width": args.width, "depth": args.vit_depth, "heads": args.heads, "patch_size": 16},
-        "image_size": image_size, "init_lr": 1e-4, "max_epoch": 1, "tokenizer": str(data / "tokenizer"),
-        "text_encoder": None, "med_config": text_config(folder, args.width, args.text_layers, args.heads),
+        "vit": vit, "image_size": image_size, "init_lr": 1e-4, "max_epoch": 1, "tokenizer": str(data / "tokenizer"),
+        "text_encoder": None, "med_config": med,
         "max_length": 35, "k_test": args.k_test, "queue_size": 64, "batch_size_train": 8, "embed_dim": 64,
         "batch_size_test": args.batch, "itm_batch_size": args.itm_batch}, "retrieval", "bench config")
 
@@ -75,7 +84,7 @@ def run(args, image_size: int, data: Path, folder: Path, device: torch.device) -
         return fast_scores(model, f, args.k_test, device, lambda i: encode_images(model, ds, i, device, args.batch)[0],
                            args.itm_batch)
 
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
         fast()  # warm-up (allocator, kernels)
         fast_out, fast_s = timed(fast)
         ref_out, ref_s = timed(reference)
@@ -87,7 +96,10 @@ def run(args, image_size: int, data: Path, folder: Path, device: torch.device) -
             "text_width": model.text_config.hidden_size, "text_layers": model.text_config.num_hidden_layers,
             "pairs_blip": int(min(args.k_test, sims.shape[1]) * sims.shape[0] + min(args.k_test, sims.shape[0]) * sims.shape[1]),
             "pairs_unique": int(len(candidate_pairs(sims, args.k_test)[0])),
-            "device": str(device), "reference_s": round(ref_s, 2), "fast_s": round(fast_s, 2),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "precision": "bf16" if args.bf16 else "fp32", "threads": torch.get_num_threads(),
+            "max_score_diff": float(max(abs(a - b).max() for a, b in zip(fast_out, ref_out))),
+            "reference_s": round(ref_s, 2), "fast_s": round(fast_s, 2),
             "speedup": round(ref_s / fast_s, 2), "metrics_identical": ref_m == fast_m, "r_mean": fast_m["r_mean"]}
 
 
@@ -105,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None,
                         help="a training checkpoint of this project: its model sizes and weights are used")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", default=None, choices=sorted(SIZES), help="tower sizes of bench/common.py")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for both paths")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data = generate(folder / "data", train=0, val=0, test=args.images, seed=0)

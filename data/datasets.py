@@ -45,7 +45,17 @@ def _dataset_errors() -> Iterator[None]:
 
 def read_pairs(path: Path, bad: list[BadRecord] | None = None) -> list[tuple[str, PairRecord]]:
     """("file.json[i]", record) for the pair records of ``path`` (see :func:`data.records.read_records`);
-    a file, or without ``bad`` a record, that cannot be used raises :class:`DatasetError`, naming it."""
+    a file, or without ``bad`` a record, that cannot be used raises :class:`DatasetError`, naming it.
+    Datasets in a public layout (``roco:DIR``, ``pmc-oa:FILE``, ``x.csv``, ...) are read by :mod:`data.adapters`."""
+    # -- issue 15: the field's dataset layouts (data/adapters/) -----------------------------------------
+    from data import adapters
+
+    if adapters.is_adapter_spec(path):
+        try:
+            return adapters.read_pairs(str(path), bad)
+        except (ValueError, OSError) as e:  # AdapterError, RecordError; the message names file and row
+            raise DatasetError(str(e)) from None
+    # -- end issue 15
     with _dataset_errors():
         return [(f"{path}[{i}]", r) for i, r in indexed_records(path, PairRecord, bad=bad, what="dataset file")]
 
@@ -74,8 +84,9 @@ def load_pairs(files: Sequence[str | Path], image_root: str | None, max_words: i
                check_files: bool = True) -> tuple[list[Pair], list[str]]:
     """Read one or more JSON lists of ``{"image", "caption"[, "image_id"]}`` into pairs.
 
-    A caption may be a list (one pair per caption). Image ids come from ``image_id`` when present,
-    else from the image path, and are mapped to contiguous ints in order of first appearance.
+    A caption may be a list (one pair per caption). Image ids come from ``image_id`` when present (scoped
+    to its file: equal ids in two files are two images), else from the image path (global), and are
+    mapped to contiguous ints in order of first appearance.
     Returns (pairs, problems) where each problem names the file, record and reason.
     """
     pairs: list[Pair] = []
@@ -89,7 +100,9 @@ def load_pairs(files: Sequence[str | Path], image_root: str | None, max_words: i
             if check_files and not image_exists(image):
                 problems.append(f"{where}: image file {image} does not exist")
                 continue
-            key = item.get("image_id", str(image))
+            # An explicit image_id is scoped to its file (two lists may both number their images 0, 1, ...);
+            # the image path is global, since one path is one image whichever list names it.
+            key = (str(file), item["image_id"]) if "image_id" in item else str(image)
             for caption in _captions_of(item):
                 text = pre_caption(caption, max_words)  # the file may come from anywhere: clean it here
                 if not text:

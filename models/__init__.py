@@ -1,6 +1,8 @@
-"""Models: ``build_model(config, task)`` builds a BLIP pre-training or retrieval model from a config dict.
+"""The library: BLIP's pre-training and retrieval models, their parts, losses, weights and evaluation.
 
-Public API used by the scripts, ``vis.py`` and notebooks::
+It imports torch, timm, transformers and itself only (never the training app, the configs or the data
+packages), so it can be used from notebooks and other code as it is. ``build_model(config, task)``
+builds a model from a validated run config (or a :class:`ModelConfig`). Public API::
 
     from models import build_model, load_checkpoint
     model = build_model(config, task="retrieval")

@@ -171,10 +171,14 @@ class BlipBase(nn.Module):
             image_keys = torch.cat([image_feat_m.T, self.image_queue], dim=1)  # (E, B+Q)
             text_keys = torch.cat([text_feat_m.T, self.text_queue], dim=1)
             hard = losses.positive_targets(image_ids, torch.cat([image_ids, self.queue_ids(images.device)]))
-            targets_i2t = losses.distilled_targets(image_feat_m @ text_keys / self.temp, hard, alpha)
-            targets_t2i = losses.distilled_targets(text_feat_m @ image_keys / self.temp, hard, alpha)
-        sim_i2t = image_feat @ text_keys / self.temp
-        sim_t2i = text_feat @ image_keys / self.temp
+        # The online and the momentum queries meet the same keys: one product streams each (E, B+Q) key
+        # matrix once instead of twice (the queue makes it large; on a CPU this product is memory-bound).
+        bs = image_feat.shape[0]
+        sims_i2t = torch.cat([image_feat, image_feat_m.to(image_feat.dtype)]) @ text_keys / self.temp  # (2B, B+Q)
+        sims_t2i = torch.cat([text_feat, text_feat_m.to(text_feat.dtype)]) @ image_keys / self.temp
+        targets_i2t = losses.distilled_targets(sims_i2t[bs:].detach(), hard, alpha)
+        targets_t2i = losses.distilled_targets(sims_t2i[bs:].detach(), hard, alpha)
+        sim_i2t, sim_t2i = sims_i2t[:bs], sims_t2i[:bs]
         loss = losses.itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
         self.enqueue(image_feat_m, text_feat_m, image_ids if self.with_idx_queue else None)
         return loss, sim_i2t, sim_t2i
@@ -191,11 +195,17 @@ class BlipBase(nn.Module):
         text_embeds = self.text_encoder(input_ids, attention_mask, mode="text")
         return text_embeds, F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1)
 
+    def text_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """The L2-normalised ITC text features (B, embed_dim) of ``encode_text`` alone: its last layer
+        computes [CLS] only, the one position the features read (exact)."""
+        cls = self.text_encoder(input_ids, attention_mask, mode="text", first_only=True)[:, 0]
+        return F.normalize(self.text_proj(cls), dim=-1)
+
     @torch.no_grad()
     def momentum_features(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         """L2-normalised image and text features (B, E) from the momentum encoders."""
         image_feat = F.normalize(self.vision_proj_m(self.visual_encoder_m(images)[:, 0]), dim=-1)
-        text = self.text_encoder_m(input_ids, attention_mask, mode="text")
+        text = self.text_encoder_m(input_ids, attention_mask, mode="text", first_only=True)
         return image_feat, F.normalize(self.text_proj_m(text[:, 0]), dim=-1)
 
     def enc_ids(self, input_ids: Tensor) -> Tensor:

@@ -36,7 +36,7 @@ class BlipPretrain(BlipBase):
         if image_ids is None:
             image_ids = torch.arange(images.shape[0], device=images.device)
         image_embeds, image_feat = self.encode_image(images)
-        _, text_feat = self.encode_text(ids, mask)
+        text_feat = self.text_features(ids, mask)
         loss_itc, sim_i2t, sim_t2i = self.itc_step(images, image_feat, text_feat, batch, image_ids, alpha)
 
         # ITM with one hard negative image per text and one hard negative text per image (local batch),

@@ -35,7 +35,7 @@ class BlipRetrieval(BlipBase):
             raise ValueError("retrieval training needs image ids (batch['image_ids'] or idx)")
         idx = idx.view(-1).long()
         image_embeds, image_feat = self.encode_image(images)
-        _, text_feat = self.encode_text(ids, mask)
+        text_feat = self.text_features(ids, mask)
         loss_itc, _, _ = self.itc_step(images, image_feat, text_feat, batch, idx, alpha)
 
         neg_images, neg_ids, neg_mask, has_neg = self._hard_negatives(image_embeds, image_feat, text_feat, ids,

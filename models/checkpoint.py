@@ -63,12 +63,16 @@ def cached_path(url: str) -> Path:
     return cache_dir() / "checkpoints" / f"{digest}-{safe}"
 
 
-def download_cached(url: str) -> Path:
+def download_cached(url: str, deadline_s: float | None = None) -> Path:
     """Download ``url`` once into the cache and return the local file.
 
     The file enters the cache only after it loads as a checkpoint (``weights_only``, memory-mapped):
-    an HTML error page or a truncated download is deleted and reported, never kept.
+    an HTML error page or a truncated download is deleted and reported, never kept. The download must
+    finish within ``deadline_s`` seconds (default ``$MEDVL_DOWNLOAD_DEADLINE``, else 3600; see
+    :mod:`models.download`): a server that trickles bytes cannot hold a run at its start for good.
     """
+    from models.download import download  # issue 14: a total deadline, which per-read timeouts are not
+
     target = cached_path(url)
     if target.is_file():
         return target
@@ -76,7 +80,7 @@ def download_cached(url: str) -> Path:
     tmp = target.with_name(f".{target.name}.part{os.getpid()}")
     log.info(f"downloading {url} to {target}")
     try:
-        torch.hub.download_url_to_file(url, str(tmp), progress=False)
+        download(url, tmp, deadline_s)
         load_state(tmp, mmap=True)
         os.replace(tmp, target)
     except (OSError, RuntimeError, ValueError) as e:

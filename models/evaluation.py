@@ -70,11 +70,36 @@ def extract_features(model, dataset, device: torch.device, batch_size: int, text
     lo, hi = _slice(len(dataset), rank, world)
     image_embeds, image_feat = encode_images(model, dataset, list(range(lo, hi)), device, batch_size, num_workers)
     image_feat = all_gather_no_grad(image_feat) if split_images else image_feat
-    tok = model.tokenize(dataset.text, device)
-    feats = []
-    for s in range(0, len(dataset.text), text_batch):
-        feats.append(model.encode_text(tok["input_ids"][s:s + text_batch], tok["attention_mask"][s:s + text_batch])[1].float())
-    return Features(image_embeds, lo, image_feat, tok["input_ids"], tok["attention_mask"], torch.cat(feats))
+    tok = model.tokenize(dataset.text, device)  # every process tokenizes every text: one common width
+    text_feat = encode_texts(model, tok["input_ids"], tok["attention_mask"], text_batch)
+    return Features(image_embeds, lo, image_feat, tok["input_ids"], tok["attention_mask"], text_feat)
+
+
+def length_batches(lengths: Tensor, batch_size: int) -> list[tuple[Tensor, int]]:
+    """Split positions 0..n-1 into batches of similar text length: [(positions (b,), longest length)].
+
+    lengths (n,) on the CPU. Sorted by length, each batch can be cut to its own longest text; padding
+    is masked, so the cut changes no result.
+    """
+    order = torch.argsort(lengths, stable=True)
+    batches = []
+    for s in range(0, len(order), batch_size):
+        sel = order[s:s + batch_size]
+        batches.append((sel, int(lengths[sel[-1]])))
+    return batches
+
+
+@torch.no_grad()
+def encode_texts(model, input_ids: Tensor, attention_mask: Tensor, batch_size: int) -> Tensor:
+    """ITC features (T, E) of (T, L) texts, in batches of similar length each cut to its longest text."""
+    lengths = attention_mask.sum(dim=1).cpu()
+    out = None
+    for sel, width in length_batches(lengths, batch_size):
+        sel = sel.to(input_ids.device)
+        feat = model.encode_text(input_ids[sel, :width], attention_mask[sel, :width])[1].float()
+        out = feat.new_empty(len(lengths), feat.shape[1]) if out is None else out
+        out[sel] = feat
+    return out
 
 
 def _clamp_k(k_test: int, n: int, what: str) -> int:
@@ -108,14 +133,19 @@ def score_pairs(model, feats: Features, pairs: Tensor, num_texts: int, image_sou
     images, texts = pairs // num_texts, pairs % num_texts
     scores = torch.empty(len(pairs), device=device)
     bounds = torch.searchsorted(images, torch.unique(images), right=True).tolist()
+    # Host copies, read once: each image's candidate texts are batched by length and cut to the
+    # batch's longest text, which the re-ranking's text work scales with.
+    images_c, texts_c = images.cpu(), texts.cpu()
+    lengths = feats.text_mask.sum(dim=1).cpu()
     start = 0
     for end in bounds:
-        image = int(images[start])
+        image = int(images_c[start])
         kv = model.text_encoder.cross_kv(_image_tokens(feats, [image], image_source).to(device))  # batch 1
-        for s in range(start, end, batch_size):
-            txt = texts[s:min(s + batch_size, end)]
-            ids, mask = feats.text_ids[txt].to(device), feats.text_mask[txt].to(device)
-            scores[s:s + len(txt)] = model.itm_logits(None, ids, mask, cross_kv=kv)[:, 1].float()
+        group = texts_c[start:end]
+        for sel, width in length_batches(lengths[group], batch_size):
+            txt = group[sel].to(feats.text_ids.device)
+            ids, mask = feats.text_ids[txt, :width].to(device), feats.text_mask[txt, :width].to(device)
+            scores[(start + sel).to(device)] = model.itm_logits(None, ids, mask, cross_kv=kv)[:, 1].float()
         start = end
     return scores
 

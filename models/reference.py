@@ -4,6 +4,7 @@ fast step of :mod:`models.blip_pretrain` and :mod:`models.blip_retrieval` is mea
 Same modules, same parameters, same losses (``models.losses``), same random draws; only the way of
 computing differs:
 
+- the text towers compute every position of their last layer although ITC reads [CLS] only;
 - every multimodal pass (positive ITM, negative ITM, LM decoder) projects the image tokens to
   cross-attention keys/values again, and the negative pass gathers image tokens, not keys/values;
 - the momentum update is a Python loop over the parameters, two kernels per tensor;
@@ -17,6 +18,7 @@ this module; ``bench/train_step.py --baseline`` and ``tests/test_speed_paths.py`
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from models import losses
@@ -34,6 +36,16 @@ class PlainMixin:
         """Captions padded to ``max_length``, as BLIP tokenizes."""
         out = tokenize(self.tokenizer, captions, self.max_length, pad_to_max=True)
         return {k: v.to(device) for k, v in out.items()}
+
+    def text_features(self: BlipBase, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.encode_text(input_ids, attention_mask)[1]
+
+    @torch.no_grad()
+    def momentum_features(self: BlipBase, images: Tensor, input_ids: Tensor,
+                          attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        image_feat = F.normalize(self.vision_proj_m(self.visual_encoder_m(images)[:, 0]), dim=-1)
+        text = self.text_encoder_m(input_ids, attention_mask, mode="text")
+        return image_feat, F.normalize(self.text_proj_m(text[:, 0]), dim=-1)
 
     @torch.no_grad()
     def momentum_update(self: BlipBase) -> None:

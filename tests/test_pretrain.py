@@ -9,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import pretrain
 from utils import save_config
@@ -125,20 +127,26 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, demo):
 
 
 def test_bad_records_are_counted_and_too_many_stop_the_run(tmp_path, demo):
-    records = json.loads((demo / "pretrain.json").read_text())
+    """Records whose image header is unusable are left out before step one (issue 14's pre-flight check);
+    those that fail only when decoded (a truncated JPEG) are replaced during the epoch and counted."""
+    from data.datasets import DatasetError
+
+    records = [{**r, "image": str(demo / r["image"])} for r in json.loads((demo / "pretrain.json").read_text())]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG garbage")
-    records += [{"image": str(broken), "caption": "broken"}] * 3
+    jpeg = tmp_path / "cut.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size * 3 // 4])  # a sound header, pixels cut off
+    records += [{"image": str(broken), "caption": "broken"}] * 3 + [{"image": str(jpeg), "caption": "cut"}] * 8
     data = tmp_path / "mixed.json"
-    data.write_text(json.dumps([{**r, "image": str(demo / r["image"])} if r["image"] != str(broken) else r
-                                for r in records]))
+    data.write_text(json.dumps(records))
     cfg = write_config(tmp_path, demo, train_file=[str(data)], max_bad_fraction=0.5)
     out = tmp_path / "ok"
     assert pretrain.main(["--config", str(cfg), "--output_dir", str(out)]) == 0
     (line,) = read_log(out)
-    assert line["bad_records"] >= 1  # replaced by other samples and counted
+    assert line["bad_records"] >= 1  # the truncated JPEG: replaced by other samples and counted
     cfg = write_config(tmp_path, demo, train_file=[str(data)], max_bad_fraction=0.0)
-    with pytest.raises(RuntimeError, match="max_bad_fraction"):
+    with pytest.raises(DatasetError, match="max_bad_fraction"):  # the pre-flight check, before step one
         pretrain.main(["--config", str(cfg), "--output_dir", str(tmp_path / "strict")])
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data.figures.ocr import CachedOcr
-from data.figures.outputs import collect, write_outputs
+from data.figures.outputs import collect, write_output_shards, write_outputs
 from data.figures.parallel import WorkerSetup, split_many, threads_per_worker
 from data.figures.split import SplitOptions
 from data.figures.store import SplitStore, file_sha256
@@ -51,6 +51,8 @@ class SplitJob:
     workers: int = 1
     shard: tuple[int, int] | None = None
     progress: bool = True
+    shards: bool = False  # also write WebDataset shards of the outputs (not part of the identity)
+    shard_size: int = 10_000
 
     @property
     def cache_dir(self) -> Path:
@@ -96,6 +98,9 @@ def run_job(job: SplitJob, figures: list[tuple[int, FigureRecord]], unreadable: 
         if job.shard:
             summary = {"shard": f"{job.shard[0]}/{job.shard[1]}", **summary}
         write_outputs(job.out, results, failures, summary, job.fractions, job.seed)
+        if job.shards:
+            for pattern in write_output_shards(job.out, job.fractions is not None, job.shard_size):
+                log.info("shards: %s", pattern)
         store.complete(summary["figures"])
         return summary
     finally:

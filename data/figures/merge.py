@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from data.figures.outputs import collect, write_outputs
+from data.figures.outputs import collect, write_output_shards, write_outputs
 from data.figures.store import read_folder
 from data.files import FolderLock, atomic_write_bytes, atomic_write_json, read_json_list, temp_path
 from data.manifest import identity_differences
@@ -99,7 +99,7 @@ def _rehome(records: list[dict], folder: Path, out: Path, crop_dir: str) -> list
 
 
 def merge_folders(folders: list[Path], out: Path, fractions: tuple[float, float, float] | None,
-                  seed: int) -> dict:
+                  seed: int, shard_size: int | None = None) -> dict:
     """Merge the shard folders into ``out`` (see the module docstring); returns the merged summary."""
     folders = [Path(f) for f in folders]
     out = Path(out)
@@ -120,6 +120,9 @@ def merge_folders(folders: list[Path], out: Path, fractions: tuple[float, float,
             unreadable += shard_bad
         results, failures, summary = collect(events, unreadable)
         write_outputs(out, results, failures, summary, fractions, seed)
+        if shard_size:
+            for pattern in write_output_shards(out, fractions is not None, shard_size):
+                log.info("shards: %s", pattern)
         base = {k: v for k, v in identities[0].items() if k != "shard"}
         atomic_write_json(out / "merged_from.json", {"shards": n, "folders": [str(f) for f in folders],
                                                      "identity": base})

@@ -45,3 +45,17 @@ def write_outputs(out: Path, results: list, failures: list, summary: dict,
         for name, rows in karpathy_splits(results, fractions, seed).items():
             write_records(out / f"{name}.json", rows, PairRecord)
     atomic_write_json(out / "summary.json", summary)
+
+
+def write_output_shards(out: Path, with_splits: bool, shard_size: int) -> list[str]:
+    """WebDataset shards of ``subfigures.json`` (for pre-training) and, with splits, of ``train.json``
+    (for retrieval fine-tuning), under ``out/shards/<name>/``; returns their ``train_file`` patterns."""
+    from data.shards import write_shards
+
+    names = ["subfigures"] + (["train"] if with_splits else [])
+    patterns = []
+    for name in names:
+        info = write_shards([Path(out) / f"{name}.json"], Path(out) / "shards" / name, prefix=name,
+                            shard_size=shard_size, replace=True)
+        patterns.append(info["pattern"])
+    return patterns

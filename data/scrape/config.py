@@ -9,12 +9,14 @@ setting is one new field. The HTTP client, the sources and the scraper all read 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from data.scrape import licenses
+from data.scrape.cloud import CLOUD_URL
 from data.scrape.openi import ARTICLE_TYPES, IMAGE_TYPES
 
 # NCBI's published limits, which Open-i and image downloads are held to as well.
@@ -23,6 +25,7 @@ RATE_WITH_KEY = 10
 TOOL = "medvl_scrape"
 VERSION = "1.0"
 DEFAULT_OUT = Path("datasets/pubmed")
+SOURCES = ("openi", "pmc", "pmc-cloud")
 
 
 def _codes(text: str) -> tuple[str, ...]:
@@ -39,11 +42,12 @@ def _option(default: Any, help_text: str, **cli: Any) -> Any:
 class ScrapeConfig:
     """Everything a run needs; ``scrape.py`` fills it from the command line, tests and scripts directly."""
 
-    query: str = _option("", "search words, e.g. 'brain MRI'", required=True)
+    query: str = _option("", "search words, e.g. 'brain MRI' (not needed with --source pmc-cloud --pmcid-file)")
     num: int = _option(1000, "number of pairs to keep (default %(default)s)")
     out: Path = _option(DEFAULT_OUT, "output folder (default %(default)s)", parse=Path)
-    source: str = _option("openi", "openi: NLM Open-i figure search (as the original); pmc: E-utilities + JATS",
-                          choices=("openi", "pmc"))
+    source: str = _option("openi", "openi: NLM Open-i figure search (as the original); pmc: E-utilities + JATS; "
+                                   "pmc-cloud: PMC Cloud Service bucket (JATS + figure files), PMCIDs from "
+                                   "E-utilities or --pmcid-file", choices=SOURCES)
     article_types: tuple[str, ...] = _option((), "Open-i article types, comma list (cr = case reports, as the "
                                                  "original)", flag="--article-type", parse=_codes, metavar="CODES")
     image_types: tuple[str, ...] = _option((), "Open-i image types, comma list (e.g. m = MRI, c = CT, xg = no "
@@ -63,27 +67,41 @@ class ScrapeConfig:
     page_size: int = _option(100, "Open-i hits per request (1-100)")
     batch_size: int = _option(20, "articles per efetch request")
     timeout: float = _option(60.0, "seconds per request (default %(default)s)")  # Open-i takes ~30 s per 100 hits
+    # -- issue 14: --timeout bounds each socket read only; a server trickling bytes needs a total limit ---------
+    deadline: float = _option(300.0, "seconds one try of a request may take in all, headers and body (a server "
+                                     "that trickles bytes is cut off and the try retried; default %(default)s)")
+    # -- end issue 14
     retries: int = _option(4, "retries on 429/5xx/timeouts (default %(default)s)")
     backoff: float = _option(2.0, "first retry delay in seconds, doubled each time")
     openi_url: str = _option("https://openi.nlm.nih.gov", "Open-i base URL")
     eutils_url: str = _option("https://eutils.ncbi.nlm.nih.gov/entrez/eutils", "E-utilities base URL")
     pmc_url: str = _option("https://pmc.ncbi.nlm.nih.gov", "host serving PMC articles and figures")
+    # -- issue 15: the PMC Cloud Service (data/scrape/cloud.py) ---------------------------------------------
+    cloud_url: str = _option(CLOUD_URL, "pmc-cloud: HTTPS address of the pmc-oa-opendata bucket")
+    pmcid_file: str = _option("", "pmc-cloud: take PMCIDs from this file (one a line, or a CSV with a pmcid "
+                                  "column) instead of an E-utilities search", metavar="FILE")
+    shards: bool = _option(False, "also write WebDataset tar shards of captions.json under <out>/shards/")
+    shard_size: int = _option(10_000, "samples per tar shard with --shards (default %(default)s)")
+    # -- end issue 15
     progress: bool = _option(True, "hide the progress bar", flag="--no-progress")
     backoff_max: float = _option(60.0, "longest delay between two tries, in seconds", cli=False)
-    max_retry_after: float = _option(600.0, "longest Retry-After a server may ask for, in seconds", cli=False)
+    max_retry_after: float = _option(600.0, "longest wait a server may ask for with Retry-After, in seconds; a "
+                                            "request asked to wait longer fails at once (default %(default)s)")
     max_redirects: int = _option(5, "redirect hops followed per request", cli=False)
     max_pixels: int = _option(100_000_000, "images with more pixels are refused (decompression bombs)", cli=False)
 
     def validate(self) -> None:
         """Raise ValueError with a readable message for settings that cannot work."""
-        if not self.query.strip():
-            raise ValueError("--query is empty")
+        if not self.query.strip() and not (self.source == "pmc-cloud" and self.pmcid_file):
+            raise ValueError("--query is empty (give --query, or --source pmc-cloud with --pmcid-file)")
         if self.num < 1:
             raise ValueError(f"--num must be at least 1, got {self.num}")
-        if self.source not in ("openi", "pmc"):
-            raise ValueError(f"--source must be 'openi' or 'pmc', got {self.source!r}")
-        if self.source == "pmc" and "@" not in self.email:
-            raise ValueError("--source pmc needs --email (or NCBI_EMAIL): NCBI asks every E-utilities call to name a contact")
+        if self.source not in SOURCES:
+            raise ValueError(f"--source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        searches_eutils = self.source == "pmc" or (self.source == "pmc-cloud" and not self.pmcid_file)
+        if searches_eutils and "@" not in self.email:
+            raise ValueError(f"--source {self.source} needs --email (or NCBI_EMAIL): NCBI asks every E-utilities "
+                             f"call to name a contact")
         if self.max_rps is not None and not 0 < self.max_rps <= allowed_rate(self.api_key):
             raise ValueError(f"--max-rps must be in (0, {allowed_rate(self.api_key)}] "
                              f"({'with' if self.api_key else 'without'} an API key)")
@@ -95,7 +113,23 @@ class ScrapeConfig:
             raise ValueError(f"unknown Open-i article/image type code(s): {', '.join(bad)}")
         if not 1 <= self.page_size <= 100:
             raise ValueError(f"Open-i page size must be 1..100, got {self.page_size}")
+        self._validate_network()  # issue 14
+        if self.shard_size < 1:  # issue 15
+            raise ValueError(f"--shard-size must be at least 1, got {self.shard_size}")
         self.accepted_licenses()  # an unknown licence name raises here, before the folder is opened
+
+    def _validate_network(self) -> None:
+        """The HTTP settings, checked here so that the message names the option (issue 14: ``--retries -1``
+        ended in an AssertionError inside urllib3, ``--timeout 0`` and ``--backoff -5`` in library messages)."""
+        for option, value, zero_ok in (("--timeout", self.timeout, False), ("--deadline", self.deadline, False),
+                                       ("--backoff", self.backoff, True), ("backoff_max", self.backoff_max, True),
+                                       ("--max-retry-after", self.max_retry_after, True)):
+            if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+                raise ValueError(f"{option} must be a number of seconds {'>= 0' if zero_ok else '> 0'}, got {value}")
+        for option, value, low in (("--retries", self.retries, 0), ("max_redirects", self.max_redirects, 0),
+                                   ("--batch-size", self.batch_size, 1), ("max_pixels", self.max_pixels, 1)):
+            if value < low:
+                raise ValueError(f"{option} must be at least {low}, got {value}")
 
     @property
     def max_image_bytes(self) -> int:
@@ -121,9 +155,14 @@ class ScrapeConfig:
     def identity(self) -> dict:
         """The settings that decide which pairs a folder holds; a resumed run must match them."""
         accepted = self.accepted_licenses()
-        return {"source": self.source, "query": self.query, "article_types": list(self.article_types),
-                "image_types": list(self.image_types), "oa_filter": self.oa_filter,
-                "licenses": sorted(accepted) if accepted else None, "min_size": self.min_size}
+        identity = {"source": self.source, "query": self.query, "article_types": list(self.article_types),
+                    "image_types": list(self.image_types), "oa_filter": self.oa_filter,
+                    "licenses": sorted(accepted) if accepted else None, "min_size": self.min_size}
+        if self.source == "pmc-cloud":  # issue 15: which articles a PMCID list names
+            from data.scrape.cloud import pmcid_list_digest
+
+            identity["pmcid_list"] = pmcid_list_digest(self.pmcid_file) if self.pmcid_file else None
+        return identity
 
 
 def allowed_rate(api_key: str) -> int:

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Callable, Mapping, TypeVar
 from urllib.parse import urljoin
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 
+from data.scrape import deadline
 from data.scrape.ratelimit import RateLimiter
-from data.scrape.retry import RETRY_STATUSES, LimitedRetry, retry_policy
+from data.scrape.retry import RETRY_STATUSES, LimitedRetry, RetryAfterTooLong, retry_policy
 from data.scrape.urls import is_http_url, redact, redact_library_logs, with_params
 
 if TYPE_CHECKING:
@@ -82,7 +82,9 @@ class PoliteClient:
         self.config = config
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = config.user_agent
-        self._adapter = HTTPAdapter(max_retries=self._policy())
+        # issue 14: a total --deadline per try, which per-read timeouts are not (data/scrape/deadline.py)
+        self._adapter = deadline.DeadlineAdapter(max_retries=self._policy())
+        self._deadline = deadline.Deadline(config.deadline)
         self.session.mount("http://", self._adapter)
         self.session.mount("https://", self._adapter)
         redact_library_logs()
@@ -97,15 +99,16 @@ class PoliteClient:
         """
         full_url = with_params(check_http_url(url), params)
         retry = self._policy()
-        while True:
-            try:
-                return self._attempt(full_url, parse, max_bytes, allow_html, retry)
-            except _Retry as failure:
+        with deadline.active(self._deadline):
+            while True:
                 try:
-                    retry = failure.retry.increment(method="GET", url=full_url, error=failure)
-                except MaxRetryError:
-                    raise self._gave_up(full_url, failure.reason) from None
-                time.sleep(retry.get_backoff_time())  # no Retry-After here: these came with a 200
+                    return self._attempt(full_url, parse, max_bytes, allow_html, retry)
+                except _Retry as failure:
+                    try:
+                        retry = failure.retry.increment(method="GET", url=full_url, error=failure)
+                    except MaxRetryError:
+                        raise self._gave_up(full_url, failure.reason) from None
+                    time.sleep(retry.get_backoff_time())  # no Retry-After here: these came with a 200
 
     def _policy(self) -> LimitedRetry:
         c = self.config
@@ -114,6 +117,7 @@ class PoliteClient:
     def _before_request(self) -> None:
         self.limiter.wait()
         self.requests_sent += 1
+        self._deadline.restart()  # every try (the client's and urllib3's own) has the whole --deadline
 
     def _attempt(self, url: str, parse: Callable[[bytes], T], max_bytes: int, allow_html: bool,
                  retry: LimitedRetry) -> T:
@@ -136,7 +140,13 @@ class PoliteClient:
                     url = check_http_url(urljoin(url, resp.headers["Location"]))
                     continue
                 self._check_status(url, resp)
-                return _read_capped(url, resp, max_bytes, retry), retry
+                try:
+                    body = _read_capped(url, resp, max_bytes, retry)
+                except _Retry as failure:
+                    raise _Retry(self._deadline_reason() or failure.reason, failure.retry) from None
+                finally:
+                    self._deadline.stop()  # parsing the body is not the server's time
+                return body, retry
         raise FetchError(url, f"more than {self.config.max_redirects} redirects", code="redirects")
 
     def _send(self, url: str, retry: LimitedRetry) -> requests.Response:
@@ -148,6 +158,8 @@ class PoliteClient:
             return self.session.get(url, timeout=self.config.timeout, stream=True, allow_redirects=False)
         except (requests.ConnectionError, requests.Timeout) as err:  # urllib3 retried until the budget ran out
             raise self._gave_up(url, self._network_reason(err)) from err
+        except RetryAfterTooLong as err:  # issue 14: asked to wait longer than --max-retry-after
+            raise FetchError(url, str(err), status=err.status, transient=True, code="retry_after_too_long") from None
 
     def _check_status(self, url: str, resp: requests.Response) -> None:
         status = resp.status_code
@@ -156,7 +168,16 @@ class PoliteClient:
         if status >= 400:
             raise FetchError(url, f"HTTP {status}", status=status)
 
+    def _deadline_reason(self) -> str:
+        """The reason of a try that the deadline cut off; "" for any other failure."""
+        if not self._deadline.expired:
+            return ""
+        return (f"no complete reply within the --deadline of {self.config.deadline:g} s (the server sends too "
+                f"slowly; each read stayed within --timeout)")
+
     def _network_reason(self, err: requests.RequestException) -> str:
+        if self._deadline_reason():
+            return self._deadline_reason()
         cause = getattr(err.args[0], "reason", None) if err.args else None
         if isinstance(err, requests.Timeout) or isinstance(cause, ReadTimeoutError):
             return f"timed out after {self.config.timeout:g} s"

@@ -1,6 +1,7 @@
 """Assembling a scrape from its config: the limiter, the HTTP client, the source and the output store."""
 from __future__ import annotations
 
+from data.scrape.cloud import CloudSource
 from data.scrape.config import ScrapeConfig, allowed_rate
 from data.scrape.eutils import EutilsSource
 from data.scrape.http import PoliteClient
@@ -19,8 +20,10 @@ def build_limiter(config: ScrapeConfig, period: float = 1.0) -> RateLimiter:
     return RateLimiter(1, period / rate)
 
 
-def build_source(config: ScrapeConfig, client: PoliteClient) -> OpenISource | EutilsSource:
-    """The Open-i or E-utilities source the config asks for."""
+def build_source(config: ScrapeConfig, client: PoliteClient) -> OpenISource | EutilsSource | CloudSource:
+    """The Open-i, E-utilities or PMC Cloud source the config asks for."""
+    if config.source == "pmc-cloud":  # issue 15
+        return CloudSource(client, config)
     return OpenISource(client, config) if config.source == "openi" else EutilsSource(client, config)
 
 
@@ -29,4 +32,11 @@ def run_scrape(config: ScrapeConfig, limiter: RateLimiter | None = None) -> Summ
     config.validate()
     client = PoliteClient(limiter or build_limiter(config), config)
     store = ScrapeStore(config.out, config.identity())
-    return Scraper(build_source(config, client), client, store, config).run()
+    summary = Scraper(build_source(config, client), client, store, config).run()
+    if config.shards and not summary.error:  # issue 15: tar shards of the finished collection
+        from data.shards import write_shards
+
+        info = write_shards([config.out / "captions.json"], config.out / "shards", prefix="captions",
+                            shard_size=config.shard_size, replace=True)
+        summary.shards = info["pattern"]
+    return summary

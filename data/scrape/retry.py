@@ -23,17 +23,37 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 
 
-class LimitedRetry(Retry):
-    """A ``Retry`` that calls ``before_attempt`` (the limiter) before each retry urllib3 makes."""
+class RetryAfterTooLong(Exception):
+    """The server asked (``Retry-After``) for a longer wait than ``--max-retry-after`` allows: the request
+    fails at once, named, instead of sleeping for hours (issue 14). Not an ``OSError``, so that requests
+    hands it through unchanged."""
 
-    def __init__(self, *args: Any, before_attempt: Callable[[], None] | None = None, **kwargs: Any) -> None:
+    def __init__(self, seconds: float, cap: float, status: int) -> None:
+        super().__init__(f"HTTP {status}: the server asks to wait {seconds:.0f} s before the next try (Retry-After), "
+                         f"more than --max-retry-after {cap:g} s; giving up on this request (run again later)")
+        self.seconds, self.cap, self.status = seconds, cap, status
+
+
+# urllib3 would silently cut every Retry-After to its retry_after_max; the cap is applied here instead, loudly.
+_NO_SILENT_CAP = 10**9
+
+
+class LimitedRetry(Retry):
+    """A ``Retry`` that calls ``before_attempt`` (the limiter) before each retry urllib3 makes, and waits
+    what ``Retry-After`` asks (with a warning saying so) up to ``max_retry_after`` seconds, failing with
+    :class:`RetryAfterTooLong` beyond."""
+
+    def __init__(self, *args: Any, before_attempt: Callable[[], None] | None = None,
+                 max_retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.before_attempt = before_attempt
+        self.max_retry_after = max_retry_after
 
     def new(self, **kwargs: Any) -> LimitedRetry:
-        """urllib3 copies the policy after every attempt; the copy must keep the limiter."""
+        """urllib3 copies the policy after every attempt; the copy must keep the limiter and the cap."""
         retry = super().new(**kwargs)
         retry.before_attempt = self.before_attempt
+        retry.max_retry_after = self.max_retry_after
         return retry
 
     def get_backoff_time(self) -> float:
@@ -54,6 +74,12 @@ class LimitedRetry(Retry):
 
     def sleep(self, response: BaseHTTPResponse | None = None) -> None:
         """Back off (or wait as ``Retry-After`` asks), then wait for the limiter: urllib3 sends next."""
+        wanted = self.get_retry_after(response) if response is not None and self.respect_retry_after_header else None
+        if wanted:
+            if self.max_retry_after is not None and wanted > self.max_retry_after:
+                raise RetryAfterTooLong(wanted, self.max_retry_after, response.status)
+            log.warning("HTTP %d: waiting %.0f s before the next try, as the server asks (Retry-After)",
+                        response.status, wanted)
         super().sleep(response)
         if self.before_attempt is not None:
             self.before_attempt()
@@ -74,5 +100,6 @@ def retry_policy(retries: int, backoff: float, backoff_max: float, max_retry_aft
     :data:`RETRY_STATUSES`, for GETs (requests leaves redirects to the client, which checks every hop)."""
     return LimitedRetry(
         total=retries, status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET"}),
-        backoff_factor=backoff, backoff_max=backoff_max, retry_after_max=max_retry_after,
-        respect_retry_after_header=True, raise_on_status=False, before_attempt=before_attempt)
+        backoff_factor=backoff, backoff_max=backoff_max, retry_after_max=_NO_SILENT_CAP,
+        max_retry_after=max_retry_after, respect_retry_after_header=True, raise_on_status=False,
+        before_attempt=before_attempt)

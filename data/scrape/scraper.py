@@ -36,6 +36,7 @@ class Summary:
     skipped: Counter = field(default_factory=Counter)
     failed: Counter = field(default_factory=Counter)
     error: str = ""
+    shards: str = ""  # the train_file pattern of the tar shards, when --shards wrote them
 
     def lines(self) -> list[str]:
         """Human-readable report lines."""
@@ -45,6 +46,8 @@ class Summary:
             out.append(f"{title} {sum(counts.values())}: {detail}")
         if self.error:
             out.append(f"stopped early: {self.error}")
+        if self.shards:
+            out.append(f"shards: {self.shards}")
         return out
 
 

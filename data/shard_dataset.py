@@ -1,0 +1,343 @@
+"""Training pairs streamed from WebDataset tar shards (written by :mod:`data.shards` or any tool that
+writes ``<key>.jpg|png`` + ``<key>.txt`` [+ ``<key>.json``] samples).
+
+``train_file`` entries that name shards (``.tar`` names, brace patterns such as
+``shards-{000000..000123}.tar``, ``a.tar::b.tar``, ``pipe:`` commands, ``https://`` URLs) are read here
+instead of as JSON lists; the ``webdataset`` library expands the patterns and opens the streams.
+
+An epoch of every process is ``steps = samples // (processes * batch_size)`` batches, the same on every
+rank (DDP needs it). The shards are shuffled with ``(seed, epoch)`` and dealt to the ``processes *
+loader workers`` readers of the run (with fewer shards than readers every reader reads all shards and
+keeps every k-th sample); a reader that runs out of samples before its share of the epoch starts
+another pass over its shards. Inside a reader a shuffle buffer (seeded, ``SHUFFLE_BUFFER`` samples)
+mixes neighbouring samples. So the order is a fixed function of (shards, seed, epoch, processes,
+batch size, loader workers), and a resumed epoch skips exactly the batches the killed run had finished.
+
+Bad samples are handled as in the JSON datasets: a sample whose image does not decode or whose
+caption is empty is replaced by the reader's previous good sample and counted in ``bad``; samples
+lost to a truncated or unreadable shard (its count known from ``sizes.json``) are counted too. The
+epoch's count is checked against ``max_bad_fraction`` at its end, as for JSON lists.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from data.captions import pre_caption
+from data.datasets import DatasetError
+from data.images import DEFAULT_MAX_PIXELS, to_rgb
+
+log = logging.getLogger("medvl")
+
+SHUFFLE_BUFFER = 1000
+IMAGE_KEYS = ("jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp", "gif")
+_SHARD = re.compile(r"\.(tar|tgz|tar\.gz)(\s*$|::|\?)")
+
+
+def is_shard_spec(spec: str) -> bool:
+    """Whether a ``train_file`` entry names WebDataset shards rather than a JSON list."""
+    return spec.startswith("pipe:") or bool(_SHARD.search(spec)) or ("{" in spec and ".tar" in spec)
+
+
+def _local(url: str) -> Path | None:
+    """The file a URL names on this machine, or None for ``pipe:`` and remote URLs."""
+    if url.startswith("file:"):
+        return Path(url[5:])
+    return None if url.startswith("pipe:") or "://" in url else Path(url)
+
+
+def expand(specs: Sequence[str]) -> list[str]:
+    """Every shard URL of the specs, in order; a local shard that does not exist is an error naming it."""
+    from webdataset.shardlists import expand_urls
+
+    urls = []
+    for spec in specs:
+        for url in expand_urls(spec):
+            path = _local(url)
+            if path is not None and not path.is_file():
+                raise DatasetError(f"shard {url} (from train_file {spec!r}) does not exist")
+            urls.append(url)
+    if not urls:
+        raise DatasetError(f"train_file {list(specs)} names no shard")
+    return urls
+
+
+def raw_samples(url: str) -> Iterator[dict]:
+    """The samples of one shard as webdataset groups them (``__key__``, ``__url__``, one entry per file)."""
+    import webdataset as wds
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    stream = wds.gopen(url)
+    try:
+        files = ({**f, "__url__": url} for f in tar_file_iterator(stream))
+        yield from group_by_keys(files)
+    finally:
+        stream.close()
+
+
+def _sizes_file(url: str) -> dict:
+    """The ``sizes.json`` beside a shard ({} when there is none or it cannot be read)."""
+    import webdataset as wds
+
+    folder = url.rsplit("/", 1)[0] if "/" in url else "."
+    try:
+        path = _local(url)
+        if path is not None:
+            sizes = path.parent / "sizes.json"
+            return json.loads(sizes.read_text(encoding="utf-8")) if sizes.is_file() else {}
+        if url.startswith(("http://", "https://")):
+            with wds.gopen(f"{folder}/sizes.json") as fh:
+                return json.loads(fh.read())
+    except (OSError, ValueError) as err:
+        log.warning(f"cannot read the sizes.json beside {url}: {err}")
+    return {}
+
+
+def shard_sizes(urls: Sequence[str]) -> list[int]:
+    """Samples per shard: from ``sizes.json`` beside the shards, else by reading the shard once."""
+    cache: dict[str, dict] = {}
+    sizes = []
+    for url in urls:
+        folder = url.rsplit("/", 1)[0] if "/" in url else "."
+        table = cache.setdefault(folder, _sizes_file(url))
+        name = url.rsplit("/", 1)[-1]
+        if name in table:
+            sizes.append(int(table[name]))
+            continue
+        log.warning(f"{url}: no sizes.json entry; counting its samples (write sizes.json to skip this)")
+        try:
+            sizes.append(sum(1 for _ in raw_samples(url)))
+        except Exception as err:  # an unreadable shard holds nothing usable
+            log.warning(f"{url}: cannot be read ({err}); counted as empty")
+            sizes.append(0)
+    return sizes
+
+
+def batches_of(n: int, workers: int, worker: int) -> int:
+    """How many of the batches 0..n-1 fall to ``worker`` when batch ``j`` comes from worker ``j % workers``."""
+    return max(0, -(-(n - worker) // workers))
+
+
+def _shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
+    """A seeded shuffle buffer of ``size`` items (``size <= 1`` keeps the order)."""
+    if size <= 1:
+        yield from items
+        return
+    buffer: list = []
+    for item in items:
+        buffer.append(item)
+        if len(buffer) >= size:
+            yield buffer.pop(int(rng.integers(len(buffer))))
+    while buffer:
+        yield buffer.pop(int(rng.integers(len(buffer))))
+
+
+class ShardPairStream(IterableDataset):
+    """Transformed pairs of the shards for one process; see the module docstring."""
+
+    def __init__(self, urls: list[str], sizes: list[int], transform: Callable, max_words: int, seed: int,
+                 world_size: int, rank: int, batch_size: int, shuffle_buffer: int = SHUFFLE_BUFFER,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.urls, self.sizes, self.max_pixels = list(urls), list(sizes), max_pixels
+        self.transform, self.max_words, self.seed = transform, max_words, seed
+        self.world_size, self.rank, self.batch_size = world_size, rank, batch_size
+        self.shuffle_buffer = shuffle_buffer
+        self.total = sum(sizes)
+        self.steps = self.total // (world_size * batch_size)
+        self.epoch, self.start = 0, 0
+        if self.steps == 0:
+            raise DatasetError(f"{self.total} samples in {len(urls)} shard(s) make no full batch of {batch_size} "
+                               f"per process on {world_size} process(es); lower the batch size")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.start = epoch, 0
+
+    def set_start(self, start: int) -> None:
+        """Skip this process's first ``start`` samples of the epoch (a resumed run)."""
+        self.start = start
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return self.steps * self.batch_size
+
+    def __len__(self) -> int:
+        return (self.steps - self.start // self.batch_size) * self.batch_size
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        done = self.start // self.batch_size
+        own = (worker + done) % workers  # the uninterrupted epoch's worker whose batches this one continues
+        first, last = batches_of(done, workers, own), batches_of(self.steps, workers, own)
+        slots = self.world_size * workers
+        raw = self._reader(self.rank * workers + own, slots)
+        yield from self._decoded(islice(raw, first * self.batch_size, last * self.batch_size))
+
+    # --- the raw sample stream of one reader --------------------------------------------------------
+
+    def _reader(self, slot: int, slots: int) -> Iterator[tuple[dict, int, int]]:
+        """(sample, pass, samples lost just before it) for reader ``slot``, pass after pass, endlessly."""
+        for turn in range(1_000_000):
+            rng = np.random.default_rng([self.seed, self.epoch, turn])
+            order = [int(i) for i in rng.permutation(len(self.urls))]
+            shards = order[slot::slots] if len(order) >= slots else order
+            every = 1 if len(order) >= slots else slots
+            items = self._pass(shards, slot % every, every, turn)
+            buffer_rng = np.random.default_rng([self.seed, self.epoch, turn, slot])
+            count = 0
+            for item in _shuffled(items, self.shuffle_buffer, buffer_rng):
+                count += 1
+                yield item
+            if count == 0:
+                raise DatasetError(f"no readable sample in the shards of reader {slot} "
+                                   f"({[self.urls[i] for i in shards][:3]}...); run `python -m data.check`")
+
+    def _pass(self, shards: list[int], keep: int, every: int, turn: int) -> Iterator[tuple[dict, int, int]]:
+        """One pass over ``shards``, keeping the samples whose running index is ``keep`` mod ``every``."""
+        j, lost = 0, 0
+        for i in shards:
+            got = 0
+            try:
+                for sample in raw_samples(self.urls[i]):
+                    if j % every == keep:
+                        yield sample, turn, lost
+                        lost = 0
+                    j += 1
+                    got += 1
+            except Exception as err:  # a truncated or unreadable shard: what it still holds is lost
+                log.warning(f"{self.urls[i]}: {type(err).__name__}: {err}; {max(self.sizes[i] - got, 0)} "
+                            f"sample(s) after the first {got} are lost")
+            else:
+                if got < self.sizes[i]:  # tarfile ends a stream cut at a header without an error
+                    log.warning(f"{self.urls[i]} ended after {got} of its {self.sizes[i]} samples (truncated?); "
+                                f"{self.sizes[i] - got} sample(s) are lost")
+            missing = range(j, j + max(self.sizes[i] - got, 0))
+            lost += sum(1 for m in missing if m % every == keep)
+            j += len(missing)
+
+    # --- decoding -------------------------------------------------------------------------------------
+
+    def _decoded(self, raw: Iterator[tuple[dict, int, int]]) -> Iterator[dict]:
+        """Transformed pairs, one per raw sample; a bad one is replaced by the previous good one."""
+        last, owed, bad = None, 0, 0
+        for sample, turn, lost in raw:
+            bad += lost
+            item = self._decode(sample, turn)
+            if item is None:
+                bad += 1
+                if last is None:
+                    owed += 1  # the first good sample fills this place too
+                    continue
+                item = last
+            for _ in range(owed + 1):
+                yield {**item, "bad": bad}
+                bad = 0
+            owed, last = 0, item
+        if owed:
+            if last is None:
+                raise DatasetError("no readable sample among this reader's share of the shards")
+            for _ in range(owed):
+                yield {**last, "bad": bad}
+                bad = 0
+
+    def _decode(self, sample: dict, turn: int) -> dict | None:
+        where = f"{sample.get('__url__')}#{sample.get('__key__')}"
+        meta = self._meta(sample, where)
+        ext = next((k for k in IMAGE_KEYS if k in sample), None)
+        caption = pre_caption(sample.get("txt", b"").decode("utf-8", "replace"), self.max_words)
+        if ext is None or not caption:
+            log.warning(f"skipping {where}: {'no image' if ext is None else 'empty caption'}; using another sample")
+            return None
+        try:
+            with Image.open(io.BytesIO(sample[ext])) as img:
+                if img.width * img.height > self.max_pixels:
+                    raise ValueError(f"{img.width}x{img.height} pixels, more than max_image_pixels {self.max_pixels:,}")
+                img.load()
+                img = to_rgb(img)
+        except Exception as err:  # undecodable, truncated, or too many pixels
+            log.warning(f"skipping {where}: image cannot be decoded ({err}); using another sample")
+            return None
+        index = int(meta.get("sample", _key_number(sample)))
+        rng = np.random.default_rng([self.seed, self.epoch, index] + ([turn] if turn else []))
+        image, caption = self.transform(img, caption, rng)
+        return {"image": image, "caption": caption, "image_id": int(meta.get("image_index", index))}
+
+    @staticmethod
+    def _meta(sample: dict, where: str) -> dict:
+        if "json" not in sample:
+            return {}
+        try:
+            meta = json.loads(sample["json"])
+            return meta if isinstance(meta, dict) else {}
+        except ValueError:
+            log.warning(f"{where}: unreadable .json metadata; ignored")
+            return {}
+
+
+def _key_number(sample: dict) -> int:
+    """A number for a sample without metadata: its key if numeric, else a stable hash of it."""
+    key = str(sample.get("__key__", ""))
+    if key.isdigit():
+        return int(key)
+    import hashlib
+
+    return int(hashlib.sha1(f"{sample.get('__url__')}#{key}".encode()).hexdigest()[:15], 16)
+
+
+class _Position:
+    """What ``utils.start_epoch`` asks of a loader's sampler: the epoch, a start, this rank's length."""
+
+    def __init__(self, stream: ShardPairStream) -> None:
+        self.stream = stream
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
+    def set_start(self, start: int) -> None:
+        self.stream.set_start(start)
+
+    def __len__(self) -> int:
+        return self.stream.samples_per_epoch - self.stream.start
+
+
+class ShardLoader:
+    """The training loader of shard input: ``len`` (batches left this epoch), iteration, ``dataset``,
+    ``sampler`` and ``batch_size``, as the JSON-list loader has them."""
+
+    def __init__(self, stream: ShardPairStream, batch_size: int, collate: Callable, num_workers: int) -> None:
+        self.dataset, self.sampler, self.batch_size = stream, _Position(stream), batch_size
+        self.collate, self.num_workers = collate, num_workers
+
+    def __len__(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def __iter__(self) -> Iterator[dict]:
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                            collate_fn=self.collate, drop_last=True, pin_memory=torch.cuda.is_available(),
+                            persistent_workers=False)
+        return iter(loader)
+
+
+def shard_train_loader(config: dict, specs: Sequence[str], transform: Callable, collate: Callable, world_size: int,
+                       rank: int, batch_size: int) -> ShardLoader:
+    """The shard loader for ``train_file`` entries ``specs`` (all of them shards)."""
+    not_shards = [s for s in specs if not is_shard_spec(s)]
+    if not_shards:
+        raise DatasetError(f"train_file mixes shards and JSON lists ({not_shards[:3]}); convert the JSON lists "
+                           f"with `python -m data.shards` or list them in another run")
+    urls = expand(specs)
+    sizes = shard_sizes(urls)
+    stream = ShardPairStream(urls, sizes, transform, config["max_words"], config["seed"], world_size, rank, batch_size,
+                             max_pixels=config.get("max_image_pixels", DEFAULT_MAX_PIXELS))
+    log.info(f"{stream.total} samples in {len(urls)} shard(s), {stream.steps} steps per epoch")
+    return ShardLoader(stream, batch_size, collate, config["num_workers"])
