@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--size", default=None, choices=sorted(SIZES), help="tower sizes of bench/common.py")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for both paths")
+    parser.add_argument("--data", default=None, help="folder for the generated set (python -m data.synthetic.demo "
+                        "--out DIR --train 0 --val 0 --test IMAGES --seed 0 draws it beforehand); default: a temporary one")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data = generate(folder / "data", train=0, val=0, test=args.images, seed=0)
+        # generate() skips a folder that already holds this very set (--data: drawn beforehand).
+        data = generate(Path(args.data) if args.data else folder / "data", train=0, val=0, test=args.images, seed=0)
         for size in (int(s) for s in args.image_sizes.split(",")):
             print(json.dumps(run(args, size, data, folder, device)), flush=True)
     return 0

@@ -120,7 +120,8 @@ def throughput(records: list[tuple[int, dict]], ocr_name: str, workers: int, out
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fixtures", default=os.environ.get("MEDVL_FIXTURES", str(ROOT.parent / "shared" / "fixtures")))
+    parser.add_argument("--fixtures", default=os.environ.get("MEDVL_FIXTURES",
+                                                             str(ROOT.parent / "shared" / "fixtures")))
     parser.add_argument("--ocr", default="rapidocr", choices=("rapidocr", "none"))
     parser.add_argument("--per-layout", type=int, default=2, help="built figures per layout")
     parser.add_argument("--workers", default="1,2", help="worker counts to time, comma list")

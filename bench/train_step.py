@@ -184,6 +184,24 @@ def set_grad_ckpt(model, on: bool) -> None:
     model.text_encoder.grad_ckpt = model.text_decoder.bert.grad_ckpt = on
 
 
+def as_plain(args, fast: dict) -> dict:
+    """The plain path on the fast path's model (one base model less to build and to hold): the same
+    modules under :class:`PlainPretrain`'s methods, BLIP's optimizer, captions padded to max_length."""
+    model = fast["model"]
+    plain = PlainPretrain.__new__(PlainPretrain)
+    plain.__dict__ = model.__dict__  # the same parameters, buffers and submodules
+    optimizer = plain_optimizer(plain, fast["optimizer"].defaults["lr"], args_weight_decay(fast["optimizer"]))
+    data = batches(plain, bench_captions(args.batch * 8, seed=2), args.batch, fast["device"])
+    run = {**fast, "path": "plain", "model": plain, "optimizer": optimizer, "data": data, "times": []}
+    for i in range(args.warmup):
+        timed_step(args, run, i, record=False)
+    return run
+
+
+def args_weight_decay(optimizer) -> float:
+    return max(g["weight_decay"] for g in optimizer.param_groups)
+
+
 def step_flops(run: dict, precision: str) -> int:
     """FLOPs of one fast step as torch counts them (matrix products and attention, forward and
     backward; no recomputation: count with checkpointing off)."""
@@ -199,7 +217,9 @@ def sweep(args) -> int:
     ``path:precision[:ckpt]`` gets its warm-up, timed steps and peak memory (reset before it; the
     models' own memory is in every peak alike); MFU = counted FLOPs per step / step time / peak."""
     variants = [v.split(":") for v in args.variants.split(",")]
-    runs = {path: prepare(args, path) for path in {v[0] for v in variants}}
+    runs = {"fast": prepare(args, "fast")}
+    if any(v[0] == "plain" for v in variants):
+        runs["plain"] = as_plain(args, runs["fast"])
     flops = step_flops(runs["fast"], "bf16") if "fast" in runs else None
     for path, precision, *rest in variants:
         run, ckpt = runs[path], rest == ["ckpt"]

@@ -1,7 +1,8 @@
 """WebDataset tar shards written from JSON lists of image/caption pairs.
 
     python -m data.shards datasets/pubmed/subfigures/subfigures.json --out datasets/pubmed/shards
-    # -> datasets/pubmed/shards/shards-000000.tar ... and train_file: "datasets/pubmed/shards/shards-{000000..000003}.tar"
+    # -> datasets/pubmed/shards/shards-000000.tar ...
+    #    train_file: "datasets/pubmed/shards/shards-{000000..000003}.tar"
 
 Each sample is one image/caption pair, as the JSON datasets read it (a record with a list of captions
 gives one sample per caption): ``<key>.jpg`` or ``<key>.png`` (JPEG and PNG files byte for byte, any

@@ -38,13 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--out", required=True, help="output folder (images/, subfigures.json)")
         args = parser.parse_args(argv[1:])
         try:
-            records = write_subfigures(Path(args.annotations), Path(args.out), Path(args.images) if args.images else None)
+            images = Path(args.images) if args.images else None
+            records = write_subfigures(Path(args.annotations), Path(args.out), images)
         except (AdapterError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         print(f"{len(records)} sub-figures in {Path(args.out) / 'subfigures.json'}")
         return 0
-    parser.add_argument("spec", help="a dataset spec such as roco:DIR, rocov2:FILE, pmc-oa:FILE, medicat:FILE, csv:FILE")
+    parser.add_argument("spec", help="a dataset spec: roco:DIR, rocov2:FILE, pmc-oa:FILE, medicat:FILE, csv:FILE")
     parser.add_argument("--out", required=True, help="JSON list to write")
     args = parser.parse_args(argv)
     try:

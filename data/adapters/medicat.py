@@ -58,7 +58,8 @@ def read(path: Path, options: dict) -> Iterator[tuple[str, dict]]:
             record["caption"] = caption
         if "radiology" in row:
             record["radiology"] = row["radiology"]
-        licence = (row.get("oa_info") or {}).get("oa", {}).get("license") if isinstance(row.get("oa_info"), dict) else None
+        oa = row.get("oa_info") if isinstance(row.get("oa_info"), dict) else {}
+        licence = oa.get("oa", {}).get("license") if isinstance(oa.get("oa"), dict) else None
         if isinstance(licence, str):
             record["license"] = licence
         yield where, record
@@ -68,7 +69,8 @@ def _box(points: object, width: int, height: int, where: str) -> list[int]:
     if not (isinstance(points, list) and points and all(isinstance(p, list) and len(p) == 2 for p in points)):
         raise AdapterError(f"{where}: a span needs 'points', a list of [x, y]")
     xs, ys = [float(p[0]) for p in points], [float(p[1]) for p in points]
-    box = [max(0, int(min(xs))), max(0, int(min(ys))), min(width, int(round(max(xs)))), min(height, int(round(max(ys))))]
+    box = [max(0, int(min(xs))), max(0, int(min(ys))),
+           min(width, int(round(max(xs)))), min(height, int(round(max(ys))))]
     if box[2] <= box[0] or box[3] <= box[1]:
         raise AdapterError(f"{where}: the span's box {box} is empty")
     return box

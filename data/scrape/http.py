@@ -7,6 +7,10 @@ together stay under NCBI's per-second limit. urllib3 retries connection errors, 
 Failures that only the client can see (an HTML page where data was expected, a body that does not
 parse, a connection that breaks while the body is read) are retried here, from the same budget: a
 request is tried ``retries + 1`` times in all, whatever went wrong.
+
+``--timeout`` bounds each socket read; ``--deadline`` bounds each try as a whole (``data.scrape.deadline``),
+so that a server trickling bytes is cut off, and a ``Retry-After`` longer than ``--max-retry-after`` fails
+the request at once with the wait named, while a shorter one is waited with a warning (issue 14).
 """
 from __future__ import annotations
 
