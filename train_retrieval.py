@@ -16,7 +16,7 @@ from models.evaluation import evaluate, format_table
 from transform import build_transform
 from utils import (RunLog, StepHook, StopRequest, TrainState, add_common_args, append_jsonl, barrier,
                    build_optimizer, build_train_loader, cleanup_distributed, is_main, log,
-                   log_epoch, run_cli, save_checkpoint, setup_run, start_state, train_one_epoch,
+                   log_epoch, run_cli, save_checkpoint, setup_run, start_state, train_epoch,
                    wrap_ddp)
 
 
