@@ -463,6 +463,9 @@ def classify_main(argv: list[str]) -> int:
     p.add_argument("--label_key", default="label", help="record key holding the true class in JSON lists")
     p.add_argument("--itm_top_k", type=int, default=0, help="re-rank the top K classes with the ITM head (0: off)")
     p.add_argument("--itm_prompts", type=int, default=16, help="prompts per class the ITM re-scores (0: all)")
+    p.add_argument("--calibrate", default=None, metavar="self|SRC",
+                   help="centre each class's scores over unlabelled images: those classified (self) or other "
+                        "images (a folder, JSON list...); see ZeroShotClassifier.calibrate")
     args = p.parse_args(argv)
     import csv
 
@@ -482,6 +485,11 @@ def classify_main(argv: list[str]) -> int:
     clf = ZeroShotClassifier(model, classes, args.itm_top_k, clean=lambda t: pre_caption(t, config["max_words"]),
                              itm_prompts=args.itm_prompts)
     batches = image_batches(items, transform, args.batch_size, args.workers)
+    if args.calibrate:
+        from data.image_list import collect
+
+        refs = items if args.calibrate == "self" else collect([args.calibrate], _choice(args), args.image_root)
+        clf.calibrate(_progress(image_batches(refs, transform, args.batch_size, args.workers), "calibrating"))
     probs = torch.cat([clf.predict(b).cpu() for b in _progress(batches, "classifying")]).numpy()
     names, out = clf.names, Path(args.out)
     rows = [{"image": it.image, "label": it.label, "predicted": names[int(p.argmax())],
@@ -495,7 +503,7 @@ def classify_main(argv: list[str]) -> int:
     for r in rows:
         label = f"\tlabel {r['label']}" if r["label"] else ""
         print(f"{r['image']}\t{r['predicted']}\t{r['probs'][r['predicted']]:.3f}{label}")
-    summary = {"out": str(out), "images": len(rows), "classes": names}
+    summary = {"out": str(out), "images": len(rows), "classes": names, "calibrate": args.calibrate}
     labelled = [i for i, it in enumerate(items) if it.label is not None]
     if labelled:
         report = classification_report([names.index(items[i].label) for i in labelled], probs[labelled], names)

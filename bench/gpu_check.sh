@@ -33,7 +33,12 @@ DRY=0
 PY=${PYTHON:-python3}
 command -v "$PY" >/dev/null 2>&1 || PY=python
 RESULTS=${OUT:-/tmp/gpu_check}
-WORK=${GPU_CHECK_WORK:-$(mktemp -d /tmp/gpu_check_work.XXXXXX)}
+if [ -n "${GPU_CHECK_WORK:-}" ]; then
+    WORK=$GPU_CHECK_WORK
+else
+    WORK=$(mktemp -d /tmp/gpu_check_work.XXXXXX)
+    trap 'rm -rf "$WORK"' EXIT
+fi
 BUDGET_S=${BUDGET_S:-470}
 START=$(date +%s)
 mkdir -p "$RESULTS" "$WORK"

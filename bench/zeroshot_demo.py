@@ -9,7 +9,9 @@ file in ``configs/zeroshot/``:
 - ``side`` (demo_side.yaml): left or right, on images whose lesions all lie on one side.
 
 Each is scored from ITC alone and re-ranked by the ITM head over the top 2 classes (``--itm_top_k``; 16
-prompts a class, those nearest the image, ``--itm_prompts``).
+prompts a class, those nearest the image, ``--itm_prompts``), each without and with calibration: every
+class's mean cosine over the images of another split (``--calibrate_on``, val by default; its labels unused)
+subtracted (``ZeroShotClassifier.calibrate``).
 ``--lists DIR`` also writes the labelled JSON lists, for ``vis.py classify --images DIR/sequence.json``.
 
     python -m bench.zeroshot_demo --checkpoint output/demo_pretrain/checkpoint_last.pth --demo data/demo
@@ -65,7 +67,7 @@ def write_lists(folder: Path, demo: Path, split: str) -> None:
 
 @torch.no_grad()
 def measure(model, config: dict, demo: Path, split: str, itm_top_k: int, itm_prompts: int = 16,
-            batch_size: int = 64) -> dict:
+            calibration: str = "val", batch_size: int = 64) -> dict:
     transform = EvalTransform(config["image_size"])
     results = {}
     for task, file in CLASS_FILES.items():
@@ -76,8 +78,13 @@ def measure(model, config: dict, demo: Path, split: str, itm_top_k: int, itm_pro
         row = {}
         clf = ZeroShotClassifier(model, classes, clean=lambda t: pre_caption(t, config["max_words"]),
                                  itm_prompts=itm_prompts)
-        for name, k in (("itc", 0), (f"itm_top{itm_top_k}", itm_top_k)):
-            clf.itm_top_k = k
+        reference = torch.cat(list(image_batches(demo_items(demo, calibration, task), transform, batch_size)))
+        offsets = clf.calibrate([reference])
+        variants = [("itc", 0, None), (f"itc_calibrated_{calibration}", 0, offsets),
+                    (f"itm_top{itm_top_k}", itm_top_k, None),
+                    (f"itm_top{itm_top_k}_calibrated_{calibration}", itm_top_k, offsets)]
+        for name, k, bias in variants:
+            clf.itm_top_k, clf.bias = k, bias
             probs = torch.cat([clf.predict(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
             report = classification_report(labels, probs.cpu().numpy(), clf.names)
             row[name] = {k2: report[k2] for k2 in ("accuracy", "balanced_accuracy", "macro_f1", "auroc_macro_ovr",
@@ -94,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--itm_top_k", type=int, default=2)
     p.add_argument("--itm_prompts", type=int, default=16, help="prompts per class the ITM re-scores (0: all)")
+    p.add_argument("--calibrate_on", default="val", choices=("train", "val", "test"),
+                   help="split whose images (not labels) calibrate the class scores")
     p.add_argument("--lists", default=None, help="also write labelled JSON lists of each task into this folder")
     p.add_argument("--options", nargs="+", default=[], help="config overrides (e.g. tokenizer=data/demo/tokenizer)")
     p.add_argument("--device", default="cpu")
@@ -105,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     model, config = load_itm_model(args.checkpoint, None, args.options, args.device)
     print(json.dumps({"checkpoint": args.checkpoint, "split": args.split,
-                      **measure(model, config, demo, args.split, args.itm_top_k, args.itm_prompts)}, indent=1))
+                      **measure(model, config, demo, args.split, args.itm_top_k, args.itm_prompts,
+                                                 args.calibrate_on)}, indent=1))
     return 0
 
 

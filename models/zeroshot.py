@@ -11,6 +11,7 @@ default) plus the ITC cosine; the probabilities are a softmax over those ``k`` c
 
     clf = ZeroShotClassifier(model, {"glioma": ["axial flair mri showing a glioma", ...], ...})
     probs = clf.predict(images)                       # (B, C)
+    clf.calibrate(unlabelled_batches)                 # optional: centre each class's scores (see there)
 
 Class files (``configs/zeroshot/*.yaml``) are expanded by :func:`expand_prompts` from their parsed dict.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import itertools
 import re
 import string
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -151,13 +152,39 @@ class ZeroShotClassifier:
                                                  self.attention_mask[i:i + batch_size])[1]
                                for i in range(0, len(prompts), batch_size)])
         self.prompt_feat = feats.float()  # (P, E)
+        self.bias: Tensor | None = None  # per-class offsets from :meth:`calibrate`
         self.class_feat = class_features(self.prompt_feat, self.class_index, len(self.names))  # (C, E)
 
     @torch.no_grad()
+    def calibrate(self, batches: Iterable[Tensor]) -> Tensor:
+        """Learn each class's mean cosine over unlabelled images (B, 3, H, W) and subtract it from then on.
+
+        Prompt ensembles of a weak model often differ by a constant offset: one class's feature lies
+        nearer every image, and wins every argmax although each class's column ranks its own images
+        first (AUROC near 1, accuracy near a constant predictor's). Centring each class's scores over a
+        reference set of images (a validation split, or the images being classified) removes that
+        offset without labels; it assumes the reference set holds the classes in roughly even shares.
+        Returns the offsets (C,).
+        """
+        self.bias = None
+        total, count = torch.zeros_like(self.class_feat[:, 0]), 0
+        for images in batches:
+            image_feat = self.model.encode_image(images.to(self.class_feat.device))[1].float()
+            total += (image_feat @ self.class_feat.T).sum(0)
+            count += images.shape[0]
+        if count == 0:
+            raise ValueError("calibration needs at least one image")
+        self.bias = total / count
+        return self.bias
+
+    @torch.no_grad()
     def logits(self, images: Tensor) -> Tensor:
-        """images (B, 3, H, W) -> scores (B, C): ITC cosine / temperature, or the ITM re-ranked scores."""
+        """images (B, 3, H, W) -> scores (B, C): ITC cosine (less the calibration offsets) / temperature,
+        or the ITM re-ranked scores."""
         image_embeds, image_feat = self.model.encode_image(images.to(self.class_feat.device))
         sim = image_feat.float() @ self.class_feat.T  # (B, C) cosines
+        if self.bias is not None:
+            sim = sim - self.bias
         if self.itm_top_k > 0:
             return itm_rerank(self.model, image_embeds, sim, self.input_ids, self.attention_mask, self.class_index,
                               self.itm_top_k, image_feat.float() @ self.prompt_feat.T, self.itm_prompts)

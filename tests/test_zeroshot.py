@@ -117,6 +117,19 @@ def test_itc_probabilities_are_a_softmax_of_cosines_over_temperature(setup):
     torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_calibration_centres_each_class_over_the_reference_images(setup):
+    clf = ZeroShotClassifier(setup["model"], CLASSES)
+    images = torch.randn(6, 3, 32, 32)
+    raw = clf.logits(images)
+    offsets = clf.calibrate([images[:4], images[4:]])
+    torch.testing.assert_close(offsets * 1, (raw * clf.model.temp).mean(0), atol=1e-5, rtol=1e-4)
+    calibrated = clf.logits(images)
+    torch.testing.assert_close(calibrated.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(calibrated, raw - offsets / clf.model.temp, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="at least one image"):
+        clf.calibrate([])
+
+
 def test_itm_reranking_scores_the_top_k_classes_only(setup):
     model = copy.deepcopy(setup["model"])
     torch.manual_seed(3)
@@ -198,11 +211,12 @@ def test_classify_command_writes_probabilities_metrics_and_confusion(setup, tmp_
     folder, out = setup["folder"], tmp_path / "zs"
     assert vis.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
                      "--images", str(folder / "labelled.json"), "--out", str(out), "--device", "cpu",
-                     "--itm_top_k", "2"]) == 0
+                     "--itm_top_k", "2", "--calibrate", "self"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(printed[-1])
     assert len(printed) == 6 and printed[0].endswith("label mass")
     assert summary["images"] == 5 and summary["n"] == 5 and 0 <= summary["accuracy"] <= 1
+    assert summary["calibrate"] == "self"
     assert summary["baselines"]["constant"]["accuracy"] == pytest.approx(0.4)
     rows = json.loads((out / "predictions.json").read_text())
     assert [r["label"] for r in rows] == ["mass", "cyst", "normal", "mass", "normal"]
@@ -214,7 +228,8 @@ def test_classify_command_writes_probabilities_metrics_and_confusion(setup, tmp_
     assert Image.open(out / "confusion.png").format == "PNG"
     # a folder without labels: probabilities only
     assert vis.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
-                     "--images", str(folder / "images"), "--out", str(tmp_path / "plain")]) == 0
+                     "--images", str(folder / "images"), "--out", str(tmp_path / "plain"),
+                     "--calibrate", str(folder / "images")]) == 0
     assert "accuracy" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert not (tmp_path / "plain" / "metrics.json").exists()
 
