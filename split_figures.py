@@ -37,7 +37,7 @@ log = logging.getLogger("split_figures")
 
 
 def _non_negative(text: str) -> int:
-    """argparse type of ``--limit`` (issue 14): a whole number >= 0."""
+    """argparse type of ``--limit``: a whole number >= 0."""
     try:
         value = int(text)
     except ValueError:
@@ -59,13 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "if their numbers agree")
     p.add_argument("--splits", default=None, help="train,val,test fractions, e.g. 0.8,0.1,0.1")
     p.add_argument("--seed", type=int, default=0, help="seed of the article shuffle for --splits")
-    # -- issue 14: --limit must not be negative (a slice [:-5] would process all but 5); pixel limit ------
+    # --limit must not be negative (a slice [:-5] would process all but 5); pixel limit
     p.add_argument("--limit", type=_non_negative, default=None, help="only the first N records (smoke runs)")
     p.add_argument("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=parse_pixel_limit,
                    default=DEFAULT_MAX_PIXELS, metavar="N", help="figures with more pixels fail, named in "
                    "failed.json (decompression bombs; default %(default)s)")
-    # -- end issue 14
-    # -- scale-out (issue 15): data/figures/job.py --------------------------------------------------
+    # scale-out: data/figures/job.py
     p.add_argument("--workers", type=int, default=1, help="processes splitting figures (default 1); the "
                    "output is the same for any number")
     p.add_argument("--shard", default=None, metavar="I/N", help="split only shard I of N of the input "

@@ -9,6 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
+from data.check import check_eval_images
 from data.datasets import DatasetError, RetrievalEvalDataset
 from data.files import atomic_write_json
 from models import build_model
@@ -53,16 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         files = split_files(config)
         model = build_model(config, "retrieval").to(info.device)
         eval_tf = build_transform(config, train=False)
-        # -- issue 14: the pixel limit reaches the loader workers; every val/test image header is checked
-        # before training starts (any bad one stops the run: replacing it would change the metrics).
+        # Every val/test image header is checked before training: a bad one stops the run, since
+        # replacing it would change the metrics.
         splits = {s: RetrievalEvalDataset(files[s], eval_tf, config["image_root"], config["max_words"],
                                           max_pixels=config["max_image_pixels"])
                   for s in ("val", "test")}
-        from data.check import check_eval_images
-
         for s, ds in splits.items():
             check_eval_images(ds, f"{s}_file {ds.file}", max_pixels=config["max_image_pixels"])
-        # -- end issue 14
         if args.evaluate:
             results = evaluate_splits(model, splits, config, info.device)
             if is_main():

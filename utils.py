@@ -436,42 +436,42 @@ def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def build_train_loader(config: dict, files: list[str], tokenizer: Any, info: DistInfo, batch_size: int):
-    """The training loader both scripts use: pairs read and checked, augmentation, tokenization in the
-    collate function, a resumable sampler sharded over ranks. Raises when no full batch can be made."""
-    from data.datasets import PairDataset, load_pairs, report_problems
-    from data.loader import Collator, train_loader
-    from models.tokenizer import TextTokenizer
-    from transform import build_transform
-
-    # -- issue 15: train_file entries naming WebDataset shards are streamed (data/shard_dataset.py) -----
-    from data.shard_dataset import is_shard_spec, shard_train_loader
-
-    if any(is_shard_spec(f) for f in files):
-        collate = Collator(TextTokenizer(tokenizer, config["max_length"]), config["laterality_negatives"])
-        return shard_train_loader(config, files, build_transform(config, train=True), collate, info.world_size,
-                                  info.rank, batch_size)
-    # -- end issue 15
-    pairs, problems = load_pairs(files, config["image_root"], config["max_words"])
-    # -- issue 14 (defect 6): before step one, the header of every image is checked (data/check.py), the
-    # ranks sharing the work and gathering what they found; bad records (records, not images or retries)
-    # are counted against max_bad_fraction and left out of the epochs instead of being found one draw at a time.
+def _drop_unreadable(pairs: list, problems: list[str], config: dict, info: DistInfo) -> list:
+    """Check the header of every training image before step one (the ranks share the work), add the
+    records that use a bad one to ``problems``, refuse the data above ``max_bad_fraction``, and return
+    the pairs that remain. Records are counted, not images: 100 records of one broken image are 100."""
     from data.check import check_image_files, record_problems
+    from data.datasets import report_problems
 
     records = len({p.where for p in pairs}) + len(problems)
     bad_images = check_image_files([p.image for p in pairs], max_pixels=config["max_image_pixels"],
                                    shard=(info.rank, info.world_size))
     if is_dist():
-        shards: list = [None] * info.world_size
-        dist.all_gather_object(shards, bad_images)
-        bad_images = {image: reason for shard in shards for image, reason in shard.items()}
-    problems += record_problems(pairs, bad_images)
-    pairs = [p for p in pairs if str(p.image) not in bad_images]
+        found: list = [None] * info.world_size
+        dist.all_gather_object(found, bad_images)
+        bad_images = {image: reason for shard in found for image, reason in shard.items()}
+    problems = problems + record_problems(pairs, bad_images)
     report_problems(problems, records, config["max_bad_fraction"], "train_file")
-    dataset = PairDataset(pairs, build_transform(config, train=True), seed=config["seed"],
-                          max_pixels=config["max_image_pixels"])
-    # -- end issue 14
+    return [p for p in pairs if str(p.image) not in bad_images]
+
+
+def build_train_loader(config: dict, files: list[str], tokenizer: Any, info: DistInfo, batch_size: int):
+    """The training loader both scripts use: pairs read and checked (or WebDataset shards streamed),
+    augmentation, tokenization in the collate function, a resumable sampler sharded over ranks.
+    Raises when no full batch can be made."""
+    from data.datasets import PairDataset, load_pairs
+    from data.loader import Collator, train_loader
+    from data.shard_dataset import is_shard_spec, shard_train_loader
+    from models.tokenizer import TextTokenizer
+    from transform import build_transform
+
+    transform = build_transform(config, train=True)
     collate = Collator(TextTokenizer(tokenizer, config["max_length"]), config["laterality_negatives"])
+    if any(is_shard_spec(f) for f in files):
+        return shard_train_loader(config, files, transform, collate, info.world_size, info.rank, batch_size)
+    pairs, problems = load_pairs(files, config["image_root"], config["max_words"])
+    pairs = _drop_unreadable(pairs, problems, config, info)
+    dataset = PairDataset(pairs, transform, seed=config["seed"], max_pixels=config["max_image_pixels"])
     loader = train_loader(dataset, batch_size, collate, info.world_size, info.rank, config["seed"],
                           config["num_workers"])
     if len(loader) == 0:

@@ -44,7 +44,8 @@ def run_config(args, folder: Path, tokenizer: str) -> dict:
         "text_encoder": None, "med_config": write_text_config(folder, args.size), "max_length": args.max_length,
         "queue_size": args.queue_size, "batch_size": args.batch, "train_file": ["unused.json"], "init_lr": 1e-4,
         "max_epoch": 1, "vit_grad_ckpt": args.grad_ckpt, "vit_ckpt_layer": args.grad_ckpt * SIZES[args.size]["vit"][1],
-        "text_grad_ckpt": args.grad_ckpt, "precision": args.precision}, "pretrain", "bench config")
+        "text_grad_ckpt": args.grad_ckpt or args.text_grad_ckpt, "precision": args.precision}, "pretrain",
+        "bench config")
 
 
 def build(args, path: str, config: dict, tok, device: torch.device):
@@ -157,7 +158,8 @@ def finish(args, run: dict) -> dict:
     step(model, optimizer, run["images"], data[0], args.precision, device, timer)
     median = statistics.median(run["times"])
     return {"path": run["path"], "size": args.size, "batch": args.batch, "precision": args.precision,
-            "grad_ckpt": args.grad_ckpt, "compile": args.compile and run["path"] == "fast",
+            "grad_ckpt": args.grad_ckpt, "text_grad_ckpt": args.grad_ckpt or args.text_grad_ckpt,
+            "compile": args.compile and run["path"] == "fast",
             "device": device_name(device), "threads": torch.get_num_threads(), "max_length": args.max_length,
             "text_width_mean": round(statistics.mean(b["input_ids"].shape[1] for b in data), 1),
             "tokenizer": run["tokenizer"], "images_per_s": round(args.batch / median, 3),
@@ -250,7 +252,8 @@ def child_command(args, path: str) -> list[str]:
             "--precision", args.precision, "--steps", "1", "--warmup", "1",
             "--device", args.device, "--max-length", str(args.max_length), "--queue-size", str(args.queue_size),
             "--threads", str(args.threads)]
-    return argv + ["--grad-ckpt"] * args.grad_ckpt + ["--compile"] * (args.compile and path == "fast")
+    return (argv + ["--grad-ckpt"] * args.grad_ckpt + ["--text-grad-ckpt"] * args.text_grad_ckpt
+            + ["--compile"] * (args.compile and path == "fast"))
 
 
 def interleaved(args) -> dict[str, dict]:
@@ -294,6 +297,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--grad-ckpt", action="store_true", help="checkpoint every ViT block and every text layer")
+    p.add_argument("--text-grad-ckpt", action="store_true", help="checkpoint every text layer (text_grad_ckpt) only")
     p.add_argument("--compile", action="store_true", help="torch.compile the towers (fast path only)")
     p.add_argument("--steps", type=int, default=5, help="timed steps")
     p.add_argument("--warmup", type=int, default=2)

@@ -127,11 +127,10 @@ COMMON = {
                                   "and right swapped, as a negative of its own image"),
     "max_bad_fraction": Field("float", 0.01, "stop when more than this fraction of records is unreadable",
                               0.0, 1.0),
-    # -- issue 14: decompression bombs are bad records; the default and ceiling are data.images.DEFAULT_MAX_PIXELS,
+    # decompression bombs are bad records; the default and ceiling are data.images.DEFAULT_MAX_PIXELS,
     # PIL's own hard limit (2 * Image.MAX_IMAGE_PIXELS), which the loader never changes for the process.
     "max_image_pixels": Field("int", 178_956_970, "images with more pixels (width x height) are bad records, "
                               "refused from their header before decoding (decompression bombs)", 1, 178_956_970),
-    # -- end issue 14
     "print_freq": Field("int", 50, "progress line every N steps", 1, 10**9),
     "log_every_steps": Field("int", 0, "also write a log.txt line every N steps (0 = per epoch only)", 0, 10**9),
     "save_every_steps": Field("int", 0, "write checkpoint_last.pth every N steps (0 = per epoch only)", 0, 10**9),

@@ -47,7 +47,7 @@ def read_pairs(path: Path, bad: list[BadRecord] | None = None) -> list[tuple[str
     """("file.json[i]", record) for the pair records of ``path`` (see :func:`data.records.read_records`);
     a file, or without ``bad`` a record, that cannot be used raises :class:`DatasetError`, naming it.
     Datasets in a public layout (``roco:DIR``, ``pmc-oa:FILE``, ``x.csv``, ...) are read by :mod:`data.adapters`."""
-    # -- issue 15: the field's dataset layouts (data/adapters/) -----------------------------------------
+    # the field's dataset layouts (data/adapters/)
     from data import adapters
 
     if adapters.is_adapter_spec(path):
@@ -55,7 +55,6 @@ def read_pairs(path: Path, bad: list[BadRecord] | None = None) -> list[tuple[str
             return adapters.read_pairs(str(path), bad)
         except (ValueError, OSError) as e:  # AdapterError, RecordError; the message names file and row
             raise DatasetError(str(e)) from None
-    # -- end issue 15
     with _dataset_errors():
         return [(f"{path}[{i}]", r) for i, r in indexed_records(path, PairRecord, bad=bad, what="dataset file")]
 
@@ -158,7 +157,7 @@ class PairDataset(Dataset):
                 img = load_rgb(pair.image, self.max_pixels)
             except BadImageError as e:
                 log.warning(f"{pair.where}: {e}; using another sample")
-                # One bad record drawn, however many replacements fail after it (issue 14: counting
+                # One bad record drawn, however many replacements fail after it (counting
                 # every attempt reported ~157 "bad" of 192 draws where ~96 bad records were drawn).
                 bad = 1
                 i = int(rng.integers(len(self.pairs)))

@@ -101,7 +101,7 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
     (:func:`open_image`). DICOM files and series folders and NIfTI volumes (with an optional
     ``#axial:42,window=brain`` choice) are read by :mod:`data.clinical`.
     """
-    # -- clinical formats (issue 16): data/clinical.py ------------------------------------------------
+    # clinical formats: data/clinical.py
     from data import clinical
 
     if clinical.is_clinical(path):
@@ -112,7 +112,7 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
         return to_rgb(img)
 
 
-# -- clinical formats (issue 16) ------------------------------------------------------------------------
+# clinical formats
 
 
 def image_exists(path: str | Path) -> bool:

@@ -71,7 +71,7 @@ def download_cached(url: str, deadline_s: float | None = None) -> Path:
     finish within ``deadline_s`` seconds (default ``$MEDVL_DOWNLOAD_DEADLINE``, else 3600; see
     :mod:`models.download`): a server that trickles bytes cannot hold a run at its start for good.
     """
-    from models.download import download  # issue 14: a total deadline, which per-read timeouts are not
+    from models.download import download  # a total deadline, which per-read timeouts are not
 
     target = cached_path(url)
     if target.is_file():

@@ -1,4 +1,4 @@
-"""Downloading a file over HTTP(S) within a total deadline (checkpoint and weight URLs; issue 14, defect 9).
+"""Downloading a file over HTTP(S) within a total deadline (checkpoint and weight URLs).
 
 A socket timeout bounds each read only, so a server that trickles one byte a second would hold
 ``torch.hub.download_url_to_file`` forever. :func:`download` bounds the whole transfer: a watchdog timer

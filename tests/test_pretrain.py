@@ -127,7 +127,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, demo):
 
 
 def test_bad_records_are_counted_and_too_many_stop_the_run(tmp_path, demo):
-    """Records whose image header is unusable are left out before step one (issue 14's pre-flight check);
+    """Records whose image header is unusable are left out before step one (the pre-flight check);
     those that fail only when decoded (a truncated JPEG) are replaced during the epoch and counted."""
     from data.datasets import DatasetError
 

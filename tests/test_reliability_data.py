@@ -1,4 +1,4 @@
-"""Data-side faults of issue 14: decompression bombs, bad-record counts and the pre-flight image check,
+"""Data-side faults: decompression bombs, bad-record counts and the pre-flight image check,
 hostile records in split_figures.py, HTTP servers that trickle bytes or ask to wait for a day, and option
 values that the libraries used to refuse in their own words."""
 from __future__ import annotations

@@ -122,7 +122,7 @@ def test_calibration_centres_each_class_over_the_reference_images(setup):
     images = torch.randn(6, 3, 32, 32)
     raw = clf.logits(images)
     offsets = clf.calibrate([images[:4], images[4:]])
-    torch.testing.assert_close(offsets * 1, (raw * clf.model.temp).mean(0), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(offsets, (raw * clf.model.temp).mean(0), atol=1e-5, rtol=1e-4)
     calibrated = clf.logits(images)
     torch.testing.assert_close(calibrated.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(calibrated, raw - offsets / clf.model.temp, atol=1e-4, rtol=1e-4)

@@ -35,7 +35,7 @@ class SplitOptions:
     context: bool = True  # prepend the caption's shared context to each sub-caption
     order_fallback: bool = False  # without any letters read, pair letters with panels in reading order
     crop_dir: str = "images"
-    max_pixels: int = DEFAULT_MAX_PIXELS  # issue 14: larger images (decompression bombs) fail, named
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images (decompression bombs) fail, named
 
 
 @dataclass
@@ -60,7 +60,7 @@ def split_figure(record: FigureRecord, root: Path, out_dir: Path, ocr: Any, opts
     The record's caption is clean text already (``data.records``); it is used as it stands.
     """
     image_rel, caption = record["image"], record["caption"]
-    # -- issue 14 (defect 8): nothing outside the input folder is read (``../x.png``, absolute paths), a
+    # nothing outside the input folder is read (``../x.png``, absolute paths), a
     # figure without caption text fails (its records would reach the splits with nothing to learn from),
     # and an over-large image fails by its header, like a broken one.
     if not pre_caption(caption, 10**6):
@@ -74,7 +74,6 @@ def split_figure(record: FigureRecord, root: Path, out_dir: Path, ocr: Any, opts
             image = im.convert("RGB")
     except BadImageError as e:
         return FigureResult("failed", reason=f"cannot read image: {e}")
-    # -- end issue 14
     result = FigureResult("fallback")
     panels = _panels(image, ocr, src, result.counts)
     subs = split_caption(caption)
@@ -97,7 +96,7 @@ def split_figure(record: FigureRecord, root: Path, out_dir: Path, ocr: Any, opts
 def crop_stem(relative: Path) -> str:
     """The name part crops of one figure share: its file stem (made safe) and a short hash of its path
     relative to the input folder, so that ``a/fig.png`` and ``b/fig.png`` never overwrite each other's
-    crops, while a rerun gives every crop the same name again (issue 14)."""
+    crops, while a rerun gives every crop the same name again ."""
     digest = hashlib.sha1(relative.as_posix().encode("utf-8")).hexdigest()[:8]
     return f"{safe_component(relative.stem)}-{digest}"
 

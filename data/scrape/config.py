@@ -67,22 +67,20 @@ class ScrapeConfig:
     page_size: int = _option(100, "Open-i hits per request (1-100)")
     batch_size: int = _option(20, "articles per efetch request")
     timeout: float = _option(60.0, "seconds per request (default %(default)s)")  # Open-i takes ~30 s per 100 hits
-    # -- issue 14: --timeout bounds each socket read only; a server trickling bytes needs a total limit ---------
+    # --timeout bounds each socket read only; a server trickling bytes needs a total limit
     deadline: float = _option(300.0, "seconds one try of a request may take in all, headers and body (a server "
                                      "that trickles bytes is cut off and the try retried; default %(default)s)")
-    # -- end issue 14
     retries: int = _option(4, "retries on 429/5xx/timeouts (default %(default)s)")
     backoff: float = _option(2.0, "first retry delay in seconds, doubled each time")
     openi_url: str = _option("https://openi.nlm.nih.gov", "Open-i base URL")
     eutils_url: str = _option("https://eutils.ncbi.nlm.nih.gov/entrez/eutils", "E-utilities base URL")
     pmc_url: str = _option("https://pmc.ncbi.nlm.nih.gov", "host serving PMC articles and figures")
-    # -- issue 15: the PMC Cloud Service (data/scrape/cloud.py) ---------------------------------------------
+    # the PMC Cloud Service (data/scrape/cloud.py)
     cloud_url: str = _option(CLOUD_URL, "pmc-cloud: HTTPS address of the pmc-oa-opendata bucket")
     pmcid_file: str = _option("", "pmc-cloud: take PMCIDs from this file (one a line, or a CSV with a pmcid "
                                   "column) instead of an E-utilities search", metavar="FILE")
     shards: bool = _option(False, "also write WebDataset tar shards of captions.json under <out>/shards/")
     shard_size: int = _option(10_000, "samples per tar shard with --shards (default %(default)s)")
-    # -- end issue 15
     progress: bool = _option(True, "hide the progress bar", flag="--no-progress")
     backoff_max: float = _option(60.0, "longest delay between two tries, in seconds", cli=False)
     max_retry_after: float = _option(600.0, "longest wait a server may ask for with Retry-After, in seconds; a "
@@ -113,13 +111,13 @@ class ScrapeConfig:
             raise ValueError(f"unknown Open-i article/image type code(s): {', '.join(bad)}")
         if not 1 <= self.page_size <= 100:
             raise ValueError(f"Open-i page size must be 1..100, got {self.page_size}")
-        self._validate_network()  # issue 14
-        if self.shard_size < 1:  # issue 15
+        self._validate_network()
+        if self.shard_size < 1:
             raise ValueError(f"--shard-size must be at least 1, got {self.shard_size}")
         self.accepted_licenses()  # an unknown licence name raises here, before the folder is opened
 
     def _validate_network(self) -> None:
-        """The HTTP settings, checked here so that the message names the option (issue 14: ``--retries -1``
+        """The HTTP settings, checked here so that the message names the option (``--retries -1``
         ended in an AssertionError inside urllib3, ``--timeout 0`` and ``--backoff -5`` in library messages)."""
         for option, value, zero_ok in (("--timeout", self.timeout, False), ("--deadline", self.deadline, False),
                                        ("--backoff", self.backoff, True), ("backoff_max", self.backoff_max, True),
@@ -158,7 +156,7 @@ class ScrapeConfig:
         identity = {"source": self.source, "query": self.query, "article_types": list(self.article_types),
                     "image_types": list(self.image_types), "oa_filter": self.oa_filter,
                     "licenses": sorted(accepted) if accepted else None, "min_size": self.min_size}
-        if self.source == "pmc-cloud":  # issue 15: which articles a PMCID list names
+        if self.source == "pmc-cloud":  # which articles a PMCID list names
             from data.scrape.cloud import pmcid_list_digest
 
             identity["pmcid_list"] = pmcid_list_digest(self.pmcid_file) if self.pmcid_file else None

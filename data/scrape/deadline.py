@@ -1,4 +1,4 @@
-"""A total time limit for each HTTP request of the scraper (issue 14, defect 9).
+"""A total time limit for each HTTP request of the scraper .
 
 urllib3's read timeout applies to each socket read, so a server that sends one byte a second keeps a
 request alive forever: ``--timeout 60`` never fires. :class:`Deadline` bounds one try of a request as a

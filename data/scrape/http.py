@@ -10,7 +10,7 @@ request is tried ``retries + 1`` times in all, whatever went wrong.
 
 ``--timeout`` bounds each socket read; ``--deadline`` bounds each try as a whole (``data.scrape.deadline``),
 so that a server trickling bytes is cut off, and a ``Retry-After`` longer than ``--max-retry-after`` fails
-the request at once with the wait named, while a shorter one is waited with a warning (issue 14).
+the request at once with the wait named, while a shorter one is waited with a warning .
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ class PoliteClient:
         self.config = config
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = config.user_agent
-        # issue 14: a total --deadline per try, which per-read timeouts are not (data/scrape/deadline.py)
+        # a total --deadline per try, which per-read timeouts are not (data/scrape/deadline.py)
         self._adapter = deadline.DeadlineAdapter(max_retries=self._policy())
         self._deadline = deadline.Deadline(config.deadline)
         self.session.mount("http://", self._adapter)
@@ -162,7 +162,7 @@ class PoliteClient:
             return self.session.get(url, timeout=self.config.timeout, stream=True, allow_redirects=False)
         except (requests.ConnectionError, requests.Timeout) as err:  # urllib3 retried until the budget ran out
             raise self._gave_up(url, self._network_reason(err)) from err
-        except RetryAfterTooLong as err:  # issue 14: asked to wait longer than --max-retry-after
+        except RetryAfterTooLong as err:  # asked to wait longer than --max-retry-after
             raise FetchError(url, str(err), status=err.status, transient=True, code="retry_after_too_long") from None
 
     def _check_status(self, url: str, resp: requests.Response) -> None:

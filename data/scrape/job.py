@@ -22,7 +22,7 @@ def build_limiter(config: ScrapeConfig, period: float = 1.0) -> RateLimiter:
 
 def build_source(config: ScrapeConfig, client: PoliteClient) -> OpenISource | EutilsSource | CloudSource:
     """The Open-i, E-utilities or PMC Cloud source the config asks for."""
-    if config.source == "pmc-cloud":  # issue 15
+    if config.source == "pmc-cloud":
         return CloudSource(client, config)
     return OpenISource(client, config) if config.source == "openi" else EutilsSource(client, config)
 
@@ -33,7 +33,7 @@ def run_scrape(config: ScrapeConfig, limiter: RateLimiter | None = None) -> Summ
     client = PoliteClient(limiter or build_limiter(config), config)
     store = ScrapeStore(config.out, config.identity())
     summary = Scraper(build_source(config, client), client, store, config).run()
-    if config.shards and not summary.error:  # issue 15: tar shards of the finished collection
+    if config.shards and not summary.error:  # tar shards of the finished collection
         from data.shards import write_shards
 
         info = write_shards([config.out / "captions.json"], config.out / "shards", prefix="captions",

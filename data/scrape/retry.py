@@ -25,7 +25,7 @@ RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 
 class RetryAfterTooLong(Exception):
     """The server asked (``Retry-After``) for a longer wait than ``--max-retry-after`` allows: the request
-    fails at once, named, instead of sleeping for hours (issue 14). Not an ``OSError``, so that requests
+    fails at once, named, instead of sleeping for hours . Not an ``OSError``, so that requests
     hands it through unchanged."""
 
     def __init__(self, seconds: float, cap: float, status: int) -> None:
