@@ -4,6 +4,7 @@
         --caption "axial flair mri shows a mass in the left frontal lobe" --out attention.png
     python vis.py --checkpoint CKPT --data datasets/demo/test.json --index 3 --out attention.pdf
     python vis.py curves output/RUN_A/log.txt output/RUN_B/log.txt --out curves.png
+    python vis.py classify|caption|embed|search ...     (vis.py COMMAND --help for each)
 
 The figure shows the image, the sentence map (mean over the caption's word tokens) and one map per
 word (word pieces merged), with the ITM match probability. The maps are Grad-CAM of the "match" logit
@@ -59,11 +60,9 @@ def maps_parser() -> argparse.ArgumentParser:
     p.add_argument("--cmap", default="jet", help="matplotlib colormap (default: jet)")
     p.add_argument("--out", default="attention.png", help="output figure: .png, .pdf, .svg or .jpg")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    # -- issue 14: decompression bombs are refused from their header, named ------------------------------
     p.add_argument("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=int,
                    default=None, metavar="N", help="refuse images with more pixels, from their header "
                    "(default 178956970, PIL's own ceiling)")
-    # -- end issue 14
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. tokenizer=path/to/folder when the saved path moved")
     return p
@@ -240,7 +239,7 @@ def maps_main(argv: list[str]) -> int:
 
     if args.cmap not in matplotlib.colormaps:
         raise VisError(f"--cmap {args.cmap!r} is not a matplotlib colormap (e.g. jet, viridis, inferno)")
-    # -- issue 14: a negative or non-finite blur was accepted and drawn as if it were 0 ------------------------
+    # A negative or non-finite blur would be drawn as if it were 0.
     if not (math.isfinite(args.blur) and args.blur >= 0):
         raise VisError(f"--blur {args.blur}: the sigma must be a fraction of the image side >= 0 (e.g. 0.02)")
     from data.images import DEFAULT_MAX_PIXELS
@@ -248,7 +247,6 @@ def maps_main(argv: list[str]) -> int:
     if args.max_image_pixels is not None and not 1 <= args.max_image_pixels <= DEFAULT_MAX_PIXELS:
         raise VisError(f"--max-image-pixels {args.max_image_pixels}: must be in [1, {DEFAULT_MAX_PIXELS}]")
     max_pixels = args.max_image_pixels or DEFAULT_MAX_PIXELS
-    # -- end issue 14
     image_path, caption, data_file = pick_record(args)
     if not pre_caption(caption, 10**5):
         raise VisError(f"caption {caption!r} is empty after cleaning: there is no word to map")
@@ -366,6 +364,16 @@ def curves_main(argv: list[str]) -> int:
     return 0
 
 
+def command_parser() -> argparse.ArgumentParser:
+    """``vis.py COMMAND ...``: each command parses the rest of its line itself. Without a command the
+    line is the ``maps`` command's, as the published ``vis.py --checkpoint ...`` form has it."""
+    p = argparse.ArgumentParser(prog="vis.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)  # the command's own parser reads the rest
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -373,18 +381,17 @@ def main(argv: list[str] | None = None) -> int:
     from data.datasets import DatasetError
     from data.images import BadImageError
 
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["maps", *argv]
+    args, rest = command_parser().parse_known_args(argv)
     try:
-        if argv and argv[0] == "curves":
-            return curves_main(argv[1:])
-        if argv and argv[0] in USE_COMMANDS:  # classify, caption, embed, search (issue 16)
-            return USE_COMMANDS[argv[0]](argv[1:])
-        return maps_main(argv)
+        return COMMANDS[args.command][0](rest)
     except (VisError, ConfigError, DatasetError, BadImageError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"vis.py: error: {e}", file=sys.stderr)
         return 2
 
 
-# -- using the model: classify, caption, embed, search (issue 16) ----------------------------------------
+# -- using the model: classify, caption, embed, search ----------------------------------------------------
 # Library code: models/zeroshot.py, generate.py, embed.py, metrics.py, caption_metrics.py; inputs:
 # data/image_list.py and data/clinical.py. Each command writes its files into --out (a folder).
 
@@ -630,7 +637,14 @@ def search_main(argv: list[str]) -> int:
     return 0
 
 
-USE_COMMANDS = {"classify": classify_main, "caption": caption_main, "embed": embed_main, "search": search_main}
+COMMANDS = {
+    "maps": (maps_main, "Grad-CAM maps of a caption on an image (the default command)"),
+    "curves": (curves_main, "training curves from log.txt files, several runs overlaid"),
+    "classify": (classify_main, "zero-shot classification with prompt ensembles (ITC, optional ITM re-ranking)"),
+    "caption": (caption_main, "captions from the image-grounded decoder, scored against references"),
+    "embed": (embed_main, "image and text embeddings for search (.npy + index.json)"),
+    "search": (search_main, "rank stored embeddings for a text or an image"),
+}
 
 
 if __name__ == "__main__":

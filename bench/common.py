@@ -104,6 +104,7 @@ class PartTimer:
         self.device = device
         self.totals: dict[str, float] = defaultdict(float)
         self._stack: list[list] = []
+        self._wrapped: list[tuple] = []
         self.enabled = False
 
     @contextmanager
@@ -130,7 +131,17 @@ class PartTimer:
             with self.part(label):
                 return original(*args, **kwargs)
 
+        self._wrapped.append((obj, name, obj.__dict__.get(name)))
         setattr(obj, name, timed)
+
+    def unwrap(self) -> None:
+        """Put every wrapped method back (models that share their attributes must not keep the wrappers)."""
+        for obj, name, before in reversed(self._wrapped):
+            if before is None:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, before)
+        self._wrapped.clear()
 
     def report(self) -> dict[str, float]:
         return {k: round(v * 1000, 1) for k, v in sorted(self.totals.items(), key=lambda kv: -kv[1])}

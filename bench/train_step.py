@@ -155,7 +155,10 @@ def finish(args, run: dict) -> dict:
     timer = PartTimer(device)
     instrument(model, timer)
     timer.enabled = True
-    step(model, optimizer, run["images"], data[0], args.precision, device, timer)
+    try:
+        step(model, optimizer, run["images"], data[0], args.precision, device, timer)
+    finally:
+        timer.unwrap()
     median = statistics.median(run["times"])
     return {"path": run["path"], "size": args.size, "batch": args.batch, "precision": args.precision,
             "grad_ckpt": args.grad_ckpt, "text_grad_ckpt": args.grad_ckpt or args.text_grad_ckpt,
@@ -166,7 +169,7 @@ def finish(args, run: dict) -> dict:
             "step_s_median": round(median, 4), "step_s_all": [round(t, 4) for t in run["times"]],
             "peak_memory_mb": round(peak, 1), "rss_before_first_step_mb": round(run["rss_before_mb"], 1),
             "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_peak_rss",
-            "host_syncs_per_step": syncs, "breakdown_ms": timer.report(), "last_loss": float(run["loss"])}
+            "host_syncs_per_step": syncs, "breakdown_ms": timer.report(), "last_loss": run["loss"].item()}
 
 
 def run_path(args) -> dict:
@@ -257,9 +260,10 @@ def child_command(args, path: str) -> list[str]:
 
 
 def interleaved(args) -> dict[str, dict]:
-    """Both paths in this process, their timed steps alternated, so that a shared machine's load
-    changes hit both alike (peak memory is then the process's, not a path's)."""
-    runs = {path: prepare(args, path) for path in ("plain", "fast")}
+    """Both paths in this process on one model (see :func:`as_plain`), their timed steps alternated, so
+    that a shared machine's load changes hit both alike (peak memory is then the process's)."""
+    fast = prepare(args, "fast")
+    runs = {"plain": as_plain(args, fast), "fast": fast}
     for i in range(args.steps):
         for run in runs.values():
             timed_step(args, run, i)
@@ -276,11 +280,12 @@ def memory_of(args, path: str) -> float | None:
 
 
 def side_by_side(args) -> int:
-    """Speed from :func:`interleaved`, peak memory from one fresh process per path; then the ratios."""
+    """Peak memory from one fresh process per path (run first, one at a time, so that no two base
+    models are held at once), speed from :func:`interleaved`; then the ratios."""
+    mem = {p: memory_of(args, p) for p in ("plain", "fast")} if args.memory else {"plain": None, "fast": None}
     results = interleaved(args)
     for r in results.values():
         print(json.dumps(r), flush=True)
-    mem = {p: memory_of(args, p) for p in ("plain", "fast")} if args.memory else {"plain": None, "fast": None}
     ips = {p: r["images_per_s"] for p, r in results.items()}
     ratio = round(mem["fast"] / mem["plain"], 3) if mem["fast"] and mem["plain"] else None
     print(json.dumps({"summary": True, "size": args.size, "batch": args.batch, "precision": args.precision,

@@ -12,7 +12,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 TMP_PREFIX = ".tmp-"
 
@@ -102,6 +102,22 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def json_objects(lines: Iterable[str], source: str | os.PathLike, error: type[Exception] = ValueError,
+                 bad_json: str = "not valid JSON") -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank JSON line; a line that is not a JSON object raises
+    ``error`` naming ``source`` and the line (``bad_json`` says what a broken line is called)."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f"{source}:{number}: {bad_json} ({err})") from None
+        if not isinstance(row, dict):
+            raise error(f"{source}:{number}: a line must hold a JSON object")
+        yield number, row
 
 
 def remove_temp_files(folder: str | os.PathLike) -> list[Path]:

@@ -8,6 +8,8 @@ holds; :func:`check_identity` refuses a later run whose settings differ, naming 
 """
 from __future__ import annotations
 
+from data.files import json_objects
+
 import json
 import logging
 from pathlib import Path
@@ -36,18 +38,8 @@ def read_manifest(path: str | Path, repair: bool = True) -> list[dict]:
             with open(path, "r+b") as fh:
                 fh.truncate(cut)
         data = data[:cut]
-    entries = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ManifestError(f"{path}:{number}: corrupt manifest line ({err})") from err
-        if not isinstance(entry, dict):
-            raise ManifestError(f"{path}:{number}: a manifest line must be a JSON object")
-        entries.append(entry)
-    return entries
+    lines = data.decode("utf-8").splitlines()
+    return [entry for _, entry in json_objects(lines, path, ManifestError, "corrupt manifest line")]
 
 
 def first_identity(entries: list[dict]) -> dict | None:

@@ -109,16 +109,7 @@ def image_folder(options: dict, base: Path, defaults: tuple[str, ...]) -> Path:
 
 def json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) of a JSON-lines file; a line that is not a JSON object is an error naming it."""
-    import json
+    from data.files import json_objects
 
     with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise AdapterError(f"{path}:{number}: not valid JSON ({err})") from None
-            if not isinstance(row, dict):
-                raise AdapterError(f"{path}:{number}: a line must hold a JSON object")
-            yield number, row
+        yield from json_objects(fh, path, AdapterError)
