@@ -14,7 +14,7 @@ class's mean cosine over the images of another split (``--calibrate_on``, val by
 subtracted (``ZeroShotClassifier.calibrate``).
 ``--lists DIR`` also writes the labelled JSON lists, for ``vis.py classify --images DIR/sequence.json``.
 
-    python -m bench.zeroshot_demo --checkpoint output/demo_pretrain/checkpoint_last.pth --demo data/demo
+    python -m bench.zeroshot_demo --checkpoint output/demo_pretrain/checkpoint_last.pth --demo datasets/demo
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibrate_on", default="val", choices=("train", "val", "test"),
                    help="split whose images (not labels) calibrate the class scores")
     p.add_argument("--lists", default=None, help="also write labelled JSON lists of each task into this folder")
-    p.add_argument("--options", nargs="+", default=[], help="config overrides (e.g. tokenizer=data/demo/tokenizer)")
+    p.add_argument("--options", nargs="+", default=[], help="config overrides (e.g. tokenizer=datasets/demo/tokenizer)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     demo = Path(args.demo)
