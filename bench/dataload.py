@@ -12,7 +12,7 @@ Sets, each printed as JSON lines (one per set and worker count):
 Compare the images/s with the training step's (``bench/train_step.py``): when a step consumes images
 faster than the loader with the workers you can spare makes them, pre-resize.
 
-    python -m bench.dataload [--workers 0,2,4,8] [--batches 6] [--batch 16] [--images 48]
+    python -m bench.dataload [--workers 0,2,4,8] [--batches 40] [--batch 16] [--images 48]
 """
 from __future__ import annotations
 
@@ -70,22 +70,22 @@ def generated_list(out: Path, n: int, fmt: str, seed: int = 0) -> Path:
 
 
 def loader_rate(list_path: Path, config: dict, tokenizer, workers: int, batch: int, batches: int) -> dict:
-    """Images/s of the training loader over ``batches`` batches after the first (worker start-up is
-    reported apart, since persistent workers pay it once per run, not per epoch)."""
+    """Images/s of the training loader over ``batches`` batches, worker start-up included (the time to
+    the first batch is reported too). Workers prefetch two batches each, so ``batches`` must be several
+    times the worker count for the rate to be the steady one."""
     from torch.utils.data import DataLoader, RandomSampler
 
     pairs, problems = load_pairs([list_path], None, config["max_words"])
     dataset = PairDataset(pairs, build_transform(config, train=True), seed=0)
     collate = Collator(TextTokenizer(tokenizer, config["max_length"]), config["laterality_negatives"])
-    sampler = RandomSampler(dataset, replacement=True, num_samples=batch * (batches + 1))
+    sampler = RandomSampler(dataset, replacement=True, num_samples=batch * batches)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate)
     t0 = time.perf_counter()
     it = iter(loader)
-    next(it)
+    n = len(next(it)["images"])
     first = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    n = sum(len(b["images"]) for b in it)
-    elapsed = time.perf_counter() - t1
+    n += sum(len(b["images"]) for b in it)
+    elapsed = time.perf_counter() - t0
     sizes = [Image.open(p.image).size for p in pairs[:50]]
     return {"workers": workers, "images_per_s": round(n / elapsed, 2), "first_batch_s": round(first, 2),
             "images_timed": n, "files": len(pairs), "unreadable": len(problems),
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", default="0,2,4,8")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--batches", type=int, default=6, help="timed batches per run (after the first)")
+    p.add_argument("--batches", type=int, default=40, help="batches per run (several times the workers)")
     p.add_argument("--images", type=int, default=48, help="generated images per format")
     p.add_argument("--image-size", type=int, default=224, help="training resolution")
     args = p.parse_args(argv)

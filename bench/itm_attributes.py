@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from data.images import load_rgb
+from data.synthetic.demo import captions_for
 from data.synthetic.probes import changed_captions, painted
 from transform.pipeline import EvalTransform
 from vis import load_itm_model

@@ -11,8 +11,18 @@ same math, BLIP's per-tensor AdamW, captions padded to ``max_length``) in the sa
 paths' timed steps alternated so that a shared machine's load hits both alike; then each path alone
 in a fresh process for its peak memory; and adds a summary line with the ratios.
 
+``--sweep`` measures several variants (``fast:bf16``, ``fast:bf16:ckpt``, ``fast:fp32``, ``plain:bf16``...)
+on one built model, one after the other, with MFU from torch's FLOP counter (bench/gpu_check.sh uses it).
+
+``--compile`` compiles the three towers in place (``nn.Module.compile(dynamic=True)``, state-dict keys
+unchanged). Traced with the eager backend they give no graph break (one graph per call pattern, no
+recompilation across caption lengths); compiling the whole forward breaks at the tokenizer's special-
+token lookups and at ``torch.multinomial``. Inductor's CPU code generation did not finish within 25
+minutes on the shared 2-core machine, so no compiled timing is reported yet (bench/README.md).
+
     python -m bench.train_step --size tiny --batch 8 --baseline
     python -m bench.train_step --size base --batch 2 --baseline --steps 3 --warmup 1
+    python -m bench.train_step --size base --batch 64 --device cuda --sweep
     python -m bench.train_step --size base --batch 32 --precision bf16 --device cuda --compile
 """
 from __future__ import annotations
@@ -237,10 +247,12 @@ def sweep(args) -> int:
         median = statistics.median(run["times"])
         record = {"variant": f"{path}:{precision}" + (":ckpt" if ckpt else ""), "size": args.size, "batch": args.batch,
                   "device": device_name(run["device"]), "images_per_s": round(args.batch / median, 2),
-                  "step_s_median": round(median, 4), "peak_memory_mb": round(peak_memory_mb(run["device"]), 1)}
+                  "step_s_median": round(median, 4), "peak_memory_mb": round(peak_memory_mb(run["device"]), 1),
+                  "host_syncs_per_step": count_syncs(run["model"], run["optimizer"], run["images"], run["data"][0],
+                                                     precision, run["device"])}
         if flops:
-            record["model_tflop_per_step"] = round(flops / 1e12, 3)
-            record["achieved_tflop_s"] = round(flops / median / 1e12, 1)
+            record["model_gflop_per_step"] = round(flops / 1e9, 1)
+            record["achieved_tflop_s"] = round(flops / median / 1e12, 3)
             record["mfu_vs_bf16_dense_peak"] = round(flops / median / (args.peak_tflops * 1e12), 4)
         print(json.dumps(record), flush=True)
     return 0

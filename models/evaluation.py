@@ -75,17 +75,25 @@ def extract_features(model, dataset, device: torch.device, batch_size: int, text
     return Features(image_embeds, lo, image_feat, tok["input_ids"], tok["attention_mask"], text_feat)
 
 
-def length_batches(lengths: Tensor, batch_size: int) -> list[tuple[Tensor, int]]:
+def length_batches(lengths: Tensor, batch_size: int, slack: float = 0.25) -> list[tuple[Tensor, int]]:
     """Split positions 0..n-1 into batches of similar text length: [(positions (b,), longest length)].
 
-    lengths (n,) on the CPU. Sorted by length, each batch can be cut to its own longest text; padding
-    is masked, so the cut changes no result.
+    lengths (n,) on the CPU. Sorted by length, each batch is cut to its own longest text (padding is
+    masked, so the cut changes no result). A batch closes when full, or when the next text is more than
+    ``slack`` longer than the batch's shortest and the batch holds at least a quarter of ``batch_size``
+    (smaller batches would cost more in per-call overhead than the padding they save).
     """
-    order = torch.argsort(lengths, stable=True)
-    batches = []
-    for s in range(0, len(order), batch_size):
-        sel = order[s:s + batch_size]
-        batches.append((sel, int(lengths[sel[-1]])))
+    order = torch.argsort(lengths, stable=True).tolist()
+    values = lengths.tolist()
+    batches, current = [], []
+    for i in order:
+        if current and (len(current) >= batch_size or (
+                values[i] > (1 + slack) * values[current[0]] and len(current) >= max(1, batch_size // 4))):
+            batches.append((torch.tensor(current), int(values[current[-1]])))
+            current = []
+        current.append(i)
+    if current:
+        batches.append((torch.tensor(current), int(values[current[-1]])))
     return batches
 
 

@@ -21,7 +21,7 @@ def test_gpu_check_script_parses():
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("MEDVL_GPU_CHECK_DRY") != "1",
-                    reason="about 90 s on an idle 2-core CPU (longer when shared): set MEDVL_GPU_CHECK_DRY=1")
+                    reason="about 55 s on an idle 2-core CPU, minutes when shared: set MEDVL_GPU_CHECK_DRY=1")
 def test_gpu_check_dry_run_runs_every_step(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "BUDGET_S": "600"}
     subprocess.run(["bash", str(SCRIPT), "--dry-run"], cwd=ROOT, env=env, check=True, timeout=900,

@@ -78,7 +78,8 @@ def test_pretrain_fast_step_equals_plain(tmp_path, tokenizer):
     cfg = tiny_config(tmp_path, "pretrain", minilm_folder())
     fast, plain = twins(cfg, tokenizer, BlipPretrain, PlainPretrain)
     images = torch.randn(4, 3, 32, 32)
-    swap = "axial flair mri shows a lesion in the right frontal lobe"
+    # Longer than every caption of the batch: the ITM pass pads the other texts to its width.
+    swap = "axial flair mri shows a lesion in the right frontal lobe with oedema around it and mass effect"
     a = run_step(fast, images, torch.arange(4), swap)
     b = run_step(plain, images, torch.arange(4), swap)
     assert_same_step(a, b)
