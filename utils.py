@@ -218,10 +218,31 @@ class MetricLogger:
             self.meters[k] = SmoothedValue(count=int(count), total=float(total))
         self.header = header
         self.print_freq = max(1, print_freq)
+        self._pending: list[tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]] = []
 
     def update(self, **values: float) -> None:
         for k, v in values.items():
             self.meters[k].update(float(v))
+
+    def record(self, counted: torch.Tensor, values: Mapping[str, torch.Tensor], **host: float) -> None:
+        """Keep one step's values without reading them: ``counted`` (0-dim bool) and ``values`` (0-dim
+        tensors) stay on the device until :meth:`flush`; ``host`` values (e.g. lr) are plain floats."""
+        self._pending.append((counted.detach(), {k: v.detach() for k, v in values.items()}, host))
+
+    def flush(self) -> list[bool]:
+        """Read the recorded steps in one transfer, add the counted ones to the meters; returns each
+        step's ``counted`` flag, in order."""
+        if not self._pending:
+            return []
+        rows = torch.stack([torch.stack([c.float(), *(v.float() for v in values.values())])
+                            for c, values, _ in self._pending]).tolist()
+        flags = []
+        for row, (_, values, host) in zip(rows, self._pending):
+            flags.append(bool(row[0]))
+            if row[0]:
+                self.update(**host, **dict(zip(values, row[1:])))
+        self._pending.clear()
+        return flags
 
     def totals(self) -> dict[str, list]:
         return {k: [m.count, m.total] for k, m in self.meters.items()}
@@ -683,13 +704,63 @@ class StopRequest:
         return self.signal is not None
 
 
-def _step_agreement(loss: torch.Tensor, stop: StopRequest | None) -> tuple[bool, bool]:
-    """(the loss is finite on every rank, some rank was asked to stop), in one small collective, so that
-    all ranks skip a step or stop together."""
-    flags = torch.stack([torch.isfinite(loss.detach()).all().float(),
-                         torch.tensor(float(stop is not None and stop.requested), device=loss.device)])
-    flags = all_reduce_sum(flags)
-    return int(flags[0].item()) == get_world_size(), bool(flags[1].item() > 0)
+def _step_flags(loss: torch.Tensor, stop: StopRequest | None) -> tuple[torch.Tensor, bool]:
+    """(skip, stopping): ``skip`` (0-dim float on the loss's device) is 1 when the loss is not finite on
+    some rank; it stays on the device, so the step never waits for its own work. ``stopping``: some rank
+    was asked to stop; a host flag, agreed over the CPU tensors' (gloo) group, so it waits for no GPU."""
+    skip = all_reduce_sum((~torch.isfinite(loss.detach())).float()).clamp_(max=1.0)
+    stopping = False
+    if stop is not None:  # the same on every rank: every script installs its StopRequest, or none does
+        stopping = all_reduce_sum(torch.tensor([float(stop.requested)])).item() > 0
+    return skip, stopping
+
+
+def _step_unless(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+    """``optimizer.step()`` unless ``skip`` is 1. Fused AdamW takes the flag on the device (``found_inf``,
+    as torch's GradScaler hands it over) and leaves parameters, moments and step counts alone; other
+    optimizers read the flag to the host."""
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.found_inf = skip
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif not skip.item():
+        optimizer.step()
+
+
+def _step_counts(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Counts the model keeps about its last step (0-dim tensors), logged beside the losses:
+    ``itm_dropped``, the ITM pairs left out for want of a valid negative."""
+    dropped = getattr(getattr(model, "module", model), "itm_dropped", None)  # ``module``: under DDP
+    return {} if dropped is None else {"itm_dropped": dropped}
+
+
+def _meters_read_at(config: dict, state: TrainState, steps: int, stopping: bool) -> bool:
+    """Whether anything reads the meters after this step: the progress line (``print_freq``, the last
+    step), the step hook's log line or checkpoint, or a stop."""
+    every = [config["log_every_steps"], config["save_every_steps"]]
+    return (stopping or state.step == steps or state.step % max(1, config["print_freq"]) == 0
+            or any(n and state.global_step % n == 0 for n in every))
+
+
+def _count_nonfinite(meter: MetricLogger, state: TrainState, config: dict) -> None:
+    """Read the steps recorded since the last read; warn about skipped ones and stop the run after
+    ``max_nonfinite_steps`` in a row. (Skipped steps changed nothing, so stopping a few steps after the
+    limit was reached loses nothing; no checkpoint is written before this check.)"""
+    flags = meter.flush()
+    first = state.step - len(flags)
+    for i, counted in enumerate(flags):
+        if counted:
+            state.nonfinite = 0
+            continue
+        state.nonfinite += 1
+        log.warning(f"non-finite loss at epoch {state.epoch} step {first + i}: step skipped "
+                    f"({state.nonfinite} in a row)")
+        if state.nonfinite >= config["max_nonfinite_steps"]:
+            raise FloatingPointError(f"{state.nonfinite} non-finite losses in a row; the last good checkpoint "
+                                     f"is kept. Lower init_lr or use grad_clip")
+    state.meters = meter.totals()
 
 
 def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, config: dict,
@@ -697,10 +768,11 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
                     stop: StopRequest | None = None) -> dict[str, float]:
     """One epoch of ``loss = sum(model(...).values())`` from ``state.step`` on; returns the epoch's means.
 
-    A batch whose loss is not finite on any rank is skipped by every rank; ``max_nonfinite_steps`` in
-    a row stop the run. ``step_hook(state, meter)`` runs after every step (step checkpoints, logs).
-    When ``stop`` was requested on any rank, every rank writes ``checkpoint_last.pth`` (through the
-    hook) after the current step and raises :class:`Preempted`.
+    A batch whose loss is not finite on any rank is skipped by every rank (on the device: the step
+    reads nothing back to the host); ``max_nonfinite_steps`` in a row stop the run, found when the
+    meters are next read (progress line, log line, checkpoint). ``step_hook(state, meter)`` runs after
+    every step (step checkpoints, logs). When ``stop`` was requested on any rank, every rank writes
+    ``checkpoint_last.pth`` (through the hook) after the current step and raises :class:`Preempted`.
     """
     model.train()
     steps = state.step + len(loader)  # a resumed epoch's loader holds only the batches not yet seen
@@ -710,35 +782,29 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         set_lr(optimizer, lr)
         alpha = alpha_at(config, state.epoch, state.step, steps)
         images = batch["images"].to(device, non_blocking=True)
-        text = {k: v.to(device) for k, v in batch.items() if k != "images" and isinstance(v, torch.Tensor)}
+        text = {k: v.to(device, non_blocking=True) for k, v in batch.items()
+                if k != "images" and isinstance(v, torch.Tensor)}
         with autocast(config, device):
             losses = model(images, text, alpha=alpha)
         loss = sum(losses.values())
         state.bad += batch["bad"]
+        skip, stopping = _step_flags(loss, stop)
         optimizer.zero_grad(set_to_none=True)
-        finite, stopping = _step_agreement(loss, stop)
-        if not finite:
-            state.nonfinite += 1
-            log.warning(f"non-finite loss at epoch {state.epoch} step {state.step}: step skipped "
-                        f"({state.nonfinite} in a row)")
-            if state.nonfinite >= config["max_nonfinite_steps"]:
-                raise FloatingPointError(f"{state.nonfinite} non-finite losses in a row; the last good checkpoint "
-                                         f"is kept. Lower init_lr or use grad_clip")
-        else:
-            state.nonfinite = 0
-            loss.backward()
-            if config["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
-            optimizer.step()
-            meter.update(lr=lr, loss=loss.item(), **{k: v.item() for k, v in losses.items()})
+        loss.backward()  # also when skipped: every rank runs the same collectives (DDP's gradient reduce)
+        if config["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
+        _step_unless(optimizer, skip)
+        meter.record(skip == 0, {"loss": loss, **losses, **_step_counts(model)}, lr=lr)
         state.step += 1
         state.global_step += 1
-        state.meters = meter.totals()
+        if _meters_read_at(config, state, steps, stopping):
+            _count_nonfinite(meter, state, config)
         if step_hook is not None:
             step_hook(state, meter, force_save=stopping)
         if stopping:
             raise Preempted(f"stopped on request at epoch {state.epoch}, step {state.step}; "
                             f"resume with --resume auto")
+    _count_nonfinite(meter, state, config)
     meter.synchronize(device)
     return meter.averages()
 

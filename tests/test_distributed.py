@@ -82,7 +82,7 @@ def test_cuda_runs_register_a_cpu_backend_too():
 
 def _record_worker(rank: int, world: int, init_file: str, results: str) -> None:
     """Run the epoch-level collectives of the training loop and record each one's tensors."""
-    from utils import MetricLogger, StopRequest, TrainState, _check_bad_records, _step_agreement, gathered_rank_states
+    from utils import MetricLogger, StopRequest, TrainState, _check_bad_records, _step_flags, gathered_rank_states
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     calls = []
@@ -104,7 +104,8 @@ def _record_worker(rank: int, world: int, init_file: str, results: str) -> None:
         stop = StopRequest()
         stop.signal = 15 if rank == 0 else None  # only rank 0 got SIGTERM
         loss = torch.tensor(float("nan") if rank == 1 else 1.0)
-        assert _step_agreement(loss, stop) == (False, True)  # one rank is enough for either
+        skip, stopping = _step_flags(loss, stop)
+        assert skip.item() == 1.0 and stopping  # one rank is enough for either
         meter = MetricLogger("epoch 0", 10)
         meter.update(loss=1.0 + rank, itc=2.0)
         meter.synchronize(device)
@@ -130,10 +131,11 @@ def test_epoch_collectives_are_few_and_on_the_training_device(tmp_path):
     for rank in range(world):
         out = json.loads((tmp_path / f"{rank}.json").read_text())
         ops = [c["op"] for c in out["calls"]]
-        # the step agreement (finite, stop), the meters (all in one tensor), the bad count, the rank states
-        assert ops == ["all_reduce", "all_reduce", "all_reduce", "all_gather_object"]
-        assert all(c["devices"] == ["cpu"] for c in out["calls"][:3])  # the device the loop was given
-        assert out["calls"][1]["dtypes"] == ["torch.float64"]  # counts and totals exact beyond 2**24
+        # the step's flags (finite on the device, stop on the host), the meters (all in one tensor), the
+        # bad count, the rank states
+        assert ops == ["all_reduce", "all_reduce", "all_reduce", "all_reduce", "all_gather_object"]
+        assert all(c["devices"] == ["cpu"] for c in out["calls"][:4])  # the device the loop was given
+        assert out["calls"][2]["dtypes"] == ["torch.float64"]  # counts and totals exact beyond 2**24
         assert out["bad"] == 1 and out["rank_bad"] == [0, 1]
         assert out["count"] == 2 and out["loss"] == pytest.approx(1.5)
 

@@ -46,7 +46,7 @@ PIL_LIMIT = Image.MAX_IMAGE_PIXELS  # as PIL set it: nothing of ours may change 
 
 
 def write_bomb(path: Path, side: int = 15000) -> Path:
-    """A valid ``side`` x ``side`` grayscale PNG of zeros (the issue's ``Image.new("L", (15000, 15000))``),
+    """A valid ``side`` x ``side`` grayscale PNG of zeros (as ``Image.new("L", (15000, 15000))`` would make),
     ~1 MB on disk and 225 megapixels decoded; written chunk by chunk in a second instead of PIL's three."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -85,6 +85,47 @@ def test_non_finite_steps_are_skipped_then_stop_the_run():
         utils.train_one_epoch(model, Loader(batches(5)), opt, cfg, state, torch.device("cpu"))
 
 
+def test_a_step_reads_nothing_back_until_the_meters_are_read(monkeypatch, caplog):
+    """Losses, the finite flag and the skip stay on the device; the host reads them once per progress
+    line (here every 3 steps), in one transfer. A skipped step is still found and named."""
+    cfg = validate({**BASE, "print_freq": 3, "log_every_steps": 0, "save_every_steps": 0}, "pretrain")
+    model = Toy()
+    opt = utils.build_optimizer(model, cfg)
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "cpu"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _name=name, _original=original, **k):
+            reads.append(_name)
+            return _original(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    model.poison = 0
+    steps = iter(range(100))
+
+    def forward(images, text, alpha, _forward=model.forward):
+        out = _forward(images, text, alpha)
+        return {"itc": out["itc"] * float("nan")} if next(steps) == 4 else out
+    model.forward = forward
+    state = utils.TrainState()
+    with caplog.at_level("WARNING"):
+        stats = utils.train_one_epoch(model, Loader(batches(6)), opt, cfg, state, torch.device("cpu"))
+    monkeypatch.undo()
+    assert reads == ["tolist", "tolist"]
+    assert "non-finite loss at epoch 0 step 4: step skipped (1 in a row)" in caplog.text
+    assert opt.state[model.w.weight]["step"].item() == 5 and math.isfinite(stats["loss"])
+
+
+def test_optimizers_without_a_device_side_skip_still_skip():
+    cfg = validate({**BASE, "max_nonfinite_steps": 3}, "pretrain")
+    model = Toy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.poison = 1
+    before = model.w.weight.detach().clone()
+    state = utils.TrainState()
+    utils.train_one_epoch(model, Loader(batches(1)), opt, cfg, state, torch.device("cpu"))
+    assert torch.equal(model.w.weight, before) and state.nonfinite == 1
+
+
 def test_resume_auto_follows_progress_not_file_times(tmp_path):
     """A copied run folder has arbitrary file times: --resume auto must still pick the furthest checkpoint."""
     import os
