@@ -77,8 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def add_shard_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shards", action="store_true", help="also write WebDataset tar shards of subfigures.json "
-                   "(and train.json) under <out>/shards/ (data.shards)")
+    p.add_argument("--webdataset", "--shards", dest="shards", action="store_true",
+                   help="also write WebDataset tar shards of subfigures.json (and train.json) under <out>/shards/ "
+                        "(data.shards); not to be confused with --shard I/N, which splits the work")
     p.add_argument("--shard-size", type=int, default=10_000, help="samples per tar shard (default 10000)")
 
 
@@ -132,8 +133,8 @@ def job_from_args(args: argparse.Namespace) -> SplitJob:
     shard = parse_shard(args.shard) if args.shard else None
     fractions = parse_fractions(args.splits) if args.splits else None
     if shard and (fractions or args.shards):
-        raise ValueError("--splits or --shards with --shard: the splits and tar shards are written once over the "
-                         "whole input, by `split_figures.py merge ... --splits ... --shards`")
+        raise ValueError("--splits or --webdataset with --shard: the splits and tar shards are written once over "
+                         "the whole input, by `split_figures.py merge ... --splits ... --webdataset`")
     if args.shard_size < 1:
         raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}")
     opts = SplitOptions(context=not args.no_context, order_fallback=args.order_fallback,

@@ -1,6 +1,11 @@
 """Check datasets before a long run: list every bad record with its file and index.
 
     python -m data.check datasets/pubmed/captions.json more.json [--image_root DIR] [--max-image-pixels N]
+    python -m data.check "datasets/pmc/shards/shards-{000000..000123}.tar"
+
+WebDataset shards (any ``train_file`` shard pattern) are read sample by sample: a sample is bad when it
+has no image, an empty caption or an image that cannot be decoded; a shard that cannot be read to its
+end (truncated, not a tar) is named with the number of samples read before the fault.
 
 A record is bad when it is not an object with an ``image`` path, its image is missing, cannot be decoded
 (truncated, not an image) or has more pixels than ``--max-image-pixels`` (a decompression bomb), or its
@@ -128,9 +133,39 @@ def decode_problems(pairs, workers: int = 4, max_pixels: int = DEFAULT_MAX_PIXEL
     return record_problems(pairs, bad)
 
 
+def shard_problems(specs: Sequence[str], max_words: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, list[str]]:
+    """(samples read, one message per bad sample or unreadable shard) over the shards of ``specs``. A shard
+    that holds fewer samples than its ``sizes.json`` entry says was cut short (tar streams end quietly)."""
+    from data.shard_dataset import expand, open_sample, raw_samples, shard_sizes
+
+    urls = expand(specs)
+    count, problems = 0, []
+    for url, expected in zip(urls, shard_sizes(urls)):
+        read, fault = 0, ""
+        try:
+            for sample in raw_samples(url):
+                read += 1
+                try:
+                    open_sample(sample, max_words, max_pixels)
+                except ValueError as e:
+                    problems.append(f"{url}#{sample.get('__key__')}: {e}")
+        except Exception as e:  # a corrupt tar: webdataset raises from deep inside tarfile
+            fault = f" ({type(e).__name__}: {e})"
+        if fault or read < expected:
+            problems.append(f"{url}: unreadable after {read} of {expected} samples{fault}")
+        count += read
+    return count, problems
+
+
+def _check_shards(specs: Sequence[str], args: argparse.Namespace) -> list[str]:
+    count, problems = shard_problems(specs, args.max_words, args.max_image_pixels)
+    print(f"{count} shard samples checked; {len(problems)} problems", file=sys.stderr)
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", nargs="+", help="JSON lists of {image, caption} records")
+    parser.add_argument("files", nargs="+", help="JSON lists of {image, caption} records, or shard patterns")
     parser.add_argument("--image_root", default=None, help="folder that relative image paths resolve against")
     parser.add_argument("--max_words", type=int, default=300, help="caption word cap used for cleaning")
     parser.add_argument("--workers", type=int, default=4, help="threads decoding images")
@@ -139,14 +174,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="images with more pixels are bad records (the max_image_pixels config key; "
                              "default %(default)s)")
     args = parser.parse_args(argv)
+    from data.shard_dataset import is_shard_spec
+
+    shards = [f for f in args.files if is_shard_spec(f)]
+    lists = [f for f in args.files if not is_shard_spec(f)]
     try:
-        pairs, problems = load_pairs(args.files, args.image_root, args.max_words)
+        problems = _check_shards(shards, args) if shards else []
+        pairs, list_problems = load_pairs(lists, args.image_root, args.max_words) if lists else ([], [])
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    problems += decode_problems(pairs, args.workers, args.max_image_pixels)
+    problems += list_problems + decode_problems(pairs, args.workers, args.max_image_pixels)
     for p in problems:
         print(p)
+    if not lists:
+        return 1 if problems else 0
     bad = {_record_of(p) for p in problems}  # a record with several empty captions is one bad record
     records = {p.where for p in pairs} | bad
     images = len({p.image for p in pairs})

@@ -252,36 +252,48 @@ class ShardPairStream(IterableDataset):
 
     def _decode(self, sample: dict, turn: int) -> dict | None:
         where = f"{sample.get('__url__')}#{sample.get('__key__')}"
-        meta = self._meta(sample, where)
-        ext = next((k for k in IMAGE_KEYS if k in sample), None)
-        caption = pre_caption(sample.get("txt", b"").decode("utf-8", "replace"), self.max_words)
-        if ext is None or not caption:
-            log.warning(f"skipping {where}: {'no image' if ext is None else 'empty caption'}; using another sample")
-            return None
         try:
-            with Image.open(io.BytesIO(sample[ext])) as img:
-                if img.width * img.height > self.max_pixels:
-                    raise ValueError(f"{img.width}x{img.height} pixels, more than max_image_pixels {self.max_pixels:,}")
-                img.load()
-                img = to_rgb(img)
-        except Exception as err:  # undecodable, truncated, or too many pixels
-            log.warning(f"skipping {where}: image cannot be decoded ({err}); using another sample")
+            img, caption, meta = open_sample(sample, self.max_words, self.max_pixels)
+        except ValueError as err:
+            log.warning(f"skipping {where}: {err}; using another sample")
             return None
         index = int(meta.get("sample", _key_number(sample)))
         rng = np.random.default_rng([self.seed, self.epoch, index] + ([turn] if turn else []))
         image, caption = self.transform(img, caption, rng)
         return {"image": image, "caption": caption, "image_id": int(meta.get("image_index", index))}
 
-    @staticmethod
-    def _meta(sample: dict, where: str) -> dict:
-        if "json" not in sample:
-            return {}
-        try:
-            meta = json.loads(sample["json"])
-            return meta if isinstance(meta, dict) else {}
-        except ValueError:
-            log.warning(f"{where}: unreadable .json metadata; ignored")
-            return {}
+
+def open_sample(sample: dict, max_words: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, str, dict]:
+    """(RGB image, cleaned caption, metadata) of one raw sample; ValueError saying what is wrong with it
+    (no image, an empty caption, an image that cannot be decoded or has more than ``max_pixels``).
+    Unreadable ``.json`` metadata is a warning only: the pair itself is usable."""
+    where = f"{sample.get('__url__')}#{sample.get('__key__')}"
+    meta = _meta(sample, where)
+    ext = next((k for k in IMAGE_KEYS if k in sample), None)
+    if ext is None:
+        raise ValueError("no image")
+    caption = pre_caption(sample.get("txt", b"").decode("utf-8", "replace"), max_words)
+    if not caption:
+        raise ValueError("empty caption")
+    try:
+        with Image.open(io.BytesIO(sample[ext])) as img:
+            if img.width * img.height > max_pixels:
+                raise ValueError(f"{img.width}x{img.height} pixels, more than max_image_pixels {max_pixels:,}")
+            img.load()
+            return to_rgb(img), caption, meta
+    except Exception as err:  # undecodable, truncated, or too many pixels
+        raise ValueError(f"image cannot be decoded ({err})") from err
+
+
+def _meta(sample: dict, where: str) -> dict:
+    if "json" not in sample:
+        return {}
+    try:
+        meta = json.loads(sample["json"])
+        return meta if isinstance(meta, dict) else {}
+    except ValueError:
+        log.warning(f"{where}: unreadable .json metadata; ignored")
+        return {}
 
 
 def _key_number(sample: dict) -> int:

@@ -164,6 +164,22 @@ def test_corrupt_sample_and_truncated_tar_are_counted_bad_records(tmp_path, demo
         pretrain.main(["--config", str(tmp_path / "strict.yaml"), "--output_dir", str(tmp_path / "strict")])
 
 
+def test_data_check_reads_shards_and_names_bad_samples(tmp_path, demo, capsys):
+    from data import check
+
+    out = tmp_path / "s"
+    info = shards.write_shards([demo / "pretrain.json"], out, shard_size=8)
+    assert check.main([info["pattern"]]) == 0
+    assert f"{info['samples']} shard samples checked; 0 problems" in capsys.readouterr().err
+    _rewrite(out / "shards-000001.tar", lambda name, data: b"not a png" if name == "000000009.png" else data)
+    third = out / "shards-000002.tar"
+    third.write_bytes(third.read_bytes()[: third.stat().st_size // 2])
+    assert check.main([info["pattern"], str(demo / "pretrain.json")]) == 1
+    printed = capsys.readouterr().out
+    assert "shards-000001.tar#000000009: image cannot be decoded" in printed
+    assert "shards-000002.tar: unreadable after" in printed
+
+
 def test_pretrain_epoch_from_shards_sees_the_json_samples(tmp_path, demo, monkeypatch):
     from data.loader import Collator
 

@@ -88,7 +88,7 @@ def test_shards_merged_match_one_process(tmp_path, fixtures_dir):
     assert json.loads((shards[1] / "summary.json").read_text())["shard"] == "1/3"
     merged = tmp_path / "merged"
     assert split_figures.main(["merge", *map(str, reversed(shards)), "--out", str(merged), *splits,
-                               "--shards", "--shard-size", "4"]) == 0
+                               "--webdataset", "--shard-size", "4"]) == 0
     assert tree(merged, ("train.json", "val.json", "test.json")) == want
     for name in ("subfigures", "train"):  # tar shards of the merged lists, one sample per pair
         rows = json.loads((merged / f"{name}.json").read_text())
@@ -169,3 +169,16 @@ def test_sigkill_and_rerun_continue_without_redoing_or_duplicating(tmp_path, fix
     crops = {p.relative_to(out).as_posix() for p in (out / "images").rglob("*") if p.is_file()}
     used = {r["image"] for r in json.loads((out / "subfigures.json").read_text())}
     assert crops and crops <= used  # no crop of a killed figure is left over without a record
+
+
+def test_tar_output_is_named_apart_from_work_shards():
+    """``--webdataset`` (tar shards out) reads differently from ``--shard I/N`` (a share of the work);
+    ``--shards`` still works, in both scripts."""
+    import argparse
+
+    from data.scrape.config import add_arguments
+
+    for flag in ("--webdataset", "--shards"):
+        assert split_figures.parse_args(["--in", "c.json", "--out", "o", flag]).shards
+        assert add_arguments(argparse.ArgumentParser()).parse_args([flag]).shards
+    assert not split_figures.parse_args(["--in", "c.json", "--out", "o", "--shard", "0/2"]).shards

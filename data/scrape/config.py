@@ -79,8 +79,9 @@ class ScrapeConfig:
     cloud_url: str = _option(CLOUD_URL, "pmc-cloud: HTTPS address of the pmc-oa-opendata bucket")
     pmcid_file: str = _option("", "pmc-cloud: take PMCIDs from this file (one a line, or a CSV with a pmcid "
                                   "column) instead of an E-utilities search", metavar="FILE")
-    shards: bool = _option(False, "also write WebDataset tar shards of captions.json under <out>/shards/")
-    shard_size: int = _option(10_000, "samples per tar shard with --shards (default %(default)s)")
+    shards: bool = _option(False, "also write WebDataset tar shards of captions.json under <out>/shards/",
+                           flag="--webdataset", aliases=("--shards",))
+    shard_size: int = _option(10_000, "samples per tar shard with --webdataset (default %(default)s)")
     progress: bool = _option(True, "hide the progress bar", flag="--no-progress")
     backoff_max: float = _option(60.0, "longest delay between two tries, in seconds", cli=False)
     max_retry_after: float = _option(600.0, "longest wait a server may ask for with Retry-After, in seconds; a "
@@ -180,14 +181,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """One option per command-line field of :class:`ScrapeConfig`, in field order."""
     for f in _cli_fields():
         meta = f.metadata
-        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        flags = [meta.get("flag", "--" + f.name.replace("_", "-")), *meta.get("aliases", ())]
         if isinstance(f.default, bool):  # a switch: its flag turns the default around
-            parser.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true",
+            parser.add_argument(*flags, dest=f.name, action="store_false" if f.default else "store_true",
                                 help=meta["help"])
             continue
         default = os.environ.get(meta["env"], f.default) if "env" in meta else f.default
         options = {k: meta[k] for k in ("choices", "metavar", "required") if k in meta}
-        parser.add_argument(flag, dest=f.name, type=meta.get("parse", type(f.default)),
+        parser.add_argument(*flags, dest=f.name, type=meta.get("parse", type(f.default)),
                             default=None if options.get("required") else default, help=meta["help"], **options)
     return parser
 
