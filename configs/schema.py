@@ -116,6 +116,9 @@ COMMON = {
     "max_words": Field("int", 30, "captions are cut to this many words before tokenization", 1, 10**5),
     "image_root": Field("optstr", None, "folder that relative image paths resolve against"),
     "num_workers": Field("int", 4, "data-loading worker processes per rank", 0, 256),
+    "shard_shuffle_buffer": Field("int", 1000, "samples each shard reader shuffles among, when train_file names "
+                                  "WebDataset shards (0 or 1: shard order; larger: more memory, better mixing)",
+                                  0, 10**6),
     "seed": Field("int", 42, "random seed (rank is added)", 0, 2**31 - 1),
     "precision": Field("choice", "fp32", "fp32, or bf16 autocast", choices=("fp32", "bf16")),
     "grad_clip": Field("float", 0.0, "clip the gradient norm to this value (0 = off)", 0.0, 1e9),

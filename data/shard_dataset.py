@@ -9,8 +9,8 @@ An epoch of every process is ``steps = samples // (processes * batch_size)`` bat
 rank (DDP needs it). The shards are shuffled with ``(seed, epoch)`` and dealt to the ``processes *
 loader workers`` readers of the run (with fewer shards than readers every reader reads all shards and
 keeps every k-th sample); a reader that runs out of samples before its share of the epoch starts
-another pass over its shards. Inside a reader a shuffle buffer (seeded, ``SHUFFLE_BUFFER`` samples)
-mixes neighbouring samples. So the order is a fixed function of (shards, seed, epoch, processes,
+another pass over its shards. Inside a reader a shuffle buffer (seeded, ``shard_shuffle_buffer`` samples,
+default 1000) mixes neighbouring samples. So the order is a fixed function of (shards, seed, epoch, processes,
 batch size, loader workers), and a resumed epoch skips exactly the batches the killed run had finished.
 
 Bad samples are handled as in the JSON datasets: a sample whose image does not decode or whose
@@ -350,6 +350,7 @@ def shard_train_loader(config: dict, specs: Sequence[str], transform: Callable, 
     urls = expand(specs)
     sizes = shard_sizes(urls)
     stream = ShardPairStream(urls, sizes, transform, config["max_words"], config["seed"], world_size, rank, batch_size,
+                             shuffle_buffer=config.get("shard_shuffle_buffer", SHUFFLE_BUFFER),
                              max_pixels=config.get("max_image_pixels", DEFAULT_MAX_PIXELS))
     log.info(f"{stream.total} samples in {len(urls)} shard(s), {stream.steps} steps per epoch")
     return ShardLoader(stream, batch_size, collate, config["num_workers"])

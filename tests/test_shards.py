@@ -131,6 +131,14 @@ def test_shards_give_the_json_lists_samples_over_workers_and_resume(tmp_path, de
     assert len(ranks[0]) == len(ranks[1]) == 16  # equal steps on every rank
     assert Counter(x[:2] for x in ranks[0] + ranks[1]) == Counter(x[:2] for x in got)
 
+    unmixed = shard_loader({**config, "shard_shuffle_buffer": 1}, info["pattern"])  # the config key reaches readers
+    unmixed.dataset.set_epoch(1)
+    order = [x[:2] for x in seen(unmixed)]
+    assert Counter(order) == Counter(x[:2] for x in got) and order != [x[:2] for x in got]
+    keys = [iid for _, iid in order]
+    shards_read = [keys[i:i + 4] for i in range(0, len(keys), 4)]  # shards of 4 samples: 2 images x 2 captions
+    assert all(k == [k[0], k[0], k[0] + 1, k[0] + 1] and k[0] % 2 == 0 for k in shards_read)  # in written order
+
 
 def _rewrite(shard: Path, change) -> None:
     """Rewrite a shard with ``change(name, data) -> data`` applied to every member."""
