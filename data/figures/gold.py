@@ -6,16 +6,25 @@ This module reads the captions from the fixtures, resolves those anchors and reb
 A record whose anchor cannot be found raises ``GoldError`` naming the record and the anchor.
 
 - ``bench/gold/real_subcaptions.json``: see its ``conventions`` field for the labelling rules.
+- ``bench/gold/unseen_subcaptions.json``: the same labelling of captions from public JATS articles that
+  the sub-caption rules were not made on (``load_unseen_captions``).
 - ``bench/gold/real_panels.json``: panel boxes and printed letters of the MedICaT sample figures.
 
 Caption sources: ``pmc_xml/<file>#<fig id>`` (captions as ``data.scrape.jats`` flattens them),
 ``compound_figures/nature_closed_expected.json#<key>`` (``full_caption``) and
 ``image_caption/sample.jsonl#<image file>`` (``s2_caption``, else ``s2orc_caption``). Captions and
 anchors are compared with their whitespace collapsed to single spaces.
+
+The unseen set names its captions as ``github:<owner>/<repo>@<commit>:<path>#<fig id>`` and reads them
+from a local sources folder laid out as ``<owner>+<repo>/<path>`` (``$MEDVL_UNSEEN_CAPTIONS``, default
+``../shared/unseen_captions``); ``python -m bench.unseen_captions --fetch-from DIR`` fills that folder from
+fetched repository snapshots. ``python -m data.figures.gold --sources DIR`` prints its gold texts.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +34,11 @@ from data.captions import normalize_space
 GOLD_DIR = Path(__file__).resolve().parents[2] / "bench" / "gold"
 CAPTIONS_FILE = GOLD_DIR / "real_subcaptions.json"
 PANELS_FILE = GOLD_DIR / "real_panels.json"
+UNSEEN_CAPTIONS_FILE = GOLD_DIR / "unseen_subcaptions.json"
+UNSEEN_SOURCES_ENV = "MEDVL_UNSEEN_CAPTIONS"
+
+_GITHUB_SOURCE = re.compile(r"github:(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)"
+                            r"@(?P<commit>[0-9a-f]{40}):(?P<path>[^#]+)#(?P<fig_id>.+)")
 
 # What may stand between a printed panel marker and the text it introduces: "(a–f): Time", "(a,b)—the".
 _MARKER_GAP = " \t:;,.—–-"
@@ -169,6 +183,81 @@ def load_real_captions(fixtures: Path, path: Path = CAPTIONS_FILE) -> list[GoldC
     return out
 
 
+@dataclass(frozen=True)
+class GitHubSource:
+    """``github:<owner>/<repo>@<commit>:<path>#<fig id>``: one figure of a JATS file in a repository."""
+
+    owner: str
+    repo: str
+    commit: str
+    path: str
+    fig_id: str
+
+    @property
+    def folder(self) -> str:
+        """The sources-folder directory of the repository: ``<owner>+<repo>``."""
+        return f"{self.owner}+{self.repo}"
+
+    def local_path(self, sources: Path) -> Path:
+        return Path(sources) / self.folder / self.path
+
+
+def parse_github_source(source: str) -> GitHubSource:
+    match = _GITHUB_SOURCE.fullmatch(source or "")
+    if not match:
+        raise GoldError(f"{source!r}: not of the form github:<owner>/<repo>@<40-hex commit>:<path>#<fig id>")
+    parts = match["path"].split("/")
+    if match["path"].startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise GoldError(f"{source}: the path must be relative, without '.' or '..' parts")
+    return GitHubSource(match["owner"], match["repo"], match["commit"], match["path"], match["fig_id"])
+
+
+def unseen_sources_dir() -> Path:
+    """The local folder holding the unseen set's source files (``$MEDVL_UNSEEN_CAPTIONS``)."""
+    return Path(os.environ.get(UNSEEN_SOURCES_ENV, str(GOLD_DIR.parents[2] / "shared" / "unseen_captions")))
+
+
+def jats_captions(path: Path) -> dict[str, str]:
+    """Figure id -> caption (whitespace collapsed, as ``data.scrape.jats`` flattens it) of one JATS file."""
+    from data.scrape.jats import parse_jats
+
+    out: dict[str, str] = {}
+    for article in parse_jats(Path(path).read_bytes(), str(path)):
+        for fig in article.figures:
+            out.setdefault(fig.fig_id, normalize(fig.caption))
+    return out
+
+
+def load_unseen_captions(sources: Path, path: Path = UNSEEN_CAPTIONS_FILE) -> list[GoldCaption]:
+    """The gold of ``path`` (default ``bench/gold/unseen_subcaptions.json``) with every caption read from
+    the sources folder; a missing file, figure or anchor raises ``GoldError`` naming the record."""
+    gold = json.loads(Path(path).read_text("utf-8"))
+    sources = Path(sources)
+    files: dict[Path, dict[str, str]] = {}
+    seen: set[str] = set()
+    out = []
+    for record in gold["captions"]:
+        src = record.get("source", "?")
+        if src in seen:
+            raise GoldError(f"{src}: listed twice")
+        seen.add(src)
+        gh = parse_github_source(src)
+        local = gh.local_path(sources)
+        if local not in files:
+            if not local.is_file():
+                raise GoldError(f"{src}: source file {local} not found (fill {sources} with "
+                                f"python -m bench.unseen_captions --fetch-from DIR)")
+            try:
+                files[local] = jats_captions(local)
+            except ValueError as err:
+                raise GoldError(f"{src}: {err}") from err
+        captions = files[local]
+        if gh.fig_id not in captions:
+            raise GoldError(f"{src}: no figure {gh.fig_id!r} in {local}")
+        out.append(resolve_caption(record, captions[gh.fig_id]))
+    return out
+
+
 def _box(value, where: str) -> tuple[int, int, int, int]:
     if not (isinstance(value, list) and len(value) == 4 and all(isinstance(v, int) for v in value)):
         raise GoldError(f"{where}: a box is four integers [x0, y0, x1, y1]")
@@ -216,12 +305,23 @@ def load_real_panels(fixtures: Path, path: Path = PANELS_FILE, check_images: boo
 
 def _main() -> int:
     import argparse
-    import os
 
-    ap = argparse.ArgumentParser(description="Print the gold sub-captions rebuilt from the fixtures.")
+    ap = argparse.ArgumentParser(description="Print the gold sub-captions rebuilt from the fixtures, or with "
+                                 "--sources those of the unseen set rebuilt from its source files.")
     ap.add_argument("--fixtures", default=os.environ.get("MEDVL_FIXTURES", str(GOLD_DIR.parents[2] / "shared" / "fixtures")))
+    ap.add_argument("--sources", help=f"sources folder of {UNSEEN_CAPTIONS_FILE.name} (<owner>+<repo>/<path>)")
     args = ap.parse_args()
-    for g in load_real_captions(Path(args.fixtures)):
+    if args.sources:
+        _print_captions(load_unseen_captions(Path(args.sources)))
+        return 0
+    _print_captions(load_real_captions(Path(args.fixtures)))
+    for f in load_real_panels(Path(args.fixtures)):
+        print(f"== {f.source} {f.size}: " + ", ".join(f"{p.label}{list(p.box)}" for p in f.panels))
+    return 0
+
+
+def _print_captions(gold: list[GoldCaption]) -> None:
+    for g in gold:
         print(f"== {g.source}" + (f"  [ambiguous: {g.ambiguous}]" if g.ambiguous else ""))
         if g.lead:
             print(f"   lead: {g.lead}")
@@ -229,9 +329,6 @@ def _main() -> int:
             print(f"   {labels}: {text}")
         if g.tail:
             print(f"   tail: {g.tail}")
-    for f in load_real_panels(Path(args.fixtures)):
-        print(f"== {f.source} {f.size}: " + ", ".join(f"{p.label}{list(p.box)}" for p in f.panels))
-    return 0
 
 
 if __name__ == "__main__":
