@@ -141,10 +141,13 @@ class BlipBase(nn.Module):
             n = q
         # The pointer stays on the device: reading it (.item()) would wait for the step's work each step.
         cols = (ptr_buf + torch.arange(n, device=ptr_buf.device)) % q  # (n,)
-        self.image_queue[:, cols] = image_feat.T.to(self.image_queue.dtype)
-        self.text_queue[:, cols] = text_feat.T.to(self.text_queue.dtype)
+        # A pair whose features are not finite (a step the training loop skips) keeps the entries it would
+        # replace: one NaN in the queue would make every later ITC loss NaN until it left the queue.
+        finite = (torch.isfinite(image_feat).all(1) & torch.isfinite(text_feat).all(1))[:, None]  # (n, 1)
+        self.image_queue[:, cols] = torch.where(finite, image_feat.to(self.image_queue.dtype), self.image_queue[:, cols].T).T
+        self.text_queue[:, cols] = torch.where(finite, text_feat.to(self.text_queue.dtype), self.text_queue[:, cols].T).T
         if self.with_idx_queue:
-            self.idx_queue[0, cols] = idx.to(self.idx_queue.dtype)
+            self.idx_queue[0, cols] = torch.where(finite[:, 0], idx.to(self.idx_queue.dtype), self.idx_queue[0, cols])
         ptr_buf.copy_((ptr_buf + n) % q)
 
     def queue_ids(self, device: torch.device) -> Tensor:
@@ -160,26 +163,17 @@ class BlipBase(nn.Module):
 
         images (B, 3, H, W); image_feat, text_feat (B, E) online features; image_ids (B,): captions of one
         image are positives of each other, in the batch and, with an id queue (retrieval), in the queue.
-        Returns the loss and the similarities sim_i2t, sim_t2i (B, B+Q), divided by the temperature.
+        Returns the loss and the similarities sim_i2t, sim_t2i (B, B+Q), divided by the temperature (no
+        gradient flows through them: they serve the negative sampling).
         """
         with torch.no_grad():
             self.temp.clamp_(0.001, 0.5)
             self.momentum_update()
             image_feat_m, text_feat_m = self.momentum_features(images, batch["input_ids"], batch["attention_mask"])
-            # One copy of each queue (the concatenation): it is saved for backward, and enqueue below
-            # writes the queue in place. BLIP's extra clone() before the cat copied it twice.
-            image_keys = torch.cat([image_feat_m.T, self.image_queue], dim=1)  # (E, B+Q)
-            text_keys = torch.cat([text_feat_m.T, self.text_queue], dim=1)
             hard = losses.positive_targets(image_ids, torch.cat([image_ids, self.queue_ids(images.device)]))
-        # The online and the momentum queries meet the same keys: one product streams each (E, B+Q) key
-        # matrix once instead of twice (the queue makes it large; on a CPU this product is memory-bound).
-        bs = image_feat.shape[0]
-        sims_i2t = torch.cat([image_feat, image_feat_m.to(image_feat.dtype)]) @ text_keys / self.temp  # (2B, B+Q)
-        sims_t2i = torch.cat([text_feat, text_feat_m.to(text_feat.dtype)]) @ image_keys / self.temp
-        targets_i2t = losses.distilled_targets(sims_i2t[bs:].detach(), hard, alpha)
-        targets_t2i = losses.distilled_targets(sims_t2i[bs:].detach(), hard, alpha)
-        sim_i2t, sim_t2i = sims_i2t[:bs], sims_t2i[:bs]
-        loss = losses.itc_loss(sim_i2t, sim_t2i, targets_i2t, targets_t2i)
+        # Keys [feat_m.T | queue] without copying the queue, the gradient taken before enqueue writes it.
+        loss, sim_i2t, sim_t2i = losses.queue_itc_loss(image_feat, text_feat, self.temp, image_feat_m, text_feat_m,
+                                                       self.image_queue, self.text_queue, hard, alpha)
         self.enqueue(image_feat_m, text_feat_m, image_ids if self.with_idx_queue else None)
         return loss, sim_i2t, sim_t2i
 
@@ -198,14 +192,15 @@ class BlipBase(nn.Module):
     def text_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """The L2-normalised ITC text features (B, embed_dim) of ``encode_text`` alone: its last layer
         computes [CLS] only, the one position the features read (exact)."""
-        cls = self.text_encoder(input_ids, attention_mask, mode="text", first_only=True)[:, 0]
+        cls = self.text_encoder(input_ids, attention_mask, mode="text", first_only=True, skip_padding=True)[:, 0]
         return F.normalize(self.text_proj(cls), dim=-1)
 
     @torch.no_grad()
     def momentum_features(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """L2-normalised image and text features (B, E) from the momentum encoders."""
-        image_feat = F.normalize(self.vision_proj_m(self.visual_encoder_m(images)[:, 0]), dim=-1)
-        text = self.text_encoder_m(input_ids, attention_mask, mode="text", first_only=True)
+        """L2-normalised image and text features (B, E) from the momentum encoders, whose last layers compute
+        the [CLS] position alone (the only one read)."""
+        image_feat = F.normalize(self.vision_proj_m(self.visual_encoder_m(images, cls_only=True)[:, 0]), dim=-1)
+        text = self.text_encoder_m(input_ids, attention_mask, mode="text", first_only=True, skip_padding=True)
         return image_feat, F.normalize(self.text_proj_m(text[:, 0]), dim=-1)
 
     def enc_ids(self, input_ids: Tensor) -> Tensor:
@@ -215,16 +210,25 @@ class BlipBase(nn.Module):
         return ids
 
     def itm_logits(self, image_embeds: Tensor | None, input_ids: Tensor, attention_mask: Tensor,
-                   cross_kv: CrossKV | None = None, keep_cross_attention: list | None = None) -> Tensor:
+                   cross_kv: CrossKV | None = None, keep_cross_attention: list | None = None,
+                   skip_padding: bool = False, first_state: Tensor | None = None) -> Tensor:
         """Match/no-match logits (B, 2) for image tokens (B, 1+N, Dv) and texts (B, L).
 
         Puts [ENC] in place of [CLS] itself. ``cross_kv`` (from ``text_encoder.cross_kv``) may replace
         ``image_embeds`` to reuse an image's cross-attention keys/values across many texts.
+        ``skip_padding``: see :meth:`TextTransformer.forward` (the same logits). ``first_state``: the texts'
+        :meth:`itm_text_states`, computed once for many images (evaluation).
         """
         hidden = self.text_encoder(self.enc_ids(input_ids), attention_mask, image_embeds, mode="multimodal",
                                    cross_kv=cross_kv, keep_cross_attention=keep_cross_attention,
-                                   first_only=keep_cross_attention is None)
+                                   first_only=keep_cross_attention is None, skip_padding=skip_padding,
+                                   first_state=first_state)
         return self.itm_head(hidden[:, 0])
+
+    def itm_text_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, L, D): the part of :meth:`itm_logits` that does not depend on the image (the embeddings of the
+        [ENC] text and the first layer's self-attention), to pass as its ``first_state``."""
+        return self.text_encoder.self_attended(self.enc_ids(input_ids), attention_mask)
 
     def tokenize(self, captions: list[str], device: torch.device | str | None = None) -> dict[str, Tensor]:
         """Tokenize cleaned captions (cut at ``max_length``, padded to the longest), as the data collate does."""
@@ -243,31 +247,33 @@ class BlipBase(nn.Module):
 
         image_embeds (B, 1+N, Dv); neg_images: the negative images' rows (B,) long in this batch, or their
         tokens (B, 1+N, Dv) when they come from elsewhere (other processes). neg_ids, neg_mask (B, L').
-        Every pass attends to this batch's image tokens through the same cross-attention weights, so their
+        Every pair attends to this batch's image tokens through the same cross-attention weights, so their
         keys/values (``cross_kv`` from ``text_encoder.cross_kv``, computed here when not given) are
         computed once and gathered by row: a gathered row of keys/values equals the keys/values of the
-        gathered image row, in value and in gradient. Texts of different widths are padded to the widest.
+        gathered image row, in value and in gradient. All 3B + S pairs go through the encoder in one pass
+        (each row attends only to its own text and image), texts padded to the widest (masked, so exact).
         """
         ids, mask = batch["input_ids"], batch["attention_mask"]
         kv = cross_kv if cross_kv is not None else self.text_encoder.cross_kv(image_embeds)
         own = torch.arange(ids.shape[0], device=ids.device)
-        texts, masks = [ids, neg_ids], [mask, neg_mask]
+        texts, masks, later = [ids, ids, neg_ids], [mask, mask, neg_mask], own  # later: image rows after the negatives
         swap = batch.get("swap_index")
         if swap is not None and swap.numel():
-            own = torch.cat([own, swap])
             texts.append(batch["swap_input_ids"])
             masks.append(batch["swap_attention_mask"])
+            later = torch.cat([own, swap])
+        # Positives and negatives in one pass of the image-grounded encoder (every row is its own pair).
         if neg_images.dim() == 1:
-            neg_kv = gather_kv(kv, torch.cat([neg_images, own]))
+            pair_kv = gather_kv(kv, torch.cat([own, neg_images, later]))
         else:
-            neg_kv = cat_kv([self.text_encoder.cross_kv(neg_images), gather_kv(kv, own)])
+            pair_kv = cat_kv([kv, self.text_encoder.cross_kv(neg_images), gather_kv(kv, later)])
         width = max(t.shape[1] for t in texts)
         pad = self.tokenizer.pad_token_id
-        logits_pos = self.itm_logits(None, ids, mask, cross_kv=kv)
-        logits_neg = self.itm_logits(None, torch.cat([pad_to(t, width, pad) for t in texts]),
-                                     torch.cat([pad_to(m, width, 0) for m in masks]), cross_kv=neg_kv)
+        logits = self.itm_logits(None, torch.cat([pad_to(t, width, pad) for t in texts]),
+                                 torch.cat([pad_to(m, width, 0) for m in masks]), cross_kv=pair_kv,
+                                 skip_padding=True)
         bs = ids.shape[0]
-        return torch.cat([logits_pos, logits_neg]), losses.itm_labels(bs, logits_neg.shape[0], ids.device)
+        return logits, losses.itm_labels(bs, logits.shape[0] - bs, ids.device)
 
     def masked_itm_loss(self, logits: Tensor, labels: Tensor, has_neg_t2i: Tensor, has_neg_i2t: Tensor) -> Tensor:
         """ITM loss of :meth:`itm_loss_inputs`' pairs without the negatives that do not exist.
@@ -289,7 +295,7 @@ def pad_to(t: Tensor, width: int, value: int) -> Tensor:
 
 def gather_kv(kv: CrossKV, rows: Tensor) -> CrossKV:
     """Rows (R,) of every layer's cross-attention keys/values (B, H, N, dh) -> (R, H, N, dh) each."""
-    return [(k[rows], v[rows]) for k, v in kv]
+    return [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv]
 
 
 def cat_kv(parts: list[CrossKV]) -> CrossKV:

@@ -130,30 +130,70 @@ def candidate_pairs(sims: Tensor, k_test: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 @torch.no_grad()
+def text_states(model, feats: Features, texts: Tensor, device: torch.device,
+                batch_size: int) -> tuple[Tensor | None, Tensor, Tensor]:
+    """The image-independent start of the ITM pass (``model.itm_text_states``) of ``texts`` (unique, CPU),
+    once per text: (states (R, D) of their unmasked positions, text after text; offset (T,) of each text's
+    first row; lengths (T,)), all texts' lengths on the CPU. Exact in eval mode (no dropout to share)."""
+    lengths = feats.text_mask.sum(dim=1).cpu()
+    offset = torch.zeros(len(lengths), dtype=torch.long)
+    sub = lengths[texts]
+    offset[texts] = torch.cumsum(sub, 0) - sub
+    states = None
+    for sel, width in length_batches(sub, batch_size):
+        txt = texts[sel]
+        ids = feats.text_ids[txt.to(feats.text_ids.device), :width].to(device)
+        mask = feats.text_mask[txt.to(feats.text_mask.device), :width].to(device)
+        out = model.itm_text_states(ids, mask)  # (b, width, D)
+        if states is None:
+            states = out.new_empty(int(sub.sum()), out.shape[-1])
+        positions = torch.arange(width)
+        valid = positions[None, :] < lengths[txt][:, None]  # (b, width), on the CPU
+        src = valid.flatten().nonzero().squeeze(1)
+        dst = (offset[txt][:, None] + positions[None, :])[valid]
+        states.index_copy_(0, dst.to(device), out.reshape(-1, out.shape[-1]).index_select(0, src.to(device)))
+    return states, offset, lengths
+
+
+def gather_states(states: Tensor, offset: Tensor, lengths: Tensor, txt: Tensor, width: int) -> Tensor:
+    """(b, width, D) states of texts ``txt`` (CPU) from :func:`text_states`; positions past a text's end
+    repeat its last row (they are masked)."""
+    positions = torch.minimum(torch.arange(width)[None, :], lengths[txt][:, None] - 1)
+    rows = (offset[txt][:, None] + positions).flatten().to(states.device)
+    return states.index_select(0, rows).view(len(txt), width, -1)
+
+
+@torch.no_grad()
 def score_pairs(model, feats: Features, pairs: Tensor, num_texts: int, image_source, device: torch.device,
                 batch_size: int) -> Tensor:
     """ITM match logits of ``pairs`` (sorted ``i * T + t``, so grouped by image).
 
     Each image's cross-attention keys/values are computed once and shared by all its candidate texts,
-    which come from its own row and from every text row that ranked it; ``image_source(indices)``
-    supplies image tokens that this process did not encode.
+    which come from its own row and from every text row that ranked it; each text's embeddings and first
+    self-attention (which do not see the image) are computed once for all its candidate images;
+    ``image_source(indices)`` supplies image tokens that this process did not encode.
     """
     images, texts = pairs // num_texts, pairs % num_texts
     scores = torch.empty(len(pairs), device=device)
+    if not len(pairs):
+        return scores
     bounds = torch.searchsorted(images, torch.unique(images), right=True).tolist()
     # Host copies, read once: each image's candidate texts are batched by length and cut to the
     # batch's longest text, which the re-ranking's text work scales with.
     images_c, texts_c = images.cpu(), texts.cpu()
-    lengths = feats.text_mask.sum(dim=1).cpu()
+    states, offset, lengths = text_states(model, feats, torch.unique(texts_c), device, batch_size)
     start = 0
     for end in bounds:
         image = int(images_c[start])
         kv = model.text_encoder.cross_kv(_image_tokens(feats, [image], image_source).to(device))  # batch 1
         group = texts_c[start:end]
         for sel, width in length_batches(lengths[group], batch_size):
-            txt = group[sel].to(feats.text_ids.device)
-            ids, mask = feats.text_ids[txt, :width].to(device), feats.text_mask[txt, :width].to(device)
-            scores[(start + sel).to(device)] = model.itm_logits(None, ids, mask, cross_kv=kv)[:, 1].float()
+            txt = group[sel]
+            ids = feats.text_ids[txt.to(feats.text_ids.device), :width].to(device)
+            mask = feats.text_mask[txt.to(feats.text_mask.device), :width].to(device)
+            first = gather_states(states, offset, lengths, txt, width)
+            scores[(start + sel).to(device)] = model.itm_logits(None, ids, mask, cross_kv=kv,
+                                                                first_state=first)[:, 1].float()
         start = end
     return scores
 

@@ -37,6 +37,66 @@ def itc_loss(sim_i2t: Tensor, sim_t2i: Tensor, targets_i2t: Tensor, targets_t2i:
     return (soft_cross_entropy(sim_i2t, targets_i2t) + soft_cross_entropy(sim_t2i, targets_t2i)) / 2
 
 
+class _QueueITC(torch.autograd.Function):
+    """:func:`itc_loss` of the similarities against [this batch's momentum features | the queue], without
+    building the concatenated (E, B+Q) keys, and with the gradient computed in the forward.
+
+    Autograd would save the keys for backward; the queue is overwritten in place by the enqueue that
+    follows the loss, so the keys would have to be a copy of the whole queue (two copies of E x Q floats per
+    step). The keys are constants and the loss's gradient with respect to the similarities is known in
+    closed form (``softmax(s) * sum(t) - t``, as log_softmax's backward computes it), so the gradients of
+    the online features and of the temperature are computed here, while the queue is intact, and backward
+    only scales them by the incoming gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, image_feat, text_feat, temp, image_feat_m, text_feat_m, image_queue, text_queue, hard, alpha,
+                with_grad):
+        bs = image_feat.shape[0]
+        loss, sims, grads, grad_temp = 0.0, [], [], 0.0
+        for query, query_m, key_m, queue in ((image_feat, image_feat_m, text_feat_m, text_queue),
+                                             (text_feat, text_feat_m, image_feat_m, image_queue)):
+            # The online and the momentum queries in one product per key block: each key is read once.
+            both = torch.cat([query, query_m.to(query.dtype)])  # (2B, E)
+            s = torch.cat([both @ key_m.T.to(both.dtype), both @ queue.to(both.dtype)], dim=1) / temp  # (2B, B+Q)
+            targets = distilled_targets(s[bs:], hard, alpha)
+            s = s[:bs]
+            log_p = F.log_softmax(s, dim=1)
+            loss = loss + (-(log_p * targets).sum(dim=1).mean()) / 2
+            sims.append(s)
+            if with_grad:
+                g = (log_p.exp() * targets.sum(dim=1, keepdim=True) - targets) * (0.5 / bs)  # d loss / d s
+                grad = (g[:, :bs].to(key_m.dtype) @ key_m + g[:, bs:].to(queue.dtype) @ queue.T) / temp
+                grads.append(grad.to(query.dtype))
+                grad_temp = grad_temp - (g * s).sum() / temp  # s = raw / temp
+        if with_grad:
+            ctx.save_for_backward(grads[0], grads[1], torch.as_tensor(grad_temp).to(temp.dtype).reshape(temp.shape))
+        ctx.mark_non_differentiable(*sims)
+        return loss, sims[0], sims[1]
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_sim_i2t, _grad_sim_t2i):
+        grad_image, grad_text, grad_temp = ctx.saved_tensors
+        return (grad_image * grad_loss, grad_text * grad_loss, grad_temp * grad_loss) + (None,) * 7
+
+
+def queue_itc_loss(image_feat: Tensor, text_feat: Tensor, temp: Tensor, image_feat_m: Tensor, text_feat_m: Tensor,
+                   image_queue: Tensor, text_queue: Tensor, hard_targets: Tensor,
+                   alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+    """BLIP's ITC loss with momentum distillation against this batch's momentum features and the queues.
+
+    image_feat, text_feat (B, E) online features (differentiable); temp the temperature (differentiable);
+    image_feat_m, text_feat_m (B, E) momentum features; image_queue, text_queue (E, Q); hard_targets
+    (B, B+Q) (:func:`positive_targets`). Equals ``itc_loss(q @ keys / temp, ..., distilled_targets(q_m @ keys
+    / temp, hard, alpha), ...)`` with keys = [feat_m.T | queue] for both directions, in value and in gradient.
+    Returns the loss and the online similarities sim_i2t, sim_t2i (B, B+Q) (no gradient flows through them).
+    The queues may be written in place as soon as this returns (see :class:`_QueueITC`).
+    """
+    with_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (image_feat, text_feat, temp))
+    return _QueueITC.apply(image_feat, text_feat, temp, image_feat_m, text_feat_m, image_queue, text_queue,
+                           hard_targets, alpha, with_grad)
+
+
 def same_text(ids: Tensor, ids_keys: Tensor) -> Tensor:
     """(B, K) bool: True where query caption i and key caption j are the same token sequence.
 
@@ -107,11 +167,27 @@ def itm_labels(num_pos: int, num_neg: int, device: torch.device | None = None) -
                       torch.zeros(num_neg, dtype=torch.long, device=device)])
 
 
-def lm_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.1) -> Tensor:
+def lm_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.1, shifted: bool = False) -> Tensor:
     """Next-token loss: logits (B, L, V) predict labels shifted by one; -100 labels are ignored.
 
-    Mean over all kept targets, with label smoothing 0.1 as in BLIP.
+    Mean over all kept targets, with label smoothing 0.1 as in BLIP. ``shifted``: the logits (B, L-1, V)
+    of positions 0..L-2 and the labels (B, L-1) of positions 1..L-1 are given already (the last position,
+    which predicts nothing, need not meet the head).
     """
-    shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    targets = labels[:, 1:].reshape(-1)
-    return F.cross_entropy(shifted, targets, ignore_index=-100, label_smoothing=label_smoothing)
+    if not shifted:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    shifted_logits = logits.reshape(-1, logits.shape[-1]).float()
+    return F.cross_entropy(shifted_logits, labels.reshape(-1), ignore_index=-100, label_smoothing=label_smoothing)
+
+
+def lm_predicting(labels: Tensor) -> Tensor:
+    """(B, L) bool: the positions whose next label is a target (not -100); the last position never is."""
+    return F.pad(labels[:, 1:] != -100, (0, 1), value=False)
+
+
+def lm_loss_selected(logits: Tensor, labels: Tensor, predicting: Tensor, label_smoothing: float = 0.1) -> Tensor:
+    """:func:`lm_loss` from the logits (R, V) of the R ``predicting`` positions (:func:`lm_predicting`) alone,
+    in row-major order: the same targets, the same mean over them, the same smoothing, with the head over
+    the vocabulary run on R rows instead of B * L."""
+    targets = labels[:, 1:][predicting[:, :-1]]
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)

@@ -4,12 +4,19 @@ fast step of :mod:`models.blip_pretrain` and :mod:`models.blip_retrieval` is mea
 Same modules, same parameters, same losses (``models.losses``), same random draws; only the way of
 computing differs:
 
-- the text towers compute every position of their last layer although ITC reads [CLS] only;
+- the text towers compute every position of their last layer although ITC reads [CLS] only, and the
+  momentum ViT every token of its last block although ITC reads its [CLS] only;
+- every text position is computed in every layer, padding included (the fast path skips the masked
+  positions on the CPU: ``TextTransformer.forward(skip_padding=True)``);
 - every multimodal pass (positive ITM, negative ITM, LM decoder) projects the image tokens to
   cross-attention keys/values again, and the negative pass gathers image tokens, not keys/values;
+  positives and negatives go through the encoder in two passes;
+- the LM head over the vocabulary runs at every position, including padding and the last position,
+  which predict nothing;
 - the momentum update is a Python loop over the parameters, two kernels per tensor;
 - the queue pointer is read to the host (``.item()``) at every enqueue, and each queue is cloned
-  before it is concatenated;
+  before it is concatenated with the batch's momentum features into the ITC keys, which autograd keeps
+  for backward (the fast path never copies the queue: ``losses.queue_itc_loss``);
 - captions are padded to ``max_length``.
 
 Use :func:`plain_optimizer` for BLIP's optimizer (AdamW, one tensor at a time). Nothing in training uses

@@ -82,6 +82,12 @@ class Embeddings(nn.Module):
         x = self.word_embeddings(input_ids) + self.position_embeddings(self.position_ids[:, past_length:length])
         return self.dropout(self.LayerNorm(x))
 
+    def packed(self, input_ids: Tensor, pack: "Packing") -> Tensor:
+        """(B, L) token ids -> (T, D): the embeddings of the unmasked positions of ``pack`` alone."""
+        ids = input_ids.reshape(-1).index_select(0, pack.rows)
+        x = self.word_embeddings(ids) + self.position_embeddings(pack.rows % pack.length)
+        return self.dropout(self.LayerNorm(x))
+
 
 class Projections(nn.Module):
     """Query, key and value projections; keys/values may come from another width (image tokens)."""
@@ -137,6 +143,11 @@ class Attention(nn.Module):
         """
         q = self._split(self.self.query(x))
         k, v = kv if kv is not None else self.key_value(x if context is None else context)
+        return self.output(self.attend(q, k, v, mask, keep_probs), x)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, keep_probs: list | None = None) -> Tensor:
+        """Attention of split queries (B, H, L, dh) over keys/values (B or 1, H, N, dh) -> (B, L, D), before
+        the output block."""
         p = self.dropout_p if self.training else 0.0
         if keep_probs is None and mask is None and k.shape[0] == 1 < q.shape[0]:
             # One image's keys/values shared by every text: fold the texts into the query length, so no
@@ -154,8 +165,7 @@ class Attention(nn.Module):
             probs = scores.softmax(-1)
             keep_probs.append(probs)
             out = F.dropout(probs, p, self.training) @ v
-        out = out.transpose(1, 2).flatten(2)  # (B, L, D)
-        return self.output(out, x)
+        return out.transpose(1, 2).flatten(2)  # (B, L, D)
 
     # -- key/value cache for incremental decoding (models/generate.py) --------------------------------
 
@@ -198,11 +208,45 @@ class Layer(nn.Module):
         self.output = AddNorm(cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps, cfg.hidden_dropout_prob)
 
     def forward(self, x: Tensor, mask: Tensor, image: Tensor | None, image_mask: Tensor | None,
-                kv: tuple[Tensor, Tensor] | None, keep_probs: list | None, first_only: bool = False) -> Tensor:
-        """With ``first_only`` only position 0 is computed (it still attends to every token)."""
-        x = self.attention(x[:, :1], mask, context=x) if first_only else self.attention(x, mask)
+                kv: tuple[Tensor, Tensor] | None, keep_probs: list | None, first_only: bool = False,
+                self_attended: bool = False) -> Tensor:
+        """With ``first_only`` only position 0 is computed (it still attends to every token). With
+        ``self_attended``, x is the output of this layer's self-attention already (see
+        :meth:`TextTransformer.self_attended`)."""
+        if self_attended:
+            x = x[:, :1] if first_only else x
+        else:
+            x = self.attention(x[:, :1], mask, context=x) if first_only else self.attention(x, mask)
         if image is not None or kv is not None:
             x = self.crossattention(x, image_mask, context=image, kv=kv, keep_probs=keep_probs)
+        return self.output(self.intermediate(x), x)
+
+    def forward_packed(self, x: Tensor, pack: "Packing", mask: Tensor, image: Tensor | None,
+                       image_mask: Tensor | None, kv: tuple[Tensor, Tensor] | None, first_only: bool = False) -> Tensor:
+        """:meth:`forward` on the unmasked tokens alone: x (T, D), the batch's T unmasked positions (see
+        :class:`Packing`); returns (T, D), or (B, D) for position 0 of each text with ``first_only``.
+
+        The projections, the output blocks and the feed-forward run on the T rows; only the attention
+        itself sees the (B, L) layout, its padded positions filled with copies of a real row, which the
+        mask hides from every query and whose own outputs are dropped: the unmasked outputs (and their
+        gradients) are those of :meth:`forward`.
+        """
+        att = self.attention.self
+        first = x.index_select(0, pack.first) if first_only else None  # (B, D)
+        q_in = first if first_only else x
+        q = att.query(q_in)
+        q = q[:, None] if first_only else pack.pad(q)
+        k, v = pack.pad(att.key(x)), pack.pad(att.value(x))
+        split = self.attention._split
+        out = self.attention.attend(split(q), split(k), split(v), mask)  # (B, 1 or L, D)
+        x = self.attention.output(out[:, 0] if first_only else pack.unpad(out), q_in)
+        if image is not None or kv is not None:
+            cross = self.crossattention
+            q = cross.self.query(x)
+            q = q[:, None] if first_only else pack.pad(q)
+            k, v = kv if kv is not None else cross.key_value(image)
+            out = cross.attend(cross._split(q), k, v, image_mask)
+            x = cross.output(out[:, 0] if first_only else pack.unpad(out), x)
         return self.output(self.intermediate(x), x)
 
     def forward_cached(self, x: Tensor, past: SelfKV | None, image: Tensor | None,
@@ -212,6 +256,49 @@ class Layer(nn.Module):
         if image is not None or kv is not None:
             x = self.crossattention(x, None, context=image, kv=kv)
         return self.output(self.intermediate(x), x), past
+
+
+def host_reads(device: torch.device) -> bool:
+    """Whether the fast paths may read masks back to the host to choose rows (packing, the predicting LM
+    rows): on the CPU it is free; on an accelerator it would wait for the queued work, so there every
+    position is computed instead. (One switch, so that tests run the accelerator's branch on a CPU.)"""
+    return device.type == "cpu"
+
+
+class Packing:
+    """The unmasked positions of a (B, L) batch of right-padded texts, as T rows of a packed (T, ...) tensor.
+
+    ``rows`` (T,) are their flat positions in the (B * L) grid, in order; ``grid`` (B * L,) maps every
+    grid position to its packed row (a masked position to row 0: any real row serves, it is never seen);
+    ``first`` (B,) is the packed row of each text's position 0.
+    """
+
+    def __init__(self, attention_mask: Tensor):
+        b, length = attention_mask.shape
+        flat = attention_mask.reshape(-1).bool()
+        self.batch, self.length = b, length
+        self.rows = flat.nonzero().squeeze(1)
+        self.grid = torch.zeros(b * length, dtype=torch.long, device=flat.device)
+        self.grid[self.rows] = torch.arange(self.rows.numel(), device=flat.device)
+        self.first = self.grid[torch.arange(b, device=flat.device) * length]
+
+    @staticmethod
+    def worth_it(attention_mask: Tensor, min_padding: float = 0.05) -> bool:
+        """Whether to pack: on the CPU (finding the rows on an accelerator would wait for it), when at least
+        ``min_padding`` of the positions are masked (packing costs a few small copies per layer) and every
+        text's position 0 is unmasked."""
+        if not host_reads(attention_mask.device) or attention_mask.dim() != 2 or not attention_mask.numel():
+            return False
+        mask = attention_mask.bool()
+        return bool(mask[:, 0].all()) and int(mask.sum()) <= (1.0 - min_padding) * mask.numel()
+
+    def pad(self, x: Tensor) -> Tensor:
+        """(T, D) packed rows -> (B, L, D), masked positions holding copies of row 0."""
+        return x.index_select(0, self.grid).view(self.batch, self.length, -1)
+
+    def unpad(self, x: Tensor) -> Tensor:
+        """(B, L, D) -> (T, D), the unmasked positions."""
+        return x.reshape(self.batch * self.length, -1).index_select(0, self.rows)
 
 
 class Encoder(nn.Module):
@@ -257,15 +344,22 @@ class TextTransformer(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor, image_embeds: Tensor | None = None,
                 image_atts: Tensor | None = None, mode: str = "multimodal", causal: bool = False,
                 cross_kv: CrossKV | None = None, keep_cross_attention: list | None = None,
-                first_only: bool = False) -> Tensor:
-        """Return the last hidden states (B, L, D), or (B, 1, D) for position 0 alone with ``first_only``.
+                first_only: bool = False, select: Tensor | None = None, skip_padding: bool = False,
+                first_state: Tensor | None = None) -> Tensor:
+        """Return the last hidden states (B, L, D), or (B, 1, D) for position 0 alone with ``first_only``, or
+        (R, D) for the R positions where ``select`` (B, L) bool is True, in row-major order.
 
         ``first_only`` skips the last layer's work for every other position, which the ITM head never
-        reads (exact, not an approximation).
+        reads (exact, not an approximation). With ``skip_padding`` and ``first_only`` or ``select``, the
+        masked positions are not computed at all when that pays (:meth:`Packing.worth_it`; see
+        :meth:`Layer.forward_packed`): the same outputs, with less work.
 
         input_ids, attention_mask: (B, L). image_embeds: (B, N, encoder_width), used in ``multimodal``
         mode, or ``cross_kv`` from :meth:`cross_kv` in its place. image_atts: (B, N), all ones when omitted.
         keep_cross_attention: a list that receives each layer's cross-attention probabilities (B, H, L, N).
+        first_state (B, L, D): :meth:`self_attended` of these ids and mask, computed beforehand (in eval mode,
+        not causal); the embeddings and the first layer's self-attention are then skipped (an image-grounded
+        pass over many images of the same texts computes them once).
         """
         if mode not in ("text", "multimodal"):
             raise ValueError(f"mode must be 'text' or 'multimodal', not {mode!r}")
@@ -274,6 +368,8 @@ class TextTransformer(nn.Module):
             raise ValueError("multimodal mode needs image_embeds or cross_kv")
         if first_only and causal:
             raise ValueError("first_only is for the encoder's [CLS]/[ENC] output, not for the causal decoder")
+        if first_only and select is not None:
+            raise ValueError("first_only and select exclude each other")
         keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
         if causal:
             length = input_ids.shape[1]
@@ -282,19 +378,48 @@ class TextTransformer(nn.Module):
         image_mask = None
         if multimodal and image_atts is not None:
             image_mask = image_atts.bool()[:, None, None, :]
-        x = self.embeddings(input_ids)
+        if first_state is not None and (causal or (self.training and torch.is_grad_enabled())):
+            raise ValueError("first_state is for the non-causal encoder without gradients (evaluation)")
+        pack = None
+        if (skip_padding and first_state is None and (first_only or select is not None)
+                and keep_cross_attention is None and Packing.worth_it(attention_mask)):
+            if select is not None and bool((select & ~attention_mask.bool()).any()):
+                raise ValueError("select picks masked positions, which skip_padding does not compute")
+            pack = Packing(attention_mask)
+        if first_state is not None:
+            x = first_state
+        else:
+            x = self.embeddings(input_ids) if pack is None else self.embeddings.packed(input_ids, pack)
         last = len(self.encoder.layer) - 1
         # Checkpointing would recompute (and append again) the kept attention maps: never with them.
         ckpt = self.grad_ckpt and self.training and torch.is_grad_enabled() and keep_cross_attention is None
         for i, layer in enumerate(self.encoder.layer):
             image = image_embeds if multimodal and cross_kv is None else None
             kv = cross_kv[i] if multimodal and cross_kv is not None else None
-            if ckpt:  # non-reentrant: dropout masks are replayed, and kv may be shared by several passes
-                x = checkpoint(layer, x, keep, image, image_mask, kv, None, first_only and i == last,
-                               use_reentrant=False)
+            only = first_only and i == last
+            if pack is not None:
+                args, run = (x, pack, keep, image, image_mask, kv, only), layer.forward_packed
             else:
-                x = layer(x, keep, image, image_mask, kv, keep_cross_attention, first_only and i == last)
+                args = (x, keep, image, image_mask, kv, None if ckpt else keep_cross_attention, only,
+                        i == 0 and first_state is not None)
+                run = layer
+            if ckpt:  # non-reentrant: dropout masks are replayed, and kv may be shared by several passes
+                x = checkpoint(run, *args, use_reentrant=False)
+            else:
+                x = run(*args)
+        if pack is not None:
+            if first_only:
+                return x[:, None]
+            return x.index_select(0, pack.grid[select.reshape(-1).nonzero().squeeze(1)])
+        if select is not None:
+            return x.reshape(-1, x.shape[-1]).index_select(0, select.reshape(-1).nonzero().squeeze(1))
         return x
+
+    def self_attended(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, L, D): the embeddings followed by the first layer's self-attention and its add-and-norm, the
+        part of a (non-causal) pass that never sees the image; give it to :meth:`forward` as ``first_state``."""
+        x = self.embeddings(input_ids)
+        return self.encoder.layer[0].attention(x, attention_mask.bool()[:, None, None, :])
 
     def forward_cached(self, input_ids: Tensor, past: list[SelfKV] | None = None, image_embeds: Tensor | None = None,
                        cross_kv: CrossKV | None = None) -> tuple[Tensor, list[SelfKV]]:

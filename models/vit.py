@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -65,18 +66,47 @@ class VisionTower(VisionTransformer):
     def num_patches(self) -> int:
         return self.patch_embed.num_patches
 
-    def forward(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, 1+N, D): the class token followed by every patch token."""
+    def forward(self, images: Tensor, cls_only: bool = False) -> Tensor:
+        """(B, 3, H, W) -> (B, 1+N, D): the class token followed by every patch token.
+
+        With ``cls_only`` -> (B, 1, D): the class token alone, its last block computed for it alone (every
+        token still gives its key and value): exact, for callers that read nothing else (the momentum
+        tower's ITC feature).
+        """
         x = self.patch_embed(images)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         x = self.pos_drop(torch.cat([cls, x], dim=1) + self.pos_embed)
         use_ckpt = self.grad_ckpt and self.training and torch.is_grad_enabled()
+        last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
-            if use_ckpt and i >= self.ckpt_from:
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
+            run = partial(class_token_block, blk) if cls_only and i == last else blk
+            x = checkpoint(run, x, use_reentrant=False) if use_ckpt and i >= self.ckpt_from else run(x)
         return self.norm(x)
+
+
+def class_token_block(blk, x: Tensor) -> Tensor:
+    """timm's ``Block.forward`` on (B, 1+N, D) tokens, computed for the class token only -> (B, 1, D).
+
+    The keys and values of every token are needed; the query, the attention output, the projection and
+    the MLP only for the class token. Same modules, same order, so the result equals ``blk(x)[:, :1]``
+    (drop-path draws one value per sample either way).
+    """
+    attn = blk.attn
+    y = blk.norm1(x)
+    b, n, _ = y.shape
+    h, dh, width = attn.num_heads, attn.head_dim, attn.attn_dim
+    w, bias = attn.qkv.weight, attn.qkv.bias
+    kv = F.linear(y, w[width:], None if bias is None else bias[width:])
+    k, v = kv.reshape(b, n, 2, h, dh).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, dh) each
+    q = F.linear(y[:, :1], w[:width], None if bias is None else bias[:width]).reshape(b, 1, h, dh).transpose(1, 2)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.attn_drop.p if attn.training else 0.0)
+    out = attn.norm(out.transpose(1, 2).reshape(b, 1, width))
+    if getattr(attn, "gate", None) is not None:
+        out = out * attn.gate(y[:, :1]).sigmoid()
+    out = attn.proj_drop(attn.proj(out))
+    cls = x[:, :1] + blk.drop_path1(blk.ls1(out))
+    return cls + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(cls))))
 
 
 def create_vit(vit: str | Mapping, image_size: int, grad_ckpt: bool = False, ckpt_layer: int = 0,

@@ -122,6 +122,22 @@ def test_queue_accepts_any_batch_size(ret_cfg, tokenizer):
     assert model.idx_queue[0].sort().values.tolist() == list(range(18, 30))
 
 
+def test_non_finite_features_never_enter_the_queue(ret_cfg, tokenizer):
+    """A skipped step's NaN features keep the entries they would replace; finite rows go in as usual."""
+    model = BlipRetrieval(ret_cfg, tokenizer)  # queue_size 12
+    before_i, before_t, before_idx = model.image_queue.clone(), model.text_queue.clone(), model.idx_queue.clone()
+    image, text = torch.ones(4, 16), torch.ones(4, 16)
+    image[1, 3] = float("nan")
+    text[2, 0] = float("inf")
+    model.enqueue(image, text, torch.arange(4))
+    assert torch.isfinite(model.image_queue).all() and torch.isfinite(model.text_queue).all()
+    for col, kept in ((0, False), (1, True), (2, True), (3, False)):
+        assert torch.equal(model.image_queue[:, col], before_i[:, col] if kept else torch.ones(16))
+        assert torch.equal(model.text_queue[:, col], before_t[:, col] if kept else torch.ones(16))
+    assert model.idx_queue[0, :4].tolist() == [0, before_idx[0, 1].item(), before_idx[0, 2].item(), 3]
+    assert model.ptr_queue.item() == 4
+
+
 def test_text_mode_matches_hf_bert(tmp_path):
     """Our text transformer with MiniLM's real weights equals transformers.BertModel."""
     from transformers import BertModel

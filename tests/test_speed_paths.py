@@ -74,7 +74,12 @@ def assert_same_step(fast: dict, plain: dict) -> None:
     assert fast["dropped"] == plain["dropped"]
 
 
-def test_pretrain_fast_step_equals_plain(tmp_path, tokenizer):
+@pytest.mark.parametrize("host_reads", [True, False], ids=["cpu-branch", "accelerator-branch"])
+def test_pretrain_fast_step_equals_plain(tmp_path, tokenizer, monkeypatch, host_reads):
+    """Also with the branch an accelerator takes (no packing, every LM position but the last), run here."""
+    import models.text
+
+    monkeypatch.setattr(models.text, "host_reads", lambda device: host_reads)
     cfg = tiny_config(tmp_path, "pretrain", minilm_folder())
     fast, plain = twins(cfg, tokenizer, BlipPretrain, PlainPretrain)
     images = torch.randn(4, 3, 32, 32)
@@ -192,3 +197,128 @@ def test_rows_without_a_valid_negative_leave_the_itm_loss(tmp_path, tokenizer):
     model = BlipPretrain(cfg, tokenizer)
     out = model(torch.randn(4, 3, 32, 32), ["a cyst"] * 4, alpha=0.4)
     assert int(model.itm_dropped) == 8 and torch.isfinite(out["itm"])
+
+
+def test_queue_itc_loss_equals_itc_loss_over_the_concatenated_keys():
+    """Value and gradients (online features, temperature) of the fast ITC against autograd through
+    BLIP's concatenated keys, with queue entries that are positives (an id queue)."""
+    gen = torch.Generator().manual_seed(0)
+    b, e, q = 4, 8, 20
+    unit = lambda *s: torch.nn.functional.normalize(torch.randn(*s, generator=gen, dtype=torch.float64), dim=-1)
+    image_feat, text_feat, image_m, text_m = unit(b, e), unit(b, e), unit(b, e), unit(b, e)
+    image_queue, text_queue = unit(q, e).T.contiguous(), unit(q, e).T.contiguous()
+    ids = torch.tensor([0, 1, 2, 1])
+    queue_ids = torch.full((q,), -100)
+    queue_ids[[3, 7]] = torch.tensor([2, 0])
+    hard = losses.positive_targets(ids, torch.cat([ids, queue_ids])).double()
+    results = []
+    for fast in (True, False):
+        x_i, x_t = image_feat.clone().requires_grad_(), text_feat.clone().requires_grad_()
+        temp = torch.tensor(0.07, dtype=torch.float64, requires_grad=True)
+        if fast:
+            loss, s_i2t, s_t2i = losses.queue_itc_loss(x_i, x_t, temp, image_m, text_m, image_queue, text_queue,
+                                                       hard, 0.4)
+        else:
+            text_keys, image_keys = torch.cat([text_m.T, text_queue], 1), torch.cat([image_m.T, image_queue], 1)
+            s_i2t, s_t2i = x_i @ text_keys / temp, x_t @ image_keys / temp
+            with torch.no_grad():
+                t_i2t = losses.distilled_targets(image_m @ text_keys / temp, hard, 0.4)
+                t_t2i = losses.distilled_targets(text_m @ image_keys / temp, hard, 0.4)
+            loss = losses.itc_loss(s_i2t, s_t2i, t_i2t, t_t2i)
+        (3.0 * loss).backward()  # an upstream factor, as a loss weight or a gradient scaler gives
+        results.append((loss.detach(), s_i2t.detach(), s_t2i.detach(), x_i.grad, x_t.grad, temp.grad))
+    for a, b_ in zip(*results):
+        assert torch.allclose(a, b_, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # no gradient wanted: the forward alone
+        loss = losses.queue_itc_loss(image_feat, text_feat, torch.tensor(0.07, dtype=torch.float64), image_m, text_m,
+                                     image_queue, text_queue, hard, 0.4)[0]
+    assert torch.allclose(loss, results[0][0])
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_lm_loss_on_the_predicting_rows_equals_lm_loss(smoothing):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 6, 11, generator=gen, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 11, (3, 6), generator=gen)
+    labels[0, 4:] = labels[2, 2:] = -100  # padding
+    full = losses.lm_loss(logits, labels, smoothing)
+    (g_full,) = torch.autograd.grad(full, logits)
+    predicting = losses.lm_predicting(labels)
+    assert predicting.sum() == (labels[:, 1:] != -100).sum() and not predicting[:, -1].any()
+    part = losses.lm_loss_selected(logits[predicting], labels, predicting, smoothing)
+    (g_part,) = torch.autograd.grad(part, logits)
+    assert torch.allclose(full, part) and torch.allclose(g_full, g_part)
+    shifted = losses.lm_loss(logits[:, :-1], labels[:, 1:], smoothing, shifted=True)
+    assert torch.allclose(full, shifted)
+
+
+def test_vit_class_token_only_equals_the_full_tower():
+    from models.vit import create_vit
+
+    torch.manual_seed(0)
+    vit, _ = create_vit({"width": 48, "depth": 3, "heads": 3, "patch_size": 16}, 64, drop_path_rate=0.3)
+    images = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        for training in (False, True):  # drop-path draws one value per sample either way
+            vit.train(training)
+            torch.manual_seed(5)
+            full = vit(images)[:, :1]
+            torch.manual_seed(5)
+            cls = vit(images, cls_only=True)
+            assert cls.shape == (4, 1, 48) and torch.allclose(full, cls, atol=1e-6)
+
+
+def text_tower(tmp_path, tokenizer):
+    from models.text import TextConfig, TextTransformer
+    from tiny import write_text_config
+
+    cfg = TextConfig.from_json(write_text_config(tmp_path, hidden=32, layers=3))
+    cfg.vocab_size, cfg.encoder_width = len(tokenizer), 24
+    torch.manual_seed(0)
+    return no_dropout(TextTransformer(cfg))
+
+
+def test_skipping_padding_gives_the_same_outputs_and_gradients(tmp_path, tokenizer):
+    """first_only and select computed on the unmasked positions alone (Packing) against the padded
+    computation: outputs and every parameter's gradient, text and multimodal, causal included."""
+    from models.text import Packing
+
+    tower = text_tower(tmp_path, tokenizer)
+    tok = tokenize(tokenizer, CAPTIONS, 16)
+    ids, mask = tok["input_ids"], tok["attention_mask"]
+    assert Packing.worth_it(mask) and not Packing.worth_it(torch.ones_like(mask))
+    image = torch.randn(4, 5, 24)
+    select = losses.lm_predicting(ids.masked_fill(mask == 0, -100))
+    cases = [dict(mode="text", first_only=True), dict(image_embeds=image, first_only=True),
+             dict(image_embeds=image, causal=True, select=select),
+             dict(cross_kv=tower.cross_kv(image), causal=True, select=select)]
+    for kwargs in cases:
+        outs, grads = [], []
+        for skip in (False, True):
+            tower.zero_grad()
+            out = tower(ids, mask, skip_padding=skip, **kwargs)
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward(retain_graph=True)
+            outs.append(out)
+            grads.append({n: p.grad.clone() for n, p in tower.named_parameters() if p.grad is not None})
+        assert outs[0].shape == outs[1].shape
+        assert torch.allclose(outs[0], outs[1], atol=1e-5), kwargs.keys()
+        assert_grads_close(grads[1], grads[0])
+    with pytest.raises(ValueError, match="masked positions"):
+        tower(ids, mask, mode="text", select=torch.ones_like(mask, dtype=torch.bool), skip_padding=True)
+
+
+def test_itm_logits_from_precomputed_text_states(tmp_path, tokenizer):
+    cfg = tiny_config(tmp_path, "retrieval", minilm_folder())
+    torch.manual_seed(0)
+    model = build_model(cfg, "retrieval", tokenizer, load_weights=False).eval()
+    tok = tokenize(tokenizer, CAPTIONS, 16)
+    with torch.no_grad():
+        embeds = model.encode_image(torch.randn(1, 3, 32, 32))[0]
+        kv = model.text_encoder.cross_kv(embeds)
+        plain = model.itm_logits(embeds.expand(4, -1, -1), tok["input_ids"], tok["attention_mask"])
+        states = model.itm_text_states(tok["input_ids"], tok["attention_mask"])
+        cached = model.itm_logits(None, tok["input_ids"], tok["attention_mask"], cross_kv=kv, first_state=states)
+    assert torch.allclose(plain, cached, atol=1e-5)
+    model.train()
+    with pytest.raises(ValueError, match="first_state"):
+        model.itm_logits(None, tok["input_ids"], tok["attention_mask"], cross_kv=kv, first_state=states)

@@ -219,8 +219,14 @@ def test_unseen_source_listed_twice_is_refused(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-def test_sources_are_copied_from_a_snapshot_at_the_named_commit(tmp_path, capsys):
-    from bench import unseen_captions
+def test_sources_are_copied_from_a_snapshot_at_the_named_commit(tmp_path):
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+
+    def unseen(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bench.unseen_captions", *args], cwd=root,
+                              capture_output=True, text=True)
 
     repo = tmp_path / "snapshots" / "someone+jats-files"
     (repo / "data").mkdir(parents=True)
@@ -235,11 +241,12 @@ def test_sources_are_copied_from_a_snapshot_at_the_named_commit(tmp_path, capsys
     records = json.loads(json.dumps(TINY_RECORDS).replace(COMMIT, commit))
     gold_path = _tiny_gold(tmp_path, records)
     sources = tmp_path / "sources"
-    assert unseen_captions.main(["--gold", str(gold_path), "--sources", str(sources),
-                                 "--fetch-from", str(tmp_path / "snapshots")]) == 0
+    run = unseen("--gold", str(gold_path), "--sources", str(sources), "--fetch-from", str(tmp_path / "snapshots"))
+    assert run.returncode == 0, run.stderr[-2000:]
     assert (sources / "someone+jats-files" / "data" / "PMC0042.xml").read_text("utf-8") == TINY_JATS
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(run.stdout)
     assert out["captions"] == 2 and out["sub_captions"] == 3 and out["labelled_captions"] == 1
     assert 0 <= out["token_f1"] <= 1 and isinstance(out["failures"], list)
-    with pytest.raises(GoldError, match="inside the repository"):
-        unseen_captions.materialise(tmp_path / "snapshots", Path(unseen_captions.ROOT) / "tmp_sources", gold_path)
+    inside = unseen("--gold", str(gold_path), "--sources", str(root / "tmp_sources"),
+                    "--fetch-from", str(tmp_path / "snapshots"))
+    assert inside.returncode != 0 and "inside the repository" in inside.stdout + inside.stderr
