@@ -23,6 +23,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+# The reports (predictions, metrics, captions, index) are replaced atomically, folder created: a killed
+# run never leaves half a file. data.files needs the standard library only, so --help stays fast.
+from data.files import atomic_write_json
+
 log = logging.getLogger("medvl")
 
 FORMATS = (".png", ".pdf", ".svg", ".jpg")
@@ -441,11 +445,6 @@ def _progress(iterable, what: str):
     return tqdm(iterable, desc=what, disable=None)  # shown on a terminal only
 
 
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
-
-
 def _draw_confusion(matrix: list[list[int]], names: list[str], path: Path) -> None:
     import numpy as np
     from matplotlib.figure import Figure
@@ -501,7 +500,7 @@ def classify_main(argv: list[str]) -> int:
     names, out = clf.names, Path(args.out)
     rows = [{"image": it.image, "label": it.label, "predicted": names[int(p.argmax())],
              "probs": {n: round(float(v), 5) for n, v in zip(names, p)}} for it, p in zip(items, probs)]
-    _write_json(out / "predictions.json", rows)
+    atomic_write_json(out / "predictions.json", rows)
     with open(out / "predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image", "label", "predicted", *names])
@@ -514,7 +513,7 @@ def classify_main(argv: list[str]) -> int:
     labelled = [i for i, it in enumerate(items) if it.label is not None]
     if labelled:
         report = classification_report([names.index(items[i].label) for i in labelled], probs[labelled], names)
-        _write_json(out / "metrics.json", report)
+        atomic_write_json(out / "metrics.json", report)
         _draw_confusion(report["confusion_matrix"], names, out / "confusion.png")
         summary.update({k: report[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "auroc_macro_ovr",
                                                "baselines")})
@@ -548,14 +547,14 @@ def caption_main(argv: list[str]) -> int:
     out = Path(args.out)
     rows = [{"image": it.image, "caption": c, **({"references": it.captions} if it.captions else {})}
             for it, c in zip(items, captions)]
-    _write_json(out / "captions.json", rows)
+    atomic_write_json(out / "captions.json", rows)
     for r in rows:
         print(f"{r['image']}\t{r['caption']}")
     summary = {"out": str(out), "images": len(rows)}
     if any(it.captions for it in items):
         scores = caption_scores({str(i): c for i, c in enumerate(captions)},
                                 {str(i): it.captions for i, it in enumerate(items) if it.captions})
-        _write_json(out / "metrics.json", scores)
+        atomic_write_json(out / "metrics.json", scores)
         summary.update(scores)
     print(json.dumps(summary))
     return 0
@@ -590,7 +589,7 @@ def embed_main(argv: list[str]) -> int:
                             lambda it: _progress(it, "embedding texts"))
         np.save(out / "text_embeds.npy", feats.numpy())
         index["embed_dim"] = feats.shape[1]
-    _write_json(out / "index.json", index)
+    atomic_write_json(out / "index.json", index)
     print(json.dumps({"out": str(out), "images": len(items), "texts": len(texts), "embed_dim": index["embed_dim"]}))
     return 0
 

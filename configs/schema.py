@@ -12,7 +12,7 @@ _REQUIRED = object()
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # int, float, optfloat, bool, str, optstr, files, choice, vit
+    kind: str  # int, float, optfloat, bool, str, optstr, files, choice, vit, fixed
     default: Any = _REQUIRED
     help: str = ""
     lo: float | None = None
@@ -58,6 +58,10 @@ class Field:
             v = [v] if isinstance(v, str) else v
             if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
                 raise TypeError(f"expected a file path or a list of file paths, got {v!r}")
+        elif k == "fixed":
+            # A setting the task's model does not offer, kept in the config so the model reads every key.
+            if type(v) is not type(self.default) or v != self.default:
+                raise ValueError(f"only {self.default!r} is allowed ({self.help})")
         elif k == "vit":
             if isinstance(v, Mapping):
                 return _vit_mapping(v)
@@ -68,10 +72,12 @@ class Field:
 
 
 VIT_KEYS = {"width": (8, 8192), "depth": (1, 128), "heads": (1, 128), "patch_size": (1, 512)}
+VIT_PATCH_SIZE = 16  # when a vit mapping leaves it out: BLIP's ViT-B/16 and ViT-L/16
 
 
 def _vit_mapping(v: Mapping) -> dict:
-    """An explicit ViT size: positive integers, width divisible by heads."""
+    """An explicit ViT size: positive integers, width divisible by heads; patch_size filled in, so the
+    model reads every key."""
     unknown = sorted(set(v) - set(VIT_KEYS))
     missing = sorted({"width", "depth", "heads"} - set(v))
     if unknown or missing:
@@ -82,7 +88,7 @@ def _vit_mapping(v: Mapping) -> dict:
             raise ValueError(f"vit.{key}: expected an integer in [{lo}, {hi}], got {value!r}")
     if v["width"] % v["heads"]:
         raise ValueError(f"vit.width {v['width']} is not divisible by vit.heads {v['heads']}")
-    return dict(v)
+    return {**v, "patch_size": v.get("patch_size", VIT_PATCH_SIZE)}
 
 
 COMMON = {
@@ -154,6 +160,8 @@ PRETRAIN = {
     "warmup_lr": Field("float", 1e-6, "learning rate at the first warm-up step", 0.0, 10.0),
     "warmup_steps": Field("int", 3000, "linear warm-up steps within epoch 0", 0, 10**9),
     "lr_decay_rate": Field("float", 0.9, "per-epoch decay of the step schedule", 0.0, 1.0),
+    "negative_all_rank": Field("fixed", False, "pre-training draws ITM negatives from the local batch, as BLIP; "
+                               "retrieval configs choose"),
 }
 
 RETRIEVAL = {

@@ -8,11 +8,10 @@ holds; :func:`check_identity` refuses a later run whose settings differ, naming 
 """
 from __future__ import annotations
 
-from data.files import json_objects
-
-import json
 import logging
 from pathlib import Path
+
+from data.files import json_objects
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +26,11 @@ def read_manifest(path: str | Path, repair: bool = True) -> list[dict]:
     With ``repair`` an incomplete last line (a kill during an append) is cut off the file itself.
     A complete line that is not a JSON object raises :class:`ManifestError` naming the line.
     """
+    return [entry for _, entry in numbered_entries(path, repair)]
+
+
+def numbered_entries(path: str | Path, repair: bool = True) -> list[tuple[int, dict]]:
+    """(line number, entry) for each complete entry, so that a reader can name the line it refuses."""
     path = Path(path)
     if not path.exists():
         return []
@@ -39,7 +43,7 @@ def read_manifest(path: str | Path, repair: bool = True) -> list[dict]:
                 fh.truncate(cut)
         data = data[:cut]
     lines = data.decode("utf-8").splitlines()
-    return [entry for _, entry in json_objects(lines, path, ManifestError, "corrupt manifest line")]
+    return list(json_objects(lines, path, ManifestError, "corrupt manifest line"))
 
 
 def first_identity(entries: list[dict]) -> dict | None:

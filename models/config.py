@@ -15,7 +15,7 @@ from typing import Any
 class ModelConfig:
     """What BLIP's towers, heads and queues need. Names are the run config's keys."""
 
-    vit: str | Mapping  # base, large, or {width, depth, heads, patch_size}
+    vit: str | Mapping  # base, large, or {width, depth, heads, patch_size} (all four keys)
     image_size: int
     vit_grad_ckpt: bool
     vit_ckpt_layer: int
@@ -31,23 +31,21 @@ class ModelConfig:
     pretrained: str | None
     text_encoder: str | None
     vit_pretrained: str | None
-    negative_all_rank: bool  # retrieval: ITM negatives from every process's batch
+    negative_all_rank: bool  # ITM negatives from every process's batch (pre-training's schema fixes False)
 
     @classmethod
-    def from_run_config(cls, config: Mapping[str, Any], **extra: Any) -> "ModelConfig":
-        """Pick this dataclass's keys from a validated run config. ``extra`` fills keys that a task's
-        schema does not have (pre-training has no ``negative_all_rank``); a key missing from both is an
-        error naming it, since a default written here would be a second source of truth."""
-        values = {**extra, **{f.name: config[f.name] for f in fields(cls) if f.name in config}}
-        missing = [f.name for f in fields(cls) if f.name not in values]
+    def from_run_config(cls, config: Mapping[str, Any]) -> "ModelConfig":
+        """Pick this dataclass's keys from a validated run config. A missing key is an error naming it,
+        since a default written here would be a second source of truth."""
+        missing = [f.name for f in fields(cls) if f.name not in config]
         if missing:
-            raise KeyError(f"run config lacks model keys {missing}: validate it with configs.validate first")
-        return cls(**values)
+            raise KeyError(f"run config lacks model keys {missing}: check it with configs.validate(raw, task) "
+                           "for the task of the model being built")
+        return cls(**{f.name: config[f.name] for f in fields(cls)})
 
     @classmethod
     def of(cls, config: "Mapping[str, Any] | ModelConfig") -> "ModelConfig":
-        """``config`` itself, or the ModelConfig of a validated run config. Pre-training's schema has no
-        ``negative_all_rank``: its model draws ITM negatives from the local batch only."""
+        """``config`` itself, or the ModelConfig of a validated run config."""
         if isinstance(config, cls):
             return config
-        return cls.from_run_config(config, negative_all_rank=False)
+        return cls.from_run_config(config)

@@ -26,23 +26,25 @@ class ViTSize:
     heads: int
 
 
+VIT_MAPPING_KEYS = ("patch_size", "width", "depth", "heads")
+
+
 def vit_size(vit: str | Mapping) -> ViTSize:
-    """Resolve the config value ``vit``: ``base``, ``large``, or a mapping {width, depth, heads, patch_size}."""
+    """Resolve the config value ``vit``: ``base``, ``large``, or a mapping {width, depth, heads, patch_size}.
+
+    Ranges and divisibility are checked, and a left-out patch_size filled in, by the config schema
+    (``configs.validate``); here only what the tower cannot be built without.
+    """
     if isinstance(vit, str):
         if vit not in VIT_SIZES:
             raise ValueError(f"vit must be one of {sorted(VIT_SIZES)} or a mapping, not {vit!r}")
         return ViTSize(*VIT_SIZES[vit])
     if isinstance(vit, Mapping):
-        allowed = {"width", "depth", "heads", "patch_size"}
-        unknown = set(vit) - allowed
-        missing = {"width", "depth", "heads"} - set(vit)
-        if unknown or missing:
-            raise ValueError(f"vit mapping: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; "
-                             f"allowed {sorted(allowed)}")
-        size = ViTSize(int(vit.get("patch_size", 16)), int(vit["width"]), int(vit["depth"]), int(vit["heads"]))
-        if size.width % size.heads:
-            raise ValueError(f"vit width {size.width} is not divisible by heads {size.heads}")
-        return size
+        missing = [k for k in VIT_MAPPING_KEYS if k not in vit]
+        if missing:
+            raise ValueError(f"vit mapping lacks {missing} (needs {list(VIT_MAPPING_KEYS)}): "
+                             "build the model from a run config checked by configs.validate")
+        return ViTSize(*(int(vit[k]) for k in VIT_MAPPING_KEYS))
     raise TypeError(f"vit must be a string or a mapping, not {type(vit).__name__}")
 
 

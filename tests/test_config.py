@@ -111,3 +111,19 @@ def test_shipped_configs_document_every_key():
         for line in (ROOT / "configs" / name).read_text().splitlines():
             if line and not line.startswith("#"):
                 assert "#" in line, f"{name}: uncommented key line {line!r}"
+
+
+def test_every_model_key_comes_from_the_schema(tmp_path):
+    """The model reads every key it needs from the validated config; none is defaulted on the model side."""
+    from models import ModelConfig
+
+    cfg = load_config(write(tmp_path, BASE), "pretrain", ["vit={width: 8, depth: 1, heads: 2}"])
+    assert cfg["vit"] == {"width": 8, "depth": 1, "heads": 2, "patch_size": 16}
+    assert cfg["negative_all_rank"] is False  # pre-training's ITM negatives come from the local batch
+    assert ModelConfig.of(cfg).vit["patch_size"] == 16
+    assert load_config(write(tmp_path, BASE + "vit: base\n"), "pretrain")["vit"] == "base"
+    with pytest.raises(ConfigError, match="key 'negative_all_rank': only False is allowed"):
+        load_config(write(tmp_path, BASE + "negative_all_rank: true\n"), "pretrain")
+    partial = {k: v for k, v in cfg.items() if k != "negative_all_rank"}
+    with pytest.raises(KeyError, match=r"lacks model keys \['negative_all_rank'\]"):
+        ModelConfig.of(partial)

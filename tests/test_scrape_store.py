@@ -71,6 +71,18 @@ def test_manifest_corruption_is_reported_with_its_line(tmp_path):
         ScrapeStore(tmp_path, identity)
 
 
+def test_manifest_of_another_collection_or_cut_short(tmp_path):
+    ScrapeStore(tmp_path, {"source": "openi", "query": "q"}).skip("openi/PMC1/F1", "no_caption")
+    with pytest.raises(ValueError, match=r"belongs to a scrape with other settings \(query: 'q' there, 'r' now\)"):
+        ScrapeStore(tmp_path, {"source": "openi", "query": "r"})
+    with open(tmp_path / "manifest.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"event": "skipped", "ke')  # a kill during an append
+    store = ScrapeStore(tmp_path, {"source": "openi", "query": "q"})
+    assert store.is_done("openi/PMC1/F1")
+    assert all(line.startswith("{") and line.endswith("}")
+               for line in (tmp_path / "manifest.jsonl").read_text(encoding="utf-8").splitlines())
+
+
 def test_every_config_field_is_one_command_line_option(tmp_path, monkeypatch):
     """The command line is built from ScrapeConfig: its defaults, and the flags as they always were."""
     import argparse

@@ -1,6 +1,7 @@
 """The output folder of a scrape: images, ``captions.json`` and the resumable manifest.
 
-``manifest.jsonl`` is an append-only log, one JSON object per line, flushed and fsynced per line:
+``manifest.jsonl`` is an append-only log, one JSON object per line, flushed and fsynced per line, read
+(a half-written last line cut off) and checked against this run's identity by ``data.manifest``:
 
 - ``{"event": "start", "identity": {...}}`` at every run; the identity (source, query, filters) must
   match the first run's, so that one folder never mixes two different collections;
@@ -17,12 +18,12 @@ final name.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
 from data.files import append_jsonl, atomic_write_bytes, remove_temp_files
+from data.manifest import ManifestError, check_identity, first_identity, numbered_entries
 from data.records import FigureRecord, write_records
 from data.scrape.candidates import Candidate
 from data.scrape.image_check import EXTENSIONS
@@ -56,32 +57,15 @@ class ScrapeStore:
     # --- reading -------------------------------------------------------------------------------
 
     def _load(self, identity: dict) -> None:
-        if not self.manifest.exists():
-            return
-        lines = self._read_complete_lines()
-        for number, line in enumerate(lines, 1):
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{self.manifest}:{number}: corrupt manifest line ({err})") from err
-            self._apply(entry, identity, number)
+        entries = numbered_entries(self.manifest)
+        check_identity(self.manifest, first_identity([e for _, e in entries]), identity, what="scrape")
+        for number, entry in entries:
+            self._apply(entry, number)
 
-    def _read_complete_lines(self) -> list[str]:
-        data = self.manifest.read_bytes()
-        if data and not data.endswith(b"\n"):
-            # A kill during the last append leaves half a line: it carries nothing complete, so cut
-            # it off rather than let the next append glue a new line onto it.
-            cut = data.rfind(b"\n") + 1
-            log.warning("%s: dropping an incomplete last line (%d bytes)", self.manifest, len(data) - cut)
-            with open(self.manifest, "r+b") as fh:
-                fh.truncate(cut)
-            data = data[:cut]
-        return [line for line in data.decode("utf-8").splitlines() if line.strip()]
-
-    def _apply(self, entry: dict, identity: dict, number: int) -> None:
+    def _apply(self, entry: dict, number: int) -> None:
         event = entry.get("event")
         if event == "start":
-            _check_identity(self.manifest, entry.get("identity"), identity)
+            pass  # its identity was checked in _load
         elif event == "kept":
             self.kept.append(entry["record"])
             self.hashes.add(entry["sha256"])
@@ -94,7 +78,7 @@ class ScrapeStore:
         elif event == "cursor":
             self.cursor = int(entry["next"])
         else:
-            raise ValueError(f"{self.manifest}:{number}: unknown manifest event {event!r}")
+            raise ManifestError(f"{self.manifest}:{number}: unknown manifest event {event!r}")
 
     def _resolve(self, key: str) -> None:
         self.done.add(key)
@@ -179,19 +163,6 @@ def sha256_of(data: bytes) -> str:
 
 def _graphic_key(record: dict) -> str:
     return f"{record.get('pmcid')}/{record.get('graphic')}"
-
-
-def _check_identity(manifest: Path, found: object, wanted: dict) -> None:
-    if found == wanted:
-        return
-    diffs = []
-    if isinstance(found, dict):
-        for name in sorted(set(found) | set(wanted)):
-            if found.get(name) != wanted.get(name):
-                diffs.append(f"{name}: {found.get(name)!r} there, {wanted.get(name)!r} now")
-    detail = "; ".join(diffs) or "unreadable identity"
-    raise ValueError(f"{manifest} belongs to a different collection ({detail}); "
-                     "rerun with the same arguments or choose another --out")
 
 
 def _now() -> str:
