@@ -243,3 +243,119 @@ def test_image_lists_expand_volumes_and_find_series(tmp_path):
     assert [Path(i.image).name for i in items] == ["ct", "v.nii.gz"]
     items = collect([str(tmp_path / "root")], choice="axial:all")
     assert len(items) == 3 + 10 and items[0].image.endswith("ct#axial:0")
+
+
+# -- the laterality-aware flip on a clinical volume --------------------------------------------------------
+
+
+class FlipChoice:
+    """A generator whose flip draw is fixed (flip or not) and whose other draws (the crop) are the real
+    generator's, so that a flipped and an unflipped sample share their crop."""
+
+    def __init__(self, rng: np.random.Generator, flip: bool):
+        self.rng, self.flip = rng, flip
+
+    def random(self):
+        return 0.0 if self.flip else 0.99
+
+    def __getattr__(self, name):
+        return getattr(self.rng, name)
+
+
+def _with_flip(transform, flip: bool):
+    return lambda img, caption, rng: transform(img, caption, FlipChoice(rng, flip))
+
+
+def _bright_columns(image) -> np.ndarray:
+    from transform.pipeline import MEAN, STD
+
+    grey_ = image[0].numpy() * STD[0] + MEAN[0]  # undo the normalisation of the red channel
+    return np.nonzero(grey_ > 0.6)[1]
+
+
+@pytest.mark.parametrize("x_sign", [1.0, -1.0])
+def test_training_flip_of_a_volume_moves_the_lesion_and_swaps_the_caption(tmp_path, x_sign):
+    import torch
+
+    from data.datasets import PairDataset, load_pairs
+    from tiny import minilm_folder, tiny_config
+    from transform.pipeline import build_transform
+
+    affine = np.diag([x_sign, 1.0, 1.0, 1.0])
+    affine[:3, 3] = [-9.5 * x_sign, -11.5, -4.5]
+    _volume(tmp_path, "head.nii.gz", affine)  # the lesion on the patient's left
+    (tmp_path / "train.json").write_text(json.dumps([{"image": "head.nii.gz#axial:mid",
+                                                      "caption": "Mass in the left frontal lobe."}]))
+    pairs, problems = load_pairs([tmp_path / "train.json"], None, 30)
+    assert problems == []
+    config = tiny_config(tmp_path, "pretrain", minilm_folder(), hflip="swap", randaugment=False, min_scale=1.0)
+    transform = build_transform(config, train=True)
+    before, after = (PairDataset(pairs, _with_flip(transform, flip))[0] for flip in (False, True))
+    half = config["image_size"] / 2
+    # radiological convention: the patient's left is on the image's right
+    assert "left" in before["caption"] and _bright_columns(before["image"]).min() >= half
+    assert _bright_columns(after["image"]).max() < half
+    assert torch.equal(after["image"], before["image"].flip(-1))
+    assert after["caption"] == before["caption"].replace("left", "right")
+
+
+# -- clinical input through the vis.py commands ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def command_inputs(tmp_path_factory):
+    """A tiny pre-training checkpoint (ITM head and decoder), a class file, the real MR_small.dcm and a
+    3-slice NIfTI volume."""
+    import torch
+
+    from models import build_model, init_tokenizer
+    from tiny import minilm_folder, tiny_config
+
+    folder = tmp_path_factory.mktemp("clinical_commands")
+    config = tiny_config(folder, "pretrain", minilm_folder())
+    torch.manual_seed(0)
+    model = build_model(config, "pretrain", init_tokenizer(minilm_folder()))
+    ckpt = folder / "checkpoint.pth"
+    torch.save({"model": model.state_dict(), "config": config, "epoch": 0}, ckpt)
+    (folder / "classes.yaml").write_text(json.dumps({"classes": {"mass": "a mass", "normal": "normal brain"}}))
+    volume = folder / "head.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((16, 18, 3), dtype=np.float32), np.eye(4)),
+             str(volume))
+    return {"ckpt": str(ckpt), "classes": str(folder / "classes.yaml"), "dicom": shipped("MR_small.dcm"),
+            "volume": str(volume)}
+
+
+COMMAND_ROWS = {"classify": ("predictions.json", "predicted"), "caption": ("captions.json", "caption")}
+
+
+@pytest.mark.parametrize("command", list(COMMAND_ROWS))
+def test_classify_and_caption_take_dicom_and_every_slice_of_a_volume(command_inputs, tmp_path, capsys, command):
+    import vis
+
+    inp = command_inputs
+    extra = (["--classes", inp["classes"]] if command == "classify"
+             else ["--num_beams", "1", "--max_length", "8", "--min_length", "2"])
+    out = tmp_path / command
+    assert vis.main([command, "--checkpoint", inp["ckpt"], "--images", inp["dicom"], f"{inp['volume']}#axial:all",
+                     "--out", str(out), "--device", "cpu", *extra]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 4
+    rows_file, key = COMMAND_ROWS[command]
+    rows = json.loads((out / rows_file).read_text())
+    assert [r["image"] for r in rows] == [inp["dicom"], *(f"{inp['volume']}#axial:{k}" for k in range(3))]
+    assert all(isinstance(r[key], str) and r[key] for r in rows)
+
+
+def test_maps_take_dicom_and_one_slice_of_a_volume(command_inputs, tmp_path, capsys):
+    import vis
+
+    inp = command_inputs
+    caption = ["--caption", "axial mri shows a mass in the left frontal lobe"]
+    for n, image in enumerate((inp["dicom"], f"{inp['volume']}#axial:1")):
+        out = tmp_path / f"maps_{n}.png"
+        assert vis.main(["--checkpoint", inp["ckpt"], "--image", image, *caption, "--out", str(out)]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["image"] == image and printed["out"] == str(out) and out.stat().st_size > 0
+    # a map is of one image: a whole volume is refused with its slice count
+    assert vis.main(["--checkpoint", inp["ckpt"], "--image", f"{inp['volume']}#axial:all", *caption,
+                     "--out", str(tmp_path / "all.png")]) == 2
+    assert "stands for 3 images" in capsys.readouterr().err

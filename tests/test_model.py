@@ -273,8 +273,8 @@ def test_interpolate_197_to_577():
 
 def test_grad_checkpointing_keeps_keys_and_gradients():
     torch.manual_seed(0)
-    plain, _ = create_vit({"width": 48, "depth": 3, "heads": 2}, 32)
-    ckpt, _ = create_vit({"width": 48, "depth": 3, "heads": 2}, 32, grad_ckpt=True, ckpt_layer=2)
+    plain, _ = create_vit({"width": 48, "depth": 3, "heads": 2, "patch_size": 16}, 32)
+    ckpt, _ = create_vit({"width": 48, "depth": 3, "heads": 2, "patch_size": 16}, 32, grad_ckpt=True, ckpt_layer=2)
     ckpt.load_state_dict(plain.state_dict())
     assert list(plain.state_dict()) == list(ckpt.state_dict())
     x = torch.randn(2, 3, 32, 32)
@@ -371,3 +371,52 @@ def test_bf16_autocast_step_is_finite(pre_cfg, tokenizer):
     loss = sum(out.values())
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_a_reply_that_is_no_checkpoint_is_named_and_killed_downloads_are_cleaned_up(tmp_path, monkeypatch):
+    import functools
+    import http.server
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from models.checkpoint import download_cached
+
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.save({"model": {"w": torch.zeros(2)}}, served / "ok.pth")
+    (served / "login.pth").write_text("<!DOCTYPE html><html><body>Sign in to continue</body></html>")
+    (served / "cut.pth").write_bytes(b"PK\x03\x04" + b"\x00" * 40)  # a zip archive cut short
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MEDVL_CACHE", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "checkpoints"
+    cache.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    parts = {name: cache / name for name in (f".1-a.pth.part-{host}-{dead.pid}",  # its process is gone
+                                             ".2-b.pth.part-elsewhere-1",  # another host's, untouched for 2 h
+                                             f".3-c.pth.part-{host}-{os.getpid()}",  # still downloading
+                                             ".4-d.pth.part-elsewhere-2")}  # another host's, written just now
+    for path in parts.values():
+        path.write_bytes(b"half a checkpoint")
+    two_hours_ago = time.time() - 7200
+    os.utime(parts[".2-b.pth.part-elsewhere-1"], (two_hours_ago, two_hours_ago))
+    try:
+        with pytest.raises(RuntimeError, match=f"from {base}/login.pth: the server returned an HTML page "
+                                               r"\(\d+ bytes\), not a checkpoint") as err:
+            download_cached(f"{base}/login.pth")
+        assert "weights_only" not in str(err.value)  # loading it differently would not help
+        with pytest.raises(RuntimeError, match=f"from {base}/cut.pth: what the server returned does not load"):
+            download_cached(f"{base}/cut.pth")
+        assert download_cached(f"{base}/ok.pth").is_file()
+    finally:
+        server.shutdown()
+    assert sorted(p.name for p in cache.glob(".*")) == [f".3-c.pth.part-{host}-{os.getpid()}",
+                                                         ".4-d.pth.part-elsewhere-2"]

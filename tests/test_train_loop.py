@@ -145,9 +145,16 @@ def test_resume_auto_follows_progress_not_file_times(tmp_path):
     assert utils.find_resume("auto", tmp_path / "empty") is None
 
 
-def test_tensorboard_gets_the_numbers_of_log_txt(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def read_events(folder):
+    """Every scalar TensorBoard holds under ``folder``: {tag: [(step, value), ...]}; skips without tensorboard."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
+
+def test_tensorboard_gets_the_numbers_of_log_txt(tmp_path):
+    pytest.importorskip("tensorboard")
     run_log = utils.RunLog(tmp_path, "tensorboard")
     run_log.write({"epoch": 0, "step": 3, "global_step": 3, "train_loss": 2.5})
     run_log.write({"epoch": 0, "train_loss": 2.0, "val_r_mean": 10.0, "bad_records": 0})
@@ -155,8 +162,44 @@ def test_tensorboard_gets_the_numbers_of_log_txt(tmp_path):
     run_log.close()
     lines = [__import__("json").loads(x) for x in (tmp_path / "log.txt").read_text().splitlines()]
     assert [x.get("train_loss") for x in lines] == [2.5, 2.0, 1.5]
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
-    events.Reload()
-    assert [(e.step, e.value) for e in events.Scalars("epoch/val_r_mean")] == [(0, 10.0), (1, 12.5)]
-    assert [(e.step, e.value) for e in events.Scalars("step/train_loss")] == [(3, 2.5)]
+    scalars = read_events(tmp_path / "tensorboard")
+    assert scalars["epoch/val_r_mean"] == [(0, 10.0), (1, 12.5)] and scalars["step/train_loss"] == [(3, 2.5)]
     assert utils.RunLog(tmp_path / "none").writer is None  # off by default
+
+
+def test_other_ranks_write_neither_log_nor_tensorboard(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    monkeypatch.setattr(utils, "is_main", lambda: False)
+    run_log = utils.RunLog(tmp_path, "tensorboard")
+    run_log.write({"epoch": 0, "train_loss": 2.0})
+    run_log.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pretraining_run_logs_the_keys_of_log_txt_to_tensorboard(tmp_path):
+    import json
+
+    import pretrain
+    from tiny import demo_set, tiny_config
+
+    pytest.importorskip("tensorboard")
+    demo = demo_set(tmp_path / "data", train=4, val=1, test=1)
+    config = tmp_path / "tiny.yaml"
+    utils.save_config(tiny_config(tmp_path, "pretrain", str(demo / "tokenizer"),
+                                  train_file=[str(demo / "pretrain.json")], log_every_steps=2), config)
+    out = tmp_path / "out"
+    assert pretrain.main(["--config", str(config), "--output_dir", str(out), "--options", "report_to=tensorboard"]) == 0
+    expected: dict[str, list] = {}
+    for line in (out / "log.txt").read_text().splitlines():
+        record = json.loads(line)
+        per_step = "global_step" in record
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
+                x = record["global_step"] if per_step else record["epoch"]
+                expected.setdefault(f"{'step' if per_step else 'epoch'}/{key}", []).append((x, value))
+    scalars = read_events(out / "tensorboard")
+    assert any(tag.startswith("step/") for tag in expected) and "epoch/train_loss" in expected
+    assert set(scalars) == set(expected)
+    for tag, points in expected.items():  # event files store float32
+        assert [s for s, _ in scalars[tag]] == [s for s, _ in points], tag
+        assert [v for _, v in scalars[tag]] == pytest.approx([v for _, v in points], rel=1e-6), tag

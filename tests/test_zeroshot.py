@@ -240,3 +240,87 @@ def test_classify_refuses_labels_that_are_not_classes(setup, tmp_path, capsys):
     assert vis.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
                      "--images", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")]) == 2
     assert "['glioma'] are not classes" in capsys.readouterr().err
+
+
+# -- bench/zeroshot_demo.py (run as a command: tests do not import bench) ---------------------------------
+
+DEMO_TASKS = {"sequence": 4, "finding": 5, "side": 2}  # classes of each task's class file
+
+
+def demo_labels(case: dict, task: str) -> str | None:
+    """The task's label of a demo case, written again from the demo set's lesions.json so that the
+    bench's own rule is checked, not reused: findings and sides only where all lesions agree."""
+    if task == "sequence":
+        return case["sequence"]
+    values = {lesion["kind" if task == "finding" else "side"] for lesion in case["lesions"]}
+    if task == "finding" and not values:
+        return "normal"
+    return values.pop() if len(values) == 1 else None
+
+
+@pytest.fixture(scope="module")
+def demo_bench(tmp_path_factory):
+    import os
+    import subprocess
+    import sys
+
+    from tiny import demo_set
+
+    folder = tmp_path_factory.mktemp("zeroshot_demo")
+    demo = demo_set(folder, train=4, val=6, test=12)
+    config = tiny_config(folder, "pretrain", str(demo / "tokenizer"))
+    torch.manual_seed(0)
+    model = build_model(config, "pretrain", init_tokenizer(str(demo / "tokenizer")))
+    ckpt = folder / "checkpoint.pth"
+    torch.save({"model": model.state_dict(), "config": config, "epoch": 0}, ckpt)
+    proc = subprocess.run([sys.executable, "-m", "bench.zeroshot_demo", "--checkpoint", str(ckpt), "--demo", str(demo),
+                           "--lists", str(folder / "lists"), "--itm_prompts", "2"],
+                          cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((demo / "lesions.json").read_text())
+    labels = {task: [label for case in meta.values() if case["split"] == "test"
+                     if (label := demo_labels(case, task)) is not None] for task in DEMO_TASKS}
+    return {"out": json.loads(proc.stdout), "labels": labels, "lists": folder / "lists", "demo": demo}
+
+
+def test_zeroshot_demo_reports_every_task_and_variant(demo_bench):
+    out = demo_bench["out"]
+    assert out["split"] == "test" and set(out) == {"checkpoint", "split", *DEMO_TASKS}
+    variants = {"itc", "itc_calibrated_val", "itm_top2", "itm_top2_calibrated_val"}
+    for task, n_classes in DEMO_TASKS.items():
+        row, labels = out[task], demo_bench["labels"][task]
+        assert set(row) == {"n", "baselines", "support", *variants}
+        assert row["n"] == len(labels) > 0
+        for name in variants:
+            metrics_ = row[name]
+            for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+                assert 0.0 <= metrics_[key] <= 1.0, (task, name, key)
+            assert metrics_["auroc_macro_ovr"] is None or 0.0 <= metrics_["auroc_macro_ovr"] <= 1.0
+            matrix = np.asarray(metrics_["confusion_matrix"])
+            assert matrix.shape == (n_classes, n_classes) and matrix.sum() == len(labels)
+            assert metrics_["accuracy"] == pytest.approx(np.trace(matrix) / len(labels))
+
+
+def test_zeroshot_demo_baselines_are_what_the_labels_imply(demo_bench):
+    from collections import Counter
+
+    for task, n_classes in DEMO_TASKS.items():
+        row, counts = demo_bench["out"][task], Counter(demo_bench["labels"][task])
+        n, top = len(demo_bench["labels"][task]), max(counts.values())
+        assert {k: v for k, v in row["support"].items() if v} == dict(counts)
+        share = top / n
+        constant = row["baselines"]["constant"]
+        assert constant["accuracy"] == pytest.approx(share)
+        assert constant["balanced_accuracy"] == pytest.approx(1 / len(counts))
+        # the majority class's F1 is 2 s / (1 + s); every other present class scores 0
+        assert constant["macro_f1"] == pytest.approx(2 * share / (1 + share) / len(counts))
+        chance = row["baselines"]["chance"]
+        assert chance["accuracy"] == pytest.approx(1 / n_classes) and chance["auroc_macro_ovr"] == 0.5
+
+
+def test_zeroshot_demo_lists_hold_the_labelled_test_images(demo_bench):
+    for task in DEMO_TASKS:
+        records = json.loads((demo_bench["lists"] / f"{task}.json").read_text())
+        assert [r["label"] for r in records] == demo_bench["labels"][task]
+        assert all((demo_bench["lists"] / r["image"]).is_file() for r in records)
