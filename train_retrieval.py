@@ -12,12 +12,13 @@ from pathlib import Path
 from data.check import check_eval_images
 from data.datasets import DatasetError, RetrievalEvalDataset
 from data.files import atomic_write_json
+from data.loader import ignore_stop_signals
 from models import build_model
 from models.evaluation import evaluate, format_table
 from transform import build_transform
-from utils import (RunLog, StepHook, StopRequest, TrainState, add_common_args, append_jsonl, barrier,
+from utils import (Preempted, RunLog, StepHook, StopRequest, TrainState, add_common_args, append_jsonl, barrier,
                    build_optimizer, build_train_loader, cleanup_distributed, is_main, log,
-                   log_epoch, run_cli, save_checkpoint, setup_run, start_state, train_epoch,
+                   log_epoch, run_cli, save_checkpoint, setup_run, start_state, stop_agreed, train_epoch,
                    wrap_ddp)
 
 
@@ -35,7 +36,8 @@ def split_files(config: dict) -> dict:
 
 def evaluate_splits(model, splits: dict, config: dict, device) -> dict:
     return {name: evaluate(model, ds, device, config["k_test"], config["batch_size_test"], config["itm_batch_size"],
-                           config["num_workers"], bf16=config["precision"] == "bf16")
+                           config["num_workers"], bf16=config["precision"] == "bf16",
+                           worker_init_fn=ignore_stop_signals)
             for name, ds in splits.items()}
 
 
@@ -106,6 +108,10 @@ def train(model, train_files: list, splits: dict, config: dict, info, out: Path,
         state.epoch_done = True
         paths = [out / "checkpoint_best.pth"] if improved else []
         save_checkpoint(paths + [out / "checkpoint_last.pth"], model, optimizer, config, state, dict(best))
+        # A stop asked for during the evaluation is honoured here, with the epoch's checkpoint just written,
+        # rather than after one more training step. After the last epoch the run is done: no stop needed.
+        if epoch + 1 < config["max_epoch"] and stop_agreed(stop):
+            raise Preempted(f"stopped on request after epoch {epoch} and its evaluation; resume with --resume auto")
         state = state.next_epoch()
     run_log.close()
     log.info(f"retrieval fine-tuning finished; best val r_mean {best['best']:.2f} at epoch {best['best_epoch']}")

@@ -678,12 +678,14 @@ PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint written
 
 
 class Preempted(Exception):
-    """SIGTERM or SIGINT arrived; every rank wrote ``checkpoint_last.pth`` at the step boundary."""
+    """SIGTERM or SIGINT arrived; every rank wrote ``checkpoint_last.pth`` at a step boundary, or with the
+    end-of-epoch checkpoint when the request came during the epoch's own work (retrieval's evaluation)."""
 
 
 class StopRequest:
     """Turns SIGTERM (what SLURM and Kubernetes send before a kill) and SIGINT into a request that the
-    loop honours at the next step boundary, on every rank together. A second SIGINT stops at once."""
+    loop honours at the next step boundary (or at the end of the epoch's evaluation, which is not cut
+    short), on every rank together. A second SIGINT stops at once (KeyboardInterrupt)."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -697,22 +699,28 @@ class StopRequest:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signum
-        log.warning(f"received {signal.Signals(signum).name}: stopping after this step with a checkpoint")
+        log.warning(f"received {signal.Signals(signum).name}: stopping with a checkpoint after this step "
+                    f"(or when the current evaluation ends)")
 
     @property
     def requested(self) -> bool:
         return self.signal is not None
 
 
+def stop_agreed(stop: StopRequest | None) -> bool:
+    """Whether some rank was asked to stop: a collective (every rank calls it at the same point, and every
+    script installs its StopRequest or none does), on the CPU tensors' (gloo) group, so it waits for no GPU."""
+    if stop is None:
+        return False
+    return all_reduce_sum(torch.tensor([float(stop.requested)])).item() > 0
+
+
 def _step_flags(loss: torch.Tensor, stop: StopRequest | None) -> tuple[torch.Tensor, bool]:
     """(skip, stopping): ``skip`` (0-dim float on the loss's device) is 1 when the loss is not finite on
     some rank; it stays on the device, so the step never waits for its own work. ``stopping``: some rank
-    was asked to stop; a host flag, agreed over the CPU tensors' (gloo) group, so it waits for no GPU."""
+    was asked to stop (:func:`stop_agreed`)."""
     skip = all_reduce_sum((~torch.isfinite(loss.detach())).float()).clamp_(max=1.0)
-    stopping = False
-    if stop is not None:  # the same on every rank: every script installs its StopRequest, or none does
-        stopping = all_reduce_sum(torch.tensor([float(stop.requested)])).item() > 0
-    return skip, stopping
+    return skip, stop_agreed(stop)
 
 
 def _step_unless(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:

@@ -1,12 +1,27 @@
 """Batching: tokenization in the collate function, a resumable distributed sampler, and loaders."""
 from __future__ import annotations
 
+import signal
 from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from data.captions import laterality_negative
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """``worker_init_fn`` of the project's loaders: a worker ignores SIGTERM and SIGINT.
+
+    SLURM signals every process of a job step, torchrun the process group of each rank, and Ctrl-C the
+    whole foreground group, so the workers get the stop request too. A worker that died of it (torch's
+    workers die of SIGTERM) makes the main process raise a DataLoader error from its SIGCHLD handler,
+    wherever it stands, instead of stopping at the next step boundary with a checkpoint. So the main
+    process alone honours the request. A worker still ends with its parent (torch's worker loop exits
+    when the parent is gone) and, as usual, when the loader shuts its workers down.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class Collator:
@@ -77,9 +92,10 @@ def train_loader(dataset: Dataset, batch_size: int, collate, world_size: int, ra
     sampler = ResumableSampler(dataset, world_size, rank, seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate, drop_last=True, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False, generator=torch.Generator().manual_seed(seed))
+                      persistent_workers=False, generator=torch.Generator().manual_seed(seed),
+                      worker_init_fn=ignore_stop_signals)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=False)
+                      pin_memory=torch.cuda.is_available(), drop_last=False, worker_init_fn=ignore_stop_signals)

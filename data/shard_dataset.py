@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from data.captions import pre_caption
 from data.datasets import DatasetError
 from data.images import DEFAULT_MAX_PIXELS, to_rgb
+from data.loader import ignore_stop_signals
 
 log = logging.getLogger("medvl")
 
@@ -336,7 +337,7 @@ class ShardLoader:
     def __iter__(self) -> Iterator[dict]:
         loader = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                             collate_fn=self.collate, drop_last=True, pin_memory=torch.cuda.is_available(),
-                            persistent_workers=False)
+                            persistent_workers=False, worker_init_fn=ignore_stop_signals)
         return iter(loader)
 
 

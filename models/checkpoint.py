@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,32 +65,105 @@ def cached_path(url: str) -> Path:
     return cache_dir() / "checkpoints" / f"{digest}-{safe}"
 
 
+STALE_PART_S = 3600.0  # a live download writes far more often (each read waits at most MEDVL_DOWNLOAD_TIMEOUT)
+
+
+def _part_path(target: Path) -> Path:
+    """Where ``target`` is downloaded to first: hidden, and named by host and pid, so that a leftover
+    can be told from a download still under way (the cache may be shared between machines)."""
+    return target.with_name(f".{target.name}.part-{socket.gethostname()}-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _is_stale_part(path: Path, now: float) -> bool:
+    """A partial download whose process is dead (on this host), or that nothing wrote to for an hour."""
+    try:
+        if now - path.stat().st_mtime > STALE_PART_S:
+            return True
+    except FileNotFoundError:  # finished or removed meanwhile
+        return False
+    head, _, pid = path.name.rpartition("-")
+    return pid.isdigit() and head.endswith(f".part-{socket.gethostname()}") and not _pid_alive(int(pid))
+
+
+def remove_stale_parts(folder: Path) -> list[Path]:
+    """Delete the partial files that killed downloads left in ``folder``; returns what was removed."""
+    now, removed = time.time(), []
+    for path in folder.glob(".*.part*"):
+        if path.is_file() and _is_stale_part(path, now):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _reply_kind(path: Path) -> str:
+    """``zip`` or ``pickle`` for what can be a torch checkpoint (torch's format, or its legacy one), else
+    what the downloaded file is: a login, error or redirect page served with status 200 is the usual case."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head.startswith(b"\x80"):  # a pickle's protocol opcode
+        return "pickle"
+    size = path.stat().st_size
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return f"an HTML page ({size} bytes)"
+    return f"{size} bytes starting with {head[:32]!r}"
+
+
 def download_cached(url: str, deadline_s: float | None = None) -> Path:
     """Download ``url`` once into the cache and return the local file.
 
-    The file enters the cache only after it loads as a checkpoint (``weights_only``, memory-mapped):
-    an HTML error page or a truncated download is deleted and reported, never kept. The download must
-    finish within ``deadline_s`` seconds (default ``$MEDVL_DOWNLOAD_DEADLINE``, else 3600; see
-    :mod:`models.download`): a server that trickles bytes cannot hold a run at its start for good.
+    The file enters the cache only after it loads as a checkpoint (``weights_only``, memory-mapped where
+    torch's format allows): an HTML page or a truncated download is deleted and reported with the URL,
+    never kept. The download must finish within ``deadline_s`` seconds (default
+    ``$MEDVL_DOWNLOAD_DEADLINE``, else 3600; see :mod:`models.download`): a server that trickles bytes
+    cannot hold a run at its start for good.
+    Partial files of killed downloads are removed from the cache folder first.
     """
-    from models.download import download  # a total deadline, which per-read timeouts are not
-
     target = cached_path(url)
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part{os.getpid()}")
+    for leftover in remove_stale_parts(target.parent):
+        log.info(f"removed {leftover}, left by a download that was interrupted")
+    tmp = _part_path(target)
     log.info(f"downloading {url} to {target}")
     try:
-        download(url, tmp, deadline_s)
-        load_state(tmp, mmap=True)
+        _fetch_checkpoint(url, tmp, deadline_s)
         os.replace(tmp, target)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise RuntimeError(f"could not download a checkpoint from {url}: {e} "
-                           f"(offline? download it elsewhere and give its path)") from e
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def _fetch_checkpoint(url: str, tmp: Path, deadline_s: float | None) -> None:
+    """Download ``url`` into ``tmp`` and check that it is a checkpoint; each failure says which it was."""
+    from models.download import download  # a total deadline, which per-read timeouts are not
+
+    try:
+        download(url, tmp, deadline_s)
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"could not download a checkpoint from {url}: {e} "
+                           f"(offline? download it elsewhere and give its path)") from e
+    kind = _reply_kind(tmp)
+    if kind not in ("zip", "pickle"):
+        raise RuntimeError(f"could not download a checkpoint from {url}: the server returned {kind}, not a "
+                           f"checkpoint (a login or error page? check that the URL serves the file itself)")
+    try:
+        load_state(tmp, mmap=kind == "zip")  # torch maps only its zip format
+    except RuntimeError as e:
+        raise RuntimeError(f"could not download a checkpoint from {url}: what the server returned does not load "
+                           f"as one ({e.__cause__ or e}); a cut or corrupt transfer, or not a weights file") from e
 
 
 def resolve_checkpoint(path_or_url: str) -> Path:

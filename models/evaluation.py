@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -41,14 +42,15 @@ def _slice(n: int, rank: int, world: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def encode_images(model, dataset: Dataset, indices: list[int], device: torch.device, batch_size: int,
-                  num_workers: int = 0) -> tuple[Tensor, Tensor]:
+                  num_workers: int = 0, worker_init_fn: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
     """ViT tokens (on CPU) and ITC features of ``dataset`` images at ``indices``.
 
-    ``dataset[i]`` is ``(image (3, H, W), i)``, as ``data.datasets.RetrievalEvalDataset`` gives.
+    ``dataset[i]`` is ``(image (3, H, W), i)``, as ``data.datasets.RetrievalEvalDataset`` gives;
+    ``worker_init_fn`` is that of the loader's workers (the app's loaders make them ignore stop signals).
     """
     embeds, feats = [], []
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn)
     for images, _ in loader:
         e, f = model.encode_image(images.to(device))
         embeds.append(e.float().cpu())
@@ -62,13 +64,15 @@ def encode_images(model, dataset: Dataset, indices: list[int], device: torch.dev
 
 @torch.no_grad()
 def extract_features(model, dataset, device: torch.device, batch_size: int, text_batch: int = 256,
-                     split_images: bool = True, num_workers: int = 0) -> Features:
+                     split_images: bool = True, num_workers: int = 0,
+                     worker_init_fn: Callable[[int], None] | None = None) -> Features:
     """Features of a retrieval split. With ``split_images`` each process encodes an equal slice of the
     images and the ITC features are gathered; otherwise every process encodes every image (BLIP)."""
     model.eval()
     rank, world = (get_rank(), get_world_size()) if split_images else (0, 1)
     lo, hi = _slice(len(dataset), rank, world)
-    image_embeds, image_feat = encode_images(model, dataset, list(range(lo, hi)), device, batch_size, num_workers)
+    image_embeds, image_feat = encode_images(model, dataset, list(range(lo, hi)), device, batch_size, num_workers,
+                                             worker_init_fn)
     image_feat = all_gather_no_grad(image_feat) if split_images else image_feat
     tok = model.tokenize(dataset.text, device)  # every process tokenizes every text: one common width
     text_feat = encode_texts(model, tok["input_ids"], tok["attention_mask"], text_batch)
@@ -294,14 +298,15 @@ def format_table(results: dict[str, dict]) -> str:
 
 @torch.no_grad()
 def evaluate(model, dataset: Dataset, device: torch.device, k_test: int, batch_size: int, itm_batch_size: int,
-             num_workers: int = 0, bf16: bool = False) -> dict:
+             num_workers: int = 0, bf16: bool = False, worker_init_fn: Callable[[int], None] | None = None) -> dict:
     """Retrieval metrics of one split with the fast path (collective: every process must call it).
 
     ``dataset`` has ``text`` (cleaned captions), ``img2txt``, ``txt2img`` and yields ``(image, index)``.
     """
     model.eval()
     with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-        feats = extract_features(model, dataset, device, batch_size, num_workers=num_workers)
+        feats = extract_features(model, dataset, device, batch_size, num_workers=num_workers,
+                                 worker_init_fn=worker_init_fn)
 
         def image_source(indices: list[int]) -> Tensor:
             return encode_images(model, dataset, indices, device, batch_size)[0]

@@ -387,6 +387,7 @@ def test_a_reply_that_is_no_checkpoint_is_named_and_killed_downloads_are_cleaned
     served = tmp_path / "served"
     served.mkdir()
     torch.save({"model": {"w": torch.zeros(2)}}, served / "ok.pth")
+    torch.save({"model": {"w": torch.zeros(2)}}, served / "legacy.pth", _use_new_zipfile_serialization=False)
     (served / "login.pth").write_text("<!DOCTYPE html><html><body>Sign in to continue</body></html>")
     (served / "cut.pth").write_bytes(b"PK\x03\x04" + b"\x00" * 40)  # a zip archive cut short
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
@@ -416,6 +417,7 @@ def test_a_reply_that_is_no_checkpoint_is_named_and_killed_downloads_are_cleaned
         with pytest.raises(RuntimeError, match=f"from {base}/cut.pth: what the server returned does not load"):
             download_cached(f"{base}/cut.pth")
         assert download_cached(f"{base}/ok.pth").is_file()
+        assert download_cached(f"{base}/legacy.pth").is_file()  # torch's old format, which cannot be mapped
     finally:
         server.shutdown()
     assert sorted(p.name for p in cache.glob(".*")) == [f".3-c.pth.part-{host}-{os.getpid()}",

@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import pretrain
+import train_retrieval
 import utils
 from configs import ConfigError, validate
 from data.files import FolderLock, FolderLockedError
@@ -44,9 +45,32 @@ def env(**extra: str) -> dict:
     return e
 
 
-def start(args: list[str], **env_extra: str) -> subprocess.Popen:
+def start(args: list[str], new_session: bool = False, **env_extra: str) -> subprocess.Popen:
+    """``new_session``: the run leads a process group of its own (with its loader workers), as a job step
+    under SLURM or a rank under torchrun does, so that ``os.killpg`` reaches the whole run and no more."""
     return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env(**env_extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=new_session)
+
+
+def read_until(run: subprocess.Popen, text: str, timeout: float = 240) -> str:
+    """The run's output up to the first line that holds ``text`` (all of it if the run ends first)."""
+    seen = ""
+    deadline = time.time() + timeout
+    while time.time() < deadline and text not in seen:
+        line = run.stdout.readline()
+        if not line:
+            break
+        seen += line
+    return seen
+
+
+@pytest.fixture
+def own_signal_handlers():
+    """In-process runs install their StopRequest over pytest's handlers: put those back afterwards."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 # -- the output folder ----------------------------------------------------------------------------------
@@ -130,10 +154,7 @@ def test_sigterm_writes_a_checkpoint_at_the_next_step_and_exits_75(tmp_path, dem
     cfg = write_config(tmp_path, demo, max_epoch=20, print_freq=1)
     out = tmp_path / "out"
     run = start(["pretrain.py", "--config", str(cfg), "--output_dir", str(out)])
-    seen = ""
-    deadline = time.time() + 240
-    while time.time() < deadline and "epoch 0 [2/" not in seen:
-        seen += run.stdout.readline()
+    seen = read_until(run, "epoch 0 [2/")
     run.send_signal(signal.SIGTERM)
     output = seen + run.communicate(timeout=120)[0]
     assert run.returncode == utils.PREEMPTED_EXIT, output[-3000:]
@@ -144,6 +165,42 @@ def test_sigterm_writes_a_checkpoint_at_the_next_step_and_exits_75(tmp_path, dem
                      "--options", "max_epoch=1"])
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()[-3000:]
     assert (out / "checkpoint_00.pth").is_file()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_to_the_whole_process_group_with_loader_workers_checkpoints_and_exits_75(tmp_path, demo, sig):
+    """What SLURM does (SIGTERM to every process of the job step) and Ctrl-C does (SIGINT to the foreground
+    process group): the loader workers get the signal too, and leave the stop to the main process."""
+    cfg = write_config(tmp_path, demo, max_epoch=20, print_freq=1, num_workers=2)
+    out = tmp_path / "out"
+    run = start(["pretrain.py", "--config", str(cfg), "--output_dir", str(out)], new_session=True)
+    seen = read_until(run, "epoch 0 [2/")
+    os.killpg(run.pid, sig)
+    output = seen + run.communicate(timeout=120)[0]
+    assert run.returncode == utils.PREEMPTED_EXIT, output[-3000:]
+    assert output.count(f"received {sig.name}") == 1, output[-3000:]  # the main process's alone
+    assert "Traceback" not in output and "resume with --resume auto" in output
+    state = torch.load(out / "checkpoint_last.pth", weights_only=True)["state"]
+    assert state["global_step"] >= 2 and not state["epoch_done"]
+    if sig == signal.SIGTERM:  # the checkpoint is the same either way: one resume shows it continues
+        resumed = start(["pretrain.py", "--config", str(cfg), "--output_dir", str(out), "--resume", "auto",
+                         "--options", "max_epoch=1"])
+        output = resumed.communicate(timeout=300)[0]
+        assert resumed.returncode == 0, output[-3000:]
+        assert f"at epoch 0, step {state['step']}" in output
+        assert (out / "checkpoint_00.pth").is_file()
+
+
+def test_a_second_sigint_stops_at_once_and_sigterm_is_asked_once(own_signal_handlers):
+    stop = utils.StopRequest().install()
+    signal.raise_signal(signal.SIGTERM)
+    signal.raise_signal(signal.SIGTERM)  # SLURM may signal again: still one request, at the step boundary
+    assert stop.requested and stop.signal == signal.SIGTERM
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C after a first request: the user wants out now
+        signal.raise_signal(signal.SIGINT)
+    first_ctrl_c = utils.StopRequest().install()
+    signal.raise_signal(signal.SIGINT)
+    assert first_ctrl_c.signal == signal.SIGINT  # a first Ctrl-C is a request like SIGTERM
 
 
 @pytest.mark.slow
@@ -313,3 +370,32 @@ def test_retrieval_killed_in_training_or_evaluation_resumes_bit_exact(tmp_path):
     # The edited checkpoint's RNG state is the one after evaluation, not the one a real kill leaves, so
     # only epoch 0 (re-evaluated from the same weights) can be compared exactly there.
     assert logs["edge"][0]["val_r_mean"] == ref_log[0]["val_r_mean"]
+
+
+def test_a_stop_asked_during_retrieval_evaluation_is_honoured_when_it_ends(tmp_path, monkeypatch,
+                                                                           own_signal_handlers):
+    """SIGTERM while epoch 0 is evaluated: the evaluation finishes, the epoch's checkpoints are written, and
+    the run exits 75 there, without another training step; ``--resume auto`` goes on with epoch 1."""
+    demo = demo_set(tmp_path / "data", train=8, val=4, test=4)
+    cfg = tiny_config(tmp_path, "retrieval", str(demo / "tokenizer"), max_epoch=2,
+                      train_file=[str(demo / "train.json")], val_file=str(demo / "val.json"),
+                      test_file=str(demo / "test.json"))
+    utils.save_config(cfg, tmp_path / "r.yaml")
+    args = ["--config", str(tmp_path / "r.yaml"), "--output_dir", str(tmp_path / "out")]
+    evaluate_splits, evaluated = train_retrieval.evaluate_splits, []
+
+    def signalled_during_the_first(*a, **kw):
+        if not evaluated:
+            signal.raise_signal(signal.SIGTERM)  # handled at once: the request stands before evaluation starts
+        evaluated.append(1)
+        return evaluate_splits(*a, **kw)
+
+    monkeypatch.setattr(train_retrieval, "evaluate_splits", signalled_during_the_first)
+    assert utils.run_cli(lambda: train_retrieval.main(args), "train_retrieval.py") == utils.PREEMPTED_EXIT
+    ckpt = torch.load(tmp_path / "out" / "checkpoint_last.pth", weights_only=True)
+    assert ckpt["state"]["epoch"] == 0 and ckpt["state"]["epoch_done"]  # not a step into epoch 1
+    assert ckpt["extra"]["best_epoch"] == 0 and (tmp_path / "out" / "checkpoint_best.pth").is_file()
+    assert train_retrieval.main(args + ["--resume", "auto"]) == 0
+    assert evaluated == [1, 1]  # epoch 0 once, then epoch 1 in the resumed run
+    epochs = [json.loads(x)["epoch"] for x in (tmp_path / "out" / "log.txt").read_text().splitlines()]
+    assert epochs == [0, 1]
