@@ -4,6 +4,11 @@
   letters from nature_closed_expected.json) and on compound figures built from real single images
   (data.synthetic.compound_synth): precision/recall/F1 at IoU >= 0.5, and letter accuracy (share of true panels
   whose matched detection carries the right letter).
+- "rich_built_figures": the same on rich compound figures (data.synthetic.compound_rich: grids up to
+  5 x 5, irregular layouts, gutters 0-20 px, eight label styles in five places, R/L markers, scale bars
+  and arrows), built from ``--seed`` (the tuning seeds, default 1,2,3) or, with ``--held-out``, from
+  the held-out seed alone; ``--failures`` lists the wrong panels of tuning seeds (never of the held-out
+  seed).
 - The same on the MedICaT sample figures (boxes and letters from bench/gold/real_panels.json):
   "real_medicat_figures" for the lettered ones, "real_medicat_single_panel" for the one-image ones
   (share returned as exactly one panel at IoU >= 0.5).
@@ -14,6 +19,7 @@
   Shared lead and trailing text (statistics, scale bars) are not part of the gold sub-caption texts.
 
     python -m bench.split_quality [--fixtures DIR] [--ocr rapidocr|gcv|none] [--per-layout N]
+        [--seed 1,2,3 | --held-out] [--rich-n N] [--sets real,medicat,built,rich,captions] [--failures]
 """
 from __future__ import annotations
 
@@ -32,9 +38,13 @@ from PIL import Image
 from data.figures import find_panels, split_caption
 from data.figures.gold import load_real_captions, load_real_panels
 from data.figures.ocr import make_ocr
+from data.synthetic.compound_rich import build_rich_set
 from data.synthetic.compound_synth import build_set
 
 REAL = ("s41467-018-06211-3_fig1.jpg", "s41467-018-06211-3_fig3.jpg", "s41467-018-06211-3_fig5.jpg")
+TUNING_SEEDS = (1, 2, 3)  # the rich figures the letter rules were tuned on
+HELD_OUT_SEED = 12345  # never looked at while tuning: scored once, as totals only
+SETS = ("real", "medicat", "built", "rich", "captions")
 
 
 def iou(a, b) -> float:
@@ -55,16 +65,25 @@ def match(truth: list[tuple], pred: list) -> list[tuple[int, int]]:
     return pairs
 
 
-def panel_scores(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr) -> dict:
+def panel_scores(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr,
+                 failures: list | None = None, names: list[str] | None = None) -> dict:
+    """Panel P/R/F1 and letter accuracy; with ``failures``, (name, truth letters, letters read, boxes
+    missed, extra detections) of every figure that is not all right is appended to it."""
     tp = n_pred = n_true = right = 0
     seconds = 0.0
-    for image, boxes, labels in items:
+    for k, (image, boxes, labels) in enumerate(items):
         t0 = time.perf_counter()
         pred = find_panels(image, ocr)
         seconds += time.perf_counter() - t0
         pairs = match(boxes, pred)
         tp, n_pred, n_true = tp + len(pairs), n_pred + len(pred), n_true + len(boxes)
-        right += sum(1 for i, j in pairs if pred[j].label == labels[i])
+        got = sum(1 for i, j in pairs if pred[j].label == labels[i])
+        right += got
+        if failures is not None and (got < len(boxes) or len(pred) != len(boxes)):
+            read = {i: pred[j].label for i, j in pairs}
+            failures.append({"figure": names[k] if names else k, "want": "".join(f"{x} " for x in labels).strip(),
+                             "read": " ".join(str(read.get(i, "-")) for i in range(len(labels))),
+                             "missed": len(boxes) - len(pairs), "extra": len(pred) - len(pairs)})
     p, r = tp / max(n_pred, 1), tp / max(n_true, 1)
     return {"figures": len(items), "true_panels": n_true, "detected": n_pred, "precision": round(p, 3),
             "recall": round(r, 3), "f1": round(2 * p * r / max(p + r, 1e-9), 3),
@@ -161,29 +180,80 @@ def real_caption_scores(fixtures: Path) -> dict:
             "token_f1": round(sum(f1s) / len(f1s), 3), "wrong": wrong}
 
 
+def rich_scores(fixtures: Path, seeds: list[int], n: int, ocr, failures: bool) -> dict:
+    """Scores of ``n`` rich figures per seed, in total and by label style, placement, ink and background."""
+    items, names, looks = [], [], []
+    for seed in seeds:
+        for i, c in enumerate(build_rich_set(fixtures / "image_caption", n, seed)):
+            items.append((c.image, c.boxes, c.labels))
+            names.append(f"{seed}:{i} {c.layout} {c.look['style']} {c.look['placement']} {c.look['ink']} "
+                         f"{c.look['background']} g{c.look['gutter']}")
+            looks.append(c.look)
+    wrong: list = []
+    out = {"seeds": seeds, **panel_scores(items, ocr, wrong, names)}
+    if failures:
+        out["failures"] = wrong
+        out["by"] = {}
+        for key in ("style", "placement", "ink", "background"):
+            groups: dict[str, list[int]] = {}
+            for k, look in enumerate(looks):
+                groups.setdefault(str(look[key]), []).append(k)
+            out["by"][key] = {}
+            for value, idx in sorted(groups.items()):
+                sub = panel_scores([items[k] for k in idx], ocr)  # the OCR cache makes this cheap
+                out["by"][key][value] = {"panels": sub["true_panels"], "f1": sub["f1"],
+                                         "label_accuracy": sub["label_accuracy"]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_fx = os.environ.get("MEDVL_FIXTURES", str(ROOT.parent / "shared" / "fixtures"))
     ap.add_argument("--fixtures", default=default_fx)
     ap.add_argument("--ocr", default="rapidocr", choices=("rapidocr", "gcv", "none"))
     ap.add_argument("--per-layout", type=int, default=10, help="built figures per layout")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--built-seed", type=int, default=0, help="seed of the (old) built set")
+    ap.add_argument("--seed", default=",".join(map(str, TUNING_SEEDS)),
+                    help="seeds of the rich built set, comma list (the tuning seeds by default)")
+    ap.add_argument("--held-out", action="store_true",
+                    help=f"score the rich set of the held-out seed {HELD_OUT_SEED} instead, totals only")
+    ap.add_argument("--rich-n", type=int, default=50, help="rich built figures per seed")
+    ap.add_argument("--sets", default=",".join(SETS), help=f"sets to score, comma list of {', '.join(SETS)}")
+    ap.add_argument("--failures", action="store_true",
+                    help="list the rich figures with wrong panels or letters, and scores by label look")
+    ap.add_argument("--ocr-cache", default=None, help="folder of an OCR cache kept between runs")
     args = ap.parse_args(argv)
+    sets = set(args.sets.split(","))
+    if sets - set(SETS):
+        ap.error(f"unknown sets {sorted(sets - set(SETS))}")
+    seeds = [int(x) for x in args.seed.split(",")]
+    if args.held_out:
+        if args.failures:
+            ap.error("--failures lists figures; the held-out figures are scored as totals only")
+        seeds = [HELD_OUT_SEED]
+    elif HELD_OUT_SEED in seeds:
+        ap.error(f"seed {HELD_OUT_SEED} is held out: use --held-out, which prints totals only")
     fixtures = Path(args.fixtures)
-    ocr = make_ocr(args.ocr)
-    synth = [(c.image, c.boxes, c.labels) for c in
-             build_set(fixtures / "image_caption", args.per_layout, seed=args.seed)]
-    medicat, medicat_single = medicat_items(fixtures)
-    out = {
-        "ocr": args.ocr,
-        "real_compound_figures": panel_scores(real_items(fixtures), ocr),
-        "real_medicat_figures": panel_scores(medicat, ocr),
-        "real_medicat_single_panel": single_panel_scores(medicat_single, ocr),
-        "built_compound_figures": panel_scores(synth, ocr),
-        "subcaptions": caption_scores(ROOT / "tests" / "data" / "subcaptions_gold.json"),
-        "real_captions": real_caption_scores(fixtures),
-        "targets": {"panel_f1": 0.9, "label_accuracy": 0.85, "subcaption_label_set_accuracy": 0.9},
-    }
+    ocr = make_ocr(args.ocr, args.ocr_cache)
+    out: dict = {"ocr": args.ocr}
+    if "real" in sets:
+        out["real_compound_figures"] = panel_scores(real_items(fixtures), ocr)
+    if "medicat" in sets:
+        medicat, medicat_single = medicat_items(fixtures)
+        out["real_medicat_figures"] = panel_scores(medicat, ocr)
+        out["real_medicat_single_panel"] = single_panel_scores(medicat_single, ocr)
+    if "built" in sets:
+        synth = [(c.image, c.boxes, c.labels) for c in
+                 build_set(fixtures / "image_caption", args.per_layout, seed=args.built_seed)]
+        out["built_compound_figures"] = panel_scores(synth, ocr)
+    if "rich" in sets:
+        key = "rich_built_figures_held_out" if args.held_out else "rich_built_figures"
+        out[key] = rich_scores(fixtures, seeds, args.rich_n, ocr, args.failures)
+    if "captions" in sets:
+        out["subcaptions"] = caption_scores(ROOT / "tests" / "data" / "subcaptions_gold.json")
+        out["real_captions"] = real_caption_scores(fixtures)
+    out["targets"] = {"panel_f1": 0.9, "label_accuracy": 0.85, "rich_label_accuracy": 0.9,
+                      "subcaption_label_set_accuracy": 0.9}
     print(json.dumps(out, indent=1))
     return 0
 

@@ -43,5 +43,5 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
         return [Panel(b) for b in boxes]
     labels = read_labels(image, boxes, ocr) if len(boxes) > 1 else [None]
     boxes, labels = merge_unlabelled(boxes, labels)
-    labels = repair_sequence(labels)
+    labels = repair_sequence(labels, boxes)
     return [Panel(b, lab) for b, lab in zip(boxes, labels)]

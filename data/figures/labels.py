@@ -1,4 +1,5 @@
-"""Reading panel letters: short OCR tokens near a panel's top-left (else bottom-left) corner.
+"""Reading panel letters: short OCR tokens near one corner of every panel (top-left first, then
+bottom-left, top-right and bottom-right, until one corner names the panels in reading order).
 
 Text detectors pass over many lone letters, so with a back-end that can recognise a crop on its own
 (``rapidocr``) the small isolated marks near each corner are cut out tightly and read first: marks on
@@ -23,6 +24,7 @@ from data.figures.panels import PanelParams, background_colour, foreground_mask
 Box = tuple[int, int, int, int]
 
 _LABEL = re.compile(r"^[(\[]?([A-Za-z])[)\].:]?$")
+_LABEL_DIGIT = re.compile(r"^[(\[]?([A-Za-z])([1-9])[)\].:]?$")  # "A1", "(b2)": a grid's row and column
 UPSCALE = 3
 MARK_MIN_PX = 6  # marks shorter than this are dots, commas or noise, not letters
 MARK_TRIES = 4  # marks read per corner, nearest first
@@ -30,28 +32,33 @@ MARK_MIN_SCORE = 0.4  # lone letters read with lower confidence than words; read
 MARK_HEIGHT_PX = 32  # marks are upscaled to about this height (the recogniser's input is 48 px high)
 
 
-def normalise_label(text: str) -> str | None:
-    """``"(a)"``, ``"B."``, ``"c)"`` -> ``"A"``, ``"B"``, ``"C"``; anything else -> None."""
-    m = _LABEL.match(text.strip().replace(" ", ""))
-    return m.group(1).upper() if m else None
+def normalise_label(text: str, digits: bool = False) -> str | None:
+    """``"(a)"``, ``"B."``, ``"c)"`` -> ``"A"``, ``"B"``, ``"C"``; with ``digits`` also ``"a1"``,
+    ``"(B2)"`` -> ``"A1"``, ``"B2"``; anything else -> None."""
+    token = text.strip().replace(" ", "")
+    m = _LABEL.match(token)
+    if m:
+        return m.group(1).upper()
+    m = _LABEL_DIGIT.match(token) if digits else None
+    return m.group(1).upper() + m.group(2) if m else None
 
 
 def corner_window(box: Box, size: tuple[int, int], corner: str = "top-left") -> Box:
-    """The region where a panel's letter is looked for: a left corner, reaching into the gutter."""
+    """The region where a panel's letter is looked for: a corner, reaching into the gutter beside it."""
     w, h = size
     pw, ph = box[2] - box[0], box[3] - box[1]
     out = max(6, int(0.03 * max(w, h)))  # letters often sit just outside the panel
     ww = int(min(max(0.2 * pw, 32), 110))
     wh = int(min(max(0.2 * ph, 32), 110))
-    x0, x1 = max(0, box[0] - out), min(w, box[0] + ww)
-    if corner == "bottom-left":
-        return x0, max(0, box[3] - wh), x1, min(h, box[3] + out)
-    return x0, max(0, box[1] - out), x1, min(h, box[1] + wh)
+    x0, x1 = (box[0] - out, box[0] + ww) if corner.endswith("left") else (box[2] - ww, box[2] + out)
+    y0, y1 = (box[1] - out, box[1] + wh) if corner.startswith("top") else (box[3] - wh, box[3] + out)
+    return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
 
 
 def _anchor(window: Box, corner: str) -> tuple[int, int]:
     """The window's outer corner on the panel's ``corner`` side; letters nearest it are preferred."""
-    return (window[0], window[3]) if corner == "bottom-left" else (window[0], window[1])
+    return (window[0] if corner.endswith("left") else window[2],
+            window[1] if corner.startswith("top") else window[3])
 
 
 def _centre(b: Box) -> tuple[float, float]:
@@ -67,7 +74,7 @@ def _pick(words: list[OcrWord], window: Box, anchor: tuple[int, int]) -> tuple[s
     """The label-like word whose centre is in ``window``, nearest ``anchor``; (label, distance)."""
     best: tuple[str, float] | None = None
     for word in words:
-        label = normalise_label(word.text)
+        label = normalise_label(word.text, digits=True)
         cx, cy = _centre(word.box)
         if label is None or not (window[0] <= cx < window[2] and window[1] <= cy < window[3]):
             continue
@@ -199,7 +206,7 @@ def _read_marks(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, window: Box
             tokens.setdefault(t, ground)
     for token in sorted(tokens, key=lambda t: (_dist(t, anchor), t))[:MARK_TRIES]:
         text, score = ocr.recognise(_mark_crop(image, token, tokens[token]))
-        label = normalise_label(text)
+        label = normalise_label(text, digits=True)
         if label is not None and score >= MARK_MIN_SCORE:
             return label, _dist(token, anchor)
     return None
@@ -245,28 +252,86 @@ def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str,
     return found
 
 
-CORNERS = ("top-left", "bottom-left")
+CORNERS = ("top-left", "bottom-left", "top-right", "bottom-right")
 
 
 def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | None]:
-    """A letter (upper case) or None for each panel box; a letter goes to one panel at most.
+    """A label (upper case: a letter, or a letter and a digit) or None for each panel box; a label
+    goes to one panel at most.
 
-    Letters are looked for at the panels' top-left corners; when fewer than half of the panels get
-    one there, the bottom-left corners (where radiology figures often put them) are read as well,
-    and the corner that names more panels wins. One figure uses one corner for all its panels.
+    One figure uses one corner for all its panels. The corners are read in the order of CORNERS
+    until one settles the figure (at least half of the panels read, and two thirds of those where
+    reading order puts them); otherwise the corner that names most panels in reading order wins.
+    Letters on the other corners (R/L side markers, sequence names) lose that way.
     """
     best: list[tuple[str, float] | None] = []
+    best_score = None
     marks = None
     if getattr(ocr, "can_recognise", False):
         rgb = np.asarray(image.convert("RGB"))
         marks = rgb, background_colour(rgb, PanelParams().bg_tol)
     for corner in CORNERS:
         found = _read_at(image, boxes, ocr, corner, marks)
-        if not best or _count(found) > _count(best):
-            best = found
-        if 2 * _count(best) >= len(boxes):
+        score = _score(found, boxes)
+        if best_score is None or score > best_score:
+            best, best_score = found, score
+        if _settles(found, boxes):
             break
-    return _unique([f[0] if f else None for f in best], [f[1] if f else 0.0 for f in best])
+    labels = _one_scheme([f[0] if f else None for f in best], boxes)
+    return _unique(labels, [f[1] if f else 0.0 for f in best])
+
+
+def grid_labels(boxes: list[Box]) -> list[str]:
+    """Row letter and column number of each box ("A1", "A2", "B1", ...): rows by overlapping heights."""
+    rows: list[list[int]] = []
+    for i in sorted(range(len(boxes)), key=lambda k: (boxes[k][1], boxes[k][0])):
+        b = boxes[i]
+        for row in rows:
+            r = boxes[row[0]]
+            if min(b[3], r[3]) - max(b[1], r[1]) > 0.5 * min(b[3] - b[1], r[3] - r[1]):
+                row.append(i)
+                break
+        else:
+            rows.append([i])
+    out = [""] * len(boxes)
+    for r, row in enumerate(rows[:26]):
+        for c, i in enumerate(sorted(row, key=lambda k: boxes[k][0])[:9]):
+            out[i] = f"{chr(ord('A') + r)}{c + 1}"
+    return out
+
+
+def expected_labels(labels: list[str | None], boxes: list[Box] | None = None) -> list[str]:
+    """What reading order names the panels: A, B, C, ...; or A1, A2, ..., B1 by rows when most of
+    the labels read carry a digit (and the boxes are known)."""
+    read = [x for x in labels if x]
+    if boxes is not None and read and 2 * sum(1 for x in read if len(x) > 1) > len(read):
+        return grid_labels(boxes)
+    return [chr(ord("A") + i) if i < 26 else "" for i in range(len(labels))]
+
+
+def _agree(labels: list[str | None], boxes: list[Box] | None) -> int:
+    want = expected_labels(labels, boxes)
+    return sum(1 for x, w in zip(labels, want) if x and x == w)
+
+
+def _score(found: list[tuple[str, float] | None], boxes: list[Box]) -> tuple[int, int]:
+    """(labels where reading order puts them, distinct labels) of one corner's reading."""
+    labels = [f[0] if f else None for f in found]
+    return 2 * _agree(labels, boxes) + len({x for x in labels if x}), _count(found)
+
+
+def _settles(found: list[tuple[str, float] | None], boxes: list[Box]) -> bool:
+    labels = [f[0] if f else None for f in found]
+    n_read = _count(found)
+    return 2 * n_read >= len(boxes) and 3 * _agree(labels, boxes) >= 2 * n_read
+
+
+def _one_scheme(labels: list[str | None], boxes: list[Box]) -> list[str | None]:
+    """Labels of the figure's kind only: letters, or letters with digits when most read have a digit
+    (a lone "T2" among letters is a sequence name)."""
+    read = [x for x in labels if x]
+    with_digit = 2 * sum(1 for x in read if len(x) > 1) > len(read)
+    return [x if x and (len(x) > 1) == with_digit else None for x in labels]
 
 
 def _count(found: list[tuple[str, float] | None]) -> int:
@@ -289,17 +354,19 @@ def _area(b: Box) -> int:
     return (b[2] - b[0]) * (b[3] - b[1])
 
 
-def repair_sequence(labels: list[str | None]) -> list[str | None]:
-    """Letters in reading order A, B, C, ... when most letters read agree with that order.
+def repair_sequence(labels: list[str | None], boxes: list[Box] | None = None) -> list[str | None]:
+    """Labels in reading order A, B, C, ... (or A1, A2, ..., B1 by rows, see ``expected_labels``)
+    when most labels read agree with that order.
 
     OCR misreads single letters ("C" as "V", "D" as "T") or misses them; when at least two thirds of
     the letters read (and at least two) sit where the plain sequence puts them, the sequence wins.
     """
     read = [(i, x) for i, x in enumerate(labels) if x]
-    agree = sum(1 for i, x in read if x == chr(ord("A") + i))
-    if len(labels) > 26 or len(read) < 2 or agree < 2 or agree * 3 < len(read) * 2:
+    want = expected_labels(labels, boxes)
+    agree = sum(1 for i, x in read if x == want[i])
+    if len(labels) > 26 or len(read) < 2 or agree < 2 or agree * 3 < len(read) * 2 or not all(want):
         return labels
-    return [chr(ord("A") + i) for i in range(len(labels))]
+    return list(want)
 
 
 def _overlaps(a: Box, b: Box) -> bool:

@@ -6,7 +6,8 @@ glyph-sized connected components removed, so that panel letters, tick labels and
 block a gutter; they are attached to the nearest panel afterwards. Panels that touch with only a
 thin line between them are cut along that line when both sides are image-like and the line stands
 out from them; the line need only run along the panels, not through a caption or margin beside them.
-Panels that touch with no line at all are not cut.
+Panels that touch with no line at all are cut along a seam: a column (or row) where the picture
+jumps from one image to another along most of the region, with smooth image on both sides.
 """
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ class PanelParams:
     line_side_fg: float = 0.25  # both sides of a separator must be this image-like
     line_contrast: float = 0.5  # ... and this share of the pixels bordering it must differ from its colour
     attach_frac: float = 0.06  # text within this distance (of the longer side) joins a panel
+    seam_rows: float = 0.5  # a seam between touching images: this share of its pixels jump across it
+    seam_jump: int = 24  # ... by more than this (largest channel difference)
+    seam_ratio: float = 4.0  # its mean jump is this many times that of the columns around it
+    seam_isolation: float = 0.35  # columns within 4 px jump less than this share of it (no line, edge)
+    seam_texture: float = 8.0  # the columns on both sides vary along the seam (no plain margin)
+    seam_structure: float = 0.6  # ... and are structure (image) along this share of it
+    seam_side: float = 0.15  # pieces on both sides span at least this share of the region, >= 40 px
 
 
 def background_colour(rgb: np.ndarray, tol: int = 15) -> np.ndarray:
@@ -182,6 +190,49 @@ def _cut_axis(region: Box, rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
     return pieces, max(gaps, default=0)
 
 
+def _seams(rgb: np.ndarray, struct: np.ndarray, p: PanelParams) -> tuple[list[int], float]:
+    """Positions along axis 1 where two touching images meet (a jump between columns x-1 and x), and
+    the share of rows that jump at the strongest of them."""
+    a = rgb.astype(np.int16)
+    n = a.shape[1]
+    side = max(40, int(p.seam_side * n))
+    if n < 2 * side + 2:
+        return [], 0.0
+    diff = np.abs(a[:, 1:] - a[:, :-1]).max(axis=2)
+    mean, share = diff.mean(axis=0), (diff > p.seam_jump).mean(axis=0)
+    spread = a.max(axis=2).std(axis=0)
+    both = (struct[:, 1:] & struct[:, :-1]).mean(axis=0)
+    found, best = [], 0.0
+    for x in np.flatnonzero(share >= p.seam_rows):
+        if x < side - 1 or x >= n - side or (found and x + 1 - found[-1] < side):
+            continue
+        near = np.concatenate([mean[max(0, x - 4):x], mean[x + 1:x + 5]])
+        if near.max(initial=0.0) > p.seam_isolation * mean[x]:
+            continue
+        if mean[x] < p.seam_ratio * (np.median(mean[max(0, x - 12):x + 13]) + 2):
+            continue
+        if min(spread[x], spread[x + 1]) < p.seam_texture or both[x] < p.seam_structure:
+            continue
+        found.append(int(x) + 1)
+        best = max(best, float(share[x]))
+    return found, best
+
+
+def _seam_cut(region: Box, rgb: np.ndarray, struct: np.ndarray, p: PanelParams) -> list[Box]:
+    """``region`` cut along the seams of the axis with the stronger one; [] if it has none."""
+    x0, y0, x1, y1 = region
+    sub_rgb, sub_st = rgb[y0:y1, x0:x1], struct[y0:y1, x0:x1]
+    cols, col_share = _seams(sub_rgb, sub_st, p)
+    rows, row_share = _seams(sub_rgb.transpose(1, 0, 2), sub_st.T, p)
+    if rows and row_share >= col_share:
+        cuts = [y0] + [y0 + r for r in rows] + [y1]
+        return [(x0, a, x1, b) for a, b in zip(cuts, cuts[1:])]
+    if cols:
+        cuts = [x0] + [x0 + c for c in cols] + [x1]
+        return [(a, y0, b, y1) for a, b in zip(cuts, cuts[1:])]
+    return []
+
+
 def _cells(spans: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
     """Cells that share out [lo, hi) between pieces, splitting each gutter at its middle."""
     cuts = [lo] + [(a[1] + b[0]) // 2 for a, b in zip(spans, spans[1:])] + [hi]
@@ -216,8 +267,14 @@ def xy_cut(rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
             children = [(tx0 + s, y0, tx0 + e, y1) for s, e in _cells(cols, x0 - tx0, x1 - tx0)]
         else:
             core = (tx0 + cols[0][0], ty0 + rows[0][0], tx0 + cols[-1][1], ty0 + rows[-1][1])
-            leaves.append((region, core))
-            continue
+            pieces = _seam_cut(core, rgb, struct, p)
+            if not pieces:
+                leaves.append((region, core))
+                continue
+            # Touching images: the pieces share out the cell, split where the seams are.
+            children = [(region[0] if b[0] == core[0] else b[0], region[1] if b[1] == core[1] else b[1],
+                         region[2] if b[2] == core[2] else b[2], region[3] if b[3] == core[3] else b[3])
+                        for b in pieces]
         stack.extend(reversed(children))  # depth first, so leaves come out in reading order
     return leaves
 

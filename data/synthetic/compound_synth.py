@@ -3,11 +3,14 @@
 Used by the tests and by ``bench/split_quality.py`` to measure panel detection and letter reading
 where the truth is exact. Layouts imitate journals: white gutters, panels touching with a thin line,
 black backgrounds; letters inside the image (white) or in a white box, as ``A``, ``(a)`` or ``B.``.
+This is the "old built set" of ``bench/split_quality.py``; its figures stay as they are for a given
+seed. ``compound_rich`` builds the richer set (grids up to 5 x 5, irregular layouts, more label styles
+and places, distractors).
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -34,6 +37,13 @@ class Compound:
     boxes: list[Box]
     labels: list[str]  # upper case, in the order of ``boxes``
     layout: str
+    # The rich generator (``compound_rich``) also records what it printed: the label texts as drawn
+    # ("(b)", "c."), their pixel boxes, the distractor texts and marks with theirs, and the figure's
+    # look (label style, placement, ink, font, gutter, background).
+    label_texts: list[str] = field(default_factory=list)
+    label_boxes: list[Box] = field(default_factory=list)
+    distractors: list[tuple[str, Box]] = field(default_factory=list)
+    look: dict = field(default_factory=dict)
 
 
 def load_tiles(image_dir: str | Path) -> list[Image.Image]:
