@@ -2,11 +2,13 @@
 where one process spends its time (panel detection, OCR of panel corners, whole-figure OCR, caption
 splitting, crops, the rest).
 
-Sets: the real figures of ../shared/fixtures/ (3 compound figures, 10 MedICaT figures) and compound
-figures built from real single images (data.synthetic.compound_synth). OCR results are not cached
+Sets: the real figures of ../shared/fixtures/ (3 compound figures, 10 MedICaT figures), compound
+figures built from real single images (data.synthetic.compound_synth) and rich built figures of a tuning
+seed (data.synthetic.compound_rich: larger grids, labels at any corner, distractors). OCR results are not cached
 between runs (each run starts with an empty in-memory cache), so every run does the full work.
 
-    python -m bench.split_speed [--fixtures DIR] [--ocr rapidocr|none] [--per-layout N] [--workers 1,2]
+    python -m bench.split_speed [--fixtures DIR] [--ocr rapidocr|none] [--per-layout N] [--rich-n N]
+        [--workers 1,2] [--sets real,built,rich]
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from data.figures import labels, split as split_mod
 from data.figures.ocr import CachedOcr, make_ocr
 from data.figures.parallel import WorkerSetup, split_many, threads_per_worker
 from data.figures.split import SplitOptions
+from data.synthetic.compound_rich import build_rich_set
 from data.synthetic.compound_synth import LAYOUTS, build, load_tiles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +53,17 @@ def built_records(fixtures: Path, folder: Path, per_layout: int, seed: int = 5) 
             fig.image.save(path)
             caption = "MRI of the brain. " + " ".join(f"({x}) View {x.lower()}." for x in fig.labels)
             records.append({"image": str(path), "caption": caption})
+    return list(enumerate(records))
+
+
+def rich_records(fixtures: Path, folder: Path, n: int, seed: int = 1) -> list[tuple[int, dict]]:
+    """``n`` rich built figures of tuning seed ``seed``, saved as PNG, with one sub-caption per panel."""
+    records = []
+    for k, fig in enumerate(build_rich_set(fixtures / "image_caption", n, seed)):
+        path = folder / f"rich_{seed}_{k}.png"
+        fig.image.save(path)
+        caption = "MRI of the brain. " + " ".join(f"({x}) View {x.lower()}." for x in fig.labels)
+        records.append({"image": str(path), "caption": caption})
     return list(enumerate(records))
 
 
@@ -124,14 +138,21 @@ def main() -> None:
                                                              str(ROOT.parent / "shared" / "fixtures")))
     parser.add_argument("--ocr", default="rapidocr", choices=("rapidocr", "none"))
     parser.add_argument("--per-layout", type=int, default=2, help="built figures per layout")
+    parser.add_argument("--rich-n", type=int, default=12, help="rich built figures")
     parser.add_argument("--workers", default="1,2", help="worker counts to time, comma list")
+    parser.add_argument("--sets", default="real,built,rich", help="sets to time, comma list of real, built, rich")
     args = parser.parse_args()
     fixtures = Path(args.fixtures)
     report = {"ocr": args.ocr, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        sets = {"real_fixture_figures": real_records(fixtures),
-                "built_figures": built_records(fixtures, tmp, args.per_layout)}
+        makers = {"real": ("real_fixture_figures", lambda: real_records(fixtures)),
+                  "built": ("built_figures", lambda: built_records(fixtures, tmp, args.per_layout)),
+                  "rich": ("rich_built_figures", lambda: rich_records(fixtures, tmp, args.rich_n))}
+        chosen = args.sets.split(",")
+        if set(chosen) - set(makers):
+            parser.error(f"unknown sets {sorted(set(chosen) - set(makers))}")
+        sets = {makers[k][0]: makers[k][1]() for k in chosen}
         for name, records in sets.items():
             out = tmp / name
             report[name] = {"profile_1_process": profile(records, args.ocr, out),

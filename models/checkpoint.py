@@ -74,16 +74,6 @@ def _part_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.part-{socket.gethostname()}-{os.getpid()}")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
 def _is_stale_part(path: Path, now: float) -> bool:
     """A partial download whose process is dead (on this host), or that nothing wrote to for an hour."""
     try:
@@ -92,7 +82,15 @@ def _is_stale_part(path: Path, now: float) -> bool:
     except FileNotFoundError:  # finished or removed meanwhile
         return False
     head, _, pid = path.name.rpartition("-")
-    return pid.isdigit() and head.endswith(f".part-{socket.gethostname()}") and not _pid_alive(int(pid))
+    if not (pid.isdigit() and head.endswith(f".part-{socket.gethostname()}")):
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by someone else
+        pass
+    return False
 
 
 def remove_stale_parts(folder: Path) -> list[Path]:

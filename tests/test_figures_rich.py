@@ -130,3 +130,47 @@ def test_letters_at_top_right_corners_win_over_side_markers(tiles):
         draw.text((x + 140, 85), "L", fill="white", font=font, stroke_width=1, stroke_fill="black")
     panels = find_panels(img, make_ocr("rapidocr"))
     assert [p.label for p in panels] == ["A", "B", "C"]
+
+
+class _CountingOcr:
+    """rapidocr with a count of whole-image (detector) readings and of single-crop recognitions."""
+
+    can_recognise = True
+    whole_image_first = False
+
+    def __init__(self) -> None:
+        self.inner = make_ocr("rapidocr")
+        self.reads = self.recognitions = 0
+
+    def read(self, image):
+        self.reads += 1
+        return self.inner.read(image)
+
+    def recognise(self, image):
+        self.recognitions += 1
+        return self.inner.recognise(image)
+
+
+def _grid_with_letters_at(tiles, corner: str) -> Image.Image:
+    """Six panels on white, lettered "(a)" ... "(f)" in black at ``corner`` of each, on the gutter side."""
+    font = ImageFont.load_default(size=20)
+    img = Image.new("RGB", (3 * 170 + 20, 2 * 170 + 20), "white")
+    draw = ImageDraw.Draw(img)
+    for k in range(6):
+        x, y = 10 + (k % 3) * 170, 10 + (k // 3) * 170
+        img.paste(tiles[[0, 2, 3, 4, 0, 2][k]].resize((150, 150)), (x, y))
+        tx = x + 4 if corner.endswith("left") else x + 118
+        ty = y + 4 if corner.startswith("top") else y + 124
+        draw.rectangle((tx - 2, ty - 2, tx + 30, ty + 24), fill="white")
+        draw.text((tx, ty), f"({'abcdef'[k]})", fill="black", font=font)
+    return img
+
+
+@pytest.mark.parametrize("corner", ["top-left", "bottom-right"])
+def test_letters_that_marks_read_need_no_detector(tiles, corner):
+    """Clear letters in white boxes are read from their marks at whichever corner they are: the text
+    detector (the costly part) is not run on the figure or its corner windows."""
+    ocr = _CountingOcr()
+    panels = find_panels(_grid_with_letters_at(tiles, corner), ocr)
+    assert [p.label for p in panels] == list("ABCDEF")
+    assert ocr.reads == 0 and ocr.recognitions > 0

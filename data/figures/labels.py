@@ -174,12 +174,22 @@ def mark_tokens(rgb: np.ndarray, ground: np.ndarray, window: Box, max_px: int, t
     return tokens
 
 
+BOX_SHARE = 0.08  # a white patch this share of a corner window may be a label's box
+
+
 def _grounds(rgb: np.ndarray, bg: np.ndarray, window: Box, tol: int) -> list[np.ndarray]:
-    """Colours that letters near ``window`` may be printed on: the figure's background, and the
-    dominant colour of the image in the window, if it has one (white letters on a dark corner)."""
+    """Colours that letters near ``window`` may be printed on: the figure's background, the dominant
+    colour of the image in the window, if it has one (white letters on a dark corner), and white where
+    a patch of it fills a share of the window (a dark letter in a white box that touches the image,
+    which joins the box to the image on any other ground)."""
     pixels = rgb[window[1]:window[3], window[0]:window[2]].reshape(-1, 3).astype(np.int16)
     local = dominant_colour(pixels[np.abs(pixels - bg.astype(np.int16)).max(axis=1) > tol])
-    return [bg] if local is None else [bg, local]
+    grounds = [bg] if local is None else [bg, local]
+    white = np.full(3, 255, dtype=np.int16)
+    share = (np.abs(pixels - white).max(axis=1) <= tol).mean() if len(pixels) else 0.0
+    if share >= BOX_SHARE and all(np.abs(g.astype(np.int16) - white).max() > tol for g in grounds):
+        grounds.append(white.astype(np.uint8))
+    return grounds
 
 
 def _mark_crop(image: Image.Image, token: Box, ground: np.ndarray) -> Image.Image:
@@ -213,11 +223,12 @@ def _read_marks(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, window: Box
 
 
 def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str,
-             marks: tuple[np.ndarray, np.ndarray] | None) -> list[tuple[str, float] | None]:
+             marks: tuple[np.ndarray, np.ndarray] | None,
+             marks_only: bool = False) -> list[tuple[str, float] | None]:
     """(letter, distance from the corner) or None for each panel, looking at the given corner.
 
     ``marks`` is (the figure as an array, its background colour), for the mark pass; None when the
-    back-end cannot recognise crops.
+    back-end cannot recognise crops. ``marks_only`` stops after the mark pass.
     """
     windows = [corner_window(b, image.size, corner) for b in boxes]
     anchors = [_anchor(w, corner) for w in windows]
@@ -245,7 +256,7 @@ def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str,
 
     steps = (from_whole, from_corners) if whole_first else (from_corners, from_whole)
     if marks is not None:
-        steps = (from_marks, *steps)
+        steps = (from_marks,) if marks_only else (from_marks, *steps)
     for step in steps:
         if any(f is None for f in found):
             step()
@@ -263,22 +274,42 @@ def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | No
     until one settles the figure (at least half of the panels read, and two thirds of those where
     reading order puts them); otherwise the corner that names most panels in reading order wins.
     Letters on the other corners (R/L side markers, sequence names) lose that way.
+
+    With a back-end that recognises crops, the corners are first read from their lone marks alone
+    (cheap), until one names every panel and settles the figure. The full readings (the detector on corner windows and on the
+    whole figure, for the panels the marks left unread) then start with the corner whose marks settled
+    the figure or named most panels in reading order: on most figures the first full reading settles it,
+    and often it has nothing left to read.
     """
-    best: list[tuple[str, float] | None] = []
-    best_score = None
     marks = None
+    order = list(CORNERS)
+    cheap = {corner: (False, 0, 0) for corner in CORNERS}  # (settles, panels in order, panels read)
     if getattr(ocr, "can_recognise", False):
         rgb = np.asarray(image.convert("RGB"))
         marks = rgb, background_colour(rgb, PanelParams().bg_tol)
-    for corner in CORNERS:
+        for corner in CORNERS:
+            found = _read_at(image, boxes, ocr, corner, marks, marks_only=True)
+            cheap[corner] = (_settles(found, boxes), *_score(found, boxes))
+            if cheap[corner][0] and _count(found) == len(boxes):
+                break  # every panel named: no other corner can do better
+        order.sort(key=lambda c: cheap[c], reverse=True)  # stable: ties keep the order of CORNERS
+    best: list[tuple[str, float] | None] = []
+    best_score = None
+    for k, corner in enumerate(order):
         found = _read_at(image, boxes, ocr, corner, marks)
         score = _score(found, boxes)
         if best_score is None or score > best_score:
             best, best_score = found, score
-        if _settles(found, boxes):
+        # A settled reading that leaves panels unread goes on to the corners whose marks named some.
+        if _settles(found, boxes) and (_count(found) == len(boxes) or not any(cheap[c][2] for c in order[k + 1:])):
             break
-    labels = _one_scheme([f[0] if f else None for f in best], boxes)
-    return _unique(labels, [f[1] if f else 0.0 for f in best])
+    return _final(best, boxes)
+
+
+def _final(found: list[tuple[str, float] | None], boxes: list[Box]) -> list[str | None]:
+    """The labels of one corner's reading, of the figure's scheme only, each on one panel at most."""
+    labels = _one_scheme([f[0] if f else None for f in found], boxes)
+    return _unique(labels, [f[1] if f else 0.0 for f in found])
 
 
 def grid_labels(boxes: list[Box]) -> list[str]:
