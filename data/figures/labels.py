@@ -300,8 +300,9 @@ def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | No
         score = _score(found, boxes)
         if best_score is None or score > best_score:
             best, best_score = found, score
-        # A settled reading that leaves panels unread goes on to the corners whose marks named some.
-        if _settles(found, boxes) and (_count(found) == len(boxes) or not any(cheap[c][2] for c in order[k + 1:])):
+        # A settled reading that leaves panels unread goes on to the other corners whose marks settled
+        # the figure too (short panels can show one letter to two corners' windows).
+        if _settles(found, boxes) and (_count(found) == len(boxes) or not any(cheap[c][0] for c in order[k + 1:])):
             break
     return _final(best, boxes)
 
@@ -351,10 +352,32 @@ def _score(found: list[tuple[str, float] | None], boxes: list[Box]) -> tuple[int
     return 2 * _agree(labels, boxes) + len({x for x in labels if x}), _count(found)
 
 
+RUN_MIN = 5
+
+
 def _settles(found: list[tuple[str, float] | None], boxes: list[Box]) -> bool:
+    """At least half of the panels read, and two thirds of those in reading order: where the plain
+    sequence puts them, or in one unbroken run A, B, C, ... of at least RUN_MIN letters (an unlabelled
+    extra piece, such as a colour bar, shifts the sequence without breaking the run; shorter runs are
+    often a neighbour's letters read at the wrong corner)."""
     labels = [f[0] if f else None for f in found]
     n_read = _count(found)
-    return 2 * n_read >= len(boxes) and 3 * _agree(labels, boxes) >= 2 * n_read
+    run = _run(labels)
+    in_order = max(_agree(labels, boxes), run if run >= RUN_MIN else 0)
+    return 2 * n_read >= len(boxes) and 3 * in_order >= 2 * n_read
+
+
+def _run(labels: list[str | None]) -> int:
+    """The longest run of letters read that follow each other (B after A, C after B, ...), the panels
+    without a label skipped."""
+    best = run = 0
+    prev = None
+    for x in labels:
+        if not x:
+            continue
+        run = run + 1 if prev and len(x) == len(prev) == 1 and ord(x) == ord(prev) + 1 else 1
+        best, prev = max(best, run), x
+    return best
 
 
 def _one_scheme(labels: list[str | None], boxes: list[Box]) -> list[str | None]:
