@@ -8,7 +8,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from data.figures import Panel, find_panels
-from data.figures.labels import group_marks, in_reading_order, merge_unlabelled, normalise_label, read_labels, repair_sequence
+from data.figures.label_order import in_reading_order, merge_unlabelled, repair_sequence
+from data.figures.labels import group_marks, normalise_label, read_labels
 from data.figures.ocr import make_ocr
 from data.figures.panels import detect_panel_boxes
 from data.synthetic.compound_synth import LAYOUTS, build_set

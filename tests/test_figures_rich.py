@@ -9,7 +9,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from data.figures import find_panels
-from data.figures.labels import expected_labels, grid_labels, normalise_label, repair_sequence
+from data.figures.label_order import expected_labels, grid_labels, repair_sequence
+from data.figures.labels import normalise_label
 from data.figures.ocr import make_ocr
 from data.synthetic.compound_marks import STYLES, label_text
 from data.synthetic.compound_rich import build_rich, build_rich_set, place

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data.figures.labels import merge_unlabelled, read_labels, repair_sequence
+from data.figures.label_order import merge_unlabelled, repair_sequence
+from data.figures.labels import read_labels
 from data.figures.panels import PanelParams, detect_panel_boxes
 from data.figures.subcaptions import SubCaption, split_caption
 
