@@ -232,6 +232,66 @@ def test_deterministic_kill_and_resume_is_bit_exact_with_workers_and_threads(tmp
         assert torch.equal(a[k], b[k]), f"{k} differs after kill and resume"
 
 
+# A training script run with ``torch.save`` patched: the ``KILL_AT_SAVE``-th checkpoint write puts half
+# of the file on disk (fsync'd, as a real kill leaves it) and the process dies with 137, as under SIGKILL.
+_KILLED_SAVE = r"""
+import io, os, runpy, sys
+import torch
+real_save, count = torch.save, [0]
+def save(obj, f, *args, **kwargs):
+    name = os.path.basename(str(f))
+    if isinstance(f, (str, os.PathLike)) and "checkpoint_" in name:
+        count[0] += 1
+        if count[0] == int(os.environ["KILL_AT_SAVE"]):
+            buf = io.BytesIO()
+            real_save(obj, buf, *args, **kwargs)
+            with open(f, "wb") as fh:
+                fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+                fh.flush()
+                os.fsync(fh.fileno())
+            print(f"killed while writing {name}", flush=True)
+            os._exit(137)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = save
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("kill_at", [2, 4], ids=["first-last", "overwriting-last"])
+def test_a_kill_in_the_middle_of_a_checkpoint_write_leaves_only_loadable_checkpoints(tmp_path, demo, kill_at):
+    """Saves go checkpoint_00, checkpoint_last, checkpoint_01, checkpoint_last: a kill in the 2nd write
+    leaves no checkpoint_last yet, a kill in the 4th must leave the previous checkpoint_last whole."""
+    cfg = write_config(tmp_path, demo, max_epoch=3)
+    out = tmp_path / "out"
+    hook = tmp_path / "killed_save.py"
+    hook.write_text(_KILLED_SAVE)
+    args = ["pretrain.py", "--config", str(cfg), "--output_dir", str(out)]
+    victim = start([str(hook), *args], KILL_AT_SAVE=str(kill_at))
+    output = victim.communicate(timeout=300)[0]
+    assert victim.returncode == 137 and "killed while writing" in output, output[-3000:]
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+    assert len(leftovers) == 1 and os.path.getsize(out / leftovers[0]) > 0  # the half-written file
+    names = sorted(p.name for p in out.glob("checkpoint_*.pth"))
+    assert names == (["checkpoint_00.pth"] if kill_at == 2 else
+                     ["checkpoint_00.pth", "checkpoint_01.pth", "checkpoint_last.pth"])
+    for name in names:
+        assert "state" in torch.load(out / name, weights_only=True), name
+    steps = {name: utils._global_step(out / name) for name in names}
+    assert None not in steps.values()
+    assert utils.find_resume("auto", out).name == max(names, key=lambda n: (steps[n], n != "checkpoint_last.pth"))
+    resumed = start(args + ["--resume", "auto"])
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    assert f"removed {out / leftovers[0]}" in output
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+    final = sorted(p.name for p in out.glob("checkpoint_*.pth"))
+    assert final == ["checkpoint_00.pth", "checkpoint_01.pth", "checkpoint_02.pth", "checkpoint_last.pth"]
+    last = torch.load(out / "checkpoint_last.pth", weights_only=True)["state"]
+    assert last["epoch"] == 2 and last["epoch_done"]
+    assert last["global_step"] == torch.load(out / "checkpoint_02.pth", weights_only=True)["state"]["global_step"]
+
+
 # -- disks, ranks, config values ------------------------------------------------------------------------
 
 
@@ -275,6 +335,51 @@ def test_a_frozen_rank_stops_its_peers_after_the_configured_timeout(tmp_path):
     assert out["seconds"] < 7.5 and out["message"] != "no error"
     assert "timed out" in out["message"].lower() or "timeout" in out["message"].lower()  # what run_cli names
     assert validate({"train_file": ["a"], "init_lr": 1e-4, "max_epoch": 1}, "pretrain")["dist_timeout_s"] == 1800
+
+
+def _frozen_rank_of_a_run(rank: int, port: int, cfg: str, out: str, results: str) -> None:
+    """A rank set up as a training script is (``setup_run``: the config's ``dist_timeout_s``, then
+    ``init_distributed``); rank 1 then freezes, rank 0 runs a collective under ``run_cli``."""
+    import argparse
+    import logging
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    parser = argparse.ArgumentParser()
+    utils.add_common_args(parser)
+    args = parser.parse_args(["--config", cfg, "--output_dir", out, "--device", "cpu",
+                              "--options", "dist_timeout_s=2"])
+    _, info = utils.setup_run(args, "pretrain")
+    if rank == 1:
+        time.sleep(7)  # frozen: never joins the collective
+        os._exit(0)
+    logged: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: logged.append(record.getMessage())
+    utils.log.addHandler(handler)
+    t0 = time.time()
+    try:
+        utils.run_cli(lambda: dist.all_reduce(torch.ones(1)) or 0, "pretrain.py")
+        message = "no error"
+    except RuntimeError as e:
+        message = str(e)
+    Path(results).write_text(json.dumps({"seconds": time.time() - t0, "message": message, "logged": logged}))
+    os._exit(0)  # a group broken by a timeout can abort in its destructor: see _frozen_peer
+
+
+def test_the_configured_dist_timeout_stops_a_collective_and_the_log_names_the_key(tmp_path, demo):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write_config(tmp_path, demo)
+    mp.spawn(_frozen_rank_of_a_run, args=(port, str(cfg), str(tmp_path / "out"), str(tmp_path / "r.json")),
+             nprocs=2, join=True)
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert out["message"] != "no error" and out["seconds"] < 5.5, out  # 2 s asked, not the default 1800
+    assert len(out["logged"]) == 1 and "dist_timeout_s" in out["logged"][0], out
+    assert "pretrain.py: a collective waited longer than dist_timeout_s" in out["logged"][0]
 
 
 @pytest.mark.parametrize("key, value", [("max_bad_fraction", float("nan")), ("alpha", float("nan")),
