@@ -65,29 +65,34 @@ def match(truth: list[tuple], pred: list) -> list[tuple[int, int]]:
     return pairs
 
 
-def panel_scores(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr,
-                 failures: list | None = None, names: list[str] | None = None) -> dict:
-    """Panel P/R/F1 and letter accuracy; with ``failures``, (name, truth letters, letters read, boxes
-    missed, extra detections) of every figure that is not all right is appended to it."""
-    tp = n_pred = n_true = right = 0
-    seconds = 0.0
-    for k, (image, boxes, labels) in enumerate(items):
+def figure_results(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr) -> list[dict]:
+    """Per figure: true, detected and matched panels (IoU >= 0.5), right letters, what was read at each
+    true panel ("-": no match), and the seconds find_panels took."""
+    results = []
+    for image, boxes, labels in items:
         t0 = time.perf_counter()
         pred = find_panels(image, ocr)
-        seconds += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
         pairs = match(boxes, pred)
-        tp, n_pred, n_true = tp + len(pairs), n_pred + len(pred), n_true + len(boxes)
-        got = sum(1 for i, j in pairs if pred[j].label == labels[i])
-        right += got
-        if failures is not None and (got < len(boxes) or len(pred) != len(boxes)):
-            read = {i: pred[j].label for i, j in pairs}
-            failures.append({"figure": names[k] if names else k, "want": "".join(f"{x} " for x in labels).strip(),
-                             "read": " ".join(str(read.get(i, "-")) for i in range(len(labels))),
-                             "missed": len(boxes) - len(pairs), "extra": len(pred) - len(pairs)})
+        read = {i: pred[j].label for i, j in pairs}
+        results.append({"true": len(boxes), "detected": len(pred), "matched": len(pairs),
+                        "right": sum(1 for i, j in pairs if pred[j].label == labels[i]), "seconds": seconds,
+                        "want": " ".join(labels), "read": " ".join(str(read.get(i, "-")) for i in range(len(labels)))})
+    return results
+
+
+def totals(results: list[dict]) -> dict:
+    """Panel P/R/F1 and letter accuracy (share of true panels whose match carries the right letter)."""
+    tp, n_pred, n_true = (sum(r[k] for r in results) for k in ("matched", "detected", "true"))
     p, r = tp / max(n_pred, 1), tp / max(n_true, 1)
-    return {"figures": len(items), "true_panels": n_true, "detected": n_pred, "precision": round(p, 3),
+    return {"figures": len(results), "true_panels": n_true, "detected": n_pred, "precision": round(p, 3),
             "recall": round(r, 3), "f1": round(2 * p * r / max(p + r, 1e-9), 3),
-            "label_accuracy": round(right / max(n_true, 1), 3), "seconds_per_figure": round(seconds / len(items), 2)}
+            "label_accuracy": round(sum(r["right"] for r in results) / max(n_true, 1), 3),
+            "seconds_per_figure": round(sum(r["seconds"] for r in results) / max(len(results), 1), 2)}
+
+
+def panel_scores(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr) -> dict:
+    return totals(figure_results(items, ocr))
 
 
 def real_items(fixtures: Path) -> list:
@@ -181,7 +186,8 @@ def real_caption_scores(fixtures: Path) -> dict:
 
 
 def rich_scores(fixtures: Path, seeds: list[int], n: int, ocr, failures: bool) -> dict:
-    """Scores of ``n`` rich figures per seed, in total and by label style, placement, ink and background."""
+    """Scores of ``n`` rich figures per seed, in total; with ``failures`` also the figures that are not all
+    right and the scores by label style, placement, ink and background."""
     items, names, looks = [], [], []
     for seed in seeds:
         for i, c in enumerate(build_rich_set(fixtures / "image_caption", n, seed)):
@@ -189,20 +195,19 @@ def rich_scores(fixtures: Path, seeds: list[int], n: int, ocr, failures: bool) -
             names.append(f"{seed}:{i} {c.layout} {c.look['style']} {c.look['placement']} {c.look['ink']} "
                          f"{c.look['background']} g{c.look['gutter']}")
             looks.append(c.look)
-    wrong: list = []
-    out = {"seeds": seeds, **panel_scores(items, ocr, wrong, names)}
+    results = figure_results(items, ocr)
+    out = {"seeds": seeds, **totals(results)}
     if failures:
-        out["failures"] = wrong
+        out["failures"] = [{"figure": name, "want": r["want"], "read": r["read"], "missed": r["true"] - r["matched"],
+                            "extra": r["detected"] - r["matched"]}
+                           for name, r in zip(names, results) if r["right"] < r["true"] or r["detected"] != r["true"]]
         out["by"] = {}
         for key in ("style", "placement", "ink", "background"):
-            groups: dict[str, list[int]] = {}
-            for k, look in enumerate(looks):
-                groups.setdefault(str(look[key]), []).append(k)
-            out["by"][key] = {}
-            for value, idx in sorted(groups.items()):
-                sub = panel_scores([items[k] for k in idx], ocr)  # the OCR cache makes this cheap
-                out["by"][key][value] = {"panels": sub["true_panels"], "f1": sub["f1"],
-                                         "label_accuracy": sub["label_accuracy"]}
+            groups: dict[str, list[dict]] = {}
+            for look, r in zip(looks, results):
+                groups.setdefault(str(look[key]), []).append(r)
+            out["by"][key] = {value: {k: sub[k] for k in ("true_panels", "f1", "label_accuracy")}
+                              for value, sub in ((v, totals(rs)) for v, rs in sorted(groups.items()))}
     return out
 
 

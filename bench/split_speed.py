@@ -44,27 +44,25 @@ def real_records(fixtures: Path) -> list[tuple[int, dict]]:
     return list(enumerate(records))
 
 
-def built_records(fixtures: Path, folder: Path, per_layout: int, seed: int = 5) -> list[tuple[int, dict]]:
-    tiles, rng, records = load_tiles(fixtures / "image_caption"), random.Random(seed), []
-    for layout in LAYOUTS:
-        for k in range(per_layout):
-            fig = build(tiles, layout, rng)
-            path = folder / f"built_{layout}_{k}.png"
-            fig.image.save(path)
-            caption = "MRI of the brain. " + " ".join(f"({x}) View {x.lower()}." for x in fig.labels)
-            records.append({"image": str(path), "caption": caption})
-    return list(enumerate(records))
-
-
-def rich_records(fixtures: Path, folder: Path, n: int, seed: int = 1) -> list[tuple[int, dict]]:
-    """``n`` rich built figures of tuning seed ``seed``, saved as PNG, with one sub-caption per panel."""
+def saved_records(figures: list, folder: Path, prefix: str) -> list[tuple[int, dict]]:
+    """Built ``figures`` saved as PNG in ``folder``, as figure records with one sub-caption per panel."""
     records = []
-    for k, fig in enumerate(build_rich_set(fixtures / "image_caption", n, seed)):
-        path = folder / f"rich_{seed}_{k}.png"
+    for k, fig in enumerate(figures):
+        path = folder / f"{prefix}_{k}.png"
         fig.image.save(path)
         caption = "MRI of the brain. " + " ".join(f"({x}) View {x.lower()}." for x in fig.labels)
         records.append({"image": str(path), "caption": caption})
     return list(enumerate(records))
+
+
+def built_records(fixtures: Path, folder: Path, per_layout: int, seed: int = 5) -> list[tuple[int, dict]]:
+    tiles, rng = load_tiles(fixtures / "image_caption"), random.Random(seed)
+    return saved_records([build(tiles, layout, rng) for layout in LAYOUTS for _ in range(per_layout)], folder, "built")
+
+
+def rich_records(fixtures: Path, folder: Path, n: int, seed: int = 1) -> list[tuple[int, dict]]:
+    """``n`` rich built figures of tuning seed ``seed``."""
+    return saved_records(build_rich_set(fixtures / "image_caption", n, seed), folder, f"rich_{seed}")
 
 
 @contextmanager

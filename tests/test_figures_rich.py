@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from data.figures import find_panels
-from data.figures.label_order import expected_labels, grid_labels, repair_sequence
+from data.figures.label_order import expected_labels, grid_labels, overlaps, repair_sequence
 from data.figures.labels import normalise_label
 from data.figures.ocr import make_ocr
 from data.synthetic.compound_marks import STYLES, label_text
@@ -19,10 +19,6 @@ from data.synthetic.compound_synth import load_tiles
 
 def _inside(box, size) -> bool:
     return 0 <= box[0] < box[2] <= size[0] and 0 <= box[1] < box[3] <= size[1]
-
-
-def _overlap(a, b) -> bool:
-    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +55,15 @@ def test_truth_is_consistent(tiles):
         n = len(c.boxes)
         assert n >= 2 and len(c.labels) == len(c.label_texts) == len(c.label_boxes) == n
         assert all(_inside(b, c.image.size) for b in c.boxes + c.label_boxes), c.layout
-        assert not any(_overlap(a, b) for k, a in enumerate(c.boxes) for b in c.boxes[k + 1:])
+        assert not any(overlaps(a, b) for k, a in enumerate(c.boxes) for b in c.boxes[k + 1:])
         assert len(set(c.labels)) == n
         for text, truth in zip(c.label_texts, c.labels):
             assert normalise_label(text, digits=True) == truth, (text, truth)
         for box, lbox in zip(c.boxes, c.label_boxes):  # printed on or just above its own panel
             grown = (box[0], box[1] - (lbox[3] - lbox[1]) - 4, box[2], box[3])
-            assert _overlap(grown, lbox), (c.layout, box, lbox)
+            assert overlaps(grown, lbox), (c.layout, box, lbox)
         for _, dbox in c.distractors:
-            assert not any(_overlap(dbox, lbox) for lbox in c.label_boxes)
+            assert not any(overlaps(dbox, lbox) for lbox in c.label_boxes)
     assert len({s for s, _ in looks}) >= 6 and len({p for _, p in looks}) == 5
 
 

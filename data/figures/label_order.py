@@ -10,14 +10,22 @@ Box = tuple[int, int, int, int]
 RUN_MIN = 5  # consecutive letters that count as reading order wherever they sit (see settles)
 
 
+def overlaps(a: Box, b: Box) -> bool:
+    """Whether boxes ``a`` and ``b`` share any pixel."""
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def same_row(a: Box, b: Box) -> bool:
+    """Whether ``a`` and ``b`` overlap in height by more than half of the shorter one."""
+    return min(a[3], b[3]) - max(a[1], b[1]) > 0.5 * min(a[3] - a[1], b[3] - b[1])
+
+
 def grid_labels(boxes: list[Box]) -> list[str]:
     """Row letter and column number of each box ("A1", "A2", "B1", ...): rows by overlapping heights."""
     rows: list[list[int]] = []
     for i in sorted(range(len(boxes)), key=lambda k: (boxes[k][1], boxes[k][0])):
-        b = boxes[i]
         for row in rows:
-            r = boxes[row[0]]
-            if min(b[3], r[3]) - max(b[1], r[1]) > 0.5 * min(b[3] - b[1], r[3] - r[1]):
+            if same_row(boxes[i], boxes[row[0]]):
                 row.append(i)
                 break
         else:
@@ -97,16 +105,10 @@ def repair_sequence(labels: list[str | None], boxes: list[Box] | None = None) ->
     OCR misreads single letters ("C" as "V", "D" as "T") or misses them; when at least two thirds of
     the letters read (and at least two) sit where the plain sequence puts them, the sequence wins.
     """
-    read = [(i, x) for i, x in enumerate(labels) if x]
-    want = expected_labels(labels, boxes)
-    agree = sum(1 for i, x in read if x == want[i])
-    if len(labels) > 26 or len(read) < 2 or agree < 2 or agree * 3 < len(read) * 2 or not all(want):
+    n_read, want, agree = sum(1 for x in labels if x), expected_labels(labels, boxes), _agree(labels, boxes)
+    if len(labels) > 26 or n_read < 2 or agree < 2 or agree * 3 < n_read * 2 or not all(want):
         return labels
     return list(want)
-
-
-def _overlaps(a: Box, b: Box) -> bool:
-    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
 def merge_unlabelled(boxes: list[Box], labels: list[str | None]) -> tuple[list[Box], list[str | None]]:
@@ -132,7 +134,7 @@ def merge_unlabelled(boxes: list[Box], labels: list[str | None]) -> tuple[list[B
                 continue
             other = boxes[j]
             merged = (min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]), max(box[3], other[3]))
-            if any(_overlaps(merged, boxes[k]) for k in range(len(boxes)) if k not in (i, j)):
+            if any(overlaps(merged, boxes[k]) for k in range(len(boxes)) if k not in (i, j)):
                 continue
             boxes[j] = merged
             del boxes[i], labels[i]
@@ -159,9 +161,8 @@ def _labelled_neighbour(i: int, boxes: list[Box], labels: list[str | None]) -> i
     for j, (o, lab) in enumerate(zip(boxes, labels)):
         if j == i or lab is None:
             continue
-        same_row = min(b[3], o[3]) - max(b[1], o[1]) > 0.5 * min(b[3] - b[1], o[3] - o[1])
         same_col = min(b[2], o[2]) - max(b[0], o[0]) > 0.5 * min(b[2] - b[0], o[2] - o[0])
-        if same_row and o[2] <= b[0] + 2:
+        if same_row(b, o) and o[2] <= b[0] + 2:
             gap = b[0] - o[2]
         elif same_col and o[3] <= b[1] + 2:
             gap = b[1] - o[3]

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from data.figures.label_order import count_read, one_scheme, order_score, settles
+from data.figures.label_order import count_read, one_scheme, order_score, overlaps, settles
 from data.figures.ocr import OcrWord
 from data.figures.panels import PanelParams, background_colour, foreground_mask
 
@@ -99,11 +99,6 @@ def _read_corner(image: Image.Image, window: Box, ocr: Any) -> list[OcrWord]:
     return words
 
 
-def _touches(a: Box, b: Box) -> bool:
-    """Whether boxes ``a`` and ``b`` share any pixel."""
-    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
-
-
 def _joins(a: Box, b: Box) -> bool:
     """Two marks of one token: side by side with a narrow gap ("(a)"), or a dot over a stem ("i", "j")."""
     ha, hb = a[3] - a[1], b[3] - b[1]
@@ -170,7 +165,7 @@ def mark_tokens(rgb: np.ndarray, ground: np.ndarray, window: Box, max_px: int, t
     tokens = []
     for t in group_marks(marks):
         th, tw = t[3] - t[1], t[2] - t[0]
-        if MARK_MIN_PX <= th <= max_px and tw <= 3 * th and _touches(t, window):
+        if MARK_MIN_PX <= th <= max_px and tw <= 3 * th and overlaps(t, window):
             tokens.append(t)
     return tokens
 
@@ -223,42 +218,45 @@ def _read_marks(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, window: Box
     return None
 
 
-def _read_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str,
-             marks: tuple[np.ndarray, np.ndarray] | None,
-             marks_only: bool = False) -> list[tuple[str, float] | None]:
-    """(letter, distance from the corner) or None for each panel, looking at the given corner.
-
-    ``marks`` is (the figure as an array, its background colour), for the mark pass; None when the
-    back-end cannot recognise crops. ``marks_only`` stops after the mark pass.
-    """
+def _windows(image: Image.Image, boxes: list[Box], corner: str) -> list[tuple[Box, tuple[int, int]]]:
+    """(window, anchor) of each panel at ``corner``."""
     windows = [corner_window(b, image.size, corner) for b in boxes]
-    anchors = [_anchor(w, corner) for w in windows]
-    found: list[tuple[str, float] | None] = [None] * len(boxes)
-    whole_first = bool(getattr(ocr, "whole_image_first", False))
+    return [(w, _anchor(w, corner)) for w in windows]
 
-    def from_marks() -> None:
-        p = PanelParams()
-        rgb, bg = marks
-        max_px = max(MARK_MIN_PX, int(p.glyph_frac * max(image.size)))
-        for i, win in enumerate(windows):
-            if found[i] is None and win[2] > win[0] and win[3] > win[1]:
-                found[i] = _read_marks(image, rgb, bg, win, anchors[i], ocr, max_px, p.bg_tol)
+
+Found = list[tuple[str, float] | None]  # per panel: (label, distance from its corner) or None
+
+
+def _read_marks_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str,
+                   marks: tuple[np.ndarray, np.ndarray]) -> Found:
+    """The mark pass at ``corner``: lone marks read by the recogniser alone. ``marks`` is (the figure as
+    an array, its background colour)."""
+    p = PanelParams()
+    rgb, bg = marks
+    max_px = max(MARK_MIN_PX, int(p.glyph_frac * max(image.size)))
+    return [_read_marks(image, rgb, bg, win, anchor, ocr, max_px, p.bg_tol) if win[2] > win[0] and win[3] > win[1]
+            else None for win, anchor in _windows(image, boxes, corner)]
+
+
+def _read_detected_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str, start: Found | None) -> Found:
+    """``start`` (the mark pass, or nothing) completed with the detector: on the corner windows and on the
+    whole figure (in the order the back-end prefers), for the panels still unread."""
+    windows = _windows(image, boxes, corner)
+    found: Found = list(start) if start else [None] * len(boxes)
 
     def from_whole() -> None:
         words = ocr.read(image)
-        for i, win in enumerate(windows):
+        for i, (win, anchor) in enumerate(windows):
             if found[i] is None:
-                found[i] = _pick(words, win, anchors[i])
+                found[i] = _pick(words, win, anchor)
 
     def from_corners() -> None:
-        for i, win in enumerate(windows):
+        for i, (win, anchor) in enumerate(windows):
             if found[i] is None and win[2] > win[0] and win[3] > win[1]:
-                found[i] = _pick(_read_corner(image, win, ocr), win, anchors[i])
+                found[i] = _pick(_read_corner(image, win, ocr), win, anchor)
 
-    steps = (from_whole, from_corners) if whole_first else (from_corners, from_whole)
-    if marks is not None:
-        steps = (from_marks,) if marks_only else (from_marks, *steps)
-    for step in steps:
+    whole_first = bool(getattr(ocr, "whole_image_first", False))
+    for step in (from_whole, from_corners) if whole_first else (from_corners, from_whole):
         if any(f is None for f in found):
             step()
     return found
@@ -271,44 +269,48 @@ def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | No
     """A label (upper case: a letter, or a letter and a digit) or None for each panel box; a label
     goes to one panel at most.
 
-    One figure uses one corner for all its panels. The corners are read in the order of CORNERS
-    until one settles the figure (at least half of the panels read, and two thirds of those where
-    reading order puts them); otherwise the corner that names most panels in reading order wins.
-    Letters on the other corners (R/L side markers, sequence names) lose that way.
+    One figure uses one corner for all its panels: the first corner whose reading settles the figure
+    (at least half of the panels read, and two thirds of those in reading order), else the corner that
+    names most panels in reading order. Letters at the other corners (R/L side markers, sequence names)
+    lose that way.
 
-    With a back-end that recognises crops, the corners are first read from their lone marks alone
-    (cheap), until one names every panel and settles the figure. The full readings (the detector on corner windows and on the
-    whole figure, for the panels the marks left unread) then start with the corner whose marks settled
-    the figure or named most panels in reading order: on most figures the first full reading settles it,
-    and often it has nothing left to read.
+    With a back-end that recognises crops, every corner is first read from its lone marks (cheap); the
+    detector then completes the corners' readings, starting with the corner whose marks did best, so
+    that on most figures one corner is read by the detector, for the few panels the marks left unread.
+    A settled reading that leaves panels unread is compared with the other corners whose marks settled
+    the figure too (short panels can show one letter to two corners' windows).
     """
-    marks = None
-    order = list(CORNERS)
-    cheap = {corner: (False, 0, 0) for corner in CORNERS}  # (settles, panels in order, panels read)
+    first: dict[str, Found] = {}
     if getattr(ocr, "can_recognise", False):
-        rgb = np.asarray(image.convert("RGB"))
-        marks = rgb, background_colour(rgb, PanelParams().bg_tol)
-        for corner in CORNERS:
-            found = _read_at(image, boxes, ocr, corner, marks, marks_only=True)
-            cheap[corner] = (settles(found, boxes), *order_score(found, boxes))
-            if cheap[corner][0] and count_read(found) == len(boxes):
-                break  # every panel named: no other corner can do better
-        order.sort(key=lambda c: cheap[c], reverse=True)  # stable: ties keep the order of CORNERS
-    best: list[tuple[str, float] | None] = []
+        first = _mark_readings(image, boxes, ocr)
+    rank = {c: (settles(f, boxes), *order_score(f, boxes)) for c, f in first.items()}
+    order = sorted(CORNERS, key=lambda c: rank.get(c, (False, 0, 0)), reverse=True)  # stable: ties by CORNERS
+    best: Found = []
     best_score = None
     for k, corner in enumerate(order):
-        found = _read_at(image, boxes, ocr, corner, marks)
+        found = _read_detected_at(image, boxes, ocr, corner, first.get(corner))
         score = order_score(found, boxes)
         if best_score is None or score > best_score:
             best, best_score = found, score
-        # A settled reading that leaves panels unread goes on to the other corners whose marks settled
-        # the figure too (short panels can show one letter to two corners' windows).
-        if settles(found, boxes) and (count_read(found) == len(boxes) or not any(cheap[c][0] for c in order[k + 1:])):
+        others_settle = any(rank.get(c, (False,))[0] for c in order[k + 1:])
+        if settles(found, boxes) and (count_read(found) == len(boxes) or not others_settle):
             break
     return _final(best, boxes)
 
 
-def _final(found: list[tuple[str, float] | None], boxes: list[Box]) -> list[str | None]:
+def _mark_readings(image: Image.Image, boxes: list[Box], ocr: Any) -> dict[str, Found]:
+    """The mark pass of each corner, in the order of CORNERS, until one names every panel and settles."""
+    rgb = np.asarray(image.convert("RGB"))
+    marks = rgb, background_colour(rgb, PanelParams().bg_tol)
+    readings: dict[str, Found] = {}
+    for corner in CORNERS:
+        readings[corner] = found = _read_marks_at(image, boxes, ocr, corner, marks)
+        if count_read(found) == len(boxes) and settles(found, boxes):
+            break  # no other corner can do better
+    return readings
+
+
+def _final(found: Found, boxes: list[Box]) -> list[str | None]:
     """The labels of one corner's reading, of the figure's scheme only, each on one panel at most."""
     labels = one_scheme([f[0] if f else None for f in found], boxes)
     return _unique(labels, [f[1] if f else 0.0 for f in found])
