@@ -103,11 +103,14 @@ def train(model, train_files: list, splits: dict, config: dict, info, out: Path,
         state.epoch = epoch
         t0 = time.time()
         stats, bad = train_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook, stop)
+        # The epoch's training is on disk before its evaluation: a crash there costs the evaluation only
+        # (--resume auto finds every step done and evaluates).
+        save_checkpoint([out / "checkpoint_last.pth"], model, optimizer, config, state, dict(best))
         metrics, improved = end_of_epoch(model, splits, config, info, out, state, best)
         log_epoch(run_log, state, stats, bad, time.time() - t0, metrics)
         state.epoch_done = True
-        paths = [out / "checkpoint_best.pth"] if improved else []
-        save_checkpoint(paths + [out / "checkpoint_last.pth"], model, optimizer, config, state, dict(best))
+        paths = [out / "checkpoint_last.pth"] + ([out / "checkpoint_best.pth"] if improved else [])
+        save_checkpoint(paths, model, optimizer, config, state, dict(best))
         # A stop asked for during the evaluation is honoured here, with the epoch's checkpoint just written,
         # rather than after one more training step. After the last epoch the run is done: no stop needed.
         if epoch + 1 < config["max_epoch"] and stop_agreed(stop):

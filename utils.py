@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime
+import inspect
 import logging
 import math
 import os
@@ -27,8 +28,9 @@ import torch
 import torch.distributed as dist
 
 from configs import ConfigError, dump_yaml, load_config  # noqa: F401  (ConfigError re-exported for the scripts)
-from data.files import FolderLock, append_jsonl, atomic_write, atomic_write_text, remove_temp_files
-from models.checkpoint import load_state
+from data.files import FolderLock, append_jsonl, atomic_copy, atomic_write, atomic_write_text, remove_temp_files
+from models.checkpoint import CheckpointError, load_state
+from models.config import ModelSetupError
 from models.distributed import all_reduce_sum, get_rank, get_world_size, is_dist, is_main
 
 log = logging.getLogger("medvl")
@@ -451,10 +453,22 @@ def alpha_at(config: dict, epoch: int, step: int, steps_per_epoch: int) -> float
 
 
 def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """DDP that syncs buffers once, not before every forward.
+
+    The only buffers are the ITC queues and their pointer. Each rank draws its initial queues from its
+    own seed, so rank 0's are broadcast here; from then on every rank writes the same gathered features
+    into them, so they stay equal by construction, and re-broadcasting them (about 120 MB at BLIP's queue
+    size) would cost a collective per step.
+    """
     if not is_dist():
         return model
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+    # torch 2.14 renamed the switch; ``broadcast_buffers`` still works there, with a deprecation warning.
+    params = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
     ids = [info.device.index] if info.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, **no_sync)
 
 
 def _drop_unreadable(pairs: list, problems: list[str], config: dict, info: DistInfo) -> list:
@@ -541,15 +555,17 @@ def gathered_rank_states(state: TrainState) -> list[dict]:
 def save_checkpoint(paths: list[Path], model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict,
                     state: TrainState, extra: dict | None = None) -> None:
     """Every rank's state is gathered, then rank 0 writes ``{"model", "optimizer", "config", "epoch", "state",
-    "rng", "ranks", "extra"}`` atomically to each of ``paths`` (a collective)."""
+    "rng", "ranks", "extra"}`` atomically to ``paths[0]`` and links (or copies) it to the other paths
+    (a collective)."""
     ranks = gathered_rank_states(state)
     if not is_main():
         return
     ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": dict(config),
             "epoch": state.epoch, "state": asdict(state), "rng": [r["rng"] for r in ranks],
             "ranks": [{k: v for k, v in r.items() if k != "rng"} for r in ranks], "extra": extra or {}}
-    for path in paths:
-        save_atomic(ckpt, path)
+    save_atomic(ckpt, paths[0])
+    for path in paths[1:]:
+        atomic_copy(paths[0], path)
 
 
 def resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[TrainState, dict]:
@@ -843,7 +859,7 @@ def run_cli(main: Callable[[], int], prog: str) -> int:
 
     try:
         return main()
-    except (ConfigError, DatasetError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, ModelSetupError, CheckpointError, FileNotFoundError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except Preempted as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,25 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], Any]) -> Pat
     tmp = temp_path(target)
     try:
         write(tmp)
+        _commit(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Give ``target`` the content of the finished file ``source``, atomically: a hard link where the file
+    system allows one (a multi-GB checkpoint is not written twice), else a copy. Both names stay valid
+    on their own: every write of this module replaces a name, never edits a file in place."""
+    target = Path(target)
+    tmp = temp_path(target)
+    try:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (some network and FAT file systems), or another device
+            shutil.copyfile(source, tmp)
         _commit(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -22,11 +22,13 @@ from models.blip import BlipBase
 from models.blip_pretrain import BlipPretrain
 from models.blip_retrieval import BlipRetrieval
 from models.checkpoint import LoadReport, load_checkpoint, load_state, load_vit_weights
-from models.config import ModelConfig
+from models.config import ModelConfig, ModelSetupError
+from models.distributed import local_main_first
 from models.tokenizer import init_tokenizer, tokenize
 
 __all__ = ["build_model", "load_checkpoint", "load_state", "load_bert_weights", "load_vit_weights",
-           "init_tokenizer", "tokenize", "BlipBase", "BlipPretrain", "BlipRetrieval", "LoadReport", "ModelConfig"]
+           "init_tokenizer", "tokenize", "BlipBase", "BlipPretrain", "BlipRetrieval", "LoadReport", "ModelConfig",
+           "ModelSetupError"]
 
 log = logging.getLogger("medvl")
 
@@ -40,10 +42,16 @@ def build_model(config: Mapping[str, Any] | ModelConfig, task: str = "pretrain",
     With ``load_weights``: ``pretrained`` (a BLIP-style checkpoint, path or URL) if set; otherwise
     ``text_encoder`` (BERT hub name or folder) for the text towers and ``vit_pretrained`` (a DeiT/timm
     checkpoint) for the image tower, each when set. Momentum copies start equal to the online weights.
+    Under torchrun, each machine's first process builds first (it alone downloads the tokenizer and the
+    weights into the cache); a collective then.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
-    cfg = ModelConfig.of(config)
+    with local_main_first():
+        return _build(ModelConfig.of(config), task, tokenizer, load_weights)
+
+
+def _build(cfg: ModelConfig, task: str, tokenizer, load_weights: bool) -> BlipBase:
     model = TASKS[task](cfg, tokenizer)
     if cfg.freeze_vit:
         # The optimizer takes only parameters that require grad and the momentum update skips the

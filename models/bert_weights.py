@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from models.checkpoint import load_state
+from models.config import ModelSetupError
+from models.hub import offline_hint, require_hub_name
 from models.text import TextTransformer
 
 log = logging.getLogger("medvl")
@@ -20,11 +22,12 @@ def bert_folder(name_or_path: str) -> Path:
         return Path(name_or_path)
     from huggingface_hub import snapshot_download
 
+    require_hub_name(name_or_path, "text_encoder", "config.json")
     try:
         return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"]))
     except Exception as e:  # noqa: BLE001  (hub errors have many types)
-        raise RuntimeError(f"cannot find BERT weights {name_or_path!r}: {e}. Offline, set `text_encoder` "
-                           f"to a local folder holding a BertModel (model.safetensors or pytorch_model.bin)") from e
+        raise ModelSetupError(f"cannot find BERT weights {name_or_path!r}: {e}. "
+                              f"{offline_hint(name_or_path, 'text_encoder')}") from e
 
 
 def read_bert_state(name_or_path: str) -> dict[str, Tensor]:

@@ -14,12 +14,20 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from models.config import ModelSetupError
 from models.vit import interpolate_pos_embed
 
 log = logging.getLogger("medvl")
 
-# Shape mismatches that are expected and harmless: queue sizes and vocabulary sizes differ between runs.
-_TOLERATED_MISMATCH = ("queue", "word_embeddings", "predictions.bias", "predictions.decoder")
+# Queue sizes differ between runs: a queue of another size is dropped (the model keeps its own).
+_QUEUE = "queue"
+# Tensors with one row per token: their first dimension is the tokenizer's size.
+_VOCAB = ("word_embeddings", "predictions.bias", "predictions.decoder")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file or URL that cannot be used: absent from the server, not a checkpoint, unsafe to
+    unpickle, or without a state dict. The message names the file or URL."""
 
 
 @dataclass
@@ -50,9 +58,9 @@ def load_state(path: str | Path, mmap: bool = False) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001  (pickle errors come in many types)
-        raise RuntimeError(f"checkpoint {path} could not be loaded safely (weights_only=True): {e}") from e
+        raise CheckpointError(f"checkpoint {path} could not be loaded safely (weights_only=True): {e}") from e
     if not isinstance(obj, dict):
-        raise RuntimeError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
     return obj
 
 
@@ -151,16 +159,16 @@ def _fetch_checkpoint(url: str, tmp: Path, deadline_s: float | None) -> None:
     try:
         download(url, tmp, deadline_s)
     except (OSError, ValueError) as e:
-        raise RuntimeError(f"could not download a checkpoint from {url}: {e} "
+        raise CheckpointError(f"could not download a checkpoint from {url}: {e} "
                            f"(offline? download it elsewhere and give its path)") from e
     kind = _reply_kind(tmp)
     if kind not in ("zip", "pickle"):
-        raise RuntimeError(f"could not download a checkpoint from {url}: the server returned {kind}, not a "
+        raise CheckpointError(f"could not download a checkpoint from {url}: the server returned {kind}, not a "
                            f"checkpoint (a login or error page? check that the URL serves the file itself)")
     try:
         load_state(tmp, mmap=kind == "zip")  # torch maps only its zip format
     except RuntimeError as e:
-        raise RuntimeError(f"could not download a checkpoint from {url}: what the server returned does not load "
+        raise CheckpointError(f"could not download a checkpoint from {url}: what the server returned does not load "
                            f"as one ({e.__cause__ or e}); a cut or corrupt transfer, or not a weights file") from e
 
 
@@ -179,7 +187,7 @@ def read_state_dict(path_or_url: str) -> dict[str, Tensor]:
     ckpt = load_state(path)
     state = ckpt.get("model", ckpt)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise RuntimeError(f"checkpoint {path} has no state dict of tensors under 'model'")
+        raise CheckpointError(f"checkpoint {path} has no state dict of tensors under 'model'")
     return state
 
 
@@ -192,9 +200,26 @@ def _interpolate_vit(state: dict[str, Tensor], model: nn.Module, prefix: str) ->
         log.info(f"{key}: position embeddings resized from {before} to {state[key].shape[1]} tokens")
 
 
+def _fit_vocabulary(key: str, saved: Tensor, own: Tensor, source: str) -> Tensor | None:
+    """``saved`` (a per-token tensor) made to fit ``own``: None if other dimensions differ; the saved rows
+    followed by the model's own initial rows when the tokenizer has grown (tokens added at the end keep
+    every saved id); a :class:`ModelSetupError` when it has shrunk, since ids then point at other rows."""
+    if saved.shape[1:] != own.shape[1:]:
+        return None
+    if saved.shape[0] > own.shape[0]:
+        raise ModelSetupError(
+            f"{source} was trained with a vocabulary of {saved.shape[0]} tokens ({key}), but the tokenizer "
+            f"gives {own.shape[0]}: token ids would name other rows. Use the tokenizer it was trained with "
+            f"(its run config's `tokenizer`), a local folder holding that vocab.txt when offline")
+    log.warning(f"{source}: {key} holds {saved.shape[0]} tokens, the tokenizer {own.shape[0]}: the "
+                f"{own.shape[0] - saved.shape[0]} added tokens start from the model's initial rows")
+    return torch.cat([saved.to(own.dtype), own[saved.shape[0]:].detach().cpu()])
+
+
 def load_state_dict_checked(model: nn.Module, state: dict[str, Tensor], source: str,
                             min_fraction: float = 0.5) -> LoadReport:
-    """Load by name: drop shape mismatches with a warning, refuse a file of another architecture.
+    """Load by name: queues of another size dropped, a grown vocabulary extended, a shrunk one refused, and
+    a file of another architecture refused.
 
     A file that fills fewer than ``min_fraction`` of the model's parameters, or whose shape mismatches
     go beyond queues and vocabulary sizes, is another architecture: the error names the keys.
@@ -202,19 +227,26 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, Tensor], source: 
     own = model.state_dict()
     state = dict(state)
     mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
-    serious = [k for k in mismatched if not any(t in k for t in _TOLERATED_MISMATCH)]
+    serious = []
     for k in mismatched:
-        log.warning(f"{source}: dropping {k}: shape {tuple(state[k].shape)} in the file, "
-                    f"{tuple(own[k].shape)} in the model")
-        del state[k]
+        if _QUEUE in k:
+            log.warning(f"{source}: dropping {k}: shape {tuple(state[k].shape)} in the file, "
+                        f"{tuple(own[k].shape)} in the model")
+            del state[k]
+            continue
+        fitted = _fit_vocabulary(k, state[k], own[k], source) if any(t in k for t in _VOCAB) else None
+        if fitted is None:
+            serious.append(k)
+        else:
+            state[k] = fitted
     params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
     filled = params & set(state)
     if serious or len(filled) < min_fraction * len(params):
         missing = sorted(params - set(state))
         unexpected = sorted(set(state) - set(own))
-        raise RuntimeError(
+        raise ModelSetupError(
             f"{source} does not match this model's architecture: {len(filled)} of {len(params)} parameters "
-            f"found; shape mismatches: {[f'{k} {tuple(own[k].shape)}' for k in serious[:10]]}; "
+            f"found; shape mismatches: {[f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in serious[:10]]}; "
             f"missing e.g. {missing[:10]}; unexpected e.g. {unexpected[:10]}")
     result = model.load_state_dict(state, strict=False)
     return LoadReport(list(result.missing_keys), list(result.unexpected_keys), mismatched)

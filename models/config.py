@@ -1,4 +1,4 @@
-"""The typed settings a model is built from.
+"""The typed settings a model is built from, and the error raised when a model cannot be set up as they say.
 
 The fields carry no defaults on purpose: every default is written once, in ``configs/schema.py``, and
 ``ModelConfig.from_run_config`` takes the validated run config (a dict with every key filled in), so a
@@ -9,6 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+
+
+class ModelSetupError(ValueError):
+    """A model cannot be built as configured: a tokenizer, hub name or weights file that is unusable or
+    does not fit the model. The message names the config key and says what to do."""
 
 
 @dataclass(frozen=True)

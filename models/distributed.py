@@ -4,6 +4,10 @@ neither torchrun nor ``init_process_group``.
 """
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -23,6 +27,27 @@ def get_rank() -> int:
 
 def is_main() -> bool:
     return get_rank() == 0
+
+
+@contextmanager
+def local_main_first() -> Iterator[None]:
+    """Run the block on each machine's first process (``LOCAL_RANK`` 0) before the others, so that it
+    alone downloads what the block fetches into the machine's cache and the others find it there.
+
+    A collective. The first process passes the barrier also when its block raises, so the others
+    never wait for it until the timeout; they run the block themselves and meet the same error.
+    """
+    first = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if not is_dist():
+        yield
+        return
+    if not first:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if first:
+            dist.barrier()
 
 
 def all_reduce_sum(t: Tensor) -> Tensor:

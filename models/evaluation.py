@@ -114,6 +114,14 @@ def encode_texts(model, input_ids: Tensor, attention_mask: Tensor, batch_size: i
     return out
 
 
+def itc_similarities(image_feat: Tensor, text_feat: Tensor) -> Tensor:
+    """(I, T) cosine similarities of (I, E) and (T, E) features, in fp32 also under bf16 autocast: the
+    score matrices are fp32 (ITM logit + cosine), and bf16 would round cosines to 3 significant digits,
+    enough to reorder close candidates."""
+    with torch.autocast(image_feat.device.type, enabled=False):
+        return image_feat.float() @ text_feat.float().T
+
+
 def _clamp_k(k_test: int, n: int, what: str) -> int:
     if k_test > n:
         log.warning(f"k_test {k_test} exceeds the {n} {what}: using {n}")
@@ -220,7 +228,7 @@ def fast_scores(model, feats: Features, k_test: int, device: torch.device, image
                 batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(scores_i2t (I, T), scores_t2i (T, I)) with BLIP's values: match logit + cosine for candidates,
     -100 elsewhere. ``k_test == 0`` gives the ITC similarities alone."""
-    sims = feats.image_feat @ feats.text_feat.T  # (I, T) cosine, no temperature
+    sims = itc_similarities(feats.image_feat, feats.text_feat)  # (I, T) cosine, no temperature
     if k_test == 0:
         return sims.cpu().numpy(), sims.T.cpu().numpy()
     pairs, in_i2t, in_t2i = candidate_pairs(sims, k_test)
@@ -245,7 +253,7 @@ def reference_scores(model, image_embeds: Tensor, image_feat: Tensor, text_ids: 
     Every process needs every image's tokens. Absolute values depend on the number of processes
     (unscored cells sum to -100 * world), rankings do not.
     """
-    sims = image_feat @ text_feat.T
+    sims = itc_similarities(image_feat, text_feat)
     num_images, num_texts = sims.shape
     i2t = torch.full((num_images, num_texts), FLOOR, device=device)
     t2i = torch.full((num_texts, num_images), FLOOR, device=device)

@@ -8,21 +8,38 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from models.config import ModelSetupError
+from models.hub import offline_hint, require_hub_name
+
+
+# transformers answers a hub name it could not fetch with the special tokens alone (no word piece); a
+# vocabulary that spells text holds at least its characters and common pieces (bert-base-uncased: 30,517).
+MIN_WORD_PIECES = 100
+
 
 def init_tokenizer(name_or_path: str) -> Any:
     """A BERT WordPiece tokenizer (hub name or local folder) with ``[DEC]`` as bos and ``[ENC]`` added.
 
     For bert-base-uncased this gives [DEC] = 30522, [ENC] = 30523 and 30524 tokens, as in BLIP.
-    The tokenizer gains ``enc_token_id``.
+    The tokenizer gains ``enc_token_id``. A hub name that is neither cached nor reachable, and a
+    vocabulary of fewer than ``MIN_WORD_PIECES`` ordinary pieces, raise :class:`ModelSetupError`.
     """
     from transformers import BertTokenizerFast  # imported here: transformers is slow to import
 
+    name = str(name_or_path)
+    if not os.path.isdir(name):
+        require_hub_name(name, "tokenizer", "vocab.txt")
     try:
-        tok = BertTokenizerFast.from_pretrained(str(name_or_path))
+        tok = BertTokenizerFast.from_pretrained(name)
     except (OSError, ValueError) as e:
-        hint = "" if os.path.isdir(str(name_or_path)) else (
-            " (no network? point `tokenizer` in the config at a local folder holding vocab.txt)")
-        raise RuntimeError(f"cannot load tokenizer {name_or_path!r}{hint}: {e}") from e
+        raise ModelSetupError(f"cannot load tokenizer {name!r}: {e}") from e
+    pieces = len(tok) - len(set(tok.all_special_tokens))
+    if pieces < MIN_WORD_PIECES:
+        hint = (f"a folder holding the model's vocab.txt" if os.path.isdir(name)
+                else f"a local folder; {offline_hint(name, 'tokenizer')}")
+        raise ModelSetupError(f"tokenizer {name!r} has {pieces} word pieces besides its special tokens, not a "
+                              f"WordPiece vocabulary: a model would see every word as [UNK]. Point `tokenizer:` "
+                              f"at {hint}")
     tok.add_special_tokens({"bos_token": "[DEC]"})
     tok.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
     tok.enc_token_id = tok.convert_tokens_to_ids("[ENC]")

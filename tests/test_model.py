@@ -9,6 +9,7 @@ import torch
 
 from models import BlipPretrain, BlipRetrieval, build_model, init_tokenizer, load_checkpoint
 from models.bert_weights import load_bert_weights
+from models.config import ModelSetupError
 from models.vit import create_vit, interpolate_pos_embed
 from tiny import minilm_folder, tiny_config
 
@@ -304,10 +305,10 @@ def test_other_architecture_is_named(tmp_path, tokenizer):
     cfg = tiny_config(tmp_path, "retrieval", minilm_folder())
     wide = tiny_config(tmp_path, "retrieval", minilm_folder(), vit={"width": 64, "depth": 2, "heads": 2})
     torch.save({"model": BlipRetrieval(wide, tokenizer).state_dict()}, tmp_path / "wide.pth")
-    with pytest.raises(RuntimeError, match=r"visual_encoder\.cls_token"):
+    with pytest.raises(ModelSetupError, match=r"visual_encoder\.cls_token"):
         load_checkpoint(BlipRetrieval(cfg, tokenizer), str(tmp_path / "wide.pth"))
     torch.save({"model": {"fc.weight": torch.zeros(3, 3)}}, tmp_path / "other.pth")
-    with pytest.raises(RuntimeError, match="does not match this model's architecture"):
+    with pytest.raises(ModelSetupError, match="does not match this model's architecture"):
         load_checkpoint(BlipRetrieval(cfg, tokenizer), str(tmp_path / "other.pth"))
     with pytest.raises(FileNotFoundError):
         load_checkpoint(BlipRetrieval(cfg, tokenizer), str(tmp_path / "absent.pth"))

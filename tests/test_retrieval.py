@@ -13,6 +13,7 @@ import torch
 
 import train_retrieval
 from utils import save_config
+from models.config import ModelSetupError
 from models.evaluation import FLOOR, itm_eval
 from retrieval_worker import run as run_worker
 from tiny import demo_set, tiny_config
@@ -135,7 +136,7 @@ def test_bad_inputs_get_clear_errors(tmp_path, demo):
         train_retrieval.main(["--config", str(cfg), "--output_dir", str(tmp_path / "a"), "--evaluate"])
     torch.save({"model": {"head.weight": torch.zeros(2, 2)}}, tmp_path / "other.pth")
     cfg = write_config(tmp_path, demo, pretrained=str(tmp_path / "other.pth"))
-    with pytest.raises(RuntimeError, match="does not match this model's architecture"):
+    with pytest.raises(ModelSetupError, match="does not match this model's architecture"):
         train_retrieval.main(["--config", str(cfg), "--output_dir", str(tmp_path / "b"), "--evaluate"])
     cfg = write_config(tmp_path, demo, train_file=None, ann_root=None)
     with pytest.raises(Exception, match="no train_file in the config and no ann_root"):
