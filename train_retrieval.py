@@ -12,7 +12,7 @@ from pathlib import Path
 from data.check import check_eval_images
 from data.datasets import DatasetError, RetrievalEvalDataset
 from data.files import atomic_write_json
-from data.loader import ignore_stop_signals
+from data.loader import worker_init
 from models import build_model
 from models.evaluation import evaluate, format_table
 from transform import build_transform
@@ -37,7 +37,7 @@ def split_files(config: dict) -> dict:
 def evaluate_splits(model, splits: dict, config: dict, device) -> dict:
     return {name: evaluate(model, ds, device, config["k_test"], config["batch_size_test"], config["itm_batch_size"],
                            config["num_workers"], bf16=config["precision"] == "bf16",
-                           worker_init_fn=ignore_stop_signals)
+                           worker_init_fn=worker_init)
             for name, ds in splits.items()}
 
 

@@ -127,6 +127,8 @@ COMMON = {
                                   0, 10**6),
     "seed": Field("int", 42, "random seed (rank is added)", 0, 2**31 - 1),
     "precision": Field("choice", "fp32", "fp32, or bf16 autocast", choices=("fp32", "bf16")),
+    "tf32": Field("bool", True, "on CUDA, TensorFloat-32 matmuls and convolutions for fp32 work (several times "
+                  "faster on A100/H100; torch <= 1.11, which BLIP used, had it on by default); no effect on CPU"),
     "grad_clip": Field("float", 0.0, "clip the gradient norm to this value (0 = off)", 0.0, 1e9),
     "hflip": Field("choice", "swap", "horizontal flip: swap left/right words, off, or blind (BLIP)",
                    choices=("swap", "off", "blind")),

@@ -132,8 +132,10 @@ class PairDataset(Dataset):
     drawn, comparable with the number of samples drawn.
 
     All randomness (crop, flip, RandAugment, replacement) comes from a generator seeded by
-    (seed, epoch, index), so a sample is the same whichever worker loads it and after a resume.
-    ``max_pixels`` (the ``max_image_pixels`` key) travels with the dataset into every loader worker.
+    (seed, epoch, index), so a sample is the same whichever worker loads it and after a resume. A key
+    is an index (epoch from :meth:`set_epoch`) or ``(epoch, index)``, as the training sampler hands it
+    to persistent workers. ``max_pixels`` (the ``max_image_pixels`` key) travels with the dataset into
+    every loader worker.
     """
 
     def __init__(self, pairs: list[Pair], transform, seed: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -148,8 +150,9 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        rng = np.random.default_rng([self.seed, epoch, index])
         i, bad = index, 0
         for _ in range(MAX_ATTEMPTS):
             pair = self.pairs[i]

@@ -11,7 +11,7 @@ from data.captions import laterality_negative
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """``worker_init_fn`` of the project's loaders: a worker ignores SIGTERM and SIGINT.
+    """In a loader worker: ignore SIGTERM and SIGINT.
 
     SLURM signals every process of a job step, torchrun the process group of each rank, and Ctrl-C the
     whole foreground group, so the workers get the stop request too. A worker that died of it (torch's
@@ -22,6 +22,17 @@ def ignore_stop_signals(worker_id: int) -> None:
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of the project's loaders: stop signals ignored (:func:`ignore_stop_signals`) and
+    one OpenCV thread. RandAugment's OpenCV calls would otherwise start a thread per core in every
+    worker (8 ranks x 4 workers x all cores), which oversubscribes the machine; torch already limits
+    its own workers to one thread."""
+    ignore_stop_signals(worker_id)
+    import cv2  # here: only the workers need it, and it is slow to import
+
+    cv2.setNumThreads(1)
 
 
 class Collator:
@@ -65,12 +76,14 @@ class ResumableSampler(DistributedSampler):
     """DistributedSampler (a seeded permutation per epoch, sharded by rank) that can start mid-epoch.
 
     ``set_start(n)`` skips this rank's first ``n`` samples of the current epoch, which is how a resumed
-    run sees exactly the batches that the interrupted one had not yet seen.
+    run sees exactly the batches that the interrupted one had not yet seen. ``with_epoch``: yield
+    ``(epoch, index)`` keys, for datasets whose samples depend on the epoch and live in persistent workers.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int):
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, with_epoch: bool = False):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
         self.start = 0
+        self.with_epoch = with_epoch
 
     def set_start(self, start: int) -> None:
         self.start = start
@@ -80,7 +93,8 @@ class ResumableSampler(DistributedSampler):
         self.start = 0
 
     def __iter__(self):
-        return iter(list(super().__iter__())[self.start:])
+        indices = list(super().__iter__())[self.start:]
+        return iter([(self.epoch, i) for i in indices] if self.with_epoch else indices)
 
     def __len__(self) -> int:
         return max(self.num_samples - self.start, 0)
@@ -88,14 +102,18 @@ class ResumableSampler(DistributedSampler):
 
 def train_loader(dataset: Dataset, batch_size: int, collate, world_size: int, rank: int, seed: int,
                  num_workers: int) -> DataLoader:
-    """Shuffled (per-epoch seed), sharded across ranks, last short batch dropped."""
-    sampler = ResumableSampler(dataset, world_size, rank, seed)
+    """Shuffled (per-epoch seed), sharded across ranks, last short batch dropped.
+
+    The workers live for the whole run (not forked again each epoch): the sampler hands them
+    ``(epoch, index)`` keys, so the epoch reaches a worker's copy of the dataset with each sample.
+    """
+    sampler = ResumableSampler(dataset, world_size, rank, seed, with_epoch=True)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate, drop_last=True, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False, generator=torch.Generator().manual_seed(seed),
-                      worker_init_fn=ignore_stop_signals)
+                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed),
+                      worker_init_fn=worker_init)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=False, worker_init_fn=ignore_stop_signals)
+                      pin_memory=torch.cuda.is_available(), drop_last=False, worker_init_fn=worker_init)

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from data.captions import pre_caption
 from data.datasets import DatasetError
 from data.images import DEFAULT_MAX_PIXELS, to_rgb
-from data.loader import ignore_stop_signals
+from data.loader import worker_init
 
 log = logging.getLogger("medvl")
 
@@ -337,7 +337,7 @@ class ShardLoader:
     def __iter__(self) -> Iterator[dict]:
         loader = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                             collate_fn=self.collate, drop_last=True, pin_memory=torch.cuda.is_available(),
-                            persistent_workers=False, worker_init_fn=ignore_stop_signals)
+                            persistent_workers=False, worker_init_fn=worker_init)
         return iter(loader)
 
 

@@ -61,17 +61,25 @@ def all_reduce_sum(t: Tensor) -> Tensor:
 
 @torch.no_grad()
 def all_gather_no_grad(t: Tensor) -> Tensor:
-    """Concatenate ``t`` from every process along dim 0 (sizes may differ). No gradient flows."""
+    """Concatenate ``t`` from every process along dim 0; every process must pass the same shape (training
+    batches do). Nothing is read back to the host. No gradient flows."""
+    if not is_dist():
+        return t
+    out = [torch.empty_like(t) for _ in range(get_world_size())]
+    dist.all_gather(out, t.contiguous())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def all_gather_uneven(t: Tensor) -> Tensor:
+    """Concatenate ``t`` from every process along dim 0 when the sizes may differ (evaluation slices).
+    The sizes are exchanged and read first: one host sync. No gradient flows."""
     if not is_dist():
         return t
     world = get_world_size()
     sizes = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(world)]
     dist.all_gather(sizes, torch.tensor([t.shape[0]], device=t.device))
-    sizes = [int(s.item()) for s in sizes]
-    if len(set(sizes)) == 1:
-        out = [torch.empty_like(t) for _ in range(world)]
-        dist.all_gather(out, t.contiguous())
-        return torch.cat(out)
+    sizes = torch.cat(sizes).tolist()
     padded = t.new_zeros((max(sizes), *t.shape[1:]))
     padded[: t.shape[0]] = t
     out = [torch.empty_like(padded) for _ in range(world)]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from models.distributed import all_gather_no_grad, all_reduce_sum, get_rank, get_world_size
+from models.distributed import all_gather_uneven, all_reduce_sum, get_rank, get_world_size
 
 log = logging.getLogger("medvl")
 FLOOR = -100.0
@@ -73,7 +73,7 @@ def extract_features(model, dataset, device: torch.device, batch_size: int, text
     lo, hi = _slice(len(dataset), rank, world)
     image_embeds, image_feat = encode_images(model, dataset, list(range(lo, hi)), device, batch_size, num_workers,
                                              worker_init_fn)
-    image_feat = all_gather_no_grad(image_feat) if split_images else image_feat
+    image_feat = all_gather_uneven(image_feat) if split_images else image_feat
     tok = model.tokenize(dataset.text, device)  # every process tokenizes every text: one common width
     text_feat = encode_texts(model, tok["input_ids"], tok["attention_mask"], text_batch)
     return Features(image_embeds, lo, image_feat, tok["input_ids"], tok["attention_mask"], text_feat)
@@ -235,8 +235,8 @@ def fast_scores(model, feats: Features, k_test: int, device: torch.device, image
     lo, hi = _slice(len(pairs), get_rank(), get_world_size())
     mine = pairs[lo:hi]
     itm = score_pairs(model, feats, mine, sims.shape[1], image_source, device, batch_size)
-    pairs_all = all_gather_no_grad(mine)
-    values = all_gather_no_grad(itm) + sims.flatten()[pairs_all]
+    pairs_all = all_gather_uneven(mine)
+    values = all_gather_uneven(itm) + sims.flatten()[pairs_all]
     # A pair is scored once, but its score counts only in the direction(s) where it was a candidate.
     i2t = torch.full_like(sims, FLOOR).flatten()
     t2i = i2t.clone()

@@ -47,8 +47,9 @@ def require_hub_name(name: str, key: str, cached_file: str) -> None:
 
     try:
         hit = try_to_load_from_cache(name, cached_file)
-    except ValueError as e:  # not a valid repository id (and not an existing folder either)
-        raise ModelSetupError(f"`{key}: {name}` is neither a folder nor a valid hub name ({e})") from None
+    except ValueError:  # not a valid repository id (and not an existing folder either)
+        raise ModelSetupError(f"`{key}: {name}`: no such folder ({os.path.abspath(name)}), and not a hub "
+                              f"name (a name or owner/name)") from None
     if isinstance(hit, str):
         return
     if _offline():

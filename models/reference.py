@@ -74,8 +74,8 @@ class PlainMixin:
             idx = idx[-q:] if idx is not None else None
         ptr = int(ptr_buf.item())
         cols = (ptr + torch.arange(n, device=image_feat.device)) % q
-        self.image_queue[:, cols] = image_feat.T
-        self.text_queue[:, cols] = text_feat.T
+        self.image_queue[:, cols] = image_feat.T.to(self.image_queue.dtype)  # bf16 under autocast
+        self.text_queue[:, cols] = text_feat.T.to(self.text_queue.dtype)
         if self.with_idx_queue:
             self.idx_queue[0, cols] = idx
         ptr_buf[0] = (ptr + n) % q

@@ -2,7 +2,7 @@
 
 - ``all_gather_with_grad`` (torch.distributed.nn's all_gather) gives every rank the same gradients as
   the hand-written autograd gather it replaced (kept here as the reference);
-- ``all_gather_no_grad`` concatenates slices of different sizes;
+- ``all_gather_uneven`` concatenates slices of different sizes, ``all_gather_no_grad`` equal ones;
 - the process group of a CUDA run serves CPU and CUDA tensors alike;
 - the collectives of a training epoch, recorded in a 2-process run, are the expected ones;
 - ``MEDVL_FORCE_DIST=1`` runs the distributed path (a process group) in one process.
@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from models.distributed import all_gather_no_grad, all_gather_with_grad, get_rank, get_world_size
+from models.distributed import all_gather_no_grad, all_gather_uneven, all_gather_with_grad, get_rank, get_world_size
 from utils import process_group_backend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +54,10 @@ def _gather_worker(rank: int, world: int, init_file: str, results: str) -> None:
             t = torch.randn(3, 2, generator=torch.Generator().manual_seed(rank)).requires_grad_(True)
             (gather(t) * weights).pow(2).sum().backward()
             grads.append(t.grad.tolist())
-        uneven = all_gather_no_grad(torch.full((rank + 1, 2), float(rank)))
-        Path(results, f"{rank}.json").write_text(json.dumps({"grads": grads, "uneven": uneven.tolist()}))
+        uneven = all_gather_uneven(torch.full((rank + 1, 2), float(rank)))
+        even = all_gather_no_grad(torch.full((2, 1), float(rank)))
+        Path(results, f"{rank}.json").write_text(json.dumps({"grads": grads, "uneven": uneven.tolist(),
+                                                             "even": even.tolist()}))
     finally:
         dist.destroy_process_group()
 
@@ -69,6 +71,7 @@ def test_gather_with_grad_matches_the_hand_written_autograd_gather(tmp_path):
         assert torch.allclose(library, reference, rtol=1e-6, atol=1e-6)
         assert library.abs().sum() > 0
         assert out["uneven"] == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
+        assert out["even"] == [[0.0], [0.0], [1.0], [1.0]]
 
 
 def test_cuda_runs_register_a_cpu_backend_too():
