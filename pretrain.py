@@ -10,10 +10,11 @@ import argparse
 import time
 from pathlib import Path
 
+from data.train_data import build_train_loader
+from engine import (StepHook, StopRequest, build_optimizer, save_checkpoint, start_state, train_one_epoch,
+                    wrap_ddp)
 from models import build_model
-from utils import (RunLog, StepHook, StopRequest, add_common_args, build_optimizer, build_train_loader,
-                   cleanup_distributed, log, log_epoch, run_cli, save_checkpoint, setup_run,
-                   start_state, train_epoch, wrap_ddp)
+from utils import RunLog, add_common_args, cleanup_distributed, log, log_epoch, run_cli, setup_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir)
     try:
         model = build_model(config, "pretrain").to(info.device)
-        loader = build_train_loader(config, config["train_file"], model.tokenizer, info, config["batch_size"])
+        loader = build_train_loader(config, config["train_file"], model.tokenizer, info.rank, info.world_size,
+                                    config["batch_size"])
         optimizer = build_optimizer(model, config)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info(f"{trainable / 1e6:.1f}M trainable parameters")
@@ -36,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         for epoch in range(state.epoch, config["max_epoch"]):
             state.epoch = epoch
             t0 = time.time()
-            stats, bad = train_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook, stop)
-            log_epoch(run_log, state, stats, bad, time.time() - t0)
+            stats, bad = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook, stop)
+            log_epoch(run_log, epoch, stats, bad, time.time() - t0)
             state.epoch_done = True
             save_checkpoint([out / f"checkpoint_{epoch:02d}.pth", out / "checkpoint_last.pth"], model, optimizer,
                             config, state)

@@ -11,15 +11,17 @@ from pathlib import Path
 
 from data.check import check_eval_images
 from data.datasets import DatasetError, RetrievalEvalDataset
-from data.files import atomic_write_json
+from data.files import append_jsonl, atomic_write_json
 from data.loader import worker_init
+from data.train_data import build_train_loader
+from engine import (StepHook, StopRequest, TrainState, build_optimizer, save_checkpoint, start_state, stop_agreed,
+                    train_one_epoch, wrap_ddp)
 from models import build_model
+from models.distributed import is_main
 from models.evaluation import evaluate, format_table
 from transform import build_transform
-from utils import (Preempted, RunLog, StepHook, StopRequest, TrainState, add_common_args, append_jsonl, barrier,
-                   build_optimizer, build_train_loader, cleanup_distributed, is_main, log,
-                   log_epoch, run_cli, save_checkpoint, setup_run, start_state, stop_agreed, train_epoch,
-                   wrap_ddp)
+from utils import (Preempted, RunLog, add_common_args, barrier, cleanup_distributed, log, log_epoch, run_cli,
+                   setup_run)
 
 
 def split_files(config: dict) -> dict:
@@ -91,7 +93,8 @@ def end_of_epoch(model, splits: dict, config: dict, info, out: Path, state: Trai
 
 
 def train(model, train_files: list, splits: dict, config: dict, info, out: Path, resume: str | None) -> None:
-    loader = build_train_loader(config, train_files, model.tokenizer, info, config["batch_size_train"])
+    loader = build_train_loader(config, train_files, model.tokenizer, info.rank, info.world_size,
+                                config["batch_size_train"])
     optimizer = build_optimizer(model, config)
     state, extra = start_state(resume, out, model, optimizer)
     best = {"best": -1.0, "best_epoch": -1, **extra}
@@ -102,12 +105,12 @@ def train(model, train_files: list, splits: dict, config: dict, info, out: Path,
     for epoch in range(state.epoch, config["max_epoch"]):
         state.epoch = epoch
         t0 = time.time()
-        stats, bad = train_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook, stop)
+        stats, bad = train_one_epoch(ddp_model, loader, optimizer, config, state, info.device, step_hook, stop)
         # The epoch's training is on disk before its evaluation: a crash there costs the evaluation only
         # (--resume auto finds every step done and evaluates).
         save_checkpoint([out / "checkpoint_last.pth"], model, optimizer, config, state, dict(best))
         metrics, improved = end_of_epoch(model, splits, config, info, out, state, best)
-        log_epoch(run_log, state, stats, bad, time.time() - t0, metrics)
+        log_epoch(run_log, epoch, stats, bad, time.time() - t0, metrics)
         state.epoch_done = True
         paths = [out / "checkpoint_last.pth"] + ([out / "checkpoint_best.pth"] if improved else [])
         save_checkpoint(paths, model, optimizer, config, state, dict(best))

@@ -1,37 +1,33 @@
-"""The training app's helpers, shared by ``pretrain.py`` and ``train_retrieval.py``: distributed set-up,
-logging, seeds and RNG state, learning-rate schedules, metric meters, ``train_one_epoch``, checkpoint
-save and resume.
+"""The training app's small helpers: distributed set-up, seeds and RNG state, learning-rate schedules,
+metric meters and the run log, the command line and run set-up, and the exit codes.
 
-The scripts write their own epoch loop on top of these; the library (``models/``) never imports this file.
+The training engine (``engine.py``) and the scripts build on these; the library (``models/``) and the
+data packages never import this file.
 """
 from __future__ import annotations
 
 import argparse
 import atexit
 import datetime
-import inspect
 import logging
 import math
 import os
 import random
-import signal
 import sys
 import time
 from collections import defaultdict, deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from configs import ConfigError, dump_yaml, load_config  # noqa: F401  (ConfigError re-exported for the scripts)
-from data.files import FolderLock, append_jsonl, atomic_copy, atomic_write, atomic_write_text, remove_temp_files
-from models.checkpoint import CheckpointError, load_state
-from models.config import ModelSetupError
-from models.distributed import all_reduce_sum, get_rank, get_world_size, is_dist, is_main
+from configs import ConfigError, dump_yaml, load_config
+from data.files import FolderLock, FolderLockedError, append_jsonl, atomic_write_text, remove_temp_files
+from models.distributed import all_reduce_sum, is_dist, is_main
 
 log = logging.getLogger("medvl")
 
@@ -73,7 +69,7 @@ def _launch_env() -> tuple[int, int, int]:
         env.setdefault("RANK", str(rank))
         env.setdefault("WORLD_SIZE", str(world))
         if world > 1 and "MASTER_ADDR" not in env:
-            raise RuntimeError("SLURM run with several tasks: set MASTER_ADDR and MASTER_PORT "
+            raise ConfigError("SLURM run with several tasks: set MASTER_ADDR and MASTER_PORT "
                                "(e.g. the first host of $SLURM_JOB_NODELIST and a free port)")
         return rank, world, local
     return 0, 1, 0
@@ -119,9 +115,9 @@ def init_distributed(device: str | None = None, timeout_s: int = 1800) -> DistIn
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device} was asked for, but CUDA is not available")
+        raise ConfigError(f"--device {device} was asked for, but CUDA is not available")
     if not device.startswith(("cuda", "cpu")):
-        raise ValueError(f"--device {device!r}: expected cuda or cpu")
+        raise ConfigError(f"--device {device!r}: expected cuda or cpu")
     rank, world, local = _launch_env()
     if device.startswith("cuda"):
         torch.cuda.set_device(local % torch.cuda.device_count())
@@ -192,7 +188,7 @@ def set_rng_state(state: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Learning-rate schedules (pure functions of the position in training)
+# Learning-rate schedules and the distillation ramp (pure functions of the position in training)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -213,8 +209,24 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def lr_at(config: dict, epoch: int, step: int) -> float:
+    """The learning rate at ``step`` of ``epoch``: linear warm-up in epoch 0, then per-epoch step or cosine."""
+    warmup = config.get("warmup_steps", 0)  # retrieval has no warm-up key
+    if epoch == 0 and step < warmup:
+        return warmup_lr(step, warmup, config["warmup_lr"], config["init_lr"])
+    if config["schedule"] == "cosine":
+        return cosine_lr(epoch, config["max_epoch"], config["init_lr"], config["min_lr"])
+    return step_lr(epoch, config["init_lr"], config["min_lr"], config["lr_decay_rate"])
+
+
+def alpha_at(config: dict, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Distillation weight, ramped linearly over ``alpha_ramp_epochs`` (2 in pre-training, 1 in retrieval)."""
+    ramp = config["alpha_ramp_epochs"] * steps_per_epoch
+    return config["alpha"] if ramp <= 0 else config["alpha"] * min(1.0, (epoch * steps_per_epoch + step) / ramp)
+
+
 # --------------------------------------------------------------------------------------------------
-# Metric logging
+# Metric meters and the run log
 # --------------------------------------------------------------------------------------------------
 
 
@@ -311,75 +323,47 @@ class MetricLogger:
                 log.info(f"{self.header} [{i + 1}/{total}]  {meters}  {rate:.2f} it/s  eta {eta}")
 
 
-# --------------------------------------------------------------------------------------------------
-# Checkpoint files
-# --------------------------------------------------------------------------------------------------
+class RunLog:
+    """``log.txt`` (one JSON line per record, numbers as numbers) and, with ``report_to: tensorboard``,
+    the same numbers as TensorBoard scalars under ``output_dir/tensorboard``. Rank 0 only."""
+
+    def __init__(self, output_dir: Path, report_to: str = "none"):
+        self.path = Path(output_dir) / "log.txt"
+        self.writer = None
+        if report_to == "tensorboard" and is_main():
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ConfigError(f"report_to: tensorboard needs the tensorboard package ({e}); "
+                                  f"pip install tensorboard") from None
+            self.writer = SummaryWriter(str(Path(output_dir) / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        """Append ``record``; step records (with ``global_step``) plot by step, epoch records by epoch."""
+        if not is_main():
+            return
+        append_jsonl(self.path, record)
+        if self.writer is not None:
+            per_step = "global_step" in record
+            x = record["global_step"] if per_step else record["epoch"]
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
+                    self.writer.add_scalar(f"{'step' if per_step else 'epoch'}/{key}", value, x)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` through a temporary file that is fsync'd and renamed: a crash or a full disk never
-    leaves half a file under the real name, nor a temporary file behind."""
-    path = Path(path)
-    try:
-        atomic_write(path, lambda tmp: torch.save(obj, tmp))
-    except (OSError, RuntimeError) as e:
-        import shutil
-
-        free = shutil.disk_usage(path.parent).free / 2**20
-        raise OSError(f"could not write {path} ({free:.0f} MB free on its disk; is it full?): {e}") from e
-
-
-def save_config(config: Mapping, path: str | Path) -> None:
-    """Write the resolved run config as YAML, atomically."""
-    atomic_write_text(path, dump_yaml(config))
-
-
-def _global_step(path: Path) -> int | None:
-    """The ``global_step`` a training checkpoint was written at; None for other files (with a warning)."""
-    try:
-        state = load_state(path, mmap=True).get("state")
-    except RuntimeError as e:
-        log.warning(f"--resume auto passes over {path}: {e}")
-        return None
-    step = state.get("global_step") if isinstance(state, dict) else None
-    if not isinstance(step, int):
-        log.warning(f"--resume auto passes over {path}: it is not a training checkpoint (no state.global_step)")
-        return None
-    return step
-
-
-def newest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The training checkpoint in ``output_dir`` that is furthest along, for ``--resume auto``.
-
-    Progress is read from the files (their ``global_step``; the newest file among equals), not from
-    their times, so a run folder that was copied or restored resumes where it really stopped. A folder
-    whose checkpoint files are all unusable is refused: starting afresh would overwrite them.
-    """
-    found, unusable = [], []
-    for path in sorted(Path(output_dir).glob("checkpoint_*.pth")):
-        step = _global_step(path)
-        if step is None:
-            unusable.append(path.name)
-        else:
-            found.append((step, path.stat().st_mtime_ns, path))
-    if unusable and not found:
-        raise RuntimeError(f"--resume auto: no checkpoint in {output_dir} can be resumed from ({', '.join(unusable)}: "
-                           f"corrupt or not training checkpoints); name one with --resume PATH, move them away, "
-                           f"or start afresh in another --output_dir")
-    return max(found)[2] if found else None
-
-
-def find_resume(resume: str | None, output_dir: str | Path) -> Path | None:
-    """``--resume auto`` -> the furthest checkpoint in output_dir (None on a fresh start); a path -> itself."""
-    if not resume:
-        return None
-    if resume == "auto":
-        return newest_checkpoint(output_dir)
-    return Path(resume)
+def log_epoch(run_log: RunLog, epoch: int, stats: dict, bad: int, seconds: float, extra: dict | None = None) -> None:
+    """One record per epoch: the epoch's training means, bad records, time, and ``extra`` (metrics)."""
+    run_log.write({"epoch": epoch, **{f"train_{k}": v for k, v in stats.items()}, "bad_records": bad,
+                   "epoch_time_s": round(seconds, 2), **(extra or {})})
 
 
 # --------------------------------------------------------------------------------------------------
-# Run set-up
+# Run set-up and the command line
 # --------------------------------------------------------------------------------------------------
 
 
@@ -431,7 +415,7 @@ def claim_output_dir(out: Path, resume_arg: str | None, overwrite: bool) -> Fold
     existing = sorted(p.name for p in out.glob("checkpoint_*.pth"))
     if existing and not resume_arg and not overwrite:
         lock.release()
-        raise RuntimeError(f"{out} already holds checkpoints of a run ({', '.join(existing[:4])}"
+        raise OutputDirRefused(f"{out} already holds checkpoints of a run ({', '.join(existing[:4])}"
                            f"{', ...' if len(existing) > 4 else ''}): continue it with --resume auto, choose "
                            f"another --output_dir, or pass --overwrite to start afresh and replace them")
     for leftover in remove_temp_files(out):
@@ -463,279 +447,36 @@ def setup_run(args: argparse.Namespace, task: str, trains: bool = True) -> tuple
     return config, info
 
 
-def no_decay(name: str, param: torch.nn.Parameter) -> bool:
-    """Biases, norms, the temperature and position/class tables are not decayed (as nanoGPT/timm do)."""
-    return param.ndim < 2 or name.endswith(("pos_embed", "cls_token", "position_embeddings.weight"))
+def trained_model(checkpoint: str, config_path: str | None = None, options: list[str] | None = None,
+                  device: str = "cpu"):
+    """(model in eval mode, run config) of a trained checkpoint, for the commands that use one: the run
+    config is ``config_path`` if given, else the one saved in the checkpoint, with ``options`` applied."""
+    from configs import checkpoint_config
+    from models import load_trained
+
+    def resolve(stored, task):
+        return checkpoint_config(stored, f"checkpoint {checkpoint}", task, config_path, options)
+
+    return load_trained(checkpoint, resolve, device)
 
 
-def build_optimizer(model: torch.nn.Module, config: dict) -> torch.optim.AdamW:
-    decay, skip = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (skip if not config["weight_decay_all"] and no_decay(name, p) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": config["weight_decay"]}, {"params": skip, "weight_decay": 0.0}]
-    # Fused AdamW (one kernel over all tensors, CUDA and CPU; the same update): on a 2-core CPU it stepped
-    # 5x faster than the per-tensor loop, and foreach was slower than the loop there (bench/README.md).
-    fused = all(p.device.type in ("cuda", "cpu") and p.is_floating_point() for p in decay + skip)
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config["init_lr"], fused=fused)
-
-
-def lr_at(config: dict, epoch: int, step: int) -> float:
-    """The learning rate at ``step`` of ``epoch``: linear warm-up in epoch 0, then per-epoch step or cosine."""
-    warmup = config.get("warmup_steps", 0)  # retrieval has no warm-up key
-    if epoch == 0 and step < warmup:
-        return warmup_lr(step, warmup, config["warmup_lr"], config["init_lr"])
-    if config["schedule"] == "cosine":
-        return cosine_lr(epoch, config["max_epoch"], config["init_lr"], config["min_lr"])
-    return step_lr(epoch, config["init_lr"], config["min_lr"], config["lr_decay_rate"])
-
-
-def alpha_at(config: dict, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """Distillation weight, ramped linearly over ``alpha_ramp_epochs`` (2 in pre-training, 1 in retrieval)."""
-    ramp = config["alpha_ramp_epochs"] * steps_per_epoch
-    return config["alpha"] if ramp <= 0 else config["alpha"] * min(1.0, (epoch * steps_per_epoch + step) / ramp)
-
-
-def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
-    """DDP that syncs buffers once, not before every forward.
-
-    The only buffers are the ITC queues and their pointer. Each rank draws its initial queues from its
-    own seed, so rank 0's are broadcast here; from then on every rank writes the same gathered features
-    into them, so they stay equal by construction, and re-broadcasting them (about 120 MB at BLIP's queue
-    size) would cost a collective per step.
-    """
-    if not is_dist():
-        return model
-    for buffer in model.buffers():
-        dist.broadcast(buffer, src=0)
-    # torch 2.14 renamed the switch; ``broadcast_buffers`` still works there, with a deprecation warning.
-    params = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
-    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
-    ids = [info.device.index] if info.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, **no_sync)
-
-
-def _drop_unreadable(pairs: list, problems: list[str], config: dict, info: DistInfo) -> list:
-    """Check the header of every training image before step one (the ranks share the work), add the
-    records that use a bad one to ``problems``, refuse the data above ``max_bad_fraction``, and return
-    the pairs that remain. Records are counted, not images: 100 records of one broken image are 100."""
-    from data.check import check_image_files, record_problems
-    from data.datasets import report_problems
-
-    records = len({p.where for p in pairs}) + len(problems)
-    bad_images = check_image_files([p.image for p in pairs], max_pixels=config["max_image_pixels"],
-                                   shard=(info.rank, info.world_size))
-    if is_dist():
-        found: list = [None] * info.world_size
-        dist.all_gather_object(found, bad_images)
-        bad_images = {image: reason for shard in found for image, reason in shard.items()}
-    problems = problems + record_problems(pairs, bad_images)
-    report_problems(problems, records, config["max_bad_fraction"], "train_file")
-    return [p for p in pairs if str(p.image) not in bad_images]
-
-
-def build_train_loader(config: dict, files: list[str], tokenizer: Any, info: DistInfo, batch_size: int):
-    """The training loader both scripts use: pairs read and checked (or WebDataset shards streamed),
-    augmentation, tokenization in the collate function, a resumable sampler sharded over ranks.
-    Raises when no full batch can be made."""
-    from data.datasets import PairDataset, load_pairs
-    from data.loader import Collator, train_loader
-    from data.shard_dataset import is_shard_spec, shard_train_loader
-    from models.tokenizer import TextTokenizer
-    from transform import build_transform
-
-    transform = build_transform(config, train=True)
-    collate = Collator(TextTokenizer(tokenizer, config["max_length"]), config["laterality_negatives"])
-    if any(is_shard_spec(f) for f in files):
-        return shard_train_loader(config, files, transform, collate, info.world_size, info.rank, batch_size)
-    # Existence is checked with the headers, which the ranks split between them.
-    pairs, problems = load_pairs(files, config["image_root"], config["max_words"], check_files=False)
-    pairs = _drop_unreadable(pairs, problems, config, info)
-    dataset = PairDataset(pairs, transform, seed=config["seed"], max_pixels=config["max_image_pixels"])
-    loader = train_loader(dataset, batch_size, collate, info.world_size, info.rank, config["seed"],
-                          config["num_workers"])
-    if len(loader) == 0:
-        raise ValueError(f"{len(pairs)} pairs make no full batch of {batch_size} per process "
-                         f"on {info.world_size} process(es); lower the batch size")
-    log.info(f"{len(pairs)} pairs, {len(loader)} steps per epoch")
-    return loader
+def save_config(config: Mapping, path: str | Path) -> None:
+    """Write the resolved run config as YAML, atomically."""
+    atomic_write_text(path, dump_yaml(config))
 
 
 # --------------------------------------------------------------------------------------------------
-# Training state, checkpoints and resume
+# Exit codes
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class TrainState:
-    """Where training stands; saved in every checkpoint so that a run resumes exactly."""
-
-    epoch: int = 0
-    step: int = 0  # batches done in ``epoch``
-    global_step: int = 0
-    bad: int = 0  # unreadable records replaced during this epoch (this rank)
-    nonfinite: int = 0  # non-finite losses in a row
-    epoch_done: bool = False  # the epoch's own work (checkpoint, log line, evaluation) is done
-    meters: dict = field(default_factory=dict)  # this rank's {name: [count, total]} of the epoch so far
-
-    def next_epoch(self) -> "TrainState":
-        return TrainState(epoch=self.epoch + 1, global_step=self.global_step)
-
-
-def _rank_state(state: TrainState) -> dict:
-    """What differs between ranks: RNG states, bad-record counts and meter totals."""
-    return {"rng": rng_state(), "bad": state.bad, "meters": state.meters}
-
-
-def gathered_rank_states(state: TrainState) -> list[dict]:
-    """Every rank's own state (a collective: all ranks must call it)."""
-    mine = _rank_state(state)
-    if not is_dist():
-        return [mine]
-    out: list = [None] * get_world_size()
-    dist.all_gather_object(out, mine)
-    return out
-
-
-def save_checkpoint(paths: list[Path], model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict,
-                    state: TrainState, extra: dict | None = None) -> None:
-    """Every rank's state is gathered, then rank 0 writes ``{"model", "optimizer", "config", "epoch", "state",
-    "rng", "ranks", "extra"}`` atomically to ``paths[0]`` and links (or copies) it to the other paths
-    (a collective)."""
-    ranks = gathered_rank_states(state)
-    if not is_main():
-        return
-    ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": dict(config),
-            "epoch": state.epoch, "state": asdict(state), "rng": [r["rng"] for r in ranks],
-            "ranks": [{k: v for k, v in r.items() if k != "rng"} for r in ranks], "extra": extra or {}}
-    save_atomic(ckpt, paths[0])
-    for path in paths[1:]:
-        atomic_copy(paths[0], path)
-
-
-def resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[TrainState, dict]:
-    """Restore model, optimizer, position and this rank's RNG state, bad count and meters.
-
-    Returns the state and the checkpoint's ``extra`` (e.g. the best validation score so far).
-    """
-    ckpt = load_state(path)
-    missing = [k for k in ("model", "optimizer", "state") if k not in ckpt]
-    if missing:
-        raise RuntimeError(f"{path} is not a training checkpoint of this project (no {missing}); "
-                           f"use `pretrained:` in the config to start from its weights instead")
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    state = TrainState(**ckpt["state"])
-    rngs, ranks = ckpt.get("rng") or [], ckpt.get("ranks") or []
-    if len(rngs) == get_world_size():
-        set_rng_state(rngs[get_rank()])
-        if len(ranks) == len(rngs):
-            state.bad, state.meters = ranks[get_rank()]["bad"], ranks[get_rank()]["meters"]
-    else:
-        log.warning(f"{path} holds RNG states for {len(rngs)} processes, not {get_world_size()}: not restored")
-    log.info(f"resumed from {path} at epoch {state.epoch}, step {state.step}")
-    return state, ckpt.get("extra") or {}
-
-
-def start_state(resume_arg: str | None, output_dir: str | Path, model: torch.nn.Module,
-                optimizer: torch.optim.Optimizer) -> tuple[TrainState, dict]:
-    """A fresh state, or the one ``--resume`` names; a checkpoint whose epoch's work is done moves on."""
-    path = find_resume(resume_arg, output_dir)
-    if path is None:
-        return TrainState(), {}
-    state, extra = resume(path, model, optimizer)
-    return (state.next_epoch() if state.epoch_done else state), extra
-
-
-def _start_epoch(loader, state: TrainState) -> None:
-    """Seed the epoch's augmentation and order; a resumed epoch skips the batches already done."""
-    loader.dataset.set_epoch(state.epoch)
-    loader.sampler.set_epoch(state.epoch)
-    loader.sampler.set_start(min(state.step, len(loader.sampler) // loader.batch_size) * loader.batch_size)
-
-
-def _check_bad_records(state: TrainState, loader, config: dict, device: torch.device) -> int:
-    """The epoch's replaced records over all ranks; too many stop the run with a clear error."""
-    bad = int(all_reduce_sum(torch.tensor([state.bad], device=device)).item())
-    seen = state.step * loader.batch_size * get_world_size()  # samples drawn this epoch, all ranks
-    if bad:
-        log.warning(f"epoch {state.epoch}: {bad} unreadable records were replaced by other samples")
-    if bad > config["max_bad_fraction"] * seen:
-        raise RuntimeError(f"epoch {state.epoch}: {bad} of about {seen} records were unreadable, more than "
-                           f"max_bad_fraction {config['max_bad_fraction']}; run `python -m data.check`")
-    return bad
-
-
-class RunLog:
-    """``log.txt`` (one JSON line per record, numbers as numbers) and, with ``report_to: tensorboard``,
-    the same numbers as TensorBoard scalars under ``output_dir/tensorboard``. Rank 0 only."""
-
-    def __init__(self, output_dir: Path, report_to: str = "none"):
-        self.path = Path(output_dir) / "log.txt"
-        self.writer = None
-        if report_to == "tensorboard" and is_main():
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:
-                raise ConfigError(f"report_to: tensorboard needs the tensorboard package ({e}); "
-                                  f"pip install tensorboard") from None
-            self.writer = SummaryWriter(str(Path(output_dir) / "tensorboard"))
-
-    def write(self, record: dict) -> None:
-        """Append ``record``; step records (with ``global_step``) plot by step, epoch records by epoch."""
-        if not is_main():
-            return
-        append_jsonl(self.path, record)
-        if self.writer is not None:
-            per_step = "global_step" in record
-            x = record["global_step"] if per_step else record["epoch"]
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
-                    self.writer.add_scalar(f"{'step' if per_step else 'epoch'}/{key}", value, x)
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def log_epoch(run_log: RunLog, state: TrainState, stats: dict, bad: int, seconds: float,
-              extra: dict | None = None) -> None:
-    """One record per epoch: the epoch's training means, bad records, time, and ``extra`` (metrics)."""
-    run_log.write({"epoch": state.epoch, **{f"train_{k}": v for k, v in stats.items()}, "bad_records": bad,
-                   "epoch_time_s": round(seconds, 2), **(extra or {})})
-
-
-class StepHook:
-    """After each optimizer step: a ``log.txt`` line every ``log_every_steps`` and ``checkpoint_last.pth``
-    every ``save_every_steps`` (with ``extra`` from ``get_extra()``, e.g. the best score so far)."""
-
-    def __init__(self, output_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict,
-                 run_log: RunLog, get_extra: Callable[[], dict] = dict):
-        self.out, self.model, self.optimizer, self.config = Path(output_dir), model, optimizer, config
-        self.run_log, self.get_extra = run_log, get_extra
-
-    def __call__(self, state: TrainState, meter: MetricLogger, force_save: bool = False) -> None:
-        log_every, save_every = self.config["log_every_steps"], self.config["save_every_steps"]
-        if log_every and state.global_step % log_every == 0:
-            self.run_log.write({"epoch": state.epoch, "step": state.step, "global_step": state.global_step,
-                                **{f"train_{k}": m.avg for k, m in meter.meters.items()}})
-        if force_save or (save_every and state.global_step % save_every == 0):
-            save_checkpoint([self.out / "checkpoint_last.pth"], self.model, self.optimizer, self.config, state,
-                            self.get_extra())
-
-
-# --------------------------------------------------------------------------------------------------
-# One epoch
-# --------------------------------------------------------------------------------------------------
-
-
-def autocast(config: dict, device: torch.device):
-    enabled = config["precision"] == "bf16"
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint written; requeue to continue
+# What a run's exit status means; docs/reliability.md lists them with their causes. A refusal prints one line
+# naming the file, key or folder; only an unexpected error (a bug) prints a traceback (exit 1).
+EXIT_BAD_INPUT = 2  # a config, dataset, checkpoint, image or option that cannot be used
+EXIT_DATA = 65  # EX_DATAERR: the data went bad while training (unreadable records, non-finite losses)
+EXIT_OUTPUT = 73  # EX_CANTCREAT: output_dir refused (held by another run, another run's checkpoints, none usable)
+EXIT_IO = 74  # EX_IOERR: a checkpoint could not be written (a full disk, a lost mount)
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on request with a checkpoint written; rerun with --resume auto
 
 
 class Preempted(Exception):
@@ -743,175 +484,55 @@ class Preempted(Exception):
     end-of-epoch checkpoint when the request came during the epoch's own work (retrieval's evaluation)."""
 
 
-class StopRequest:
-    """Turns SIGTERM (what SLURM and Kubernetes send before a kill) and SIGINT into a request that the
-    loop honours at the next step boundary (or at the end of the epoch's evaluation, which is not cut
-    short), on every rank together. A second SIGINT stops at once (KeyboardInterrupt)."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    def install(self) -> "StopRequest":
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signum
-        log.warning(f"received {signal.Signals(signum).name}: stopping with a checkpoint after this step "
-                    f"(or when the current evaluation ends)")
-
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None
+class OutputDirRefused(RuntimeError):
+    """``output_dir`` cannot take this run: it holds another run's checkpoints, or none it can resume from."""
 
 
-def stop_agreed(stop: StopRequest | None) -> bool:
-    """Whether some rank was asked to stop: a collective (every rank calls it at the same point, and every
-    script installs its StopRequest or none does), on the CPU tensors' (gloo) group, so it waits for no GPU."""
-    if stop is None:
-        return False
-    return all_reduce_sum(torch.tensor([float(stop.requested)])).item() > 0
+class TrainingDataError(RuntimeError):
+    """Training met more bad data than the config allows: unreadable records, non-finite losses."""
 
 
-def _step_flags(loss: torch.Tensor, stop: StopRequest | None) -> tuple[torch.Tensor, bool]:
-    """(skip, stopping): ``skip`` (0-dim float on the loss's device) is 1 when the loss is not finite on
-    some rank; it stays on the device, so the step never waits for its own work. ``stopping``: some rank
-    was asked to stop (:func:`stop_agreed`)."""
-    skip = all_reduce_sum((~torch.isfinite(loss.detach())).float()).clamp_(max=1.0)
-    return skip, stop_agreed(stop)
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the previous one under that name is intact."""
 
 
-def _step_unless(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
-    """``optimizer.step()`` unless ``skip`` is 1. Fused AdamW takes the flag on the device (``found_inf``,
-    as torch's GradScaler hands it over) and leaves parameters, moments and step counts alone; other
-    optimizers read the flag to the host."""
-    if getattr(optimizer, "_step_supports_amp_scaling", False):
-        optimizer.found_inf = skip
-        try:
-            optimizer.step()
-        finally:
-            del optimizer.found_inf
-    elif not skip.item():
-        optimizer.step()
+def exit_code(error: BaseException) -> int | None:
+    """The exit status for ``error``, or None for an unexpected error (a bug: keep its traceback). An
+    exception class may carry its own ``exit_code`` (the scripts' usage errors do)."""
+    from data.adapters import AdapterError
+    from data.datasets import DatasetError
+    from data.files import JsonListError
+    from data.images import BadImageError
+    from models.checkpoint import CheckpointError
+    from models.config import ModelSetupError
 
-
-def _step_counts(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Counts the model keeps about its last step (0-dim tensors), logged beside the losses:
-    ``itm_dropped``, the ITM pairs left out for want of a valid negative."""
-    dropped = getattr(getattr(model, "module", model), "itm_dropped", None)  # ``module``: under DDP
-    return {} if dropped is None else {"itm_dropped": dropped}
-
-
-def _meters_read_at(config: dict, state: TrainState, steps: int, stopping: bool) -> bool:
-    """Whether anything reads the meters after this step: the progress line (``print_freq``, the last
-    step), the step hook's log line or checkpoint, or a stop."""
-    every = [config["log_every_steps"], config["save_every_steps"]]
-    return (stopping or state.step == steps or state.step % max(1, config["print_freq"]) == 0
-            or any(n and state.global_step % n == 0 for n in every))
-
-
-def _count_nonfinite(meter: MetricLogger, state: TrainState, config: dict) -> None:
-    """Read the steps recorded since the last read; warn about skipped ones and stop the run after
-    ``max_nonfinite_steps`` in a row. (Skipped steps changed nothing, so stopping a few steps after the
-    limit was reached loses nothing; no checkpoint is written before this check.)"""
-    flags = meter.flush()
-    first = state.step - len(flags)
-    for i, counted in enumerate(flags):
-        if counted:
-            state.nonfinite = 0
-            continue
-        state.nonfinite += 1
-        log.warning(f"non-finite loss at epoch {state.epoch} step {first + i}: step skipped "
-                    f"({state.nonfinite} in a row)")
-        if state.nonfinite >= config["max_nonfinite_steps"]:
-            raise FloatingPointError(f"{state.nonfinite} non-finite losses in a row; the last good checkpoint "
-                                     f"is kept. Lower init_lr or use grad_clip")
-    state.meters = meter.totals()
-
-
-def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, config: dict,
-                    state: TrainState, device: torch.device, step_hook: StepHook | None = None,
-                    stop: StopRequest | None = None) -> dict[str, float]:
-    """One epoch of ``loss = sum(model(...).values())`` from ``state.step`` on; returns the epoch's means.
-
-    A batch whose loss is not finite on any rank is skipped by every rank (on the device: the step
-    reads nothing back to the host); ``max_nonfinite_steps`` in a row stop the run, found when the
-    meters are next read (progress line, log line, checkpoint). ``step_hook(state, meter)`` runs after
-    every step (step checkpoints, logs). When ``stop`` was requested on any rank, every rank writes
-    ``checkpoint_last.pth`` (through the hook) after the current step and raises :class:`Preempted`.
-    """
-    model.train()
-    steps = state.step + len(loader)  # a resumed epoch's loader holds only the batches not yet seen
-    meter = MetricLogger(f"epoch {state.epoch}", config["print_freq"], state.meters)
-    for batch in meter.log_every(loader, total=steps, start=state.step):
-        lr = lr_at(config, state.epoch, state.step)
-        set_lr(optimizer, lr)
-        alpha = alpha_at(config, state.epoch, state.step, steps)
-        images = batch["images"].to(device, non_blocking=True)
-        text = {k: v.to(device, non_blocking=True) for k, v in batch.items()
-                if k != "images" and isinstance(v, torch.Tensor)}
-        with autocast(config, device):
-            losses = model(images, text, alpha=alpha)
-        loss = sum(losses.values())
-        state.bad += batch["bad"]
-        skip, stopping = _step_flags(loss, stop)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # also when skipped: every rank runs the same collectives (DDP's gradient reduce)
-        if config["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
-        _step_unless(optimizer, skip)
-        meter.record(skip == 0, {"loss": loss, **losses, **_step_counts(model)}, lr=lr)
-        state.step += 1
-        state.global_step += 1
-        if _meters_read_at(config, state, steps, stopping):
-            _count_nonfinite(meter, state, config)
-        if step_hook is not None:
-            step_hook(state, meter, force_save=stopping)
-        if stopping:
-            raise Preempted(f"stopped on request at epoch {state.epoch}, step {state.step}; "
-                            f"resume with --resume auto")
-    _count_nonfinite(meter, state, config)
-    meter.synchronize(device)
-    return meter.averages()
-
-
-def train_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, config: dict, state: TrainState,
-                device: torch.device, step_hook: StepHook | None = None,
-                stop: StopRequest | None = None) -> tuple[dict[str, float], int]:
-    """The training part of epoch ``state.epoch`` (from ``state.step`` on): seed the loader, run
-    :func:`train_one_epoch`, and check the epoch's replaced records over all ranks.
-
-    Returns the epoch's means and the number of replaced records; too many stop the run.
-    """
-    _start_epoch(loader, state)
-    stats = train_one_epoch(model, loader, optimizer, config, state, device, step_hook, stop)
-    return stats, _check_bad_records(state, loader, config, device)
-
-
-# --------------------------------------------------------------------------------------------------
-# Entry point
-# --------------------------------------------------------------------------------------------------
+    own = getattr(type(error), "exit_code", None)
+    if isinstance(own, int):
+        return own
+    table = [((ConfigError, DatasetError, JsonListError, AdapterError, BadImageError, ModelSetupError, CheckpointError,
+               FileNotFoundError), EXIT_BAD_INPUT),
+             ((TrainingDataError, FloatingPointError), EXIT_DATA),
+             ((OutputDirRefused, FolderLockedError), EXIT_OUTPUT),
+             ((CheckpointWriteError,), EXIT_IO),
+             ((Preempted,), EXIT_PREEMPTED)]
+    return next((code for kinds, code in table if isinstance(error, kinds)), None)
 
 
 def run_cli(main: Callable[[], int], prog: str) -> int:
-    """A training script's entry point. A bad config or dataset prints its message alone (exit 2); a
-    stop on request exits with ``PREEMPTED_EXIT`` after its checkpoint; a collective that timed out
-    says which key sets the limit. Anything else keeps its traceback."""
-    from data.datasets import DatasetError
-
+    """A script's entry point: ``main()``'s status, or the status of what it raised (:func:`exit_code`),
+    with the message on one line; a stop on request is a warning, not an error. A collective that timed
+    out says which key sets the limit. Anything else keeps its traceback."""
     try:
         return main()
-    except (ConfigError, DatasetError, ModelSetupError, CheckpointError, FileNotFoundError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except Preempted as e:
-        log.warning(str(e))
-        return PREEMPTED_EXIT
-    except RuntimeError as e:
-        if "timed out" in str(e).lower() or "timeout" in str(e).lower():
-            log.error(f"{prog}: a collective waited longer than dist_timeout_s for the other processes "
-                      f"(a rank is dead or frozen): {e}")
-        raise
+    except Exception as e:  # noqa: BLE001  (re-raised below unless it is one of the project's refusals)
+        code = exit_code(e)
+        if code == EXIT_PREEMPTED:
+            log.warning(str(e))
+        elif code is not None:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+        else:
+            if isinstance(e, RuntimeError) and "timeout" in str(e).lower().replace("timed out", "timeout"):
+                log.error(f"{prog}: a collective waited longer than dist_timeout_s for the other processes "
+                          f"(a rank is dead or frozen): {e}")
+            raise
+        return code

@@ -38,7 +38,7 @@ from data.images import load_rgb
 from data.synthetic.demo import captions_for
 from data.synthetic.probes import changed_captions, painted
 from transform.pipeline import EvalTransform
-from vis import load_itm_model
+from utils import trained_model
 
 
 @torch.no_grad()
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (demo / "lesions.json").is_file():
         print(f"error: {demo / 'lesions.json'} does not exist; run python -m data.synthetic.demo --out {demo}", file=sys.stderr)
         return 2
-    model, _ = load_itm_model(args.checkpoint)
+    model, _ = trained_model(args.checkpoint)
     result = measure(model, demo, args.split, args.seed)
     print(json.dumps({"checkpoint": args.checkpoint, "split": args.split, **result}, indent=1))
     return 0

@@ -41,7 +41,8 @@ from data.synthetic.probes import head_mask
 from models import build_model
 from models.gradcam import patch_token_locality, to_heatmap
 from transform.pipeline import EvalTransform
-from vis import explain_image, load_itm_model
+from utils import trained_model
+from vis import explain_image
 
 WORD_GROUPS = {"finding": {"mass", "cyst", "haemorrhage", "infarct"},
                "location": {"left", "right", "frontal", "temporal", "parietal", "occipital"}}
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     items = cases(demo, args.split)
     if args.other_caption:
         items = [(image, mask, items[(i + 1) % len(items)][2]) for i, (image, mask, _) in enumerate(items)]
-    model, config = load_itm_model(args.checkpoint, args.config, args.options)
+    model, config = trained_model(args.checkpoint, args.config, args.options)
     if args.random_init:
         torch.manual_seed(0)
         task = "pretrain" if hasattr(model, "text_decoder") else "retrieval"

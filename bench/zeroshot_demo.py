@@ -31,7 +31,7 @@ from data.image_list import Item, image_batches
 from models.metrics import classification_report
 from models.zeroshot import ZeroShotClassifier, expand_prompts
 from transform.pipeline import EvalTransform
-from vis import load_itm_model
+from utils import trained_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         write_lists(Path(args.lists), demo, args.split)
     if args.checkpoint is None:
         return 0
-    model, config = load_itm_model(args.checkpoint, None, args.options, args.device)
+    model, config = trained_model(args.checkpoint, None, args.options, args.device)
     print(json.dumps({"checkpoint": args.checkpoint, "split": args.split,
                       **measure(model, config, demo, args.split, args.itm_top_k, args.itm_prompts,
                                                  args.calibrate_on)}, indent=1))

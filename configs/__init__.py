@@ -145,3 +145,22 @@ def dump_yaml(config: Mapping) -> str:
     buf = io.StringIO()
     _yaml().dump(dict(config), buf)
     return buf.getvalue()
+
+
+def checkpoint_config(stored: Mapping | None, source: str, task: str, config_path: str | os.PathLike | None = None,
+                      options: Sequence[str] | None = None) -> dict:
+    """The validated run config of a trained checkpoint (``source`` names it in errors): ``config_path``
+    if given, else the config stored in it; ``options`` applied. Either task's schema may serve (a
+    pre-training config builds the same towers as a retrieval one): ``task``'s first, then the other's."""
+    if config_path is None and not isinstance(stored, Mapping):
+        raise ConfigError(f"{source} carries no run config (BLIP's own files do not): pass --config")
+    errors = []
+    for t in (task, "pretrain" if task == "retrieval" else "retrieval"):
+        try:
+            if config_path is not None:
+                return load_config(config_path, t, options)
+            return validate({**stored, **parse_options(options)}, t, f"config in {source}")
+        except ConfigError as e:
+            errors.append(f"as a {t} config: {e}")
+    raise ConfigError("; ".join(errors))
+

@@ -4,7 +4,7 @@ It imports torch, timm, transformers and itself only (never the training app, th
 packages), so it can be used from notebooks and other code as it is. ``build_model(config, task)``
 builds a model from a validated run config (or a :class:`ModelConfig`). Public API::
 
-    from models import build_model, load_checkpoint
+    from models import build_model, load_checkpoint, load_trained
     model = build_model(config, task="retrieval")
     image_embeds, image_feat = model.encode_image(images)          # (B, 1+N, Dv), (B, embed_dim)
     text_embeds, text_feat = model.encode_text(input_ids, mask)     # (B, L, D), (B, embed_dim)
@@ -25,9 +25,10 @@ from models.checkpoint import LoadReport, load_checkpoint, load_state, load_vit_
 from models.config import ModelConfig, ModelSetupError
 from models.distributed import local_main_first
 from models.tokenizer import init_tokenizer, tokenize
+from models.trained import load_trained
 
 __all__ = ["build_model", "load_checkpoint", "load_state", "load_bert_weights", "load_vit_weights",
-           "init_tokenizer", "tokenize", "BlipBase", "BlipPretrain", "BlipRetrieval", "LoadReport", "ModelConfig",
+           "init_tokenizer", "tokenize", "load_trained", "BlipBase", "BlipPretrain", "BlipRetrieval", "LoadReport", "ModelConfig",
            "ModelSetupError"]
 
 log = logging.getLogger("medvl")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {"pretrain", "train_retrieval", "scrape", "split_figures", "vis"}
-APP = SCRIPTS | {"utils", "bench", "tests"}
+SCRIPTS = {"pretrain", "train_retrieval", "scrape", "split_figures", "vis", "predict"}
+APP = SCRIPTS | {"engine", "utils", "bench", "tests"}
 PACKAGES = ("models", "data", "transform", "configs")
 
 

@@ -330,13 +330,13 @@ COMMAND_ROWS = {"classify": ("predictions.json", "predicted"), "caption": ("capt
 
 @pytest.mark.parametrize("command", list(COMMAND_ROWS))
 def test_classify_and_caption_take_dicom_and_every_slice_of_a_volume(command_inputs, tmp_path, capsys, command):
-    import vis
+    import predict
 
     inp = command_inputs
     extra = (["--classes", inp["classes"]] if command == "classify"
              else ["--num_beams", "1", "--max_length", "8", "--min_length", "2"])
     out = tmp_path / command
-    assert vis.main([command, "--checkpoint", inp["ckpt"], "--images", inp["dicom"], f"{inp['volume']}#axial:all",
+    assert predict.main([command, "--checkpoint", inp["ckpt"], "--images", inp["dicom"], f"{inp['volume']}#axial:all",
                      "--out", str(out), "--device", "cpu", *extra]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 4
     rows_file, key = COMMAND_ROWS[command]

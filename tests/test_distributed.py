@@ -85,7 +85,8 @@ def test_cuda_runs_register_a_cpu_backend_too():
 
 def _record_worker(rank: int, world: int, init_file: str, results: str) -> None:
     """Run the epoch-level collectives of the training loop and record each one's tensors."""
-    from utils import MetricLogger, StopRequest, TrainState, _check_bad_records, _step_flags, gathered_rank_states
+    from engine import StopRequest, TrainState, _check_bad_records, _step_flags, gathered_rank_states
+    from utils import MetricLogger
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     calls = []

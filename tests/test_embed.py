@@ -1,4 +1,4 @@
-"""Embeddings for search (models/embed.py), `vis.py embed` and `vis.py search`."""
+"""Embeddings for search (models/embed.py), `predict.py embed` and `predict.py search`."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-import vis
+import predict
 from models import build_model, init_tokenizer
 from models.embed import embed_images, embed_texts, rank
 from tiny import minilm_folder, tiny_config
@@ -59,7 +59,7 @@ def test_rank_orders_by_cosine_and_refuses_other_widths():
 
 def test_embed_then_search_both_ways(setup, tmp_path, capsys):
     folder, out = setup["folder"], tmp_path / "index"
-    assert vis.main(["embed", "--checkpoint", str(setup["ckpt"]), "--images", str(folder / "images"),
+    assert predict.main(["embed", "--checkpoint", str(setup["ckpt"]), "--images", str(folder / "images"),
                      "--texts", str(folder / "texts.txt"), "--out", str(out), "--batch_size", "2"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
         "out": str(out), "images": 3, "texts": 4, "embed_dim": 16}
@@ -69,14 +69,14 @@ def test_embed_then_search_both_ways(setup, tmp_path, capsys):
     image_embeds, text_embeds = np.load(out / "image_embeds.npy"), np.load(out / "text_embeds.npy")
     assert image_embeds.shape == (3, 16) and text_embeds.shape == (4, 16) and image_embeds.dtype == np.float32
 
-    assert vis.main(["search", "--index", str(out), "--text", TEXTS[1], "--k", "2"]) == 0
+    assert predict.main(["search", "--index", str(out), "--text", TEXTS[1], "--k", "2"]) == 0
     hits = json.loads(capsys.readouterr().out)
     expected = np.argsort(-(image_embeds @ text_embeds[1]))[:2]
     assert [h["image"] for h in hits] == [index["images"][i] for i in expected]
     assert hits[0]["rank"] == 1 and hits[0]["score"] == pytest.approx(float((image_embeds @ text_embeds[1]).max()),
                                                                       abs=1e-4)
 
-    assert vis.main(["search", "--index", str(out), "--image", index["images"][0]]) == 0
+    assert predict.main(["search", "--index", str(out), "--image", index["images"][0]]) == 0
     hits = json.loads(capsys.readouterr().out)
     expected = np.argsort(-(text_embeds @ image_embeds[0]))
     assert [h["text"] for h in hits] == [TEXTS[i] for i in expected]
@@ -84,17 +84,17 @@ def test_embed_then_search_both_ways(setup, tmp_path, capsys):
 
 def test_embed_and_search_bad_input_is_named(setup, tmp_path, capsys):
     ckpt = str(setup["ckpt"])
-    assert vis.main(["embed", "--checkpoint", ckpt, "--out", str(tmp_path / "o")]) == 2
+    assert predict.main(["embed", "--checkpoint", ckpt, "--out", str(tmp_path / "o")]) == 2
     assert "give --images, --texts or both" in capsys.readouterr().err
-    assert vis.main(["embed", "--checkpoint", ckpt, "--images", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert predict.main(["embed", "--checkpoint", ckpt, "--images", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "neither an image, a folder nor a JSON list" in capsys.readouterr().err
-    assert vis.main(["search", "--index", str(tmp_path), "--text", "a"]) == 2
+    assert predict.main(["search", "--index", str(tmp_path), "--text", "a"]) == 2
     assert "holds no index.json" in capsys.readouterr().err
     only_texts = tmp_path / "t"
-    assert vis.main(["embed", "--checkpoint", ckpt, "--texts", str(setup["folder"] / "texts.txt"),
+    assert predict.main(["embed", "--checkpoint", ckpt, "--texts", str(setup["folder"] / "texts.txt"),
                      "--out", str(only_texts)]) == 0
     capsys.readouterr()
-    assert vis.main(["search", "--index", str(only_texts), "--text", "a"]) == 2
+    assert predict.main(["search", "--index", str(only_texts), "--text", "a"]) == 2
     assert "holds no images to rank" in capsys.readouterr().err
 
 
@@ -103,12 +103,12 @@ def test_embed_takes_every_slice_of_a_volume(setup, tmp_path, capsys):
     volume = tmp_path / "head.nii.gz"
     nib.save(nib.Nifti1Image(np.random.default_rng(0).random((12, 14, 5), dtype=np.float32), np.eye(4)), str(volume))
     out = tmp_path / "vol"
-    assert vis.main(["embed", "--checkpoint", str(setup["ckpt"]), "--images", str(volume), "--slice", "axial:all",
+    assert predict.main(["embed", "--checkpoint", str(setup["ckpt"]), "--images", str(volume), "--slice", "axial:all",
                      "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 5
     index = json.loads((out / "index.json").read_text())
     assert index["images"] == [f"{volume}#axial:{k}" for k in range(5)]
-    assert vis.main(["search", "--index", str(out), "--image", str(volume), "--slice", "axial:2", "--k", "1",
+    assert predict.main(["search", "--index", str(out), "--image", str(volume), "--slice", "axial:2", "--k", "1",
                      "--target", "images"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"rank": 1, "score": pytest.approx(1.0, abs=1e-4),
                                                    "image": f"{volume}#axial:2"}]

@@ -213,7 +213,7 @@ def test_caption_command_writes_captions_and_scores(trained, tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
-    import vis
+    import predict
 
     m, _, _, cfg = trained
     ckpt = tmp_path / "ckpt.pth"
@@ -224,7 +224,7 @@ def test_caption_command_writes_captions_and_scores(trained, tmp_path, capsys):
     (tmp_path / "list.json").write_text(json.dumps([{"image": "0.png", "caption": [CAPTION, "a cyst"]},
                                                     {"image": "1.png", "caption": "a mass"}]))
     out = tmp_path / "caps"
-    assert vis.main(["caption", "--checkpoint", str(ckpt), "--images", str(tmp_path / "list.json"),
+    assert predict.main(["caption", "--checkpoint", str(ckpt), "--images", str(tmp_path / "list.json"),
                      "--out", str(out), "--num_beams", "2", "--max_length", "12"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = json.loads((out / "captions.json").read_text())
@@ -235,7 +235,7 @@ def test_caption_command_writes_captions_and_scores(trained, tmp_path, capsys):
     # nucleus sampling is reproducible from its seed; a folder has no references, so no scores
     runs = []
     for _ in range(2):
-        assert vis.main(["caption", "--checkpoint", str(ckpt), "--images", str(tmp_path / "0.png"),
+        assert predict.main(["caption", "--checkpoint", str(ckpt), "--images", str(tmp_path / "0.png"),
                          "--out", str(out), "--top_p", "0.9", "--seed", "3"]) == 0
         runs.append(json.loads((out / "captions.json").read_text())[0]["caption"])
         assert "bleu_4" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -10,25 +10,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tiny import demo_set, tiny_config
+from tiny import ListLoader, demo_set, tiny_config
 
 pytestmark = [pytest.mark.distributed, pytest.mark.rehearsal]
 STEPS = 3
 # Reads that are meant to be on the host: the stop request, a CPU flag exchanged over gloo each step.
-HOST_FLAGS = ("utils.py:stop_agreed",)
-
-
-class Batches:
-    """A loader of fixed batches: what ``train_one_epoch`` iterates."""
-
-    def __init__(self, batches: list[dict]) -> None:
-        self.batches = batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        return iter(self.batches)
+HOST_FLAGS = ("engine.py:stop_agreed",)
 
 
 def _batches(model, captions: list[str], rank: int, max_length: int) -> list[dict]:
@@ -48,7 +35,8 @@ def _worker(rank: int, world: int, init_file: str, results: str, cfg: dict, task
 
     from host_reads import HostReads
     from models import build_model
-    from utils import DistInfo, StopRequest, TrainState, build_optimizer, train_one_epoch, wrap_ddp
+    from engine import StopRequest, TrainState, build_optimizer, train_one_epoch, wrap_ddp
+    from utils import DistInfo
 
     import models.text
 
@@ -62,7 +50,7 @@ def _worker(rank: int, world: int, init_file: str, results: str, cfg: dict, task
         start_queue = model.image_queue.clone()
         ddp = wrap_ddp(model, DistInfo(rank, world, rank, torch.device("cpu")))
         optimizer = build_optimizer(model, cfg)
-        loader = Batches(_batches(model, captions, rank, cfg["max_length"]))
+        loader = ListLoader(_batches(model, captions, rank, cfg["max_length"]), batch_size=4)
         counter = HostReads()
 
         def mark(state, meter, force_save=False):

@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 
 import pretrain
 import train_retrieval
+import engine
 import utils
 from configs import ConfigError, validate
 from data.files import FolderLock, FolderLockedError
@@ -127,7 +128,7 @@ def test_two_runs_started_at_once_in_one_folder_do_not_both_run(tmp_path, demo):
 def test_resume_auto_refuses_a_folder_whose_only_checkpoint_is_corrupt(tmp_path):
     (tmp_path / "checkpoint_last.pth").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(RuntimeError, match="no checkpoint .* can be resumed from \\(checkpoint_last.pth"):
-        utils.find_resume("auto", tmp_path)
+        engine.find_resume("auto", tmp_path)
 
 
 def test_a_kill_after_the_last_step_of_an_epoch_still_finishes_that_epoch(tmp_path, demo):
@@ -157,7 +158,7 @@ def test_sigterm_writes_a_checkpoint_at_the_next_step_and_exits_75(tmp_path, dem
     seen = read_until(run, "epoch 0 [2/")
     run.send_signal(signal.SIGTERM)
     output = seen + run.communicate(timeout=120)[0]
-    assert run.returncode == utils.PREEMPTED_EXIT, output[-3000:]
+    assert run.returncode == utils.EXIT_PREEMPTED, output[-3000:]
     assert "received SIGTERM" in output and "resume with --resume auto" in output
     state = torch.load(out / "checkpoint_last.pth", weights_only=True)["state"]
     assert state["global_step"] >= 2 and not state["epoch_done"]
@@ -177,7 +178,7 @@ def test_a_stop_signal_to_the_whole_process_group_with_loader_workers_checkpoint
     seen = read_until(run, "epoch 0 [2/")
     os.killpg(run.pid, sig)
     output = seen + run.communicate(timeout=120)[0]
-    assert run.returncode == utils.PREEMPTED_EXIT, output[-3000:]
+    assert run.returncode == utils.EXIT_PREEMPTED, output[-3000:]
     assert output.count(f"received {sig.name}") == 1, output[-3000:]  # the main process's alone
     assert "Traceback" not in output and "resume with --resume auto" in output
     state = torch.load(out / "checkpoint_last.pth", weights_only=True)["state"]
@@ -192,13 +193,13 @@ def test_a_stop_signal_to_the_whole_process_group_with_loader_workers_checkpoint
 
 
 def test_a_second_sigint_stops_at_once_and_sigterm_is_asked_once(own_signal_handlers):
-    stop = utils.StopRequest().install()
+    stop = engine.StopRequest().install()
     signal.raise_signal(signal.SIGTERM)
     signal.raise_signal(signal.SIGTERM)  # SLURM may signal again: still one request, at the step boundary
     assert stop.requested and stop.signal == signal.SIGTERM
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C after a first request: the user wants out now
         signal.raise_signal(signal.SIGINT)
-    first_ctrl_c = utils.StopRequest().install()
+    first_ctrl_c = engine.StopRequest().install()
     signal.raise_signal(signal.SIGINT)
     assert first_ctrl_c.signal == signal.SIGINT  # a first Ctrl-C is a request like SIGTERM
 
@@ -258,10 +259,10 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("kill_at", [2, 4], ids=["first-last", "overwriting-last"])
+@pytest.mark.parametrize("kill_at", [2, 3], ids=["second-epoch", "third-epoch"])
 def test_a_kill_in_the_middle_of_a_checkpoint_write_leaves_only_loadable_checkpoints(tmp_path, demo, kill_at):
-    """Saves go checkpoint_00, checkpoint_last, checkpoint_01, checkpoint_last: a kill in the 2nd write
-    leaves no checkpoint_last yet, a kill in the 4th must leave the previous checkpoint_last whole."""
+    """Each epoch writes checkpoint_NN once and links checkpoint_last to it: a kill in the middle of a write
+    leaves the earlier checkpoints, checkpoint_last among them, whole."""
     cfg = write_config(tmp_path, demo, max_epoch=3)
     out = tmp_path / "out"
     hook = tmp_path / "killed_save.py"
@@ -273,13 +274,13 @@ def test_a_kill_in_the_middle_of_a_checkpoint_write_leaves_only_loadable_checkpo
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
     assert len(leftovers) == 1 and os.path.getsize(out / leftovers[0]) > 0  # the half-written file
     names = sorted(p.name for p in out.glob("checkpoint_*.pth"))
-    assert names == (["checkpoint_00.pth"] if kill_at == 2 else
+    assert names == (["checkpoint_00.pth", "checkpoint_last.pth"] if kill_at == 2 else
                      ["checkpoint_00.pth", "checkpoint_01.pth", "checkpoint_last.pth"])
     for name in names:
         assert "state" in torch.load(out / name, weights_only=True), name
-    steps = {name: utils._global_step(out / name) for name in names}
+    steps = {name: engine._global_step(out / name) for name in names}
     assert None not in steps.values()
-    assert utils.find_resume("auto", out).name == max(names, key=lambda n: (steps[n], n != "checkpoint_last.pth"))
+    assert steps[engine.find_resume("auto", out).name] == max(steps.values())  # (linked names are the same file)
     resumed = start(args + ["--resume", "auto"])
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output[-3000:]
@@ -303,7 +304,7 @@ def test_a_failed_save_leaves_no_temporary_file_and_says_why(tmp_path, monkeypat
     (tmp_path / "checkpoint_last.pth").write_bytes(b"the previous checkpoint")
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(OSError, match="could not write .*checkpoint_last.pth .*MB free on its disk; is it full"):
-        utils.save_atomic({"a": 1}, tmp_path / "checkpoint_last.pth")
+        engine.save_atomic({"a": 1}, tmp_path / "checkpoint_last.pth")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pth"]
     assert (tmp_path / "checkpoint_last.pth").read_bytes() == b"the previous checkpoint"
 
@@ -496,7 +497,7 @@ def test_a_stop_asked_during_retrieval_evaluation_is_honoured_when_it_ends(tmp_p
         return evaluate_splits(*a, **kw)
 
     monkeypatch.setattr(train_retrieval, "evaluate_splits", signalled_during_the_first)
-    assert utils.run_cli(lambda: train_retrieval.main(args), "train_retrieval.py") == utils.PREEMPTED_EXIT
+    assert utils.run_cli(lambda: train_retrieval.main(args), "train_retrieval.py") == utils.EXIT_PREEMPTED
     ckpt = torch.load(tmp_path / "out" / "checkpoint_last.pth", weights_only=True)
     assert ckpt["state"]["epoch"] == 0 and ckpt["state"]["epoch_done"]  # not a step into epoch 1
     assert ckpt["extra"]["best_epoch"] == 0 and (tmp_path / "out" / "checkpoint_best.pth").is_file()

@@ -394,7 +394,7 @@ def test_vis_refuses_a_negative_blur(blur, tmp_path, capsys):
 def test_a_checkpoint_is_fsynced_before_it_is_renamed_into_place(tmp_path, monkeypatch):
     import os
 
-    import utils
+    import engine
 
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -409,7 +409,7 @@ def test_a_checkpoint_is_fsynced_before_it_is_renamed_into_place(tmp_path, monke
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    utils.save_atomic({"model": {"w": torch.ones(2)}}, tmp_path / "checkpoint_last.pth")
+    engine.save_atomic({"model": {"w": torch.ones(2)}}, tmp_path / "checkpoint_last.pth")
     kinds = [kind for kind, _ in events]
     renamed = next(path for kind, path in events if kind == "replace")
     assert kinds.index("fsync") < kinds.index("replace")

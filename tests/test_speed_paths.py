@@ -105,7 +105,7 @@ def test_fused_adamw_makes_the_update_of_plain_adamw(tmp_path, tokenizer):
     move every weight alike. (Through a whole step, Adam's g / sqrt(g^2) would amplify the float noise
     of gradients that are exactly zero in theory, such as the key biases'.)"""
     from models.reference import plain_optimizer
-    from utils import build_optimizer
+    from engine import build_optimizer
 
     cfg = tiny_config(tmp_path, "pretrain", minilm_folder(), weight_decay_all=True)
     fast, plain = twins(cfg, tokenizer, BlipPretrain, PlainPretrain)

@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+import engine
 import utils
 from configs import validate
+from tiny import ListLoader
 
 BASE = {"train_file": ["x.json"], "init_lr": 3e-4, "min_lr": 1e-6, "warmup_lr": 1e-6, "warmup_steps": 100,
         "max_epoch": 20, "print_freq": 1000}
@@ -53,10 +55,10 @@ class Toy(nn.Module):
 
 def test_no_weight_decay_on_biases_norms_and_temperature():
     cfg = validate(BASE, "pretrain")
-    groups = utils.build_optimizer(Toy(), cfg).param_groups
+    groups = engine.build_optimizer(Toy(), cfg).param_groups
     assert [len(g["params"]) for g in groups] == [1, 4] and groups[1]["weight_decay"] == 0.0
     blip = validate({**BASE, "weight_decay_all": True}, "pretrain")
-    assert [len(g["params"]) for g in utils.build_optimizer(Toy(), blip).param_groups] == [5]
+    assert [len(g["params"]) for g in engine.build_optimizer(Toy(), blip).param_groups] == [5]
 
 
 def batches(n):
@@ -65,32 +67,29 @@ def batches(n):
                "attention_mask": torch.ones(3, 4, dtype=torch.long), "image_ids": torch.arange(3), "bad": 0}
 
 
-class Loader(list):
-    pass
-
-
 def test_non_finite_steps_are_skipped_then_stop_the_run():
     cfg = validate({**BASE, "max_nonfinite_steps": 3}, "pretrain")
     model = Toy()
-    opt = utils.build_optimizer(model, cfg)
+    opt = engine.build_optimizer(model, cfg)
     model.poison = 2  # two bad steps, then good ones
     before = model.w.weight.detach().clone()
-    state = utils.TrainState()
-    stats = utils.train_one_epoch(model, Loader(batches(2)), opt, cfg, state, torch.device("cpu"))
+    state = engine.TrainState()
+    stats, _ = engine.train_one_epoch(model, ListLoader(batches(2)), opt, cfg, state, torch.device("cpu"))
     assert torch.equal(model.w.weight, before) and state.nonfinite == 2 and stats == {}
-    utils.train_one_epoch(model, Loader(batches(1)), opt, cfg, state, torch.device("cpu"))
+    engine.train_one_epoch(model, ListLoader(batches(1)), opt, cfg, state, torch.device("cpu"))
     assert not torch.equal(model.w.weight, before) and state.nonfinite == 0
     model.poison = 5
-    with pytest.raises(FloatingPointError, match="3 non-finite losses in a row"):
-        utils.train_one_epoch(model, Loader(batches(5)), opt, cfg, state, torch.device("cpu"))
+    with pytest.raises(utils.TrainingDataError, match="3 non-finite losses in a row"):
+        engine.train_one_epoch(model, ListLoader(batches(5)), opt, cfg, state, torch.device("cpu"))
 
 
 def test_a_step_reads_nothing_back_until_the_meters_are_read(monkeypatch, caplog):
     """Losses, the finite flag and the skip stay on the device; the host reads them once per progress
-    line (here every 3 steps), in one transfer. A skipped step is still found and named."""
+    line (here every 3 steps), in one transfer, and the bad-record count once at the end of the epoch. A
+    skipped step is still found and named."""
     cfg = validate({**BASE, "print_freq": 3, "log_every_steps": 0, "save_every_steps": 0}, "pretrain")
     model = Toy()
-    opt = utils.build_optimizer(model, cfg)
+    opt = engine.build_optimizer(model, cfg)
     reads = []
     for name in ("item", "tolist", "__bool__", "__float__", "cpu"):
         original = getattr(torch.Tensor, name)
@@ -106,11 +105,11 @@ def test_a_step_reads_nothing_back_until_the_meters_are_read(monkeypatch, caplog
         out = _forward(images, text, alpha)
         return {"itc": out["itc"] * float("nan")} if next(steps) == 4 else out
     model.forward = forward
-    state = utils.TrainState()
+    state = engine.TrainState()
     with caplog.at_level("WARNING"):
-        stats = utils.train_one_epoch(model, Loader(batches(6)), opt, cfg, state, torch.device("cpu"))
+        stats, _ = engine.train_one_epoch(model, ListLoader(batches(6)), opt, cfg, state, torch.device("cpu"))
     monkeypatch.undo()
-    assert reads == ["tolist", "tolist"]
+    assert reads == ["tolist", "tolist", "item"]  # two progress lines, then the epoch's bad-record count
     assert "non-finite loss at epoch 0 step 4: step skipped (1 in a row)" in caplog.text
     assert opt.state[model.w.weight]["step"].item() == 5 and math.isfinite(stats["loss"])
 
@@ -121,8 +120,8 @@ def test_optimizers_without_a_device_side_skip_still_skip():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     model.poison = 1
     before = model.w.weight.detach().clone()
-    state = utils.TrainState()
-    utils.train_one_epoch(model, Loader(batches(1)), opt, cfg, state, torch.device("cpu"))
+    state = engine.TrainState()
+    engine.train_one_epoch(model, ListLoader(batches(1)), opt, cfg, state, torch.device("cpu"))
     assert torch.equal(model.w.weight, before) and state.nonfinite == 1
 
 
@@ -133,16 +132,16 @@ def test_resume_auto_follows_progress_not_file_times(tmp_path):
     model = nn.Linear(2, 2)
     optimizer = torch.optim.AdamW(model.parameters())
     for name, step in (("checkpoint_00.pth", 50), ("checkpoint_01.pth", 100), ("checkpoint_last.pth", 120)):
-        state = utils.TrainState(epoch=step // 50, step=step % 50, global_step=step)
-        utils.save_checkpoint([tmp_path / name], model, optimizer, {}, state)
+        state = engine.TrainState(epoch=step // 50, step=step % 50, global_step=step)
+        engine.save_checkpoint([tmp_path / name], model, optimizer, {}, state)
     torch.save({"model": model.state_dict()}, tmp_path / "checkpoint_best.pth")  # weights only: passed over
     (tmp_path / "checkpoint_bad.pth").write_bytes(b"not a checkpoint")
     for age, name in enumerate(("checkpoint_last.pth", "checkpoint_01.pth", "checkpoint_00.pth")):
         os.utime(tmp_path / name, ns=(10**18 + age * 10**9, 10**18 + age * 10**9))  # the oldest file is furthest
-    assert utils.find_resume("auto", tmp_path) == tmp_path / "checkpoint_last.pth"
+    assert engine.find_resume("auto", tmp_path) == tmp_path / "checkpoint_last.pth"
     (tmp_path / "checkpoint_last.pth").unlink()
-    assert utils.find_resume("auto", tmp_path) == tmp_path / "checkpoint_01.pth"
-    assert utils.find_resume("auto", tmp_path / "empty") is None
+    assert engine.find_resume("auto", tmp_path) == tmp_path / "checkpoint_01.pth"
+    assert engine.find_resume("auto", tmp_path / "empty") is None
 
 
 def read_events(folder):

@@ -229,7 +229,7 @@ def test_cli_bad_input_is_named(setup, tmp_path, capsys):
     err = _run_error(["--checkpoint", ckpt, "--data", str(folder / "test.json"), "--index", "1"], capsys)
     assert "--index 1 is out of range" in err and "test.json holds 1 records" in err
     err = _run_error(["--checkpoint", str(setup["bare"]), "--image", image, "--caption", "a mass"], capsys)
-    assert "blip_style.pth carries no 'config'" in err and "--config" in err
+    assert "blip_style.pth carries no run config" in err and "--config" in err
     err = _run_error(["--checkpoint", str(tmp_path / "none.pth"), "--image", image, "--caption", "a"], capsys)
     assert "none.pth does not exist" in err
     assert "is not a matplotlib colormap" in _run_error(["--checkpoint", ckpt, "--image", image, "--caption", "a",

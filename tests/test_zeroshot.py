@@ -1,4 +1,4 @@
-"""Zero-shot classification (models/zeroshot.py), its metrics (models/metrics.py) and `vis.py classify`."""
+"""Zero-shot classification (models/zeroshot.py), its metrics (models/metrics.py) and `predict.py classify`."""
 from __future__ import annotations
 
 import copy
@@ -15,7 +15,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import vis  # noqa: E402
+import predict  # noqa: E402
 from configs import read_yaml  # noqa: E402
 from models import build_model, init_tokenizer  # noqa: E402
 from models import metrics  # noqa: E402
@@ -204,12 +204,12 @@ def test_baselines_of_chance_and_a_constant_predictor():
     assert base["chance"]["macro_f1"] == pytest.approx(expected)
 
 
-# -- vis.py classify -------------------------------------------------------------------------------------
+# -- predict.py classify ----------------------------------------------------------------------------------
 
 
 def test_classify_command_writes_probabilities_metrics_and_confusion(setup, tmp_path, capsys):
     folder, out = setup["folder"], tmp_path / "zs"
-    assert vis.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
+    assert predict.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
                      "--images", str(folder / "labelled.json"), "--out", str(out), "--device", "cpu",
                      "--itm_top_k", "2", "--calibrate", "self"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
@@ -227,7 +227,7 @@ def test_classify_command_writes_probabilities_metrics_and_confusion(setup, tmp_
     assert np.asarray(report["confusion_matrix"]).sum() == 5
     assert Image.open(out / "confusion.png").format == "PNG"
     # a folder without labels: probabilities only
-    assert vis.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
+    assert predict.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
                      "--images", str(folder / "images"), "--out", str(tmp_path / "plain"),
                      "--calibrate", str(folder / "images")]) == 0
     assert "accuracy" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -237,7 +237,7 @@ def test_classify_command_writes_probabilities_metrics_and_confusion(setup, tmp_
 def test_classify_refuses_labels_that_are_not_classes(setup, tmp_path, capsys):
     folder = setup["folder"]
     (tmp_path / "bad.json").write_text(json.dumps([{"image": str(folder / "images" / "0.png"), "label": "glioma"}]))
-    assert vis.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
+    assert predict.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
                      "--images", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")]) == 2
     assert "['glioma'] are not classes" in capsys.readouterr().err
 
