@@ -54,8 +54,18 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
             FileNotFoundError)
 
 
+def _write_failure(err: BaseException | None) -> OSError | None:
+    """The OSError of a failed write behind ``err`` (itself or what it was raised from), if any."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
 def is_write_failure(err: BaseException) -> bool:
-    return isinstance(err, OSError) and err.errno in WRITE_ERRNOS
+    return _write_failure(err) is not None
 
 
 def exit_code(err: BaseException, bad_input: tuple[type[BaseException], ...] = ()) -> int | None:
@@ -76,10 +86,11 @@ def exit_code(err: BaseException, bad_input: tuple[type[BaseException], ...] = (
 def one_line(err: BaseException) -> str:
     """The message of an error with an exit code: its own text, or for a failed write what failed and
     what to do."""
-    if is_write_failure(err):
-        target = f" {err.filename}" if getattr(err, "filename", None) else ""
-        return (f"cannot write{target}: {err.strerror or err}; the files written before are intact: free space "
-                f"(or fix the file system) and run the same command again to continue")
+    failure = _write_failure(err)
+    if failure is not None:
+        target = f" {failure.filename}" if failure.filename else ""
+        return (f"cannot write{target}: {failure.strerror or failure}; the files written before are intact: free "
+                f"space (or fix the file system) and run the same command again to continue")
     return str(err)
 
 
