@@ -69,13 +69,16 @@ def check_header(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None
     """Cheap pre-flight check of one image file: it exists, PIL knows its format, its size is within
     ``max_pixels`` and ``verify()`` finds its structure intact (for PNG every chunk and checksum, which
     catches truncation; for JPEG only the markers). Pixels are not decoded, so a few damaged JPEGs can
-    still fail later, where the training dataset replaces them. DICOM and NIfTI references are only
-    checked to exist (reading a volume is not cheap). Raises :class:`BadImageError`."""
+    still fail later, where the training dataset replaces them. DICOM and NIfTI references are checked
+    to exist and their size read from their headers (reading a volume is not cheap). Raises
+    :class:`BadImageError`."""
     from data import clinical
+    from data.volumes import check_size
 
     if clinical.is_clinical(path):
         if not clinical.exists(path):
             raise BadImageError(f"image file {path} does not exist")
+        check_size(clinical.split_ref(path)[0], max_pixels)
         return
     with open_image(path, max_pixels) as img:
         img.verify()
@@ -112,7 +115,7 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
     from data import clinical
 
     if clinical.is_clinical(path):
-        return clinical.load_clinical(path)
+        return clinical.load_clinical(path, max_pixels)
     # -- end clinical formats ---------------------------------------------------------------------------
     with open_image(path, max_pixels) as img:
         img.load()  # decode now, so that truncated files fail here rather than later
