@@ -39,7 +39,7 @@ from typing import Iterator, Sequence
 from data import adapters
 from data.captions import pre_caption
 from data.datasets import DatasetError, read_pairs, resolve_image
-from data.errors import run_command
+from data.errors import is_write_failure, run_command
 from data.files import FolderLock, atomic_write_json, remove_temp_files, temp_path
 from data.images import DEFAULT_MAX_PIXELS, BadImageError, image_exists, load_rgb, open_image, parse_pixel_limit, to_rgb
 from data.records import BadRecord
@@ -220,6 +220,8 @@ class ShardWriter:
         if self._tar is not None:
             try:
                 self._tar.close()
+            except OSError:  # a full disk fails the close too; the file is removed either way
+                pass
             finally:
                 self._tmp.unlink(missing_ok=True)
                 self._tar, self._tmp = None, None
@@ -265,8 +267,10 @@ def write_shards(files: Sequence[str | Path], out: Path, prefix: str = "shards",
             for p in problems[:20]:
                 log.warning("skipping %s", p)
             return writer.close(total, len(problems))
-        except BaseException:
+        except BaseException as err:
             writer.abort()  # the shard being written is incomplete; finished ones stay for a rerun
+            if is_write_failure(err) and not getattr(err, "filename", None):  # tarfile's errors name no file
+                raise OSError(err.errno, err.strerror, str(out)) from err
             raise
     finally:
         lock.release()
