@@ -119,6 +119,34 @@ def test_the_header_check_is_split_over_ranks(tmp_path, demo):
     assert all(s.samples == 8 and not s.fault and not s.bad for s in whole)
 
 
+def _scan_worker(rank: int, world: int, init_file: str, urls: list[str], results: str) -> None:
+    import torch.distributed as dist
+
+    from data.shard_check import preflight_shards, scan_shards
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        scans = scan_shards(urls, rank=rank, world_size=world, progress=False)
+        sizes = preflight_shards(urls, 0.01, rank=rank, world_size=world, progress=False)
+        Path(results, f"{rank}.json").write_text(json.dumps({"urls": [s.url for s in scans], "sizes": sizes}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ranks_scan_their_share_and_all_get_every_count(tmp_path, demo):
+    import torch.multiprocessing as mp
+
+    from data.shard_dataset import expand
+
+    info = write(demo, tmp_path / "s")
+    urls = expand([info["pattern"]])
+    mp.spawn(_scan_worker, args=(2, str(tmp_path / "init"), urls, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert got == {"urls": urls, "sizes": [8, 8, 8, 8]}
+
+
 def test_a_caption_that_is_not_utf8_is_a_bad_sample(tmp_path, demo, capsys):
     out = tmp_path / "s"
     info = write(demo, out)
