@@ -166,12 +166,15 @@ def scan_shard(url: str, claimed: int | None = None) -> ShardScan:
 
 def scan_shards(urls: Sequence[str], rank: int = 0, world_size: int = 1, workers: int = DEFAULT_WORKERS,
                 progress: bool | None = None) -> list[ShardScan]:
-    """Header scans of the local shards among ``urls``; with ``world_size`` > 1 this rank scans every
-    ``world_size``-th from ``rank`` and, when a process group is up, the ranks exchange their scans so
-    that every rank returns all of them, in the order of ``urls``."""
+    """Header scans of the local shards among ``urls``, in their order. With ``world_size`` > 1 and a
+    process group up, this rank scans every ``world_size``-th from ``rank`` and the ranks exchange their
+    scans, so that every rank returns all of them; without a process group it scans them all."""
+    import torch.distributed as dist
+
     claims = _claims(urls)
     local = [u for u in urls if _local(u) is not None]
-    mine = local[rank::world_size]
+    shared = world_size > 1 and dist.is_available() and dist.is_initialized()
+    mine = local[rank::world_size] if shared else local
     show = sys.stderr.isatty() if progress is None else progress
     t0 = time.monotonic()
     with ThreadPoolExecutor(max(1, workers)) as pool, \
@@ -180,22 +183,14 @@ def scan_shards(urls: Sequence[str], rank: int = 0, world_size: int = 1, workers
         for scan in pool.map(lambda u: scan_shard(u, claims.get(u)), mine):
             scans.append(scan)
             bar.update(1)
-    scans = _gathered(scans, world_size)
+    if shared:
+        found: list = [None] * dist.get_world_size()
+        dist.all_gather_object(found, scans)
+        scans = [s for part in found for s in part]
     log.info(f"checked the headers of {len(mine)} shard(s) in {time.monotonic() - t0:.1f} s"
-             + (f" (rank {rank} of {world_size})" if world_size > 1 else ""))
+             + (f" (rank {rank} of {world_size})" if shared else ""))
     order = {u: i for i, u in enumerate(urls)}
     return sorted(scans, key=lambda s: order[s.url])
-
-
-def _gathered(scans: list[ShardScan], world_size: int) -> list[ShardScan]:
-    """Every rank's scans, when a process group is up (each rank scanned its share)."""
-    import torch.distributed as dist
-
-    if world_size <= 1 or not (dist.is_available() and dist.is_initialized()):
-        return scans
-    found: list = [None] * dist.get_world_size()
-    dist.all_gather_object(found, scans)
-    return [s for part in found for s in part]
 
 
 def _listed(lines: list[str], limit: int = 10) -> str:
