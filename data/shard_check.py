@@ -36,10 +36,10 @@ from typing import Sequence
 from tqdm import tqdm
 
 from data.datasets import DatasetError
+from data.shard_dataset import IMAGE_KEYS, local_path, shard_sizes
 
 log = logging.getLogger("medvl")
 
-IMAGE_KEYS = ("jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp", "gif")
 DEFAULT_WORKERS = 16  # threads reading headers: file-system latency, not CPU
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's skipped metadata members
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key/extension split (base_plus_ext)
@@ -122,18 +122,12 @@ def tar_samples(path: Path) -> tuple[list[tuple[str, list[str]]], str]:
     return _grouped(names)[:-1], fault
 
 
-def _local(url: str) -> Path | None:
-    if url.startswith("file:"):
-        return Path(url[5:])
-    return None if url.startswith("pipe:") or "://" in url else Path(url)
-
-
 def _claims(urls: Sequence[str]) -> dict[str, int]:
     """sizes.json entries of the local shards' folders, by URL; a broken sizes.json is an error naming it."""
     tables: dict[Path, dict] = {}
     claims = {}
     for url in urls:
-        path = _local(url)
+        path = local_path(url)
         if path is None:
             continue
         sizes = path.parent / "sizes.json"
@@ -154,7 +148,7 @@ def _claims(urls: Sequence[str]) -> dict[str, int]:
 
 def scan_shard(url: str, claimed: int | None = None) -> ShardScan:
     """The header scan of one local shard."""
-    samples, fault = tar_samples(_local(url))
+    samples, fault = tar_samples(local_path(url))
     scan = ShardScan(url, len(samples), claimed, fault)
     for key, exts in samples:
         if not any(e in IMAGE_KEYS for e in exts):
@@ -172,7 +166,7 @@ def scan_shards(urls: Sequence[str], rank: int = 0, world_size: int = 1, workers
     import torch.distributed as dist
 
     claims = _claims(urls)
-    local = [u for u in urls if _local(u) is not None]
+    local = [u for u in urls if local_path(u) is not None]
     shared = world_size > 1 and dist.is_available() and dist.is_initialized()
     mine = local[rank::world_size] if shared else local
     show = sys.stderr.isatty() if progress is None else progress
@@ -211,8 +205,6 @@ def preflight_shards(urls: Sequence[str], max_bad_fraction: float, rank: int = 0
         raise DatasetError(f"{len(wrong)} shard(s) disagree with sizes.json: {_listed(wrong, 5)}")
     remote = [u for u in urls if u not in scans]
     if remote:
-        from data.shard_dataset import shard_sizes
-
         log.warning(f"{len(remote)} remote shard(s) are not checked before training; their counts come "
                     f"from sizes.json")
         remote_sizes = dict(zip(remote, shard_sizes(remote)))

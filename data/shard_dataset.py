@@ -53,7 +53,7 @@ def is_shard_spec(spec: str) -> bool:
     return spec.startswith("pipe:") or bool(_SHARD.search(spec)) or ("{" in spec and ".tar" in spec)
 
 
-def _local(url: str) -> Path | None:
+def local_path(url: str) -> Path | None:
     """The file a URL names on this machine, or None for ``pipe:`` and remote URLs."""
     if url.startswith("file:"):
         return Path(url[5:])
@@ -67,7 +67,7 @@ def expand(specs: Sequence[str]) -> list[str]:
     urls = []
     for spec in specs:
         for url in expand_urls(spec):
-            path = _local(url)
+            path = local_path(url)
             if path is not None and not path.is_file():
                 raise DatasetError(f"shard {url} (from train_file {spec!r}) does not exist")
             urls.append(url)
@@ -95,7 +95,7 @@ def _sizes_file(url: str) -> dict:
 
     folder = url.rsplit("/", 1)[0] if "/" in url else "."
     try:
-        path = _local(url)
+        path = local_path(url)
         if path is not None:
             sizes = path.parent / "sizes.json"
             return json.loads(sizes.read_text(encoding="utf-8")) if sizes.is_file() else {}

@@ -64,12 +64,10 @@ class PairSample:
 
 def outside(image: Path, file: Path, image_root: str | None) -> str:
     """Why ``image`` of the JSON list ``file`` may not go into a shard (it leaves the list's folder, or
-    ``image_root``), or "". Compared as written: ``..`` resolved, symbolic links not followed."""
-    root = Path(os.path.normpath(Path.cwd() / (image_root or file.parent)))
-    if root in Path(os.path.normpath(Path.cwd() / image)).parents:
-        return ""
-    return (f"image path {image} leaves {root}; pass --allow-outside if this list's paths are meant to point "
-            f"elsewhere")
+    ``image_root``), or "" (:func:`data.adapters.outside_reason`)."""
+    root = adapters.lexical(Path(image_root) if image_root else file.parent)
+    return adapters.outside_reason(str(image), [root], "pass --allow-outside if this list's paths are meant to "
+                                                        "point elsewhere")
 
 
 def pair_samples(files: Sequence[str | Path], image_root: str | None, problems: list[str],

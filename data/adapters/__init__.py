@@ -103,28 +103,29 @@ def roots(spec: str) -> list[Path]:
     if options.get("outside") == "allow":
         return []
     base = path if path.is_dir() else path.parent
-    found = [_lexical(base)]
+    found = [lexical(base)]
     if options.get("images"):
         folder = Path(options["images"])
-        found.append(_lexical(folder if folder.is_absolute() else base / folder))
+        found.append(lexical(folder if folder.is_absolute() else base / folder))
     return found
 
 
-def _lexical(path: Path) -> Path:
+def lexical(path: Path) -> Path:
     """``path`` made absolute with ``..`` resolved, symbolic links left alone."""
     return Path(os.path.normpath(Path.cwd() / path))
 
 
-def outside_reason(image: object, allowed: list[Path]) -> str:
-    """Why ``image`` may not be read (it leaves every folder of ``allowed``), or ""."""
+def outside_reason(image: object, allowed: list[Path],
+                   remedy: str = "add outside=allow to the spec if this dataset's paths are meant to point "
+                                 "elsewhere") -> str:
+    """Why ``image`` may not be read (it leaves every folder of ``allowed``, made :func:`lexical`), or ""."""
     if not allowed or not isinstance(image, str) or not image:
         return ""
-    path = _lexical(Path(image))
+    path = lexical(Path(image))
     if any(root in path.parents for root in allowed):
         return ""
     return (f"image path {image!r} leaves the dataset folder {allowed[0]}"
-            + (f" and images= {allowed[1]}" if len(allowed) > 1 else "")
-            + "; add outside=allow to the spec if this dataset's paths are meant to point elsewhere")
+            + (f" and images= {allowed[1]}" if len(allowed) > 1 else "") + f"; {remedy}")
 
 
 def read_pairs(spec: str, bad: list[BadRecord] | None = None) -> list[tuple[str, PairRecord]]:
