@@ -207,11 +207,11 @@ def preflight_shards(urls: Sequence[str], max_bad_fraction: float, rank: int = 0
     if remote:
         log.warning(f"{len(remote)} remote shard(s) are not checked before training; their counts come "
                     f"from sizes.json")
-        remote_sizes = dict(zip(remote, shard_sizes(remote)))
+    remote_sizes = dict(zip(remote, shard_sizes(remote))) if remote else {}
     problems = [f"{s.url}: {s.fault}; {s.lost} sample(s) lost" for s in scans.values() if s.fault]
     problems += [line for s in scans.values() for line in s.bad]
     bad = sum(s.lost + len(s.bad) for s in scans.values())
-    total = sum(s.samples + s.lost for s in scans.values()) + sum(remote_sizes.values() if remote else [])
+    total = sum(s.samples + s.lost for s in scans.values()) + sum(remote_sizes.values())
     for line in problems[:20]:
         log.warning(line)
     if total == 0:
@@ -221,5 +221,6 @@ def preflight_shards(urls: Sequence[str], max_bad_fraction: float, rank: int = 0
                            f"max_bad_fraction {max_bad_fraction:.1%}): {_listed(problems)}. Run "
                            f"`python -m data.check` on the shards for the full list")
     if bad:
-        log.warning(f"{bad} of {total} shard samples are bad; they are replaced and counted during training")
+        log.warning(f"{bad} of {total} shard samples are bad: lost ones are left out of the epoch, the others "
+                    f"replaced and counted when they are read")
     return [scans[u].samples if u in scans else remote_sizes[u] for u in urls]
