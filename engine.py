@@ -22,8 +22,9 @@ import torch.distributed as dist
 from data.files import atomic_copy, atomic_write
 from models.checkpoint import load_state
 from models.distributed import all_reduce_sum, get_rank, get_world_size, is_dist, is_main
-from utils import (CheckpointWriteError, DistInfo, MetricLogger, OutputDirRefused, Preempted, RunLog,
-                   TrainingDataError, alpha_at, lr_at, rng_state, set_lr, set_rng_state)
+from data.errors import RunFolderError
+from utils import (CheckpointWriteError, DistInfo, MetricLogger, Preempted, RunLog, TrainingDataError, alpha_at, lr_at,
+                   rng_state, set_lr, set_rng_state)
 
 log = logging.getLogger("medvl")
 
@@ -146,7 +147,7 @@ def newest_checkpoint(output_dir: str | Path) -> Path | None:
         else:
             found.append((step, path.stat().st_mtime_ns, path))
     if unusable and not found:
-        raise OutputDirRefused(f"--resume auto: no checkpoint in {output_dir} can be resumed from ({', '.join(unusable)}: "
+        raise RunFolderError(f"--resume auto: no checkpoint in {output_dir} can be resumed from ({', '.join(unusable)}: "
                            f"corrupt or not training checkpoints); name one with --resume PATH, move them away, "
                            f"or start afresh in another --output_dir")
     return max(found)[2] if found else None

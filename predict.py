@@ -29,7 +29,7 @@ log = logging.getLogger("medvl")
 class UsageError(ValueError):
     """A command-line value that cannot be used; the message names the option."""
 
-    exit_code = 2
+    exit_code = 2  # data.errors.BAD_INPUT (not imported: --help stays fast)
 
 
 def parser_for(command: str, description: str, images_required: bool = True) -> argparse.ArgumentParser:
@@ -242,13 +242,12 @@ def embed(argv: list[str]) -> int:
 
 def read_index(folder: Path) -> dict:
     """``index.json`` of an ``embed`` folder; a missing or broken file is named."""
+    from data.files import read_json
+
     path = folder / "index.json"
     if not path.is_file():
         raise UsageError(f"--index {folder} holds no index.json: build it with predict.py embed")
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path} is not valid JSON ({e}): build the index again with predict.py embed") from None
+    index = read_json(path, "index file")
     if not isinstance(index, dict):
         raise UsageError(f"{path} must hold a JSON object, as predict.py embed writes it")
     return index

@@ -29,6 +29,7 @@ from data.figures.merge import merge_folders
 from data.figures.ocr import BACKENDS, OcrError, make_ocr
 from data.figures.split import SplitOptions
 from data.figures.splits import parse_fractions
+from data.errors import exit_code, one_line
 from data.files import FolderLockedError, JsonListError
 from data.images import DEFAULT_MAX_PIXELS, parse_pixel_limit
 from data.records import BadRecord, FailedFigure, FigureRecord, read_records
@@ -145,6 +146,16 @@ def job_from_args(args: argparse.Namespace) -> SplitJob:
                     progress=not args.no_progress, shards=args.shards, shard_size=args.shard_size)
 
 
+def _refused(err: Exception) -> int:
+    """Log a refusal or a failed write in one line and return its exit code (data/errors.py); any other
+    OSError is re-raised with its traceback."""
+    code = exit_code(err) or (2 if not isinstance(err, OSError) else None)
+    if code is None:
+        raise err
+    log.error("%s", one_line(err))
+    return code
+
+
 def merge_main(argv: list[str]) -> int:
     args = parse_merge_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -154,9 +165,8 @@ def merge_main(argv: list[str]) -> int:
             raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}")
         summary = merge_folders([Path(f) for f in args.folders], Path(args.out), fractions, args.seed,
                                 args.shard_size if args.shards else None)
-    except (ValueError, FolderLockedError) as e:
-        log.error("%s", e)
-        return 2
+    except (ValueError, FolderLockedError, OSError) as e:
+        return _refused(e)
     log.info("summary: %s", json.dumps(summary))
     return 0
 
@@ -181,9 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = _run(job, figures, unreadable, ocr)
-    except (OcrError, ValueError, FolderLockedError) as e:  # ManifestError, DatasetError are ValueErrors
-        log.error("%s", e)
-        return 2
+    except (OcrError, ValueError, FolderLockedError, OSError) as e:  # ManifestError, DatasetError are ValueErrors
+        return _refused(e)
     except KeyboardInterrupt:
         log.warning("interrupted; run the same command again to resume")
         return 130

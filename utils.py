@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 from collections import defaultdict, deque
 from collections.abc import Mapping
@@ -26,7 +25,9 @@ import torch
 import torch.distributed as dist
 
 from configs import ConfigError, dump_yaml, load_config
-from data.files import FolderLock, FolderLockedError, append_jsonl, atomic_write_text, remove_temp_files
+from data import errors
+from data.errors import RunFolderError
+from data.files import FolderLock, append_jsonl, atomic_write_text, remove_temp_files
 from models.distributed import all_reduce_sum, is_dist, is_main
 
 log = logging.getLogger("medvl")
@@ -415,7 +416,7 @@ def claim_output_dir(out: Path, resume_arg: str | None, overwrite: bool) -> Fold
     existing = sorted(p.name for p in out.glob("checkpoint_*.pth"))
     if existing and not resume_arg and not overwrite:
         lock.release()
-        raise OutputDirRefused(f"{out} already holds checkpoints of a run ({', '.join(existing[:4])}"
+        raise RunFolderError(f"{out} already holds checkpoints of a run ({', '.join(existing[:4])}"
                            f"{', ...' if len(existing) > 4 else ''}): continue it with --resume auto, choose "
                            f"another --output_dir, or pass --overwrite to start afresh and replace them")
     for leftover in remove_temp_files(out):
@@ -470,69 +471,33 @@ def save_config(config: Mapping, path: str | Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-# What a run's exit status means; docs/reliability.md lists them with their causes. A refusal prints one line
-# naming the file, key or folder; only an unexpected error (a bug) prints a traceback (exit 1).
-EXIT_BAD_INPUT = 2  # a config, dataset, checkpoint, image or option that cannot be used
-EXIT_DATA = 65  # EX_DATAERR: the data went bad while training (unreadable records, non-finite losses)
-EXIT_OUTPUT = 73  # EX_CANTCREAT: output_dir refused (held by another run, another run's checkpoints, none usable)
-EXIT_IO = 74  # EX_IOERR: a checkpoint could not be written (a full disk, a lost mount)
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on request with a checkpoint written; rerun with --resume auto
-
-
 class Preempted(Exception):
     """SIGTERM or SIGINT arrived; every rank wrote ``checkpoint_last.pth`` at a step boundary, or with the
     end-of-epoch checkpoint when the request came during the epoch's own work (retrieval's evaluation)."""
 
-
-class OutputDirRefused(RuntimeError):
-    """``output_dir`` cannot take this run: it holds another run's checkpoints, or none it can resume from."""
+    exit_code = errors.PREEMPTED
 
 
 class TrainingDataError(RuntimeError):
     """Training met more bad data than the config allows: unreadable records, non-finite losses."""
 
+    exit_code = errors.BAD_DATA
+
 
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written; the previous one under that name is intact."""
 
-
-def exit_code(error: BaseException) -> int | None:
-    """The exit status for ``error``, or None for an unexpected error (a bug: keep its traceback). An
-    exception class may carry its own ``exit_code`` (the scripts' usage errors do)."""
-    from data.adapters import AdapterError
-    from data.datasets import DatasetError
-    from data.files import JsonListError
-    from data.images import BadImageError
-    from models.checkpoint import CheckpointError
-    from models.config import ModelSetupError
-
-    own = getattr(type(error), "exit_code", None)
-    if isinstance(own, int):
-        return own
-    table = [((ConfigError, DatasetError, JsonListError, AdapterError, BadImageError, ModelSetupError, CheckpointError,
-               FileNotFoundError), EXIT_BAD_INPUT),
-             ((TrainingDataError, FloatingPointError), EXIT_DATA),
-             ((OutputDirRefused, FolderLockedError), EXIT_OUTPUT),
-             ((CheckpointWriteError,), EXIT_IO),
-             ((Preempted,), EXIT_PREEMPTED)]
-    return next((code for kinds, code in table if isinstance(error, kinds)), None)
+    exit_code = errors.WRITE_FAILED
 
 
 def run_cli(main: Callable[[], int], prog: str) -> int:
-    """A script's entry point: ``main()``'s status, or the status of what it raised (:func:`exit_code`),
-    with the message on one line; a stop on request is a warning, not an error. A collective that timed
-    out says which key sets the limit. Anything else keeps its traceback."""
+    """A script's entry point: ``main()``'s status, or the status of what it raised (the table of
+    ``data/errors.py``), with the message on one line. A collective that timed out says which key sets
+    the limit. Anything else keeps its traceback."""
     try:
-        return main()
-    except Exception as e:  # noqa: BLE001  (re-raised below unless it is one of the project's refusals)
-        code = exit_code(e)
-        if code == EXIT_PREEMPTED:
-            log.warning(str(e))
-        elif code is not None:
-            print(f"{prog}: error: {e}", file=sys.stderr)
-        else:
-            if isinstance(e, RuntimeError) and "timeout" in str(e).lower().replace("timed out", "timeout"):
-                log.error(f"{prog}: a collective waited longer than dist_timeout_s for the other processes "
-                          f"(a rank is dead or frozen): {e}")
-            raise
-        return code
+        return errors.run_command(main, prog)
+    except RuntimeError as e:
+        if "timeout" in str(e).lower().replace("timed out", "timeout"):
+            log.error(f"{prog}: a collective waited longer than dist_timeout_s for the other processes "
+                      f"(a rank is dead or frozen): {e}")
+        raise

@@ -37,7 +37,7 @@ BOOKKEEPING = {"epoch", "step", "global_step", "bad_records", "epoch_time_s", "b
 class VisError(ValueError):
     """Bad input to vis.py; the message names the file, key or option."""
 
-    exit_code = 2
+    exit_code = 2  # data.errors.BAD_INPUT (not imported: --help stays fast)
 
 
 # -- attention maps -----------------------------------------------------------------------------------

@@ -4,13 +4,15 @@
     python -m data.check "datasets/pmc/shards/shards-{000000..000123}.tar"
 
 WebDataset shards (any ``train_file`` shard pattern) are read sample by sample: a sample is bad when it
-has no image, an empty caption or an image that cannot be decoded; a shard that cannot be read to its
-end (truncated, not a tar) is named with the number of samples read before the fault.
+has no image, an empty caption or one that is not UTF-8, or an image that cannot be decoded; a shard
+that is not whole (truncated, empty, not a tar) is named with what it still holds, and a ``sizes.json``
+entry that its tar contradicts is named with both counts.
 
 A record is bad when it is not an object with an ``image`` path, its image is missing, cannot be decoded
 (truncated, not an image) or has more pixels than ``--max-image-pixels`` (a decompression bomb), or its
 caption is empty after cleaning. Counts are of records: 100 records that share one broken image are 100
-bad records. Exit status 1 when any is bad.
+bad records. Exit status 1 when any is bad, 2 when an input cannot be read at all (see
+:mod:`data.errors`).
 
 The same module holds the pre-flight check that training runs before its first step
 (:func:`check_images`): the header of every distinct image, read in parallel threads (``Image.open`` and
@@ -30,6 +32,7 @@ from typing import Callable, Iterable, Sequence
 from tqdm import tqdm
 
 from data.datasets import DatasetError, load_pairs
+from data.errors import BAD_INPUT
 from data.images import DEFAULT_MAX_PIXELS, BadImageError, check_header, load_rgb, parse_pixel_limit
 
 log = logging.getLogger("medvl")
@@ -134,13 +137,24 @@ def decode_problems(pairs, workers: int = 4, max_pixels: int = DEFAULT_MAX_PIXEL
 
 
 def shard_problems(specs: Sequence[str], max_words: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, list[str]]:
-    """(samples read, one message per bad sample or unreadable shard) over the shards of ``specs``. A shard
-    that holds fewer samples than its ``sizes.json`` entry says was cut short (tar streams end quietly)."""
+    """(samples read, one message per bad sample or shard) over the shards of ``specs``: every sample is
+    decoded; the tar headers of local shards say whether a shard is whole and whether ``sizes.json``
+    counts it right (:mod:`data.shard_check`); remote shards are checked against their ``sizes.json``
+    count only (tar streams end quietly where they are cut)."""
+    from data.shard_check import scan_shards
     from data.shard_dataset import expand, open_sample, raw_samples, shard_sizes
 
     urls = expand(specs)
+    scans = {s.url: s for s in scan_shards(urls)}
+    remote = [u for u in urls if u not in scans]
+    expected = dict(zip(remote, shard_sizes(remote)))
     count, problems = 0, []
-    for url, expected in zip(urls, shard_sizes(urls)):
+    for url in urls:
+        scan = scans.get(url)
+        if scan is not None and scan.mismatch:
+            problems.append(scan.mismatch)
+        if scan is not None and scan.fault:
+            problems.append(f"{url}: {scan.fault}; {scan.samples} whole sample(s), {scan.lost} lost")
         read, fault = 0, ""
         try:
             for sample in raw_samples(url):
@@ -151,8 +165,9 @@ def shard_problems(specs: Sequence[str], max_words: int, max_pixels: int = DEFAU
                     problems.append(f"{url}#{sample.get('__key__')}: {e}")
         except Exception as e:  # a corrupt tar: webdataset raises from deep inside tarfile
             fault = f" ({type(e).__name__}: {e})"
-        if fault or read < expected:
-            problems.append(f"{url}: unreadable after {read} of {expected} samples{fault}")
+        if (scan is None and (fault or read < expected[url])) or (scan is not None and fault and not scan.fault):
+            total = expected[url] if scan is None else scan.samples
+            problems.append(f"{url}: unreadable after {read} of {total} samples{fault}")
         count += read
     return count, problems
 
@@ -182,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         problems = _check_shards(shards, args) if shards else []
         pairs, list_problems = load_pairs(lists, args.image_root, args.max_words) if lists else ([], [])
     except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"data.check: error: {e}", file=sys.stderr)
+        return BAD_INPUT
     problems += list_problems + decode_problems(pairs, args.workers, args.max_image_pixels)
     for p in problems:
         print(p)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data.images import BadImageError
+from data.images import DEFAULT_MAX_PIXELS, BadImageError
 from data.volumes import Volume, kind_of, read_volume
 
 CT_WINDOWS = {"brain": (40.0, 80.0), "subdural": (75.0, 215.0), "bone": (600.0, 2800.0)}
@@ -184,10 +184,11 @@ def _intensity(vol: Volume, slice2d: np.ndarray, choice: Choice) -> np.ndarray:
     return 255.0 - out if vol.invert else out
 
 
-def load_clinical(ref: str | os.PathLike) -> Image.Image:
-    """An 8-bit RGB slice of a DICOM file/series or NIfTI volume; ``ref`` may carry ``#choices``."""
+def load_clinical(ref: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An 8-bit RGB slice of a DICOM file/series or NIfTI volume; ``ref`` may carry ``#choices``. A volume
+    larger than ``max_pixels`` allows is refused from its header (:func:`data.volumes.check_size`)."""
     path, choice = split_ref(ref)
-    vol = read_volume(path)
+    vol = read_volume(path, max_pixels)
     if vol.rgb is not None:
         return Image.fromarray(vol.rgb, mode="RGB")
     plane = plane_of(vol, choice)
@@ -208,12 +209,12 @@ def load_clinical(ref: str | os.PathLike) -> Image.Image:
     return img.convert("RGB")
 
 
-def expand(ref: str | os.PathLike) -> list[str]:
+def expand(ref: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[str]:
     """``vol.nii.gz#axial:all`` -> one reference per slice; any other reference -> [itself]."""
     path, choice = split_ref(ref)
     if choice.index != "all":
         return [os.fspath(ref)]
-    vol = read_volume(path)
+    vol = read_volume(path, max_pixels)
     plane = plane_of(vol, choice)
     return [f"{path}#{Choice(plane, i, choice.window, choice.percentiles).suffix()}"
             for i in range(num_slices(vol, plane))]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
@@ -19,7 +19,7 @@ TMP_PREFIX = ".tmp-"
 
 
 class JsonListError(ValueError):
-    """A JSON list file that is missing, not JSON, or not a list; the message names the file."""
+    """A JSON file that is missing, not JSON, or not of the expected shape; the message names the file."""
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -37,12 +37,21 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def temp_path(target: str | os.PathLike) -> Path:
-    """A fresh hidden temporary path beside ``target`` (same folder, so the rename is atomic)."""
+    """A fresh hidden temporary file beside ``target`` (same folder, so the rename is atomic).
+
+    It is created with mode 0666 less the umask, as ``open()`` would create ``target`` itself: the renamed
+    file must keep the permissions the user's umask gives (a shared cluster folder), not mkstemp's 0600."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{TMP_PREFIX}{target.name}.", suffix=target.suffix)
-    os.close(fd)
-    return Path(tmp)
+    for _ in range(100):
+        tmp = target.parent / f"{TMP_PREFIX}{target.name}.{secrets.token_hex(4)}{target.suffix}"
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {target}")
 
 
 def _commit(tmp: Path, target: Path) -> None:
@@ -150,15 +159,20 @@ def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def read_json_list(path: str | os.PathLike, what: str = "dataset file") -> list:
-    """The JSON list in ``path``; a missing file, bad JSON or another top-level type is a JsonListError."""
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """The JSON value in ``path``; a missing file or bad JSON is a JsonListError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise JsonListError(f"{what} {path} does not exist")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise JsonListError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+def read_json_list(path: str | os.PathLike, what: str = "dataset file") -> list:
+    """The JSON list in ``path``; a missing file, bad JSON or another top-level type is a JsonListError."""
+    data = read_json(path, what)
     if not isinstance(data, list):
         raise JsonListError(f"{what} {path} must hold a JSON list of records, not a {type(data).__name__}")
     return data

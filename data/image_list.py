@@ -79,10 +79,11 @@ def _from_folder(folder: Path) -> list[Item]:
 
 
 def collect(sources: Sequence[str], choice: str | None = None, image_root: str | None = None,
-            label_key: str = "label") -> list[Item]:
+            label_key: str = "label", max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Item]:
     """Items of every source, in order, with volumes' ``all`` slice choices expanded.
 
     ``choice`` (e.g. ``axial:all,window=bone``) applies to every clinical image that has none of its own.
+    A volume larger than ``max_pixels`` allows is refused from its header before it is expanded.
     """
     if choice:
         clinical.parse_choice(choice)  # fail on a typo before reading anything
@@ -101,7 +102,7 @@ def collect(sources: Sequence[str], choice: str | None = None, image_root: str |
             raise DatasetError(f"{src} is neither an image, a folder nor a JSON list that exists")
         for item in found:
             ref = with_choice(item.image, choice)
-            refs = clinical.expand(ref) if clinical.is_clinical(ref) else [ref]
+            refs = clinical.expand(ref, max_pixels) if clinical.is_clinical(ref) else [ref]
             items.extend(Item(r, item.label, item.captions) for r in refs)
     if not items:
         raise DatasetError(f"no image in {list(sources)}")

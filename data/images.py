@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -38,15 +38,20 @@ def _too_large(path: Path, size: tuple[int, int] | None, max_pixels: int, detail
 
 
 @contextmanager
-def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
+def open_image(path: str | Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS,
+               name: str | Path | None = None) -> Iterator[Image.Image]:
     """``Image.open`` (the header only, nothing decoded) with the pixel count checked against
     ``max_pixels``; every failure, inside the ``with`` block too, becomes :class:`BadImageError` naming
-    the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadImageError(f"image file {path} does not exist")
+    the file. ``path`` may be an open binary file (bytes already read), with ``name`` for messages."""
+    source = path
+    if hasattr(path, "read"):
+        path = Path(name or "<bytes>")
+    else:
+        path = source = Path(path)
+        if not path.is_file():
+            raise BadImageError(f"image file {path} does not exist")
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             if img.width * img.height > max_pixels:
                 raise _too_large(path, img.size, max_pixels)
             yield img
@@ -54,7 +59,9 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterat
         raise
     except Image.DecompressionBombError as e:  # above PIL's own ceiling: refused inside Image.open
         raise _too_large(path, None, max_pixels, str(e).split(" exceeds")[0]) from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+    except UnidentifiedImageError as e:
+        raise BadImageError(f"image file {path} cannot be decoded: not in an image format PIL reads") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise BadImageError(f"image file {path} cannot be decoded: {e}") from e
 
 
@@ -62,13 +69,16 @@ def check_header(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None
     """Cheap pre-flight check of one image file: it exists, PIL knows its format, its size is within
     ``max_pixels`` and ``verify()`` finds its structure intact (for PNG every chunk and checksum, which
     catches truncation; for JPEG only the markers). Pixels are not decoded, so a few damaged JPEGs can
-    still fail later, where the training dataset replaces them. DICOM and NIfTI references are only
-    checked to exist (reading a volume is not cheap). Raises :class:`BadImageError`."""
+    still fail later, where the training dataset replaces them. DICOM and NIfTI references are checked
+    to exist and their size read from their headers (reading a volume is not cheap). Raises
+    :class:`BadImageError`."""
     from data import clinical
+    from data.volumes import check_size
 
     if clinical.is_clinical(path):
         if not clinical.exists(path):
             raise BadImageError(f"image file {path} does not exist")
+        check_size(clinical.split_ref(path)[0], max_pixels)
         return
     with open_image(path, max_pixels) as img:
         img.verify()
@@ -105,7 +115,7 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
     from data import clinical
 
     if clinical.is_clinical(path):
-        return clinical.load_clinical(path)
+        return clinical.load_clinical(path, max_pixels)
     # -- end clinical formats ---------------------------------------------------------------------------
     with open_image(path, max_pixels) as img:
         img.load()  # decode now, so that truncated files fail here rather than later

@@ -13,10 +13,13 @@ another pass over its shards. Inside a reader a shuffle buffer (seeded, ``shard_
 default 1000) mixes neighbouring samples. So the order is a fixed function of (shards, seed, epoch, processes,
 batch size, loader workers), and a resumed epoch skips exactly the batches the killed run had finished.
 
-Bad samples are handled as in the JSON datasets: a sample whose image does not decode or whose
-caption is empty is replaced by the reader's previous good sample and counted in ``bad``; samples
-lost to a truncated or unreadable shard (its count known from ``sizes.json``) are counted too. The
-epoch's count is checked against ``max_bad_fraction`` at its end, as for JSON lists.
+Before step one, :func:`data.shard_check.preflight_shards` counts every local shard's samples from its
+tar headers (a ``sizes.json`` that disagrees stops the run), and counts truncated shards and samples
+without an image or caption against ``max_bad_fraction``. During the epoch, bad samples are handled as
+in the JSON datasets: a sample whose image does not decode or whose caption is empty or not UTF-8 is
+replaced by the reader's previous good sample and counted in ``bad``; samples lost to a shard that
+became unreadable are counted too. The epoch's count is checked against ``max_bad_fraction`` at its
+end, as for JSON lists.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ def is_shard_spec(spec: str) -> bool:
     return spec.startswith("pipe:") or bool(_SHARD.search(spec)) or ("{" in spec and ".tar" in spec)
 
 
-def _local(url: str) -> Path | None:
+def local_path(url: str) -> Path | None:
     """The file a URL names on this machine, or None for ``pipe:`` and remote URLs."""
     if url.startswith("file:"):
         return Path(url[5:])
@@ -64,7 +67,7 @@ def expand(specs: Sequence[str]) -> list[str]:
     urls = []
     for spec in specs:
         for url in expand_urls(spec):
-            path = _local(url)
+            path = local_path(url)
             if path is not None and not path.is_file():
                 raise DatasetError(f"shard {url} (from train_file {spec!r}) does not exist")
             urls.append(url)
@@ -92,7 +95,7 @@ def _sizes_file(url: str) -> dict:
 
     folder = url.rsplit("/", 1)[0] if "/" in url else "."
     try:
-        path = _local(url)
+        path = local_path(url)
         if path is not None:
             sizes = path.parent / "sizes.json"
             return json.loads(sizes.read_text(encoding="utf-8")) if sizes.is_file() else {}
@@ -273,7 +276,10 @@ def open_sample(sample: dict, max_words: int, max_pixels: int = DEFAULT_MAX_PIXE
     ext = next((k for k in IMAGE_KEYS if k in sample), None)
     if ext is None:
         raise ValueError("no image")
-    caption = pre_caption(sample.get("txt", b"").decode("utf-8", "replace"), max_words)
+    try:
+        caption = pre_caption(sample.get("txt", b"").decode("utf-8"), max_words)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"the caption is not UTF-8 text ({err})") from None
     if not caption:
         raise ValueError("empty caption")
     try:
@@ -348,8 +354,10 @@ def shard_train_loader(config: dict, specs: Sequence[str], transform: Callable, 
     if not_shards:
         raise DatasetError(f"train_file mixes shards and JSON lists ({not_shards[:3]}); convert the JSON lists "
                            f"with `python -m data.shards` or list them in another run")
+    from data.shard_check import preflight_shards
+
     urls = expand(specs)
-    sizes = shard_sizes(urls)
+    sizes = preflight_shards(urls, config["max_bad_fraction"], rank, world_size)
     stream = ShardPairStream(urls, sizes, transform, config["max_words"], config["seed"], world_size, rank, batch_size,
                              shuffle_buffer=config.get("shard_shuffle_buffer", SHUFFLE_BUFFER),
                              max_pixels=config.get("max_image_pixels", DEFAULT_MAX_PIXELS))

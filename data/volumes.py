@@ -1,6 +1,13 @@
 """Reading DICOM files and series folders (pydicom) and NIfTI volumes (nibabel) into one :class:`Volume`:
 voxel values after RescaleSlope/RescaleIntercept, reordered to RAS+ where the file has geometry.
 
+Size limits are read from the headers before any voxel is (:func:`check_size`): every slice the volume
+can give must have at most ``max_pixels`` pixels (the ``max_image_pixels`` key, as for PNG and JPEG), and
+the whole volume at most ``VOLUME_FACTOR`` times as many voxels (read as float32: about 2.9 GB at the
+default, a 512x512 CT of 2,700 slices), so that a small compressed file cannot expand into gigabytes.
+A volume whose affine gives no orientation (all zero, or singular), or that holds no finite value, is a
+:class:`BadImageError` naming the file, like any unreadable image.
+
 The slices, windows and display convention built on top are in :mod:`data.clinical`.
 """
 from __future__ import annotations
@@ -12,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from data.images import BadImageError
+from data.images import DEFAULT_MAX_PIXELS, BadImageError
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm"}
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+VOLUME_FACTOR = 4  # whole-volume voxels allowed per max_image_pixels
 
 
 def has_dicom_preamble(path: Path) -> bool:
@@ -63,12 +71,16 @@ class Volume:
         return self._ranges[percentiles]
 
 
-def _to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
+def _to_ras(data: np.ndarray, affine: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Reorder/flip the axes of (X, Y, Z) data so that they run to patient Right, Anterior, Superior."""
     from nibabel.orientations import apply_orientation, io_orientation
 
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(0))
     ornt = io_orientation(affine)
+    if not np.isfinite(affine).all() or np.isnan(ornt).any() or not spacing.all():
+        raise BadImageError(f"{path}: its affine gives no orientation (a zero or singular matrix: "
+                            f"{np.round(affine[:3, :3], 3).tolist()}), so left and right cannot be told apart; "
+                            f"fix the header's sform/qform (e.g. with nibabel or fslorient)")
     out = np.ascontiguousarray(apply_orientation(data, ornt))
     ras_spacing = [0.0, 0.0, 0.0]
     for axis, (target, _) in enumerate(ornt):
@@ -93,8 +105,11 @@ def read_nifti(path: Path) -> Volume:
     if data.ndim != 3:
         raise BadImageError(f"NIfTI file {path} is a {data.ndim}-D volume of shape {data.shape}; only 3-D volumes "
                             f"are read: take one volume first (e.g. nibabel.four_to_three or fslroi)")
-    data = np.nan_to_num(data, nan=float(np.nanmin(data)) if np.isfinite(data).any() else 0.0)
-    data, spacing = _to_ras(data, img.affine)
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise BadImageError(f"NIfTI file {path} holds no finite value (every voxel is NaN or infinite)")
+    data = np.where(finite, data, np.float32(data[finite].min()))  # NaN/inf voxels show as the darkest
+    data, spacing = _to_ras(data, img.affine, path)
     return Volume(data, spacing, oriented=True)
 
 
@@ -169,7 +184,7 @@ def _dicom_volume(slices: list[np.ndarray], datasets: list, path: Path) -> Volum
     affine[:3, 0], affine[:3, 1], affine[:3, 2] = row_dir * col_mm, col_dir * row_mm, normal * (step or 1.0)
     affine[:3, 3] = geo[0][2]
     affine[:2] *= -1  # DICOM's patient axes are LPS; RAS flips x and y
-    data, spacing = _to_ras(data, affine)
+    data, spacing = _to_ras(data, affine, path)
     return Volume(data, spacing, oriented=True, modality=modality, invert=invert)
 
 
@@ -212,6 +227,56 @@ def read_series(folder: Path) -> Volume:
     return _dicom_volume([s[0] for s in slices], datasets, folder)
 
 
+def _too_large(path: Path, shape: tuple[int, ...], max_pixels: int) -> str:
+    """Why a volume of ``shape`` (X, Y, Z) is refused, or ""."""
+    x, y, z = (list(shape) + [1, 1, 1])[:3]
+    slice_pixels = max(x * y, x * z, y * z)
+    voxels = x * y * z
+    if slice_pixels > max_pixels:
+        return (f"{path} is too large: {x}x{y}x{z} voxels give slices of {slice_pixels:,} pixels, more than "
+                f"max_image_pixels {max_pixels:,}")
+    if voxels > VOLUME_FACTOR * max_pixels:
+        return (f"{path} is too large: {x}x{y}x{z} = {voxels:,} voxels, more than {VOLUME_FACTOR} x "
+                f"max_image_pixels = {VOLUME_FACTOR * max_pixels:,}")
+    return ""
+
+
+def _header_shape(path: Path, kind: str) -> tuple[int, ...]:
+    """The voxel grid of a volume from its header alone (no pixel data read)."""
+    if kind == "nifti":
+        try:
+            import nibabel as nib
+
+            shape = nib.load(str(path)).shape
+        except ImportError:
+            raise BadImageError(f"{path}: reading NIfTI needs nibabel (pip install nibabel)") from None
+        except Exception as e:  # nibabel's errors for a header it cannot read
+            raise BadImageError(f"NIfTI file {path} cannot be read: {e}") from e
+        return tuple(int(n) for n in shape[:3]) + ((int(np.prod(shape[3:])),) if len(shape) > 3 else ())
+    files = [path] if kind == "dicom" else sorted(p for p in path.iterdir() if p.is_file() and (
+        p.name.lower().endswith(DICOM_SUFFIXES) or has_dicom_preamble(p)))
+    rows = cols = frames = 0
+    for f in files:
+        ds = _dcmread(f, stop_before_pixels=True)
+        rows, cols = max(rows, int(getattr(ds, "Rows", 0) or 0)), max(cols, int(getattr(ds, "Columns", 0) or 0))
+        frames += int(getattr(ds, "NumberOfFrames", 1) or 1)
+    return cols, rows, frames
+
+
+def check_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse, from its header, a volume too large to read (see the module docstring)."""
+    p = Path(path)
+    kind = kind_of(p)
+    if kind is None:
+        return
+    shape = _header_shape(p, kind)
+    if len(shape) > 3:  # a 4-D volume: read_nifti names it; its first three axes are what is read
+        shape = shape[:3]
+    reason = _too_large(p, shape, max_pixels)
+    if reason:
+        raise BadImageError(reason + " (a decompression bomb, or a scan to downsample or crop first)")
+
+
 @functools.lru_cache(maxsize=2)
 def _read_cached(path: str, mtime: float) -> Volume:
     p = Path(path)
@@ -223,10 +288,12 @@ def _read_cached(path: str, mtime: float) -> Volume:
     return read_dicom(p)
 
 
-def read_volume(path: str | os.PathLike) -> Volume:
+def read_volume(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Volume:
     """The volume of a DICOM file or series folder or NIfTI file (the last two read are kept in memory,
-    so that slices of one volume do not re-read it)."""
+    so that slices of one volume do not re-read it); its size is checked against ``max_pixels`` from
+    the header first (:func:`check_size`)."""
     p = Path(path)
     if not p.exists():
         raise BadImageError(f"image file {p} does not exist")
+    check_size(p, max_pixels)
     return _read_cached(str(p), p.stat().st_mtime)

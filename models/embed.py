@@ -51,6 +51,8 @@ def rank(queries: Tensor, bank: Tensor, k: int = 10) -> tuple[Tensor, Tensor]:
 
     Both sides are expected L2-normalised (as :func:`embed_images` and :func:`embed_texts` give them).
     """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"the number of results k must be a whole number of at least 1, got {k!r}")
     if queries.dim() == 1:
         queries = queries[None]
     if queries.shape[1] != bank.shape[1]:

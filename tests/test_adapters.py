@@ -14,6 +14,7 @@ import pretrain
 from data import adapters
 from data.adapters.__main__ import main as adapters_main
 from data.datasets import DatasetError, RetrievalEvalDataset, load_pairs
+from tests.test_adapter_layouts import medicat_line
 from tiny import demo_set, tiny_config
 from utils import save_config
 
@@ -88,17 +89,7 @@ def test_medicat_figures_and_subfigure_annotations(tmp_path, fixtures_dir):
     name = "5f2d2f2ffbd20c7ff3ac30d514da54ee5bd825b4_1-Figure1-1.png"
     (tmp_path / "figures").mkdir()
     shutil.copy(fixtures_dir / "image_caption" / name, tmp_path / "figures" / name)
-    text = "(A) Brain CT shows a bleed. (B) Diffusion MRI shows restriction."
-    tokens, at = [], 0
-    for word in "(A) Brain CT shows a bleed . (B) Diffusion MRI shows restriction .".split():
-        at = text.index(word, at)
-        tokens.append({"text": word, "start": at, "end": at + len(word), "id": len(tokens)})
-        at += len(word)
-    annotation = {"pdf_hash": name.split("_")[0], "fig_uri": name.split("_", 1)[1], "answer": "accept", "text": text,
-                  "width": 100, "height": 80, "tokens": tokens,
-                  "spans": [{"label": "a", "points": [[0, 0], [40, 0], [40, 50], [0, 50]]},
-                            {"label": "b", "points": [[45, 0], [90, 0], [90, 50], [45, 50]]}],
-                  "subcaptions": {"a": [0, 1, 2, 3, 4, 5, 6], "b": [7, 8, 9, 10, 11, 12]}}
+    annotation = medicat_line(name, "spans", answer="accept")  # the annotation tool's export
     rejected = {**annotation, "answer": "reject"}
     (tmp_path / "subfig.jsonl").write_text(json.dumps(annotation) + "\n" + json.dumps(rejected) + "\n")
     out = tmp_path / "sub"

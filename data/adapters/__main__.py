@@ -13,8 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from data.adapters import AdapterError, read_pairs
+from data.adapters import read_pairs
 from data.adapters.medicat import write_subfigures
+from data.errors import run_command
 from data.records import BadRecord, PairRecord, write_records
 
 
@@ -37,24 +38,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--images", default=None, help="folder of the figure images")
         parser.add_argument("--out", required=True, help="output folder (images/, subfigures.json)")
         args = parser.parse_args(argv[1:])
-        try:
+
+        def run() -> int:
             images = Path(args.images) if args.images else None
             records = write_subfigures(Path(args.annotations), Path(args.out), images)
-        except (AdapterError, OSError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        print(f"{len(records)} sub-figures in {Path(args.out) / 'subfigures.json'}")
-        return 0
-    parser.add_argument("spec", help="a dataset spec: roco:DIR, rocov2:FILE, pmc-oa:FILE, medicat:FILE, csv:FILE")
-    parser.add_argument("--out", required=True, help="JSON list to write")
-    args = parser.parse_args(argv)
-    try:
-        written, bad = convert(args.spec, Path(args.out).resolve())
-    except (AdapterError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{written} pairs written to {args.out}; {bad} row(s) skipped")
-    return 0
+            print(f"{len(records)} sub-figures in {Path(args.out) / 'subfigures.json'}")
+            return 0
+    else:
+        parser.add_argument("spec", help="a dataset spec: roco:DIR, rocov2:FILE, pmc-oa:FILE, medicat:FILE, csv:FILE")
+        parser.add_argument("--out", required=True, help="JSON list to write")
+        args = parser.parse_args(argv)
+
+        def run() -> int:
+            written, bad = convert(args.spec, Path(args.out).resolve())
+            print(f"{written} pairs written to {args.out}; {bad} row(s) skipped")
+            return 0
+
+    # exit codes: data/errors.py (2 for a dataset that cannot be read, 74 for a write that failed)
+    return run_command(run, "data.adapters", bad_input=(ValueError, PermissionError, IsADirectoryError))
 
 
 if __name__ == "__main__":

@@ -6,20 +6,25 @@ text), ``radiology``, ``oa_info`` (DOI, licence) ...; the image is ``figures/<pd
 beside the file (``images=DIR`` names another folder). ``medicat:`` reads them as figure/caption pairs,
 the S2ORC caption first (``caption_key=s2_caption`` chooses the other).
 
-The sub-figure annotations (``subfigure_subcaption`` lines: ``pdf_hash``, ``fig_uri``, ``answer``
-(``accept`` for usable ones), ``width``, ``height``, ``tokens`` (``{"text", ...}`` per caption
-token), ``spans`` (``{"label", "points": [[x, y], ...]}`` per sub-figure) and ``subcaptions`` (label ->
-indices of its caption tokens)) are pairs only once each sub-figure is cut out:
-:func:`write_subfigures` (``python -m data.adapters medicat-subfigures ANNOTATIONS --out DIR``) writes
-the crops and a ``subfigures.json`` of :class:`~data.records.SubFigureRecord`, which configs then name.
+The sub-figure annotations are pairs only once each sub-figure is cut out: :func:`write_subfigures`
+(``python -m data.adapters medicat-subfigures subcaptions_public.jsonl --out DIR``) writes the crops and
+a ``subfigures.json`` of :class:`~data.records.SubFigureRecord`, which configs then name. Each line has
+``pdf_hash``, ``fig_key``, ``fig_uri``, ``width``, ``height``, the caption ``text`` and its ``tokens``
+(``{"text", "start", "end", ...}``), the boxes and ``subcaptions`` (label -> indices of its caption
+tokens, or the sub-caption text). Two key sets are in use: the published ``subcaptions_public.jsonl``
+holds accepted figures only, their boxes under ``subfigures`` (``{"label", "points": [[x, y], ...]}``);
+the annotation tool's own export (which the MedICaT code reads) has ``answer`` (``accept``, ``reject``,
+``ignore``) and the boxes under ``spans``. Both are read; lines that give no sub-figure are counted by
+reason, and a file where no line gives one is refused with those counts.
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from data.adapters import AdapterError, check_options, image_folder, json_lines
+from data.adapters import AdapterError, BadRow, check_options, image_folder, json_lines, plain_name
 from data.files import atomic_write
 from data.images import BadImageError, load_rgb
 from data.records import SubFigureRecord, write_records
@@ -49,6 +54,9 @@ def read(path: Path, options: dict) -> Iterator[tuple[str, dict]]:
     for number, row in json_lines(path):
         where = f"{path}:{number}"
         name = figure_name(row, where)
+        if not plain_name(name):
+            yield where, BadRow(f"the figure name {name!r} (pdf_hash_fig_uri) is not a plain name", row)
+            continue
         record = {"image": str(images / name), "image_id": name, "pdf_hash": row["pdf_hash"],
                   "fig_uri": row["fig_uri"]}
         caption = _caption(row, options.get("caption_key"))
@@ -77,6 +85,8 @@ def _box(points: object, width: int, height: int, where: str) -> list[int]:
 
 
 def _subcaption(row: dict, indices: object, where: str) -> str:
+    if isinstance(indices, str):  # the sub-caption itself
+        return indices.strip()
     tokens = row.get("tokens")
     if not isinstance(tokens, list) or not isinstance(indices, list):
         raise AdapterError(f"{where}: needs 'tokens' and token indices per sub-caption")
@@ -93,23 +103,46 @@ def _subcaption(row: dict, indices: object, where: str) -> str:
     return " ".join(w for w in (str(tokens[i].get("text", "")) for i in chosen) if w)
 
 
+def _boxes(row: dict) -> tuple[list, str]:
+    """(sub-figure boxes, "") of an annotation line with usable sub-figures, else ([], why not)."""
+    answer = row.get("answer")
+    if answer is not None and answer != "accept":
+        return [], f"answer {answer!r}"
+    boxes = row.get("subfigures", row.get("spans"))
+    if not isinstance(boxes, list) or not boxes:
+        return [], "no sub-figure boxes ('subfigures' or 'spans')"
+    if not isinstance(row.get("subcaptions"), dict) or not row["subcaptions"]:
+        return [], "no 'subcaptions'"
+    return boxes, ""
+
+
 def write_subfigures(path: Path, out: Path, images: Path | None = None) -> list[SubFigureRecord]:
-    """Crop every annotated sub-figure of the accepted lines of ``path`` into ``out/images/`` and write
-    ``out/subfigures.json``; returns the records. Figures that cannot be read are logged and skipped."""
+    """Crop every annotated sub-figure of ``path`` into ``out/images/`` and write ``out/subfigures.json``;
+    returns the records. Figures that cannot be read are logged and skipped; a file where no line gives
+    a sub-figure is an :class:`AdapterError` saying why, line counts by reason."""
     images = images or image_folder({}, path.parent, IMAGE_FOLDERS)
     out = Path(out)
     records: list[SubFigureRecord] = []
+    skipped: Counter = Counter()
+    lines = 0
     for number, row in json_lines(path):
         where = f"{path}:{number}"
-        if row.get("answer") != "accept" or not row.get("spans") or not row.get("subcaptions"):
+        lines += 1
+        boxes, reason = _boxes(row)
+        if reason:
+            skipped[reason] += 1
             continue
         name = figure_name(row, where)
+        if not plain_name(name):
+            skipped["a figure name that is not a plain file name"] += 1
+            continue
         try:
             figure = load_rgb(images / name)
         except BadImageError as err:
             log.warning("%s: %s; skipped", where, err)
+            skipped["figure image missing or unreadable"] += 1
             continue
-        for span in row["spans"]:
+        for span in boxes:
             label = str(span.get("label", ""))
             if label not in row["subcaptions"]:
                 continue
@@ -119,5 +152,11 @@ def write_subfigures(path: Path, out: Path, images: Path | None = None) -> list[
             records.append({"image": crop.as_posix(), "caption": _subcaption(row, row["subcaptions"][label], where),
                             "parent_image": str(images / name), "panel_label": label.upper(), "box": box,
                             "pdf_hash": row["pdf_hash"], "fig_uri": row["fig_uri"]})
+    counts = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
+    if lines and not records:
+        raise AdapterError(f"{path}: none of its {lines} line(s) gives a sub-figure ({counts}); expected "
+                           f"MedICaT sub-caption lines with 'subfigures' (or 'spans') boxes and 'subcaptions'")
+    if skipped:
+        log.warning("%s: %d of %d line(s) gave no sub-figure: %s", path, sum(skipped.values()), lines, counts)
     write_records(out / "subfigures.json", records, SubFigureRecord)
     return records

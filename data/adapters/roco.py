@@ -6,17 +6,19 @@ ROCO (razorx89/roco-dataset): ``data/<split>/<radiology|non-radiology>/`` folder
 ``images/`` as ``<PMCID>_<file name>``; copies that name the files ``<ROCO_ID>.jpg`` are read as well.
 ``roco:`` takes one such folder or any folder above them (every ``captions*.txt`` below it is read).
 
-ROCOv2 (Zenodo, 2023): ``<split>_captions.csv`` with columns ``ID`` and ``Caption`` beside a
-``<split>/`` folder of ``<ID>.jpg`` images (``train``, ``valid``, ``test``); the UMLS concepts of
-``<split>_concepts.csv`` (``ID``, ``CUIs``) are kept as ``cuis`` when the file is there.
+ROCOv2 (Zenodo record 8333645, 2023): ``<split>_captions.csv`` with columns ``ID`` and ``Caption``
+(``ROCOv2_2023_train_000001``, ...), ``<split>_concepts.csv`` (``ID``, ``CUIs`` joined by ``;``), kept as
+``cuis`` when the file is there, and the images as ``<split>_images.zip`` (``train``, ``valid``, ``test``),
+whose members are ``<split>/<ID>.jpg``. Unpacked beside the CSV files the images are in ``<split>/``, or
+in ``<split>_images/<split>/`` where the archive was unpacked into a folder of its own name (what most
+archive tools do); both are found without options, ``images=DIR`` names any other folder.
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Iterator
 
-from data.adapters import AdapterError, check_options, image_folder
+from data.adapters import AdapterError, BadRow, check_options, csv_rows, image_folder, plain_name
 
 
 def _first(folder: Path, pattern: str) -> Path | None:
@@ -40,7 +42,7 @@ def _links(folder: Path) -> dict[str, tuple[str, str]]:
 
 def _roco_image(images: Path, roco_id: str, link: tuple[str, str] | None) -> Path:
     candidates = [images / f"{roco_id}.jpg", images / f"{roco_id}.png"]
-    if link:
+    if link and plain_name(link[0]) and plain_name(link[1]):
         candidates = [images / f"{link[0]}_{link[1]}", images / link[1]] + candidates
     return next((c for c in candidates if c.is_file()), candidates[0])
 
@@ -62,6 +64,9 @@ def read_roco(path: Path, options: dict) -> Iterator[tuple[str, dict]]:
             if not sep:
                 raise AdapterError(f"{captions}:{number}: expected 'ROCO_ID<TAB>caption'")
             roco_id = roco_id.strip()
+            if not plain_name(roco_id):
+                yield f"{captions}:{number}", BadRow(f"the id {roco_id!r} is not a plain name", line)
+                continue
             link = links.get(roco_id)
             record = {"image": str(_roco_image(images, roco_id, link)), "caption": caption.strip(),
                       "image_id": roco_id, "category": folder.name}
@@ -80,27 +85,32 @@ def _column(fields: list[str], name: str, path: Path) -> str:
 def _concepts(path: Path) -> dict[str, list[str]]:
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8", newline="") as fh:
-        rows = csv.DictReader(fh)
-        key, cuis = _column(rows.fieldnames or [], "ID", path), _column(rows.fieldnames or [], "CUIs", path)
-        return {row[key]: [c for c in (row[cuis] or "").split(";") if c] for row in rows}
+    concepts = {}
+    for _, row, fields in csv_rows(path):
+        key, cuis = _column(fields, "ID", path), _column(fields, "CUIs", path)
+        concepts[row[key]] = [c for c in (row[cuis] or "").split(";") if c]
+    return concepts
 
 
 def read_rocov2(path: Path, options: dict) -> Iterator[tuple[str, dict]]:
     """The rows of a ROCOv2 ``<split>_captions.csv`` with the image of the same ID."""
     check_options(options, ("images",), path)
     split = path.stem[: -len("_captions")] if path.stem.endswith("_captions") else path.stem
-    images = image_folder(options, path.parent, (split, f"{split}_images"))
+    folders = (split, f"{split}_images/{split}", f"{split}_images")
     concepts = _concepts(path.parent / f"{split}_concepts.csv")
-    with open(path, encoding="utf-8", newline="") as fh:
-        rows = csv.DictReader(fh)
-        key, caption = _column(rows.fieldnames or [], "ID", path), _column(rows.fieldnames or [], "Caption", path)
-        for number, row in enumerate(rows, 2):
-            image_id = (row[key] or "").strip()
-            image = images / f"{image_id}.jpg"
-            if not image.is_file() and (images / f"{image_id}.png").is_file():
-                image = images / f"{image_id}.png"
-            record = {"image": str(image), "caption": row[caption], "image_id": image_id}
-            if image_id in concepts:
-                record["cuis"] = concepts[image_id]
-            yield f"{path}:{number}", record
+    images = None
+    for number, row, fields in csv_rows(path):
+        key, caption = _column(fields, "ID", path), _column(fields, "Caption", path)
+        image_id = (row[key] or "").strip()
+        if not plain_name(image_id):
+            yield f"{path}:{number}", BadRow(f"the ID {image_id!r} is not a plain name", row)
+            continue
+        if images is None:  # the folder that holds the first row's image
+            images = image_folder(options, path.parent, folders, probe=f"{image_id}.jpg")
+        image = images / f"{image_id}.jpg"
+        if not image.is_file() and (images / f"{image_id}.png").is_file():
+            image = images / f"{image_id}.png"
+        record = {"image": str(image), "caption": row[caption], "image_id": image_id}
+        if image_id in concepts:
+            record["cuis"] = concepts[image_id]
+        yield f"{path}:{number}", record

@@ -82,20 +82,23 @@ def _place(src: Path, dst: Path) -> None:
         atomic_write_bytes(dst, src.read_bytes())
 
 
-def _rehome(records: list[dict], folder: Path, out: Path, crop_dir: str) -> list[dict]:
-    """Records of ``folder`` made valid in ``out``: crops placed there, other paths made relative to it."""
+def _rehome(records: list[dict], folder: Path, out: Path, crop_dir: str) -> tuple[list[dict], list[tuple[Path, Path]]]:
+    """Records of ``folder`` made valid in ``out`` (other paths made relative to it), and the crops to
+    place there as (source, destination); nothing is written here."""
     crops = (folder / crop_dir).resolve()
-    moved = []
+    moved, placements = [], []
     for record in records:
         src = (folder / record["image"]).resolve()
         if crops in src.parents:
-            dst = out / src.relative_to(folder.resolve())
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            _place(src, dst)
+            placements.append((src, out / src.relative_to(folder.resolve())))
             moved.append(record)
         else:
             moved.append({**record, "image": Path(os.path.relpath(src, out.resolve())).as_posix()})
-    return moved
+    return moved, placements
+
+
+def _missing_crops(placements: list[tuple[Path, Path]]) -> list[str]:
+    return [str(src) for src, _ in placements if not src.is_file()]
 
 
 def merge_folders(folders: list[Path], out: Path, fractions: tuple[float, float, float] | None,
@@ -108,16 +111,28 @@ def merge_folders(folders: list[Path], out: Path, fractions: tuple[float, float,
     loaded = [_load_shard(f) for f in folders]
     identities = [identity for identity, _, _ in loaded]
     n = _check_shards(folders, identities)
+    # Everything is read and checked before anything is written: a missing crop refuses the merge
+    # instead of leaving a half-merged folder.
+    events, unreadable, placements = {}, [], []
+    for folder, (identity, shard_events, shard_bad) in zip(folders, loaded):
+        for index, event in shard_events.items():
+            records, crops = _rehome(event.get("records") or [], folder, out, identity.get("crop_dir") or "images")
+            events[index] = {**event, "records": records}
+            placements += crops
+        unreadable += shard_bad
+    missing = _missing_crops(placements)
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise MergeError(f"{len(missing)} crop(s) that the shard folders' manifests list are missing "
+                         f"({', '.join(missing[:5])}{more}): restore them, or split that shard again into a new "
+                         f"folder, then merge again; nothing was written")
     lock = FolderLock(out, "split_figures.py merge")
     for note in lock.acquire():
         log.warning("%s", note)
     try:
-        events, unreadable = {}, []
-        for folder, (identity, shard_events, shard_bad) in zip(folders, loaded):
-            for index, event in shard_events.items():
-                events[index] = {**event, "records": _rehome(event.get("records") or [], folder, out,
-                                                             identity.get("crop_dir") or "images")}
-            unreadable += shard_bad
+        for src, dst in placements:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _place(src, dst)
         results, failures, summary = collect(events, unreadable)
         write_outputs(out, results, failures, summary, fractions, seed)
         if shard_size:

@@ -56,6 +56,6 @@ def write_output_shards(out: Path, with_splits: bool, shard_size: int) -> list[s
     patterns = []
     for name in names:
         info = write_shards([Path(out) / f"{name}.json"], Path(out) / "shards" / name, prefix=name,
-                            shard_size=shard_size, replace=True)
+                            shard_size=shard_size, replace=True, allow_outside=True)  # whole figures lie in the input
         patterns.append(info["pattern"])
     return patterns

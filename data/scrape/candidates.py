@@ -46,6 +46,7 @@ class Candidate(ArticleMeta):
     license: str
     license_url: str = ""
     graphic: str = ""
+    image_md5: str = ""  # the md5 the source states for the image file (PMC cloud), checked on download
 
     @property
     def key(self) -> str:
@@ -55,6 +56,7 @@ class Candidate(ArticleMeta):
     def as_record(self) -> dict:
         """The captions.json fields (``image`` is added once the file exists)."""
         record = asdict(self)
+        record.pop("image_md5")  # a download check, not part of the record
         meta = {name: record.pop(name) for name in self.article_meta()}
         record.update(meta, url=record.pop("image_url"))  # the key order captions.json always had
         return record

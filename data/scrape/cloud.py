@@ -16,7 +16,8 @@ PMCIDs come from an E-utilities search (as ``--source pmc``: the open-access fil
 the shared rate limit) or from a file (``--pmcid-file``: one PMCID per line, or a CSV with a ``pmcid``,
 ``AccessionID`` or ``Accession ID`` column). The cursor is the index of the next article in that list.
 Only URLs inside ``--cloud-url`` are fetched (a metadata file cannot send the scraper elsewhere), each
-key must stay under the article's own prefix, and the XML's ``md5`` is checked when the metadata gives it.
+key must stay under the article's own prefix, and the ``md5`` the metadata gives for the XML and for each
+media file is checked against what is downloaded (a mismatch is retried, then left for the next run).
 """
 from __future__ import annotations
 
@@ -162,8 +163,8 @@ class CloudSource:
             return [Rejected(key, f"cloud_bad_file: {err}"[:200])]
         if article is None:
             return [Rejected(key, "cloud_no_article")]
-        media = self._media(meta, pmcid, version)
-        return self._candidates(article, meta, media)
+        media, md5s = self._media(meta, pmcid, version)
+        return self._candidates(article, meta, media, md5s)
 
     def _version(self, pmcid: str) -> tuple[int, dict] | str:
         """(version, metadata) to use: the newest that is not an author manuscript, else the newest;
@@ -215,30 +216,35 @@ class CloudSource:
         md5 = (parse_qs(parts.query).get("md5") or [""])[0]
         return f"{self.base}/{quote(key)}", md5
 
-    def _media(self, meta: dict, pmcid: str, version: int) -> dict[str, str]:
-        """File name -> HTTPS URL of the version's media files (those outside the bucket are dropped)."""
+    def _media(self, meta: dict, pmcid: str, version: int) -> tuple[dict[str, str], dict[str, str]]:
+        """(file name -> HTTPS URL, URL -> md5 where given) of the version's media files (those outside
+        the bucket are dropped)."""
         urls = meta.get("media_urls") or []
         media: dict[str, str] = {}
+        md5s: dict[str, str] = {}
         for uri in urls if isinstance(urls, list) else []:
             try:
-                url, _ = self.https_url(str(uri), pmcid, version)
+                url, md5 = self.https_url(str(uri), pmcid, version)
             except ValueError:
                 continue
             media[unquote(url.rsplit("/", 1)[-1])] = url
-        return media
+            if md5:
+                md5s[url] = md5
+        return media, md5s
 
-    def _candidates(self, article: Article, meta: dict, media: dict[str, str]) -> list[Candidate | Rejected]:
+    def _candidates(self, article: Article, meta: dict, media: dict[str, str],
+                    md5s: dict[str, str]) -> list[Candidate | Rejected]:
         fallback = _licence_of(meta.get("license_code"))
         items: list[Candidate | Rejected] = []
         for fig in article.figures:
             licence = fig.license or article.license
             if licence == licenses.UNKNOWN and fallback:
                 licence = fallback
+            url = media_file(media, fig.graphic)
             items.append(Candidate(
                 source="pmc-cloud", pmcid=article.pmcid, figure_id=fig.fig_id, label=fig.label, caption=fig.caption,
-                image_url=media_file(media, fig.graphic), license=licence,
-                license_url=fig.license_url if fig.license else article.license_url, graphic=fig.graphic,
-                **article.article_meta()))
+                image_url=url, license=licence, license_url=fig.license_url if fig.license else article.license_url,
+                graphic=fig.graphic, image_md5=md5s.get(url, ""), **article.article_meta()))
         return items
 
 

@@ -1,6 +1,7 @@
 """Turning a source's candidates into kept figure/caption pairs, resumably and politely."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -162,8 +163,15 @@ class Scraper:
         self._bar.update(1)
 
     def _download(self, cand: Candidate) -> bytes | None:
+        """The image body (checked against the md5 the source gives, if any), or None when it failed."""
+
+        def matching(body: bytes) -> bytes:
+            if cand.image_md5 and hashlib.md5(body, usedforsecurity=False).hexdigest() != cand.image_md5.lower():
+                raise ValueError("the image does not match the md5 its metadata gives")  # retried, then deferred
+            return body
+
         try:
-            return self.client.fetch(cand.image_url, lambda body: body, max_bytes=self.config.max_image_bytes)
+            return self.client.fetch(cand.image_url, matching, max_bytes=self.config.max_image_bytes)
         except FetchError as err:
             log.warning("image of %s: %s", cand.key, err)
             if err.transient:
