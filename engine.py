@@ -75,7 +75,9 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         import shutil
 
         free = shutil.disk_usage(path.parent).free / 2**20
-        raise CheckpointWriteError(f"could not write {path} ({free:.0f} MB free on its disk; is it full?): {e}") from e
+        raise CheckpointWriteError(f"could not write {path} ({free:.0f} MB free on its disk; is it full, or a file "
+                                   f"size limit reached?): {e}. The checkpoints written before are intact: free "
+                                   f"space and rerun with --resume auto") from e
 
 
 def save_checkpoint(paths: list[Path], model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict,

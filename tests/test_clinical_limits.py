@@ -79,10 +79,10 @@ def test_a_nifti_without_orientation_or_finite_values_is_a_named_bad_image(tmp_p
     assert load_rgb(partly).size == (8, 8)  # a few NaN voxels are shown as the darkest value
 
 
-def test_vis_caption_names_a_nifti_without_orientation_in_one_line(tmp_path, capsys):
+def test_predict_caption_names_a_nifti_without_orientation_in_one_line(tmp_path, capsys):
     import torch
 
-    import vis
+    import predict
     from models import build_model, init_tokenizer
     from tiny import minilm_folder, tiny_config
 
@@ -91,7 +91,7 @@ def test_vis_caption_names_a_nifti_without_orientation_in_one_line(tmp_path, cap
     model = build_model(config, "pretrain", init_tokenizer(minilm_folder()))
     torch.save({"model": model.state_dict(), "config": config, "epoch": 0}, tmp_path / "ckpt.pth")
     zero = zero_affine_nifti(tmp_path / "zero.nii.gz")
-    assert vis.main(["caption", "--checkpoint", str(tmp_path / "ckpt.pth"), "--images", str(zero), "--out",
+    assert predict.main(["caption", "--checkpoint", str(tmp_path / "ckpt.pth"), "--images", str(zero), "--out",
                      str(tmp_path / "out"), "--device", "cpu", "--num_beams", "1", "--max_length", "6"]) == 2
     err = capsys.readouterr().err
     assert "zero.nii.gz: its affine gives no orientation" in err and "Traceback" not in err

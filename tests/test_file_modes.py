@@ -38,7 +38,7 @@ def test_atomic_writes_honour_the_umask(tmp_path, mask):
 def test_checkpoints_and_shards_are_readable_by_the_group(tmp_path):
     import torch
 
-    from utils import save_atomic
+    from engine import save_atomic
 
     Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "img.png")
     write_records(tmp_path / "pairs.json", [{"image": "img.png", "caption": "a small test image"}], PairRecord)

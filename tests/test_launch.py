@@ -123,7 +123,7 @@ def test_training_start_checks_existence_with_the_split_header_check(tmp_path, m
     """Every rank used to stat every image while reading the lists; the header check, which the ranks
     split, finds a missing image as well, with its record."""
     import data.datasets
-    from utils import DistInfo, build_train_loader
+    from data.train_data import build_train_loader
 
     demo = demo_set(tmp_path, train=8, val=1, test=1)
     records = json.loads((demo / "pretrain.json").read_text())
@@ -134,8 +134,7 @@ def test_training_start_checks_existence_with_the_split_header_check(tmp_path, m
                       max_bad_fraction=0.5)
     from models import init_tokenizer
 
-    info = DistInfo(0, 1, 0, torch.device("cpu"))
-    loader = build_train_loader(cfg, cfg["train_file"], init_tokenizer(str(demo / "tokenizer")), info, 4)
+    loader = build_train_loader(cfg, cfg["train_file"], init_tokenizer(str(demo / "tokenizer")), 0, 1, 4)
     assert "absent.png" not in {Path(p.image).name for p in loader.dataset.pairs}
     assert len(loader.dataset.pairs) == sum(len(r["caption"]) if isinstance(r["caption"], list) else 1
                                             for r in records[1:])

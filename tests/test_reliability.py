@@ -20,6 +20,7 @@ import pretrain
 import train_retrieval
 import engine
 import utils
+from data import errors
 from configs import ConfigError, validate
 from data.files import FolderLock, FolderLockedError
 from tiny import demo_set, tiny_config
@@ -158,7 +159,7 @@ def test_sigterm_writes_a_checkpoint_at_the_next_step_and_exits_75(tmp_path, dem
     seen = read_until(run, "epoch 0 [2/")
     run.send_signal(signal.SIGTERM)
     output = seen + run.communicate(timeout=120)[0]
-    assert run.returncode == utils.EXIT_PREEMPTED, output[-3000:]
+    assert run.returncode == errors.PREEMPTED, output[-3000:]
     assert "received SIGTERM" in output and "resume with --resume auto" in output
     state = torch.load(out / "checkpoint_last.pth", weights_only=True)["state"]
     assert state["global_step"] >= 2 and not state["epoch_done"]
@@ -178,7 +179,7 @@ def test_a_stop_signal_to_the_whole_process_group_with_loader_workers_checkpoint
     seen = read_until(run, "epoch 0 [2/")
     os.killpg(run.pid, sig)
     output = seen + run.communicate(timeout=120)[0]
-    assert run.returncode == utils.EXIT_PREEMPTED, output[-3000:]
+    assert run.returncode == errors.PREEMPTED, output[-3000:]
     assert output.count(f"received {sig.name}") == 1, output[-3000:]  # the main process's alone
     assert "Traceback" not in output and "resume with --resume auto" in output
     state = torch.load(out / "checkpoint_last.pth", weights_only=True)["state"]
@@ -497,7 +498,7 @@ def test_a_stop_asked_during_retrieval_evaluation_is_honoured_when_it_ends(tmp_p
         return evaluate_splits(*a, **kw)
 
     monkeypatch.setattr(train_retrieval, "evaluate_splits", signalled_during_the_first)
-    assert utils.run_cli(lambda: train_retrieval.main(args), "train_retrieval.py") == utils.EXIT_PREEMPTED
+    assert utils.run_cli(lambda: train_retrieval.main(args), "train_retrieval.py") == errors.PREEMPTED
     ckpt = torch.load(tmp_path / "out" / "checkpoint_last.pth", weights_only=True)
     assert ckpt["state"]["epoch"] == 0 and ckpt["state"]["epoch_done"]  # not a step into epoch 1
     assert ckpt["extra"]["best_epoch"] == 0 and (tmp_path / "out" / "checkpoint_best.pth").is_file()
