@@ -6,8 +6,7 @@
     BlipForImageTextRetrieval.from_pretrained("hf_model")      # towers, projections, ITM head
     BlipForConditionalGeneration.from_pretrained("hf_model")   # image tower + decoder (pre-training checkpoints)
 
-The folder holds ``config.json``, ``model.safetensors`` (transformers' names), ``generation_config.json``,
-the tokenizer and image processor files, ``README.md`` and, unless ``--no_extra``, ``blip_extra.safetensors``
+The folder holds ``config.json``, ``model.safetensors`` (transformers' names), the tokenizer and image processor files, ``README.md`` and, unless ``--no_extra``, ``blip_extra.safetensors``
 (temperature, queues, momentum encoders), so that :mod:`models.hf_import` gives back the exact state dict.
 Each class reads its part of ``model.safetensors`` and lists the other part as unused keys.
 ``--check`` loads the folder with transformers and compares features, ITM logits, ITC similarities and
@@ -73,7 +72,7 @@ def write_hf_folder(model, out: Path, extra: bool = True, card: str | None = Non
 
     Returns the number of tensors written to each file.
     """
-    from transformers import BlipConfig, BlipImageProcessor, BlipProcessor, GenerationConfig
+    from transformers import BlipConfig, BlipImageProcessor, BlipProcessor
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
     out.mkdir(parents=True, exist_ok=False)
@@ -82,9 +81,8 @@ def write_hf_folder(model, out: Path, extra: bool = True, card: str | None = Non
     config = BlipConfig(**blip_config(model, tok))
     config.architectures = ["BlipForImageTextRetrieval"] + (["BlipForConditionalGeneration"] if decoder else [])
     config.save_pretrained(out)
-    if decoder:  # the caption command's defaults: beam search of 3, 5 to 30 tokens ([DEC] included)
-        GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id,
-                         max_length=30, min_length=5, num_beams=3).save_pretrained(out)
+    # No generation_config.json: BlipForConditionalGeneration.generate hands over to its text decoder, whose
+    # settings come from the text config, so a folder's generation settings would be silently ignored.
     hf, rest = split_state(model.state_dict())
     _save_tensors(hf, out / "model.safetensors")
     counts = {"model.safetensors": len(hf)}
@@ -181,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     p.add_argument("--check", action="store_true", help="compare transformers' outputs with ours on random inputs")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # other libraries' INFO lines are noise here
+    log.setLevel(logging.INFO)
     try:
         out, model, _ = export_hf(args.checkpoint, args.out, args.tokenizer, args.licence, not args.no_extra,
                                   args.overwrite)

@@ -104,7 +104,9 @@ def model_card(config: dict[str, Any], checkpoint: Path, task: str, epoch: Any, 
         "the ids as given, so set the first id to `[ENC]` as above (BLIP's own `blip_itm` demo does not).",
         "- Texts were cleaned before tokenizing as BLIP's `pre_caption` does (lower case; `.!\"()*#:;~` "
         f"replaced by spaces; at most {config.get('max_words', 'max_words')} words): clean queries the same way.",
-        "- Captions: `[DEC]` starts the decoder (the tokenizer's `bos_token`); `[SEP]` ends a caption.",
+        "- Captions: `[DEC]` starts the decoder (the tokenizer's `bos_token`); `[SEP]` ends a caption. Pass the "
+        "settings to `generate` (this project's defaults: `num_beams=3, max_length=30, min_length=5`); "
+        "transformers' BLIP captioner does not read them from the folder.",
         "- The image tower's LayerNorm epsilon is the one it was trained with (see `config.json`).",
     ]
     if has_extra:
