@@ -47,6 +47,7 @@ def _assert_close(report: dict) -> None:
 # -- ours -> transformers -> ours -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["pretrain", "retrieval"])
 def test_export_equals_transformers_and_round_trips_exactly(tmp_path, task):
     tok = init_tokenizer(minilm_folder())
@@ -119,6 +120,7 @@ def _hf_tiny_folder(folder: Path, tok, with_decoder: bool, vision_eps: float = 1
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["retrieval", "pretrain"])
 def test_transformers_folder_loads_as_pretrained_and_matches(tmp_path, hf_folders_as_pretrained, task):
     tok = init_tokenizer(minilm_folder())
