@@ -36,7 +36,11 @@ def parser_for(command: str, description: str, images_required: bool = True) -> 
     """The options every command shares (underscore spellings are the earlier published ones)."""
     p = argparse.ArgumentParser(prog=f"predict.py {command}", description=description)
     search = command == "search"  # a search defaults to the checkpoint its index was built with
-    p.add_argument("--checkpoint", required=not search, help="pre-training or retrieval checkpoint (.pth)")
+    onnx = command in ("embed", "search")  # these two can run on ONNX files instead
+    p.add_argument("--checkpoint", required=not (search or onnx), help="pre-training or retrieval checkpoint (.pth)")
+    if onnx:
+        p.add_argument("--onnx", default=None, metavar="FOLDER",
+                       help="run on the ONNX towers of `python -m models.export_onnx` instead of a checkpoint")
     p.add_argument("--config", default=None, help="run config YAML (default: the one saved in the checkpoint)")
     p.add_argument("--images", nargs="+", required=images_required, default=[], metavar="SRC",
                    help="image files, folders, JSON lists of {image[, label, caption]} records, DICOM files or "
@@ -64,15 +68,39 @@ def setup(args: argparse.Namespace, label_key: str = "label"):
     """(items, model, run config, eval transform, device) for a command."""
     import torch
 
-    from data.image_list import collect
     from transform.pipeline import EvalTransform
     from utils import trained_model
 
-    positive(args, "batch_size")
-    items = collect(args.images, clinical_choice(args), args.image_root, label_key) if args.images else []
+    items = collect_items(args, label_key)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model, config = trained_model(args.checkpoint, args.config, args.options, device)
     return items, model, config, EvalTransform(config["image_size"]), device
+
+
+def collect_items(args: argparse.Namespace, label_key: str = "label") -> list:
+    from data.image_list import collect
+
+    positive(args, "batch_size")
+    return collect(args.images, clinical_choice(args), args.image_root, label_key) if args.images else []
+
+
+def embedder(args: argparse.Namespace):
+    """(embedding functions, model, max_words, eval transform) of ``embed`` and ``search``: this project's
+    model from --checkpoint (``models.embed``), or the ONNX towers of --onnx (``models.onnx_embed``,
+    onnxruntime only), which give the same features within 1e-4."""
+    from transform.pipeline import EvalTransform
+
+    if args.onnx:
+        from models import onnx_embed
+
+        towers = onnx_embed.load_onnx_towers(args.onnx)
+        return onnx_embed, towers, towers.max_words, EvalTransform(towers.image_size)
+    if not args.checkpoint:
+        raise UsageError("give --checkpoint or --onnx")
+    from models import embed as torch_embed
+
+    _, model, config, transform, _ = setup(args)
+    return torch_embed, model, config["max_words"], transform
 
 
 def clinical_choice(args: argparse.Namespace) -> str | None:
@@ -177,6 +205,9 @@ def caption(argv: list[str]) -> int:
     p.add_argument("--repetition-penalty", "--repetition_penalty", dest="repetition_penalty", type=float,
                    default=1.0, help="CTRL's penalty (BLIP samples with 1.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    p.add_argument("--coco-tokenizer", choices=("python", "java"), default="python",
+                   help="tokenizer of the caption metrics: this project's port of pycocoevalcap's PTB tokenizer, or "
+                        "pycocoevalcap's Java tokenizer itself (needs Java and pycocoevalcap)")
     args = p.parse_args(argv)
     import torch
 
@@ -199,7 +230,8 @@ def caption(argv: list[str]) -> int:
     summary = {"out": str(out), "images": len(rows)}
     if any(it.captions for it in items):
         scores = caption_scores({str(i): c for i, c in enumerate(captions)},
-                                {str(i): it.captions for i, it in enumerate(items) if it.captions})
+                                {str(i): it.captions for i, it in enumerate(items) if it.captions},
+                                tokenizer=args.coco_tokenizer)
         atomic_write_json(out / "metrics.json", scores)
         summary.update(scores)
     print(json.dumps(summary))
@@ -217,22 +249,23 @@ def embed(argv: list[str]) -> int:
 
     from data.captions import pre_caption
     from data.image_list import image_batches, read_texts
-    from models.embed import embed_images, embed_texts
 
     texts = read_texts(args.texts) if args.texts else []
-    items, model, config, transform, _ = setup(args)
+    items = collect_items(args)
+    backend, model, max_words, transform = embedder(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    index = {"checkpoint": str(Path(args.checkpoint).resolve()), "config": args.config, "options": args.options,
-             "images": [it.image for it in items], "texts": texts}
+    source = {"onnx": str(Path(args.onnx).resolve())} if args.onnx else {
+        "checkpoint": str(Path(args.checkpoint).resolve()), "config": args.config, "options": args.options}
+    index = {**source, "images": [it.image for it in items], "texts": texts}
     if items:
-        feats = embed_images(model, progress(image_batches(items, transform, args.batch_size, args.workers),
-                                             "embedding images"))
+        feats = backend.embed_images(model, progress(image_batches(items, transform, args.batch_size, args.workers),
+                                                     "embedding images"))
         np.save(out / "image_embeds.npy", feats.numpy())
         index["embed_dim"] = feats.shape[1]
     if texts:
-        feats = embed_texts(model, texts, args.batch_size, lambda t: pre_caption(t, config["max_words"]),
-                            lambda it: progress(it, "embedding texts"))
+        feats = backend.embed_texts(model, texts, args.batch_size, lambda t: pre_caption(t, max_words),
+                                    lambda it: progress(it, "embedding texts"))
         np.save(out / "text_embeds.npy", feats.numpy())
         index["embed_dim"] = feats.shape[1]
     atomic_write_json(out / "index.json", index)
@@ -271,7 +304,7 @@ def search(argv: list[str]) -> int:
     from data.captions import pre_caption
     from data.image_list import with_choice
     from data.images import load_rgb
-    from models.embed import embed_images, embed_texts, rank
+    from models.embed import rank
 
     folder = Path(args.index)
     index = read_index(folder)
@@ -279,14 +312,16 @@ def search(argv: list[str]) -> int:
     bank_file = folder / ("image_embeds.npy" if target == "images" else "text_embeds.npy")
     if not index.get(target) or not bank_file.is_file():
         raise UsageError(f"index {folder} holds no {target} to rank (embed some with predict.py embed --{target})")
-    args.checkpoint = args.checkpoint or index["checkpoint"]
-    args.config = args.config or index.get("config")
-    args.options = args.options or index.get("options") or []
-    _, model, config, transform, _ = setup(args)
+    if not (args.checkpoint or args.onnx):  # the model the index was built with
+        args.onnx, args.checkpoint = index.get("onnx"), index.get("checkpoint")
+        args.config = args.config or index.get("config")
+        args.options = args.options or index.get("options") or []
+    backend, model, max_words, transform = embedder(args)
     if args.text is not None:
-        query = embed_texts(model, [args.text], clean=lambda t: pre_caption(t, config["max_words"]))
+        query = backend.embed_texts(model, [args.text], clean=lambda t: pre_caption(t, max_words))
     else:
-        query = embed_images(model, [transform(load_rgb(with_choice(args.image, clinical_choice(args))))[None]])
+        image = transform(load_rgb(with_choice(args.image, clinical_choice(args))))[None]
+        query = backend.embed_images(model, [image])
     scores, order = rank(query, torch.from_numpy(np.load(bank_file)), args.k)
     results = [{"rank": r + 1, "score": round(float(s), 4), target[:-1]: index[target][int(i)]}
                for r, (s, i) in enumerate(zip(scores[0], order[0]))]

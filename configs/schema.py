@@ -116,7 +116,8 @@ COMMON = {
     "vit_pretrained": Field("optstr", None, "timm/DeiT checkpoint (path or URL) for the image tower"),
     "freeze_vit": Field("bool", False, "keep the image tower as loaded (locked-image tuning, LiT): only the text "
                         "towers, the projections and the heads train"),
-    "pretrained": Field("optstr", None, "BLIP-style checkpoint (path or URL) to start from"),
+    "pretrained": Field("optstr", None, "BLIP-style checkpoint (path or URL), or a transformers BLIP folder, to "
+                        "start from"),
     "med_config": Field("str", "configs/med_config.json", "BERT-style JSON with the text model sizes"),
     "max_length": Field("int", 30, "text length in tokens, for training and evaluation alike", 4, 4096),
     "max_words": Field("int", 30, "captions are cut to this many words before tokenization", 1, 10**5),

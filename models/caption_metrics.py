@@ -1,30 +1,73 @@
-"""Caption metrics of the COCO caption evaluation: BLEU-1..4, ROUGE-L and CIDEr-D, in plain Python.
+"""Caption metrics of the COCO caption evaluation: BLEU-1..4, ROUGE-L and CIDEr-D, as pycocoevalcap computes them.
 
 Ports of the scorers in coco-caption / ``pycocoevalcap`` (``bleu_scorer.py`` with ``option="closest"``,
 ``rouge.py`` with beta 1.2, ``cider_scorer.py``, which is CIDEr-D: sigma 6, clipped counts, x10), which
-are what BLIP reports. They are pure Python there too; the package is not used because its tokenizer and
-METEOR/SPICE need Java. :func:`tokenize` stands in for the PTB tokenizer (lower case, punctuation tokens
-dropped, contractions split), so figures match coco-caption's closely but not always to the last digit
-on text with unusual punctuation. The tests check these ports against values pycocoevalcap 1.2 computes
-and against the worked examples of the BLEU and ROUGE papers.
+are what BLIP reports, fed by the same tokenization: Stanford's PTB tokenizer, lower-cased, punctuation
+tokens removed. By default that tokenizer is :mod:`models.ptb_tokenizer`, a Python port of the Java one
+(no Java needed); ``tokenizer="java"`` runs the Java tokenizer itself (the CoreNLP 3.4.1 jar that the
+``pycocoevalcap`` package ships, or a jar given by path), as pycocoevalcap does. The tests check both
+against the scores of pycocoevalcap's full pipeline recorded on a set of medical-style captions.
 
-    scores = caption_scores({"img1": "a mass in the left frontal lobe"}, {"img1": ["...", "..."]})
+    scores = caption_scores({"img1": "A 3.5-cm mass (arrow)."}, {"img1": ["...", "..."]})
 """
 from __future__ import annotations
 
+import importlib.util
 import math
-import re
+import shutil
+import subprocess
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Mapping, Sequence
 
-_CONTRACTION = re.compile(r"(?<=\w)(n't|'s|'re|'ve|'ll|'d|'m)\b")
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)+|n't|'(?:s|re|ve|ll|d|m)\b|[^\s.,!?;:()\[\]{}\"`']+")
+from models.ptb_tokenizer import PUNCTUATIONS, ptb_tokenize_lines
+
+CORENLP_JAR = "stanford-corenlp-3.4.1.jar"
+
+
+def find_corenlp_jar() -> Path | None:
+    """The CoreNLP jar inside an installed ``pycocoevalcap`` (located, not imported), or None."""
+    spec = importlib.util.find_spec("pycocoevalcap")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        jar = Path(folder) / "tokenizer" / CORENLP_JAR
+        if jar.is_file():
+            return jar
+    return None
+
+
+def java_tokenize_lines(captions: Sequence[str], jar: str | Path | None = None) -> list[str]:
+    """pycocoevalcap's tokenization itself: the Java PTBTokenizer run with ``-preserveLines -lowerCase`` on
+    the newline-joined captions, punctuation tokens removed. Needs ``java`` and the CoreNLP 3.4.1 jar."""
+    jar = Path(jar) if jar else find_corenlp_jar()
+    if jar is None or not jar.is_file():
+        raise RuntimeError(f"the {CORENLP_JAR} jar was not found: pip install pycocoevalcap, or pass its path")
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("the Java tokenizer needs a `java` executable on PATH (Java 8 or later)")
+    text = "\n".join(c.replace("\n", " ") for c in captions)
+    done = subprocess.run([java, "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines",
+                           "-lowerCase"], input=text.encode("utf-8"), capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the Java PTBTokenizer failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
+    lines = done.stdout.decode("utf-8").split("\n")
+    return [" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS) for line in lines[:len(captions)]]
+
+
+def coco_tokenize(captions: Sequence[str], tokenizer: str = "python", jar: str | Path | None = None) -> list[str]:
+    """Each caption tokenized as the COCO evaluation does (lower-case tokens joined by spaces). The
+    captions are lexed together, in order (the next caption can change how a final abbreviation splits)."""
+    if tokenizer == "python":
+        return ptb_tokenize_lines(captions)
+    if tokenizer == "java":
+        return java_tokenize_lines(captions, jar)
+    raise ValueError(f"tokenizer must be 'python' or 'java', not {tokenizer!r}")
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased words; punctuation dropped as coco-caption's PTB tokenizer set-up drops it."""
-    text = _CONTRACTION.sub(r" \1", text.lower())
-    return [t for t in _TOKEN.findall(text) if t.strip("-_/")]
+    """One caption's COCO tokens (see :func:`coco_tokenize`)."""
+    return coco_tokenize([text])[0].split()
 
 
 def ngrams(words: Sequence[str], n: int) -> Counter:
@@ -138,19 +181,32 @@ def cider_d(hyps: Sequence[list[str]], refs: Sequence[Sequence[list[str]]], n: i
 # -- all together -------------------------------------------------------------------------------------
 
 
-def caption_scores(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict[str, float]:
-    """BLEU-1..4, ROUGE-L and CIDEr-D of one predicted caption per key against that key's references."""
+def caption_scores(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]],
+                   tokenizer: str = "python", jar: str | Path | None = None) -> dict[str, float]:
+    """BLEU-1..4, ROUGE-L and CIDEr-D of one predicted caption per key against that key's references.
+
+    As pycocoevalcap's pipeline: the references (key by key, in the order of ``predictions``) and the
+    predictions are tokenized as two runs (:func:`coco_tokenize`; ``tokenizer="java"`` uses the Java
+    tokenizer itself); BLEU and CIDEr split the tokenized text on any whitespace, ROUGE-L on single spaces.
+    """
     keys = [k for k in predictions if k in references]
     if not keys:
         raise ValueError("no prediction has references to be scored against")
     empty = [k for k in keys if not references[k]]
     if empty:
         raise ValueError(f"{len(empty)} images have no reference caption (first: {empty[0]})")
-    hyps = [tokenize(predictions[k]) for k in keys]
-    refs = [[tokenize(r) for r in references[k]] for k in keys]
+    flat = coco_tokenize([r for k in keys for r in references[k]], tokenizer, jar)
+    hyp_text = coco_tokenize([predictions[k] for k in keys], tokenizer, jar)
+    ref_text, start = [], 0
+    for k in keys:
+        ref_text.append(flat[start:start + len(references[k])])
+        start += len(references[k])
+    hyps = [h.split() for h in hyp_text]
+    refs = [[r.split() for r in rs] for rs in ref_text]
     b = bleu(hyps, refs)
     out = {f"bleu_{i + 1}": v for i, v in enumerate(b)}
-    out["rouge_l"] = sum(rouge_l(h, r) for h, r in zip(hyps, refs)) / len(keys)
-    out["cider_d"] = sum(cider_d(hyps, refs)) / len(keys)
+    rouge = [rouge_l(h.split(" "), [r.split(" ") for r in rs]) for h, rs in zip(hyp_text, ref_text)]
+    out["rouge_l"] = math.fsum(rouge) / len(keys)
+    out["cider_d"] = math.fsum(cider_d(hyps, refs)) / len(keys)
     out["n"] = len(keys)
     return out

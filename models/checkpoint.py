@@ -182,7 +182,15 @@ def resolve_checkpoint(path_or_url: str) -> Path:
 
 
 def read_state_dict(path_or_url: str) -> dict[str, Tensor]:
-    """The ``model`` state dict of a checkpoint file or URL (or the file itself if it is a bare state dict)."""
+    """The ``model`` state dict of a checkpoint file or URL (or the file itself if it is a bare state dict),
+    or of a transformers BLIP folder (``save_pretrained``'s layout), under BLIP's names."""
+    if not is_url(path_or_url) and Path(path_or_url).is_dir():
+        from models.hf_import import load_hf_blip_state_dict  # imports this module
+
+        try:
+            return load_hf_blip_state_dict(path_or_url)
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint {path_or_url}: {e}") from None
     path = resolve_checkpoint(path_or_url)
     ckpt = load_state(path)
     state = ckpt.get("model", ckpt)

@@ -200,11 +200,12 @@ def test_bleu_and_rouge_reproduce_the_papers_examples():
     assert rouge_l("the gunman kill police".split(), [ref]) == pytest.approx(1 / 2)
 
 
-def test_tokenizer_drops_punctuation_like_coco_caption():
+def test_tokenizer_is_coco_captions_ptb_tokenizer():
+    """The output of pycocoevalcap's Java PTBTokenizer on this caption: brackets kept as -lrb-/-rrb-."""
     from models.caption_metrics import tokenize
 
     assert tokenize("A ring-enhancing mass, 2.5 cm; isn't it? (Left.)") == [
-        "a", "ring-enhancing", "mass", "2.5", "cm", "is", "n't", "it", "left"]
+        "a", "ring-enhancing", "mass", "2.5", "cm", "is", "n't", "it", "-lrb-", "left", "-rrb-"]
 
 
 def test_caption_command_writes_captions_and_scores(trained, tmp_path, capsys):
