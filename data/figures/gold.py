@@ -219,12 +219,11 @@ def unseen_sources_dir() -> Path:
 
 def jats_captions(path: Path) -> dict[str, str]:
     """Figure id -> caption (whitespace collapsed, as ``data.scrape.jats`` flattens it) of one JATS file."""
-    from data.scrape.jats import parse_jats
+    from data.scrape.jats import figures_in
 
     out: dict[str, str] = {}
-    for article in parse_jats(Path(path).read_bytes(), str(path)):
-        for fig in article.figures:
-            out.setdefault(fig.fig_id, normalize(fig.caption))
+    for fig in figures_in(Path(path).read_bytes(), str(path)):
+        out.setdefault(fig.fig_id, normalize(fig.caption))
     return out
 
 

@@ -1,7 +1,8 @@
 """JATS (PMC full-text XML): article metadata and every figure's label, caption and graphic.
 
-Works on a single ``<article>`` file and on an E-utilities ``<pmc-articleset>``. Element names are
-matched by local name so that namespaced JATS variants parse the same way. Figures inside
+Works on a single ``<article>`` file, an E-utilities ``<pmc-articleset>`` and a PMC OAI-PMH ``GetRecord``
+answer (articles wrapped in ``<record><metadata>``). Element names are matched by local name so that
+namespaced JATS variants parse the same way. Figures inside
 ``<sub-article>``/``<response>`` belong to other documents (reviews, translations) and are left out.
 """
 from __future__ import annotations
@@ -55,11 +56,20 @@ def parse_jats(data: bytes, origin: str) -> list[Article]:
     does not parse and for an article without a PMCID.
     """
     root = parse_xml(data, f"{origin}: malformed XML")
-    if _local(root) == "article":
-        elements = [root]
-    else:
-        elements = [el for el in root if isinstance(el.tag, str) and _local(el) == "article"]
-    return [parse_article(el, origin) for el in elements]
+    return [parse_article(el, origin) for el in _articles(root)]
+
+
+def figures_in(data: bytes, origin: str) -> list[Figure]:
+    """Every figure of every article in ``data``, without the article metadata (no PMCID needed)."""
+    root = parse_xml(data, f"{origin}: malformed XML")
+    return [fig for article in _articles(root) for fig in _figures(article)]
+
+
+def _articles(node: etree._Element) -> list[etree._Element]:
+    """The ``<article>`` elements at or under ``node``, not those nested inside another article."""
+    if isinstance(node.tag, str) and _local(node) == "article":
+        return [node]
+    return [a for child in node if isinstance(child.tag, str) for a in _articles(child)]
 
 
 def parse_article(article: etree._Element, origin: str = "<article>") -> Article:
