@@ -29,7 +29,7 @@ DASH = r"[-\u2010-\u2015\u2212]"
 _ITEM = rf"[A-Za-z](?:\s*{DASH}\s*[A-Za-z])?"
 LIST = rf"{_ITEM}(?:\s*(?:,|and|&)\s*{_ITEM})*"
 PAREN = re.compile(rf"\(\s*({LIST})\s*\)")
-_PAREN_NOTE = re.compile(rf"\(\s*([A-Za-z])\s*(?:;\s*[^();]{{1,40}}|\.[a-z])\)")  # (a; ×200), (A.a)
+_PAREN_NOTE = re.compile(r"\(\s*(?:([A-Za-z])\s*;\s*[^();]{1,40}|([A-Z])\.[a-z])\)")  # (a; ×200), (A.a)
 _PAREN_RANGE = re.compile(rf"\(\s*([A-Za-z])\s*\)\s*{DASH}\s*\(\s*([A-Za-z])\s*\)")  # (a)–(d)
 _POS_WORD = r"(?:left|right|top|bottom|upper|lower|middle|center|centre)"
 _POSITION = rf"{_POS_WORD}(?:\s+{_POS_WORD})?(?:\s+(?:row|column|panel|panels|image|images))?"
@@ -105,7 +105,7 @@ def find_markers(text: str) -> list[Marker]:
     for pattern in (PAREN, _PAREN_NOTE):
         for m in pattern.finditer(text):
             if m.start() == 0 or not text[m.start() - 1].isalnum():  # not "K(T)P", "ϵm(K)"
-                add(m.start(), m.end(), m.group(1), "paren", True)
+                add(m.start(), m.end(), m.group(1) or m.group(2), "paren", True)
     for m in POS_PAREN.finditer(text):
         markers.append(Marker(m.start(), m.end(), position_labels(m.group(1)), "position", True))
     for pattern, loose in ((_PANEL_PHRASE, False), (_BARE, False), (_BARE_JOINED, False), (_CLOSING, False),
@@ -149,7 +149,7 @@ def _plausible_bare(markers: list[Marker], text: str) -> list[Marker]:
     """
     bare = [m for m in markers if m.kind == "bare"]
     letters = {lab for m in bare if not m.loose for lab in m.labels}
-    repeated = {id(a) for a, b in zip(bare, bare[1:]) if a.labels == b.labels}
+    repeated = {id(a) for a, b in zip(bare, bare[1:]) if a.labels == b.labels == ["A"] and not a.lower}
     keep = []
     for m in markers:
         if m.kind == "bare":

@@ -29,7 +29,8 @@ _TRAIL_LINK = re.compile(rf"(?:^|[\s,;:]+){_LINK}$", re.I)
 _EDGE = " ,;:\u2013\u2014"
 # A sentence ends at . ! ? before a space and a non-lower-case start (or "n = 8"), or right before a
 # significance star ("ANOVA.*, p < 0.05").
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])(?:\s+(?=[^a-z\s]|n\s*=)|(?=[*#\u2020\u2021]))")
+# A lower-case start counts when it is a panel letter: "... vesicle. b) Two ...", "... curves. b The ...".
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])(?:\s+(?=[^a-z\s]|n\s*=|[a-z](?:[.)]\s|,?\s+[A-Z]))|(?=[*#\u2020\u2021]))")
 _WIDE_START = re.compile(
     r"\[?(?:n\s*=\s*\d|[*#\u2020\u2021]+\s*,?\s*p\s*[<>=\u2264\u2265]|p\s*[<>=\u2264\u2265]\s*0?\.\d"
     r"|(?:results|data|values)\s+(?:are|were)\b|(?:the\s+)?error\s+bars|scale\s+bars?\b|abbreviations?\b"
@@ -39,10 +40,12 @@ _WIDE_START = re.compile(
     r"|(?:the\s+)?(?:source\s+)?data\s+(?:are|is)\s+available)", re.I)
 _WIDE_ANYWHERE = re.compile(
     r"\banova\b|\bt[- ]test|mann[-\u2013 ]whitney|wilcoxon|\bmean\s*(?:\u00b1|\+/-)|copyright\b|\u00a9"
-    r"|\ball\s+(?:panels|images|plots|graphs)\b|\bn\s*=\s*\d[^.]*\bn\s*=\s*\d", re.I)
+    r"|\ball\s+(?:panels|images|plots|graphs)\b|\bthis\s+figure\b|\bn\s*=\s*\d[^.]*\bn\s*=\s*\d", re.I)
 # "CT, computed tomography", "EdU, 5-ethynyl...", "AQ: amodiaquine"
 _ABBREVIATION_KEY = re.compile(r"[A-Z][\w+/-]*[A-Z][\w+/-]*(?:,\s+[a-z0-9]|:\s+[a-z])")
 _LONE_SCALE_BAR = re.compile(r"scale\s+bar\b", re.I)
+# The verb that follows the last of several labelled phrases in one sentence: "for (a) X and (b) Y are shown".
+_SHARED_PREDICATE = re.compile(r"\s(?:are|is|were|was)\s")
 
 
 @dataclass
@@ -75,20 +78,14 @@ def _is_prefix(m: Marker, text: str) -> bool:
     return bool(word) and word.group(0).lower() not in _CONNECTIVES
 
 
-def _clean(segment: str, letters: set[str]) -> str:
-    """Remove panel markers, dangling joiners and punctuation from a piece of caption.
+def _clean(segment: str) -> str:
+    """Remove dangling joiners and punctuation from the edges of a piece of caption.
 
-    Parenthesised letters are removed only when they are panel letters of the caption (``letters``):
-    other ones, such as an abbreviation's ``(R)``, are part of the text.
+    The markers that delimit sub-captions lie outside the pieces; panel letters cited inside a piece
+    (``before (A) and after (B)``, ``Scale bars: 1 mm (A)``) and position words (``from 0 (left) to 2
+    (right)``) are part of its text and stay.
     """
-    def drop(m: re.Match) -> str:
-        labels = expand_labels(m.group(1))
-        return " " if labels and set(labels) <= letters else m.group(0)
-
-    segment = PAREN.sub(drop, segment)
-    segment = POS_PAREN.sub(" ", segment)
-    segment = re.sub(r"\s+([,.;:])", r"\1", normalize_space(segment))
-    segment = segment.strip(_EDGE)
+    segment = re.sub(r"\s+([,.;:])", r"\1", normalize_space(segment)).strip(_EDGE)
     if not re.search(r"\w", segment):
         return ""
     while True:
@@ -140,22 +137,36 @@ def _tail_start(text: str, start: int, end: int, letters: set[str]) -> int:
     return cut
 
 
-def _frame_start(text: str, start: int, marker: int) -> int:
-    """End of the sub-caption in ``text[start:marker]`` when the next marker sits inside a sentence.
+def _frame_start(text: str, start: int, nxt: Marker) -> int:
+    """End of the sub-caption in ``text[start:nxt.start]`` when the next marker sits inside a sentence.
 
     The words from that sentence's start up to the marker are a frame shared by later panels
-    ("... solution. Sizes of (c) ...") rather than part of the text before them.
+    ("... solution. Sizes of (c) the ...") rather than part of the text before them; a marker followed by a
+    capital starts a sentence whose full stop is missing ("... in more detail (C) Dependence of ...").
     """
-    if _opens_sentence(text, marker):
-        return marker
-    starts = _sentence_starts(text, start, marker)
-    return starts[-1] if starts else marker
+    if _opens_sentence(text, nxt.start) or text[nxt.end:].lstrip(" :\u2013\u2014")[:1].isupper():
+        return nxt.start
+    starts = _sentence_starts(text, start, nxt.start)
+    return starts[-1] if starts else nxt.start
 
 
 def _one_sentence(text: str, markers: list[Marker]) -> bool:
     """Do all markers sit in one sentence (``... for (A) 24 hours and (B) 48 hours.``)?"""
     # + 1: a sentence starting right at the last marker counts.
     return len(markers) > 1 and not _sentence_starts(text, markers[0].start, markers[-1].start + 1)
+
+
+def _last_end(text: str, markers: list[Marker], letters: set[str]) -> int:
+    """End of the last prefix sub-caption: before the closing figure-wide text; when all labels sit in
+    one sentence, at its end, or at its verb when the sentence opens with a frame shared by the labelled
+    phrases (``The average probability for (a) X and (b) Y are shown as ...``)."""
+    last, end = markers[-1], len(text)
+    if not _one_sentence(text, markers):
+        return _tail_start(text, last.end, end, letters)
+    breaks = _sentence_starts(text, last.end, end)
+    cut = breaks[0] if breaks else end
+    verb = _SHARED_PREDICATE.search(text, last.end, cut)
+    return verb.start() if verb and not _opens_sentence(text, markers[0].start) else cut
 
 
 def _closes_sentence(m: Marker, text: str) -> bool:
@@ -195,12 +206,14 @@ def split_caption(caption: str) -> list[SubCaption]:
     """
     text = _FIG_PREFIX.sub("", strip_html(caption), count=1).strip()
     markers, roles = _roles(text, candidates(text))
+    if len(markers) == 1 and len(markers[0].labels) == 1 and not _opens_sentence(text, markers[0].start):
+        markers = []  # a lone letter inside a sentence refers to a panel; it does not split the caption
     if not markers:
         return [SubCaption([], normalize_space(text))]
     letters = {lab for m in markers for lab in m.labels}
     spans, shared = _spans(text, markers, roles, letters)
-    context = " ".join(p for p in (_clean(s, letters) for s in shared) if p)
-    subs = [SubCaption(m.labels, _clean(text[a:b], letters), context) for m, (a, b) in zip(markers, spans)]
+    context = " ".join(p for p in (_clean(s) for s in shared) if p)
+    subs = [SubCaption(m.labels, _clean(text[a:b]), context) for m, (a, b) in zip(markers, spans)]
     return _merge_empty(subs)
 
 
@@ -228,10 +241,9 @@ def _spans(text: str, markers: list[Marker], roles: list[str],
         if nxt is None:
             cut = end = len(text)
             if len(markers) > 1:  # a single marker covers all panels: nothing is shared after it
-                breaks = _sentence_starts(text, m.end, end)
-                cut = breaks[0] if breaks and _one_sentence(text, markers) else _tail_start(text, m.end, end, letters)
+                cut = _last_end(text, markers, letters)
         elif roles[i + 1] == "prefix":
-            cut = _frame_start(text, m.end, nxt.start)
+            cut = _frame_start(text, m.end, nxt)
         else:
             cut = _sentence_start(text, nxt.start, m.end)
         spans.append((m.end, cut))
