@@ -108,30 +108,37 @@ def _opens_sentence(text: str, pos: int) -> bool:
 
 
 def _sentence_starts(text: str, start: int, end: int) -> list[int]:
-    """Where sentences begin inside ``text[start:end]`` (``start`` itself not included)."""
-    return [start + m.end() for m in _SENTENCE_BREAK.finditer(text[start:end]) if start + m.end() < end]
+    """Where sentences begin inside ``text[start:end]`` (``start`` itself not included); the words after
+    ``end`` are seen, as a break before a panel letter ("... vesicle. b) Two ...") needs them."""
+    out = []
+    for m in _SENTENCE_BREAK.finditer(text, start):
+        if m.end() >= end:
+            break
+        if text[start:m.end()].strip(" .,;:"):
+            out.append(m.end())
+    return out
 
 
 def _figure_wide(sentence: str, letters: set[str]) -> bool:
     """Is this sentence about the whole figure (statistics, sample sizes, scale bars, abbreviations,
-    credits, data availability, all panels), or does it cite two or more of the caption's panels?"""
+    credits, data availability, all panels), or does it cite two or more of the caption's panels
+    (``letters``, as printed)?"""
     if _WIDE_START.match(sentence) or _WIDE_ANYWHERE.search(sentence) or _ABBREVIATION_KEY.match(sentence):
         return True
-    cited = {x for m in PAREN.finditer(sentence) for x in (expand_labels(m.group(1)) or [])}
+    cited = {x.lower() if m.group(1)[0].islower() else x
+             for m in PAREN.finditer(sentence) for x in (expand_labels(m.group(1)) or [])}
     return len(cited & letters) >= 2
 
 
 def _tail_start(text: str, start: int, end: int, letters: set[str]) -> int:
-    """Start of the closing run of figure-wide sentences in ``text[start:end]`` (``end`` if none).
+    """Start of the closing figure-wide text in ``text[start:end]`` (``end`` if none): the first
+    figure-wide sentence after the panel's first one, with everything after it.
 
     The first sentence always stays, and a lone "Scale bar, 5 nm." stays with the panel it follows.
     """
     starts = _sentence_starts(text, start, end)
-    cut = end
-    for s in reversed(starts):
-        if not _figure_wide(text[s:cut], letters):
-            break
-        cut = s
+    bounds = starts + [end]
+    cut = next((s for s, e in zip(bounds, bounds[1:]) if _figure_wide(text[s:e], letters)), end)
     if cut < end and all(_LONE_SCALE_BAR.match(text[s:]) for s in starts if s >= cut):
         return end
     return cut
@@ -210,8 +217,8 @@ def split_caption(caption: str) -> list[SubCaption]:
         markers = []  # a lone letter inside a sentence refers to a panel; it does not split the caption
     if not markers:
         return [SubCaption([], normalize_space(text))]
-    letters = {lab for m in markers for lab in m.labels}
-    spans, shared = _spans(text, markers, roles, letters)
+    printed = {x.lower() if m.lower else x for m in markers for x in m.labels}
+    spans, shared = _spans(text, markers, roles, printed)
     context = " ".join(p for p in (_clean(s) for s in shared) if p)
     subs = [SubCaption(m.labels, _clean(text[a:b]), context) for m, (a, b) in zip(markers, spans)]
     return _merge_empty(subs)
@@ -219,7 +226,7 @@ def split_caption(caption: str) -> list[SubCaption]:
 
 def _spans(text: str, markers: list[Marker], roles: list[str],
            letters: set[str]) -> tuple[list[tuple[int, int]], list[str]]:
-    """Each marker's text span and the shared pieces (lead, frames, tail).
+    """Each marker's text span and the shared pieces (lead, frames, tail); ``letters`` as printed.
 
     A suffix marker's text runs from its sentence's start (not before the text already used) to the
     marker. A prefix marker's text runs to the next prefix marker (less a sentence frame shared with it,
