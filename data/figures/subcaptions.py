@@ -75,7 +75,7 @@ def _is_prefix(m: Marker, text: str) -> bool:
         return True
     after = text[m.end:].lstrip(" :\u2013\u2014")
     word = re.match(r"[A-Za-z0-9][\w-]*", after)
-    return bool(word) and word.group(0).lower() not in _CONNECTIVES
+    return bool(word) and word.group(0).lower() not in _CONNECTIVES and not _LEAD_LINK.match(after)
 
 
 def _clean(segment: str) -> str:
@@ -119,26 +119,44 @@ def _sentence_starts(text: str, start: int, end: int) -> list[int]:
     return out
 
 
-def _figure_wide(sentence: str, letters: set[str]) -> bool:
+def _figure_wide(sentence: str, letters: set[str], own: set[str] = frozenset()) -> bool:
     """Is this sentence about the whole figure (statistics, sample sizes, scale bars, abbreviations,
     credits, data availability, all panels), or does it cite two or more of the caption's panels
-    (``letters``, as printed)?"""
+    (``letters``, as printed), not only the sub-caption's own ones (``own``)?"""
     if _WIDE_START.match(sentence) or _WIDE_ANYWHERE.search(sentence) or _ABBREVIATION_KEY.match(sentence):
         return True
     cited = {x.lower() if m.group(1)[0].islower() else x
-             for m in PAREN.finditer(sentence) for x in (expand_labels(m.group(1)) or [])}
-    return len(cited & letters) >= 2
+             for m in PAREN.finditer(sentence) for x in (expand_labels(m.group(1)) or [])} & letters
+    return len(cited) >= 2 and bool(cited - own)
 
 
-def _tail_start(text: str, start: int, end: int, letters: set[str]) -> int:
+def _opening(sentence: str) -> str:
+    """The first three words of a sentence, lower case: what parallel per-panel sentences share."""
+    return " ".join(re.findall(r"\w+", sentence.lower())[:3])
+
+
+def _openings(text: str, spans: list[tuple[int, int]]) -> set[str]:
+    """The openings of the sentences in the given spans of ``text``."""
+    out = set()
+    for a, b in spans:
+        bounds = [a, *_sentence_starts(text, a, b), b]
+        out |= {_opening(text[s:e]) for s, e in zip(bounds, bounds[1:])}
+    return out
+
+
+def _tail_start(text: str, start: int, end: int, letters: set[str], own: set[str] = frozenset(),
+                earlier: set[str] = frozenset()) -> int:
     """Start of the closing figure-wide text in ``text[start:end]`` (``end`` if none): the first
     figure-wide sentence after the panel's first one, with everything after it.
 
-    The first sentence always stays, and a lone "Scale bar, 5 nm." stays with the panel it follows.
+    The first sentence always stays, a lone "Scale bar, 5 nm." stays with the panel it follows, and so
+    does a sentence that opens like one inside an earlier sub-caption (``earlier``): the caption then
+    gives such a sentence to every panel ("Reproduced from ...", "Data were analyzed by ...").
     """
     starts = _sentence_starts(text, start, end)
     bounds = starts + [end]
-    cut = next((s for s, e in zip(bounds, bounds[1:]) if _figure_wide(text[s:e], letters)), end)
+    cut = next((s for s, e in zip(bounds, bounds[1:])
+                if _figure_wide(text[s:e], letters, own) and _opening(text[s:e]) not in earlier), end)
     if cut < end and all(_LONE_SCALE_BAR.match(text[s:]) for s in starts if s >= cut):
         return end
     return cut
@@ -163,13 +181,14 @@ def _one_sentence(text: str, markers: list[Marker]) -> bool:
     return len(markers) > 1 and not _sentence_starts(text, markers[0].start, markers[-1].start + 1)
 
 
-def _last_end(text: str, markers: list[Marker], letters: set[str]) -> int:
+def _last_end(text: str, markers: list[Marker], letters: set[str], earlier: set[str]) -> int:
     """End of the last prefix sub-caption: before the closing figure-wide text; when all labels sit in
     one sentence, at its end, or at its verb when the sentence opens with a frame shared by the labelled
     phrases (``The average probability for (a) X and (b) Y are shown as ...``)."""
     last, end = markers[-1], len(text)
     if not _one_sentence(text, markers):
-        return _tail_start(text, last.end, end, letters)
+        own = {x.lower() if last.lower else x for x in last.labels}
+        return _tail_start(text, last.end, end, letters, own, earlier)
     breaks = _sentence_starts(text, last.end, end)
     cut = breaks[0] if breaks else end
     verb = _SHARED_PREDICATE.search(text, last.end, cut)
@@ -198,7 +217,7 @@ def _roles(text: str, cands: list[Marker]) -> tuple[list[Marker], list[str]]:
         named = {x for c in prefix for x in c.labels}
         keep = [c for c in cands if c in prefix or (_closes_sentence(c, text) and not set(c.labels) & named)]
         markers = panel_markers(text, keep)
-        return markers, ["prefix" if m in prefix else "suffix" for m in markers]
+        return markers, ["prefix" if not m.paren or _is_prefix(m, text) else "suffix" for m in markers]
     keep = [c for c in cands if c.paren]
     markers = panel_markers(text, keep)
     return markers, ["prefix" if _opens_sentence(text, m.start) and _is_prefix(m, text) else "suffix"
@@ -248,7 +267,7 @@ def _spans(text: str, markers: list[Marker], roles: list[str],
         if nxt is None:
             cut = end = len(text)
             if len(markers) > 1:  # a single marker covers all panels: nothing is shared after it
-                cut = _last_end(text, markers, letters)
+                cut = _last_end(text, markers, letters, _openings(text, spans))
         elif roles[i + 1] == "prefix":
             cut = _frame_start(text, m.end, nxt)
         else:
