@@ -40,7 +40,7 @@ _BARE_JOINED = re.compile(rf"(?:(?<=[,;]\s)|(?<=\band\s))({LIST})(?=[:,]\s)")
 _CLOSING = re.compile(rf"(?:^|(?<=[\s:;,]))({_ITEM})\)(?=\s)")
 _LOOSE_A = re.compile(r"(?<=[a-z0-9]\s)([Aa])(?=[,.:]\s+[A-Z])")
 _PANEL_PHRASE = re.compile(rf"{_BOUNDARY}(?:In\s+)?[Pp]anels?\s+({LIST})\s*,\s*(?=[a-z])")
-_POS_BARE = re.compile(rf"{_BOUNDARY}({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*(?=:)", re.I)
+_POS_BARE = re.compile(rf"(?:{_BOUNDARY}|(?<=[,;]\s))({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*(?=:)", re.I)
 _POS_NORMAL = {"upper": "TOP", "lower": "BOTTOM", "centre": "MIDDLE", "center": "MIDDLE"}
 _SHAPE = {"(": "paren", ")": "closing"}
 
@@ -128,6 +128,9 @@ def candidates(text: str) -> list[Marker]:
 def panel_markers(text: str, cands: list[Marker]) -> list[Marker]:
     """The markers among ``cands`` (from :func:`candidates`) that name the panels, in text order."""
     markers = _label_sequence(cands, text)
+    opening = _label_sequence([c for c in cands if c.kind == "bare" and _opens_sentence(text, c.start)], text)
+    if len(opening) >= 2 and {x for m in markers for x in m.labels} <= {x for m in opening for x in m.labels}:
+        markers = opening  # "RNA (A-C) or protein (D). A Brain. B Liver ...": the lead only cites the panels
     letters = [m for m in markers if m.kind != "position"]
     if len({x for m in letters for x in m.labels}) >= 2:
         markers = letters
