@@ -32,7 +32,8 @@ from data.scrape import licenses
 from data.scrape.candidates import Candidate, Page, Rejected, normalize_pmcid
 from data.scrape.eutils import OA_FILTER, parse_esearch
 from data.scrape.http import FetchError, PoliteClient
-from data.scrape.jats import Article, parse_jats
+from data.scrape.jats import Article, panel_fields, parse_jats
+from data.scrape.panel_images import FigureImage
 from data.scrape.safe_xml import parse_xml
 
 if TYPE_CHECKING:
@@ -234,11 +235,12 @@ class CloudSource:
             licence = fig.license or article.license
             if licence == licenses.UNKNOWN and fallback:
                 licence = fallback
-            items.append(Candidate(
-                source="pmc-cloud", pmcid=article.pmcid, figure_id=fig.fig_id, label=fig.label, caption=fig.caption,
-                image_url=media_file(media, fig.graphic), license=licence,
-                license_url=fig.license_url if fig.license else article.license_url, graphic=fig.graphic,
-                **article.article_meta()))
+            for part, image in enumerate(fig.images or [FigureImage("")]):
+                items.append(Candidate(
+                    source="pmc-cloud", pmcid=article.pmcid, figure_id=fig.fig_id, label=fig.label,
+                    caption=fig.caption, image_url=media_file(media, image.href), license=licence,
+                    license_url=fig.license_url if fig.license else article.license_url, graphic=image.href,
+                    **panel_fields(fig, part), **article.article_meta()))
         return items
 
 
