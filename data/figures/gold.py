@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.captions import normalize_space
@@ -56,6 +56,8 @@ class GoldCaption:
     lead: str | None = None  # shared lead text before the first label
     tail: str | None = None  # shared trailing text after the last sub-caption
     ambiguous: str | None = None
+    spans: list[tuple[int, int]] = field(default_factory=list)  # each sub's text in ``caption``
+    markers: list[tuple[int, int] | None] = field(default_factory=list)  # each sub's printed marker, if any
 
 
 @dataclass
@@ -148,7 +150,7 @@ def resolve_caption(record: dict, caption: str) -> GoldCaption:
     tail_pos = None
     if record.get("tail"):
         tail_pos = _find(caption, record["tail"], cursor, f"{src} tail")
-    texts = []
+    texts, spans = [], []
     for i, sub in enumerate(subs):
         where = f"{src} sub {i} {sub.get('labels')}"
         limit = begins[i + 1] if i + 1 < len(subs) else (tail_pos if tail_pos is not None else len(caption))
@@ -166,9 +168,11 @@ def resolve_caption(record: dict, caption: str) -> GoldCaption:
         if not isinstance(labels, list) or any(not isinstance(x, str) or x != x.upper() for x in labels):
             raise GoldError(f"{where}: labels must be a list of upper-case strings")
         texts.append((labels, text))
+        spans.append((starts[i], starts[i] + len(text)))
     lead = caption[lead_pos:begins[0]].strip() if lead_pos is not None else None
     tail = caption[tail_pos:].strip() if tail_pos is not None else None
-    return GoldCaption(src, caption, texts, lead, tail, record.get("ambiguous"))
+    markers = [(b, b + len(normalize(sub["marker"]))) if sub.get("marker") else None for b, sub in zip(begins, subs)]
+    return GoldCaption(src, caption, texts, lead, tail, record.get("ambiguous"), spans, markers)
 
 
 def load_real_captions(fixtures: Path, path: Path = CAPTIONS_FILE) -> list[GoldCaption]:

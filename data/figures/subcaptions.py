@@ -201,8 +201,9 @@ def _closes_sentence(m: Marker, text: str) -> bool:
     return m.paren and (not after or after[0] in ".;")
 
 
-def _roles(text: str, cands: list[Marker]) -> tuple[list[Marker], list[str]]:
-    """The panel markers and whether each opens (``prefix``) or closes (``suffix``) its text.
+def marker_roles(text: str, cands: list[Marker]) -> tuple[list[Marker], list[str]]:
+    """The panel markers among ``cands`` (``caption_markers.candidates(text)``) and whether each opens
+    (``prefix``) or closes (``suffix``) its text.
 
     The first marker sets the caption's style. In a prefix caption a parenthesised label that is not
     prefix-like counts only where it closes a sentence and no later prefix marker names its letter (else
@@ -231,7 +232,7 @@ def split_caption(caption: str) -> list[SubCaption]:
     the function also serves raw JATS captions (the gold sets, callers outside the pipeline).
     """
     text = _FIG_PREFIX.sub("", strip_html(caption), count=1).strip()
-    markers, roles = _roles(text, candidates(text))
+    markers, roles = marker_roles(text, candidates(text))
     if len(markers) == 1 and len(markers[0].labels) == 1 and not _opens_sentence(text, markers[0].start):
         markers = []  # a lone letter inside a sentence refers to a panel; it does not split the caption
     if not markers:
