@@ -132,3 +132,36 @@ def test_capital_after_a_marker_starts_a_sentence_without_full_stop():
     subs = split_caption("(A) Values in pseudocolor. (B) An inset of panel A. Note that the key was rescaled "
                          "(C) Dependence of tau on Vr.")
     assert subs[1].text == "An inset of panel A. Note that the key was rescaled"
+
+
+def test_panel_pointed_at_by_its_noun():
+    assert pairs("Rectum. The layers can be seen in image (A). Image (B) shows lymphoid tissue (asterisk).") == [
+        (["A"], "The layers can be seen"), (["B"], "shows lymphoid tissue (asterisk).")]
+    assert [s.labels for s in split_caption("Colon. Layers in image (A). In image (B) we see crypts.")] == [
+        ["A"], ["B"]]
+
+
+def test_letters_cited_in_keys_of_marks():
+    assert [s.labels for s in split_caption(
+        "Spread of cancer. CT showed linear areas (arrows, b) near the tumour (CA, a, b). The specimen showed "
+        "invasion (arrows, c) along the channels (CA, c).")] == [["A", "B"], ["C"]]
+
+
+def test_lower_case_letters_heading_items_after_commas_and_lower_case_words():
+    assert [s.labels for s in split_caption(
+        "a Schematic of electrospinning, b the possible mechanism, c zeta potentials of the membranes")] == [
+        ["A"], ["B"], ["C"]]
+    assert [s.labels for s in split_caption("a pH-dependence of the parameters. b Effect of temperature.")] == [
+        ["A"], ["B"]]
+
+
+def test_bare_letters_opening_sentences_after_cited_labels():
+    assert [s.labels for s in split_caption(
+        "Calorimetry (a) and gravimetry (b) curves of the composites. c TGA curves of the mats. d TGA curves "
+        "of rGO.")] == [["A"], ["B"], ["C"], ["D"]]
+
+
+def test_position_word_after_a_closing_quote():
+    assert [s.labels for s in split_caption(
+        "Pancreas. Upper row: a character meaning \u201cgland.\u201d Lower row: a character meaning \u201cremote\u201d.")] == [
+        ["TOP"], ["BOTTOM"]]

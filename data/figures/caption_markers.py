@@ -34,11 +34,18 @@ _PAREN_RANGE = re.compile(rf"\(\s*([A-Za-z])\s*\)\s*{DASH}\s*\(\s*([A-Za-z])\s*\
 _POS_WORD = r"(?:left|right|top|bottom|upper|lower|middle|center|centre)"
 _POSITION = rf"{_POS_WORD}(?:\s+{_POS_WORD})?(?:\s+(?:row|column|panel|panels|image|images))?"
 POS_PAREN = re.compile(rf"\(\s*({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*\)", re.I)
-_BOUNDARY = r"(?:^|(?<=[.;!?]\s)|(?<=[.;!?]\)\s))"
+_BOUNDARY = r"(?:^|(?<=[.;!?]\s)|(?<=[.;!?][)\u201d\u2019]\s))"
 _BARE = re.compile(rf"{_BOUNDARY}({LIST})(?=(?:[,:.)]\s)|(?:\s+[A-Z0-9]))")
 _BARE_JOINED = re.compile(rf"(?:(?<=[,;]\s)|(?<=\band\s))({LIST})(?=[:,]\s)")
 _CLOSING = re.compile(rf"(?:^|(?<=[\s:;,]))({_ITEM})\)(?=\s)")
 _LOOSE_A = re.compile(r"(?<=[a-z0-9]\s)([Aa])(?=[,.:]\s+[A-Z])")
+_LOOSE_LOWER = re.compile(rf"{_BOUNDARY}([a-z])(?=\s+[a-z])")  # "a pH-dependence of ... b Effect of ..."
+_LOOSE_AFTER_COMMA = re.compile(r"(?<=,\s)([b-z])(?=\s+\w)")  # "a Schematic of ..., b the mechanism, c ..."
+# A panel named with its noun: "... can be seen in image (A).", "In panel (c) ...", "Image (B) shows ...".
+_NOUN_AFTER_IN = re.compile(r"\b[Ii]n\s+(?:images?|panels?|insets?)\s+$")
+_NOUN_OPENING = re.compile(rf"{_BOUNDARY}(?:Images?|Panels?|Insets?)\s+$")
+# A letter cited in a key of marks: "(arrows, b)", "(CA, a, b)".
+_KEY = re.compile(rf"\(\s*[A-Za-z][\w-]+(?:\s+[\w-]+)?\s*,\s*({LIST})\s*\)")
 _PANEL_PHRASE = re.compile(rf"{_BOUNDARY}(?:In\s+)?[Pp]anels?\s+({LIST})\s*,\s*(?=[a-z])")
 _POS_BARE = re.compile(rf"(?:{_BOUNDARY}|(?<=[,;]\s))({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*(?=:)", re.I)
 _POS_NORMAL = {"upper": "TOP", "lower": "BOTTOM", "centre": "MIDDLE", "center": "MIDDLE"}
@@ -102,15 +109,18 @@ def find_markers(text: str) -> list[Marker]:
 
     for m in _PAREN_RANGE.finditer(text):
         add(m.start(), m.end(), f"{m.group(1)}-{m.group(2)}", "paren", True)
-    for pattern in (PAREN, _PAREN_NOTE):
+    for pattern in (PAREN, _PAREN_NOTE, _KEY):
         for m in pattern.finditer(text):
             if m.start() == 0 or not text[m.start() - 1].isalnum():  # not "K(T)P", "ϵm(K)"
-                add(m.start(), m.end(), m.group(1) or m.group(2), "paren", True)
+                noun = _noun(text, m.start(), m.end()) if pattern is PAREN else None
+                add(noun if noun is not None else m.start(), m.end(), m.group(1) or m.group(2), "paren", True)
     for m in POS_PAREN.finditer(text):
         markers.append(Marker(m.start(), m.end(), position_labels(m.group(1)), "position", True))
     for pattern, loose in ((_PANEL_PHRASE, False), (_BARE, False), (_BARE_JOINED, False), (_CLOSING, False),
-                           (_LOOSE_A, True)):
+                           (_LOOSE_A, True), (_LOOSE_LOWER, True), (_LOOSE_AFTER_COMMA, True)):
         for m in pattern.finditer(text):
+            if pattern is _CLOSING and text.count("(", 0, m.start()) > text.count(")", 0, m.start()):
+                continue  # "(arrows, b)": the parenthesis closes an earlier one
             end = m.end()
             while end < len(text) and text[end] in ",:.)":
                 end += 1
@@ -123,6 +133,17 @@ def find_markers(text: str) -> list[Marker]:
 def candidates(text: str) -> list[Marker]:
     """The candidates of ``text`` left after dropping words that only look like markers and group headers."""
     return _drop_group_headers(_plausible_bare(find_markers(text), text), text)
+
+
+def _noun(text: str, start: int, end: int) -> int | None:
+    """Where the marker at ``text[start:end]`` begins when a noun points at it: "in image (A)" anywhere,
+    "Image (B)" opening a sentence when a word other than a joiner follows ("Image (B) shows")."""
+    after = re.match(r"\s*([A-Za-z]+)", text[end:])
+    for pattern in (_NOUN_AFTER_IN, _NOUN_OPENING):
+        hit = pattern.search(text, 0, start)
+        if hit and (pattern is _NOUN_AFTER_IN or (after and after.group(1).lower() not in ("and", "or", "with"))):
+            return hit.start()
+    return None
 
 
 def panel_markers(text: str, cands: list[Marker]) -> list[Marker]:
@@ -148,23 +169,36 @@ def _plausible_bare(markers: list[Marker], text: str) -> list[Marker]:
 
     Of two bare candidates in a row with the same letter the first is the article ("A 45-year-old
     man. A Axial CT ..."): the panel marker is the last one before the next letter. A loose "A" counts
-    only when a bare "B" of its case and delimiter follows.
+    only when a bare "B" of its case and delimiter follows, any other loose letter only when the letter
+    before it is a bare candidate of its case before it ("a ..., b ..., c ...").
     """
     bare = [m for m in markers if m.kind == "bare"]
     letters = {lab for m in bare if not m.loose for lab in m.labels}
     repeated = {id(a) for a, b in zip(bare, bare[1:]) if a.labels == b.labels == ["A"] and not a.lower}
-    keep = []
+    keep, accepted = [], set()
     for m in markers:
         if m.kind == "bare":
             token = text[m.start:m.end]
             delimited = bool(re.search(r"[,:.)]\s*$", token)) or token[0].islower()
             if id(m) in repeated or (not delimited and not ({"A", "B"} <= letters)):
                 continue
-            if m.loose and not any(b.labels[0] == "B" and b.lower == m.lower and _shape(b, text) == _shape(m, text)
-                                   for b in bare if b.start > m.start and not b.loose):
-                continue
+            if m.loose:
+                if not _loose_ok(m, bare, text, accepted):
+                    continue
+                accepted.add(id(m))
         keep.append(m)
     return keep
+
+
+def _loose_ok(m: Marker, bare: list[Marker], text: str, accepted: set[int]) -> bool:
+    """Does a loose candidate count: an "A" followed by a firm "B" of its form, any other letter preceded
+    by a firm or counted candidate of the letter before it, of its case?"""
+    if m.labels == ["A"]:
+        return any(b.labels[0] == "B" and b.lower == m.lower and _shape(b, text) == _shape(m, text)
+                   for b in bare if b.start > m.start and not b.loose)
+    before = chr(ord(m.labels[0]) - 1)
+    return any(b.labels[-1] == before and b.lower == m.lower and (not b.loose or id(b) in accepted)
+               for b in bare if b.start < m.start)
 
 
 def _symbol_key_form(m: Marker, text: str) -> bool:

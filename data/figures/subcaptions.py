@@ -219,7 +219,7 @@ def marker_roles(text: str, cands: list[Marker]) -> tuple[list[Marker], list[str
         keep = [c for c in cands if c in prefix or (_closes_sentence(c, text) and not set(c.labels) & named)]
         markers = panel_markers(text, keep)
         return markers, ["prefix" if not m.paren or _is_prefix(m, text) else "suffix" for m in markers]
-    keep = [c for c in cands if c.paren]
+    keep = [c for c in cands if c.paren or (c.kind == "bare" and _opens_sentence(text, c.start))]
     markers = panel_markers(text, keep)
     return markers, ["prefix" if _opens_sentence(text, m.start) and _is_prefix(m, text) else "suffix"
                      for m in markers]
