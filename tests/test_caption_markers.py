@@ -165,3 +165,39 @@ def test_position_word_after_a_closing_quote():
     assert [s.labels for s in split_caption(
         "Pancreas. Upper row: a character meaning \u201cgland.\u201d Lower row: a character meaning \u201cremote\u201d.")] == [
         ["TOP"], ["BOTTOM"]]
+
+
+def test_glued_letters_count_in_a_run_only():
+    assert [s.labels for s in split_caption(
+        "Forest plot for clinicopathological markers(A) FIGO stage.(B) LN metastasis. (C) Age.")] == [
+        ["A"], ["B"], ["C"]]
+
+
+def test_letter_with_its_position_in_parentheses():
+    assert [s.labels for s in split_caption(
+        "Expression. (A upper panel) The target site. (A lower panel) The duplex. (B) Reporter assay.")] == [
+        ["A"], ["B"]]
+
+
+def test_finer_list_of_sentence_opening_markers_wins_over_the_title():
+    assert [s.labels for s in split_caption(
+        "Conus cashi sp. nov. (A-J) and Conus princeps (K). Specimens from Gurabo. (A-F) PRI 66144, SL 22.5 mm; "
+        "(G) PRI 67166, SL 23.8 mm; (H) PRI 66162; (I) NMB H18381; (J) PRI 66116; (K) UF 169052.")] == [
+        ["A", "B", "C", "D", "E", "F"], ["G"], ["H"], ["I"], ["J"], ["K"]]
+
+
+def test_one_position_word_alone_is_not_a_panel():
+    caption = "Metabolic reprogramming. Center: tumour cells use glycolysis. Immune cells adapt in the periphery."
+    assert pairs(caption) == [([], caption)]
+
+
+def test_letters_listed_in_a_scale_key_are_not_markers():
+    assert [s.labels for s in split_caption(
+        "Neuropathology. A. Survival plots. B and C. Brain sections at 72 h. Bars = 2 mm in B, F, H, J; 200 µm "
+        "in C.")] == [["A"], ["B", "C"]]
+
+
+def test_closing_sentence_citing_panels_without_parentheses_is_shared():
+    subs = split_caption("Vertebrae. A, anterior; B, dorsal; C, ventral; and D, lateral views. Note scanning "
+                         "artifacts in B and C.")
+    assert subs[3].text == "lateral views." and subs[0].context.endswith("Note scanning artifacts in B and C.")

@@ -29,14 +29,16 @@ DASH = r"[-\u2010-\u2015\u2212]"
 _ITEM = rf"[A-Za-z](?:\s*{DASH}\s*[A-Za-z])?"
 LIST = rf"{_ITEM}(?:\s*(?:,|and|&)\s*{_ITEM})*"
 PAREN = re.compile(rf"\(\s*({LIST})\s*\)")
-_PAREN_NOTE = re.compile(r"\(\s*(?:([A-Za-z])\s*;\s*[^();]{1,40}|([A-Z])\.[a-z])\)")  # (a; ×200), (A.a)
+# "(a; ×200)", "(A.a)", "(A upper panel)"
+_PAREN_NOTE = re.compile(r"\(\s*(?:([A-Za-z])\s*;\s*[^();]{1,40}|([A-Z])\.[a-z]|([A-Za-z])[\s,]+(?:upper|lower|left|right"
+                         r"|top|bottom|middle)(?:\s+(?:panel|image|row|column))?)\s*\)")
 _PAREN_RANGE = re.compile(rf"\(\s*([A-Za-z])\s*\)\s*{DASH}\s*\(\s*([A-Za-z])\s*\)")  # (a)–(d)
 _POS_WORD = r"(?:left|right|top|bottom|upper|lower|middle|center|centre)"
 _POSITION = rf"{_POS_WORD}(?:\s+{_POS_WORD})?(?:\s+(?:row|column|panel|panels|image|images))?"
 POS_PAREN = re.compile(rf"\(\s*({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*\)", re.I)
 _BOUNDARY = r"(?:^|(?<=[.;!?]\s)|(?<=[.;!?][)\u201d\u2019]\s))"
 _BARE = re.compile(rf"{_BOUNDARY}({LIST})(?=(?:[,:.)]\s)|(?:\s+[A-Z0-9]))")
-_BARE_JOINED = re.compile(rf"(?:(?<=[,;]\s)|(?<=\band\s))({LIST})(?=[:,]\s)")
+_BARE_JOINED = re.compile(rf"(?:(?<=[,;]\s)|(?<=\band\s))({LIST})(?=[:,]\s+[A-Za-z]{{2}})")
 _CLOSING = re.compile(rf"(?:^|(?<=[\s:;,]))({_ITEM})\)(?=\s)")
 _LOOSE_A = re.compile(r"(?<=[a-z0-9]\s)([Aa])(?=[,.:]\s+[A-Z])")
 _LOOSE_LOWER = re.compile(rf"{_BOUNDARY}([a-z])(?=\s+[a-z])")  # "a pH-dependence of ... b Effect of ..."
@@ -111,9 +113,12 @@ def find_markers(text: str) -> list[Marker]:
         add(m.start(), m.end(), f"{m.group(1)}-{m.group(2)}", "paren", True)
     for pattern in (PAREN, _PAREN_NOTE, _KEY):
         for m in pattern.finditer(text):
-            if m.start() == 0 or not text[m.start() - 1].isalnum():  # not "K(T)P", "ϵm(K)"
-                noun = _noun(text, m.start(), m.end()) if pattern is PAREN else None
-                add(noun if noun is not None else m.start(), m.end(), m.group(1) or m.group(2), "paren", True)
+            spec = next(g for g in m.groups() if g)
+            # A letter glued to a word ("K(T)P", "ϵm(K) describe") counts only in a run ("markers(A) FIGO ...
+            # .(B) LN ..."), like a loose bare letter.
+            glued = m.start() > 0 and text[m.start() - 1].isalnum()
+            noun = _noun(text, m.start(), m.end()) if pattern is PAREN and not glued else None
+            add(noun if noun is not None else m.start(), m.end(), spec, "paren", True, glued)
     for m in POS_PAREN.finditer(text):
         markers.append(Marker(m.start(), m.end(), position_labels(m.group(1)), "position", True))
     for pattern, loose in ((_PANEL_PHRASE, False), (_BARE, False), (_BARE_JOINED, False), (_CLOSING, False),
@@ -148,18 +153,35 @@ def _noun(text: str, start: int, end: int) -> int | None:
 
 def panel_markers(text: str, cands: list[Marker]) -> list[Marker]:
     """The markers among ``cands`` (from :func:`candidates`) that name the panels, in text order."""
-    markers = _label_sequence(cands, text)
-    opening = _label_sequence([c for c in cands if c.kind == "bare" and _opens_sentence(text, c.start)], text)
-    if len(opening) >= 2 and {x for m in markers for x in m.labels} <= {x for m in opening for x in m.labels}:
-        markers = opening  # "RNA (A-C) or protein (D). A Brain. B Liver ...": the lead only cites the panels
+    markers = _label_sequence(_drop_restated(cands, text), text)
     letters = [m for m in markers if m.kind != "position"]
     if len({x for m in letters for x in m.labels}) >= 2:
         markers = letters
+    elif not letters and len(markers) == 1:
+        markers = []  # one position word alone ("Center: ...") names a region, not one of several panels
     return _fill_gaps(markers, text)
 
 
+def _drop_restated(cands: list[Marker], text: str) -> list[Marker]:
+    """Drop letter candidates of the lead that later markers opening sentences name again ("RNA (A-C) or
+    protein (D). A Brain. B Liver ...", "sp. nov. (A-J) and C. princeps (K). ... (A-F) ...; (G) ..."): a
+    group, or a letter inside a sentence, whose every letter a later sentence-opening candidate names."""
+    out = []
+    for i, c in enumerate(cands):
+        if c.kind != "position" and (len(c.labels) > 1 or not _opens_sentence(text, c.start)):
+            later = {x for d in cands[i + 1:] if d.kind != "position" and d.lower == c.lower
+                     and _opens_sentence(text, d.start) and len(d.labels) < len(c.labels) + (len(c.labels) == 1)
+                     for x in d.labels}
+            if set(c.labels) <= later:
+                continue
+        out.append(c)
+    return out
+
+
 def _shape(m: Marker, text: str) -> str:
-    """How a bare marker is delimited: ``A.``, ``A,``, ``A:``, ``A)`` or plain ``A``."""
+    """How a marker is delimited: ``A.``, ``A,``, ``A:``, ``A)``, plain ``A``, or ``(`` in parentheses."""
+    if m.paren:
+        return "("
     token = text[m.start:m.end].rstrip()
     return token[-1] if token[-1] in ".,:)" else " "
 
@@ -177,10 +199,15 @@ def _plausible_bare(markers: list[Marker], text: str) -> list[Marker]:
     repeated = {id(a) for a, b in zip(bare, bare[1:]) if a.labels == b.labels == ["A"] and not a.lower}
     keep, accepted = [], set()
     for m in markers:
+        if m.kind == "paren" and m.loose:
+            if not _loose_ok(m, [c for c in markers if c.kind == "paren"], text, accepted):
+                continue
+            accepted.add(id(m))
         if m.kind == "bare":
             token = text[m.start:m.end]
             delimited = bool(re.search(r"[,:.)]\s*$", token)) or token[0].islower()
-            if id(m) in repeated or (not delimited and not ({"A", "B"} <= letters)):
+            later_b = any("B" in c.labels for c in markers if c.start > m.start)
+            if id(m) in repeated or (not delimited and not ({"A", "B"} <= letters) and not later_b):
                 continue
             if m.loose:
                 if not _loose_ok(m, bare, text, accepted):
@@ -247,6 +274,7 @@ def _label_sequence(markers: list[Marker], text: str) -> list[Marker]:
 
 
 def _opens_sentence(text: str, pos: int) -> bool:
+    """Is ``pos`` at the caption's start or after a sentence or clause end (``. ; : ! ?``)?"""
     before = text[:pos].rstrip()
     return not before or before[-1] in ".;:!?"
 

@@ -35,12 +35,15 @@ _WIDE_START = re.compile(
     r"\[?(?:n\s*=\s*\d|[*#\u2020\u2021]+\s*,?\s*p\s*[<>=\u2264\u2265]|p\s*[<>=\u2264\u2265]\s*0?\.\d"
     r"|(?:results|data|values)\s+(?:are|were)\b|(?:the\s+)?error\s+bars|scale\s+bars?\b|abbreviations?\b"
     r"|statistic|all\s+(?:data|experiments|panels|images|are|results|values)\b|see\s+(?:the\s+)?text\b"
-    r"|(?:reprinted|reproduced|adapted)\s+(?:with|from)\b|created\s+(?:in|with)\b|illustration\s+by\b"
+    r"|(?:reprinted|reproduced|adapted)\s+(?:with|from)\b|(?:figure\s+)?created\s+(?:in|with)\b|illustration\s+by\b"
     r"|photos?\s+(?:are\s+)?courtesy|this\s+figure\s+(?:was\s+)?originally|data\s+used\s+in\s+the\s+generation"
     r"|(?:the\s+)?(?:source\s+)?data\s+(?:are|is)\s+available)", re.I)
 _WIDE_ANYWHERE = re.compile(
-    r"\banova\b|\bt[- ]test|mann[-\u2013 ]whitney|wilcoxon|\bmean\s*(?:\u00b1|\+/-)|copyright\b|\u00a9"
+    r"\banova\b|\bt[- ]test|mann[-\u2013 ]whitney|wilcoxon|log[- ]rank|kruskal|fisher'?s\s+exact|chi[- ]squared?\s+test"
+    r"|\bmean\s*(?:\u00b1|\+/-)|copyright\b|\u00a9|\bin\s+all\s+(?:cases|panels|experiments)\b"
     r"|\ball\s+(?:panels|images|plots|graphs)\b|\bthis\s+figure\b|\bn\s*=\s*\d[^.]*\bn\s*=\s*\d", re.I)
+# Panel letters cited in a sentence: "(A) and (C)", "(A/B)", "in D and E", "in F, G".
+_CITED = re.compile(r"\(([A-Za-z](?:\s*[/,\u2013-]\s*[A-Za-z])*)\)|\bin\s+([A-Z](?:\s*(?:,|and|&)\s*[A-Z])+)\b")
 # "CT, computed tomography", "EdU, 5-ethynyl...", "AQ: amodiaquine"
 _ABBREVIATION_KEY = re.compile(r"[A-Z][\w+/-]*[A-Z][\w+/-]*(?:,\s+[a-z0-9]|:\s+[a-z])")
 _LONE_SCALE_BAR = re.compile(r"scale\s+bar\b", re.I)
@@ -125,14 +128,17 @@ def _figure_wide(sentence: str, letters: set[str], own: set[str] = frozenset()) 
     (``letters``, as printed), not only the sub-caption's own ones (``own``)?"""
     if _WIDE_START.match(sentence) or _WIDE_ANYWHERE.search(sentence) or _ABBREVIATION_KEY.match(sentence):
         return True
-    cited = {x.lower() if m.group(1)[0].islower() else x
-             for m in PAREN.finditer(sentence) for x in (expand_labels(m.group(1)) or [])} & letters
+    cited = set()
+    for m in _CITED.finditer(sentence):
+        spec = (m.group(1) or m.group(2)).replace("/", ",")
+        cited |= {x.lower() if spec[0].islower() else x for x in (expand_labels(spec) or [])}
+    cited &= letters
     return len(cited) >= 2 and bool(cited - own)
 
 
 def _opening(sentence: str) -> str:
-    """The first three words of a sentence, lower case: what parallel per-panel sentences share."""
-    return " ".join(re.findall(r"\w+", sentence.lower())[:3])
+    """The first two words of a sentence, lower case: what parallel per-panel sentences share."""
+    return " ".join(re.findall(r"\w+", sentence.lower())[:2])
 
 
 def _openings(text: str, spans: list[tuple[int, int]]) -> set[str]:
@@ -192,7 +198,8 @@ def _last_end(text: str, markers: list[Marker], letters: set[str], earlier: set[
     breaks = _sentence_starts(text, last.end, end)
     cut = breaks[0] if breaks else end
     verb = _SHARED_PREDICATE.search(text, last.end, cut)
-    return verb.start() if verb and not _opens_sentence(text, markers[0].start) else cut
+    phrases_only = not _SHARED_PREDICATE.search(text, markers[0].end, last.start)
+    return verb.start() if verb and phrases_only and not _opens_sentence(text, markers[0].start) else cut
 
 
 def _closes_sentence(m: Marker, text: str) -> bool:
