@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -68,11 +69,14 @@ def failure_kinds(got: list[list[str]], want: list[list[str]], texts: list[tuple
 def scores(items: list[DevCaption], split: Splitter = split_caption, f1_below: float = 0.9,
            details: bool = True) -> dict:
     """Totals over ``items``; with ``details`` also by style, by failure kind and the failing captions."""
+    start = time.process_time()
     rows = [(item, score_one(item.gold, split)) for item in items]
+    cpu_ms = (time.process_time() - start) * 1000 / max(len(items), 1)
     labelled = [(i, r) for i, r in rows if i.gold.subs[0][0]]
     out = _totals(rows)
     out["labelled"] = _totals(labelled)
     out["articles"] = len({i.article for i in items})
+    out["cpu_ms_per_caption"] = round(cpu_ms, 3)  # splitting and scoring, one process
     if not details:
         return out
     styles: dict[str, list] = {}

@@ -22,6 +22,7 @@ lone letters between their neighbours.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -37,19 +38,25 @@ _POS_WORD = r"(?:left|right|top|bottom|upper|lower|middle|center|centre)"
 _POSITION = rf"{_POS_WORD}(?:\s+{_POS_WORD})?(?:\s+(?:row|column|panel|panels|image|images))?"
 POS_PAREN = re.compile(rf"\(\s*({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*\)", re.I)
 _BOUNDARY = r"(?:^|(?<=[.;!?]\s)|(?<=[.;!?][)\u201d\u2019]\s))"
-_BARE = re.compile(rf"{_BOUNDARY}({LIST})(?=(?:[,:.)]\s)|(?:\s+[A-Z0-9]))")
-_BARE_JOINED = re.compile(rf"(?:(?<=[,;]\s)|(?<=\band\s))({LIST})(?=[:,]\s+[A-Za-z]{{2}})")
-_CLOSING = re.compile(rf"(?:^|(?<=[\s:;,]))({_ITEM})\)(?=\s)")
-_LOOSE_A = re.compile(r"(?<=[a-z0-9]\s)([Aa])(?=[,.:]\s+[A-Z])")
-_LOOSE_LOWER = re.compile(rf"{_BOUNDARY}([a-z])(?=\s+[a-z])")  # "a pH-dependence of ... b Effect of ..."
+# The patterns below match the text before a marker too (a sentence end, a comma...) rather than looking
+# back for it: a literal first character lets the regular expression engine skip ahead, several times
+# faster. The marker is group "m" where given, else group 1.
+_OPEN = r"(?:^|[.;!?][)\u201d\u2019]?\s)"
+_BARE = re.compile(rf"{_OPEN}({LIST})(?=(?:[,:.)]\s)|(?:\s+[A-Z0-9]))")
+_BARE_JOINED = re.compile(rf"(?:[,;]\s|\band\s)({LIST})(?=[:,]\s+[A-Za-z]{{2}})")
+_CLOSING = re.compile(rf"(?:^|[\s:;,])({_ITEM})\)(?=\s)")
+_LOOSE_A = re.compile(r"[a-z0-9]\s([Aa])(?=[,.:]\s+[A-Z])")
+_LOOSE_LOWER = re.compile(rf"{_OPEN}([a-z])(?=\s+[a-z])")  # "a pH-dependence of ... b Effect of ..."
 _LOOSE_AFTER_COMMA = re.compile(r"(?<=,\s)([b-z])(?=\s+\w)")  # "a Schematic of ..., b the mechanism, c ..."
 # A panel named with its noun: "... can be seen in image (A).", "In panel (c) ...", "Image (B) shows ...".
 _NOUN_AFTER_IN = re.compile(r"\b[Ii]n\s+(?:images?|panels?|insets?)\s+$")
 _NOUN_OPENING = re.compile(rf"{_BOUNDARY}(?:Images?|Panels?|Insets?)\s+$")
 # A letter cited in a key of marks: "(arrows, b)", "(CA, a, b)".
 _KEY = re.compile(rf"\(\s*[A-Za-z][\w-]+(?:\s+[\w-]+)?\s*,\s*({LIST})\s*\)")
-_PANEL_PHRASE = re.compile(rf"{_BOUNDARY}(?:In\s+)?[Pp]anels?\s+({LIST})\s*,\s*(?=[a-z])")
-_POS_BARE = re.compile(rf"(?:{_BOUNDARY}|(?<=[,;]\s))({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*(?=:)", re.I)
+_PANEL_PHRASE = re.compile(rf"{_OPEN}(?P<m>(?:In\s+)?[Pp]anels?\s+({LIST})\s*,\s*)(?=[a-z])")
+_POS_BARE = re.compile(rf"(?:{_OPEN}|[,;]\s)({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*(?=:)", re.I)
+_LETTER, _AND = re.compile(r"[A-Za-z]"), re.compile(r"\band\b")
+_LIST_SEP, _RANGE_SEP = re.compile(r"\s*(?:,|and|&)\s*"), re.compile(rf"\s*{DASH}\s*")
 _POS_NORMAL = {"upper": "TOP", "lower": "BOTTOM", "centre": "MIDDLE", "center": "MIDDLE"}
 _SHAPE = {"(": "paren", ")": "closing"}
 
@@ -73,12 +80,18 @@ class Marker:
 
 def expand_labels(spec: str) -> list[str] | None:
     """``"A-C, E"`` -> ``["A", "B", "C", "E"]``; None if the letters mix case or a range runs backwards."""
-    letters = re.findall(r"[A-Za-z]", re.sub(r"\band\b", " ", spec))
+    labels = _expand(spec)
+    return list(labels) if labels is not None else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _expand(spec: str) -> tuple[str, ...] | None:
+    letters = _LETTER.findall(_AND.sub(" ", spec))
     if len({c.isupper() for c in letters}) > 1:
         return None
     out: list[str] = []
-    for item in re.split(r"\s*(?:,|and|&)\s*", spec.strip()):
-        ends = re.split(rf"\s*{DASH}\s*", item.strip())
+    for item in _LIST_SEP.split(spec.strip()):
+        ends = _RANGE_SEP.split(item.strip())
         if len(ends) == 1 and len(ends[0]) == 1:
             out.append(ends[0].upper())
         elif len(ends) == 2 and len(ends[0]) == len(ends[1]) == 1:
@@ -88,7 +101,7 @@ def expand_labels(spec: str) -> list[str] | None:
             out.extend(chr(c) for c in range(a, b + 1))
         else:
             return None
-    return out
+    return tuple(out)
 
 
 def position_labels(spec: str) -> list[str]:
@@ -124,14 +137,15 @@ def find_markers(text: str) -> list[Marker]:
     for pattern, loose in ((_PANEL_PHRASE, False), (_BARE, False), (_BARE_JOINED, False), (_CLOSING, False),
                            (_LOOSE_A, True), (_LOOSE_LOWER, True), (_LOOSE_AFTER_COMMA, True)):
         for m in pattern.finditer(text):
-            if pattern is _CLOSING and text.count("(", 0, m.start()) > text.count(")", 0, m.start()):
+            start = m.start("m") if "m" in pattern.groupindex else m.start(1)
+            if pattern is _CLOSING and text.count("(", 0, start) > text.count(")", 0, start):
                 continue  # "(arrows, b)": the parenthesis closes an earlier one
             end = m.end()
             while end < len(text) and text[end] in ",:.)":
                 end += 1
-            add(m.start(), end, m.group(1), "bare", False, loose)
+            add(start, end, m.group(1) if "m" not in pattern.groupindex else m.group(2), "bare", False, loose)
     for m in _POS_BARE.finditer(text):
-        markers.append(Marker(m.start(), m.end() + 1, position_labels(m.group(1)), "position"))
+        markers.append(Marker(m.start(1), m.end() + 1, position_labels(m.group(1)), "position"))
     return sorted(markers, key=lambda k: k.start)
 
 
@@ -145,7 +159,7 @@ def _noun(text: str, start: int, end: int) -> int | None:
     "Image (B)" opening a sentence when a word other than a joiner follows ("Image (B) shows")."""
     after = re.match(r"\s*([A-Za-z]+)", text[end:])
     for pattern in (_NOUN_AFTER_IN, _NOUN_OPENING):
-        hit = pattern.search(text, 0, start)
+        hit = pattern.search(text, max(0, start - 24), start)
         if hit and (pattern is _NOUN_AFTER_IN or (after and after.group(1).lower() not in ("and", "or", "with"))):
             return hit.start()
     return None
@@ -238,7 +252,7 @@ def _defines_abbreviation(m: Marker, text: str) -> bool:
     """``riluzole (R)``: one parenthesised letter right after a word starting with that letter."""
     if not m.paren or m.kind != "paren" or len(m.labels) != 1:
         return False
-    word = re.search(r"([A-Za-z][\w-]*)\W*$", text[:m.start])
+    word = re.search(r"([A-Za-z][\w-]*)\W*$", text[max(0, m.start - 60):m.start])
     return bool(word) and len(word.group(1)) > 1 and word.group(1)[0].upper() == m.labels[0]
 
 
@@ -275,8 +289,10 @@ def _label_sequence(markers: list[Marker], text: str) -> list[Marker]:
 
 def _opens_sentence(text: str, pos: int) -> bool:
     """Is ``pos`` at the caption's start or after a sentence or clause end (``. ; : ! ?``)?"""
-    before = text[:pos].rstrip()
-    return not before or before[-1] in ".;:!?"
+    i = pos - 1
+    while i >= 0 and text[i].isspace():
+        i -= 1
+    return i < 0 or text[i] in ".;:!?"
 
 
 def _drop_group_headers(markers: list[Marker], text: str) -> list[Marker]:

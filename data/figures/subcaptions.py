@@ -106,8 +106,10 @@ def _sentence_start(text: str, pos: int, floor: int) -> int:
 
 def _opens_sentence(text: str, pos: int) -> bool:
     """Is ``pos`` at the start of the caption or right after a sentence or clause end?"""
-    before = text[:pos].rstrip()
-    return not before or before[-1] in ".;:!?"
+    i = pos - 1
+    while i >= 0 and text[i].isspace():
+        i -= 1
+    return i < 0 or text[i] in ".;:!?"
 
 
 def _sentence_starts(text: str, start: int, end: int) -> list[int]:
