@@ -15,12 +15,11 @@ tuned on the other articles only; held-out results are reported as totals.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.figures.gold import GOLD_DIR, GoldCaption, GoldError, jats_captions, parse_github_source, resolve_caption
+from data.figures.gold import GOLD_DIR, GoldCaption, GoldError, caption_records, github_caption, resolve_caption
 from data.scrape import licenses
 
 CAPTION_DEV_FILE = GOLD_DIR / "caption_dev.json"
@@ -83,16 +82,11 @@ def load_caption_dev(sources: Path | None = None, path: Path = CAPTION_DEV_FILE,
     text is stored although its licence does not allow it, a bad anchor or a duplicate source raises
     ``GoldError`` naming the record.
     """
-    gold = json.loads(Path(path).read_text("utf-8"))
     sources = Path(sources) if sources is not None else sources_dir()
     files: dict[Path, dict[str, str]] = {}
-    seen: set[str] = set()
     out = []
-    for record in gold["captions"]:
-        src = record.get("source", "?")
-        if src in seen:
-            raise GoldError(f"{src}: listed twice")
-        seen.add(src)
+    for record in caption_records(path):
+        src = record["source"]
         licence, article = record.get("licence", licenses.UNKNOWN), record.get("article")
         if not article:
             raise GoldError(f"{src}: no article")
@@ -100,27 +94,9 @@ def load_caption_dev(sources: Path | None = None, path: Path = CAPTION_DEV_FILE,
         if caption is not None and licence not in STORED_LICENCES:
             raise GoldError(f"{src}: caption text stored under licence {licence!r}; keep anchors only")
         if caption is None:
-            caption = _source_caption(src, sources, files, require_sources)
+            caption = github_caption(src, sources, files, "bench.caption_dev", require_sources)
             if caption is None:
                 continue
         gold_caption = resolve_caption(record, " ".join(caption.split()))
         out.append(DevCaption(gold_caption, article, licence, caption_style(record)))
     return out
-
-
-def _source_caption(src: str, sources: Path, files: dict[Path, dict[str, str]], required: bool) -> str | None:
-    gh = parse_github_source(src)
-    local = gh.local_path(sources)
-    if local not in files:
-        if not local.is_file():
-            if required:
-                raise GoldError(f"{src}: source file {local} not found (fill {sources} with "
-                                f"python -m bench.caption_dev --fetch-from DIR)")
-            return None
-        try:
-            files[local] = jats_captions(local)
-        except ValueError as err:
-            raise GoldError(f"{src}: {err}") from err
-    if gh.fig_id not in files[local]:
-        raise GoldError(f"{src}: no figure {gh.fig_id!r} in {local}")
-    return files[local][gh.fig_id]

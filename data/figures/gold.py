@@ -234,31 +234,43 @@ def jats_captions(path: Path) -> dict[str, str]:
 def load_unseen_captions(sources: Path, path: Path = UNSEEN_CAPTIONS_FILE) -> list[GoldCaption]:
     """The gold of ``path`` (default ``bench/gold/unseen_subcaptions.json``) with every caption read from
     the sources folder; a missing file, figure or anchor raises ``GoldError`` naming the record."""
-    gold = json.loads(Path(path).read_text("utf-8"))
-    sources = Path(sources)
     files: dict[Path, dict[str, str]] = {}
+    return [resolve_caption(r, github_caption(r["source"], Path(sources), files, "bench.unseen_captions"))
+            for r in caption_records(path)]
+
+
+def caption_records(path: Path) -> list[dict]:
+    """The ``captions`` records of a gold file; a source listed twice raises ``GoldError``."""
+    records = json.loads(Path(path).read_text("utf-8"))["captions"]
     seen: set[str] = set()
-    out = []
-    for record in gold["captions"]:
-        src = record.get("source", "?")
+    for record in records:
+        src = record.setdefault("source", "?")
         if src in seen:
             raise GoldError(f"{src}: listed twice")
         seen.add(src)
-        gh = parse_github_source(src)
-        local = gh.local_path(sources)
-        if local not in files:
-            if not local.is_file():
-                raise GoldError(f"{src}: source file {local} not found (fill {sources} with "
-                                f"python -m bench.unseen_captions --fetch-from DIR)")
-            try:
-                files[local] = jats_captions(local)
-            except ValueError as err:
-                raise GoldError(f"{src}: {err}") from err
-        captions = files[local]
-        if gh.fig_id not in captions:
-            raise GoldError(f"{src}: no figure {gh.fig_id!r} in {local}")
-        out.append(resolve_caption(record, captions[gh.fig_id]))
-    return out
+    return records
+
+
+def github_caption(src: str, sources: Path, files: dict[Path, dict[str, str]], script: str,
+                   required: bool = True) -> str | None:
+    """The caption a ``github:`` source names, read from its file in ``sources`` (``files`` caches the
+    files read). A missing file raises ``GoldError`` (``script`` fills the folder), or gives None when not
+    ``required``; a missing figure raises."""
+    gh = parse_github_source(src)
+    local = gh.local_path(sources)
+    if local not in files:
+        if not local.is_file():
+            if not required:
+                return None
+            raise GoldError(f"{src}: source file {local} not found (fill {sources} with "
+                            f"python -m {script} --fetch-from DIR)")
+        try:
+            files[local] = jats_captions(local)
+        except ValueError as err:
+            raise GoldError(f"{src}: {err}") from err
+    if gh.fig_id not in files[local]:
+        raise GoldError(f"{src}: no figure {gh.fig_id!r} in {local}")
+    return files[local][gh.fig_id]
 
 
 def _box(value, where: str) -> tuple[int, int, int, int]:

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from data.captions import normalize_space, strip_html
-from data.figures.caption_markers import PAREN, POS_PAREN, Marker, candidates, expand_labels, panel_markers
+from data.figures.caption_markers import Marker, candidates, expand_labels, panel_markers
 
 _FIG_PREFIX = re.compile(r"^\s*(?:fig(?:ure)?\.?\s*\d+[A-Za-z]?\s*[.:|-]?\s*)", re.I)
 # Words that join a labelled phrase to the next one; they belong to neither.
@@ -275,7 +275,7 @@ def _spans(text: str, markers: list[Marker], roles: list[str],
         shared.append(text[pos:m.start])
         nxt = markers[i + 1] if i + 1 < len(markers) else None
         if nxt is None:
-            cut = end = len(text)
+            cut = len(text)
             if len(markers) > 1:  # a single marker covers all panels: nothing is shared after it
                 cut = _last_end(text, markers, letters, _openings(text, spans))
         elif roles[i + 1] == "prefix":
