@@ -1,6 +1,7 @@
 """The records that pass between the pipeline stages, written down once, with one reader and one writer.
 
-- :class:`FigureRecord`: one figure/caption pair of ``captions.json`` (``scrape.py``);
+- :class:`FigureRecord`: one figure/caption pair of ``captions.json`` (``scrape.py``); an image file of a
+  figure split by its authors carries :class:`AuthorPanel` keys;
 - :class:`SubFigureRecord`: one panel crop with its sub-caption, of ``subfigures.json``
   (``split_figures.py``); it carries its parent's article keys but not the parent's image facts
   (width, height, hash), which describe another picture;
@@ -57,7 +58,17 @@ class ImageFacts(TypedDict, total=False):
     sha256: str
 
 
-class FigureRecord(ArticleKeys, ImageFacts, total=False):
+class AuthorPanel(TypedDict, total=False):
+    """A figure its authors split into one image file per panel: this record is file ``panel_index``
+    (from 0) of ``panel_count``, with its upper-case ``panel_letter`` when the file names or labels tell it
+    (``data.scrape.panel_images``). ``split_figures.py`` pairs such an image with its sub-caption directly."""
+
+    panel_letter: str | None
+    panel_index: int
+    panel_count: int
+
+
+class FigureRecord(ArticleKeys, ImageFacts, AuthorPanel, total=False):
     """One entry of ``captions.json``."""
 
     image: Required[ImagePath]
@@ -114,8 +125,10 @@ class BadRecord:
 
 def subfigure_record(parent: FigureRecord, image: str, caption: str, panel_label: str | None,
                      box: list[int]) -> SubFigureRecord:
-    """A sub-figure record: the parent's keys (article and extra ones) without its image facts."""
-    inherited = {k: v for k, v in parent.items() if k not in ImageFacts.__annotations__}
+    """A sub-figure record: the parent's keys (article and extra ones) without its image facts and panel
+    file facts."""
+    own_facts = {*ImageFacts.__annotations__, *AuthorPanel.__annotations__}
+    inherited = {k: v for k, v in parent.items() if k not in own_facts}
     own = {"image": image, "caption": caption, "parent_image": parent["image"], "panel_label": panel_label,
            "box": list(box)}
     return {**inherited, **own}  # type: ignore[return-value]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.captions import normalize_space
@@ -56,6 +56,8 @@ class GoldCaption:
     lead: str | None = None  # shared lead text before the first label
     tail: str | None = None  # shared trailing text after the last sub-caption
     ambiguous: str | None = None
+    spans: list[tuple[int, int]] = field(default_factory=list)  # each sub's text in ``caption``
+    markers: list[tuple[int, int] | None] = field(default_factory=list)  # each sub's printed marker, if any
 
 
 @dataclass
@@ -148,7 +150,7 @@ def resolve_caption(record: dict, caption: str) -> GoldCaption:
     tail_pos = None
     if record.get("tail"):
         tail_pos = _find(caption, record["tail"], cursor, f"{src} tail")
-    texts = []
+    texts, spans = [], []
     for i, sub in enumerate(subs):
         where = f"{src} sub {i} {sub.get('labels')}"
         limit = begins[i + 1] if i + 1 < len(subs) else (tail_pos if tail_pos is not None else len(caption))
@@ -166,9 +168,11 @@ def resolve_caption(record: dict, caption: str) -> GoldCaption:
         if not isinstance(labels, list) or any(not isinstance(x, str) or x != x.upper() for x in labels):
             raise GoldError(f"{where}: labels must be a list of upper-case strings")
         texts.append((labels, text))
+        spans.append((starts[i], starts[i] + len(text)))
     lead = caption[lead_pos:begins[0]].strip() if lead_pos is not None else None
     tail = caption[tail_pos:].strip() if tail_pos is not None else None
-    return GoldCaption(src, caption, texts, lead, tail, record.get("ambiguous"))
+    markers = [(b, b + len(normalize(sub["marker"]))) if sub.get("marker") else None for b, sub in zip(begins, subs)]
+    return GoldCaption(src, caption, texts, lead, tail, record.get("ambiguous"), spans, markers)
 
 
 def load_real_captions(fixtures: Path, path: Path = CAPTIONS_FILE) -> list[GoldCaption]:
@@ -219,43 +223,54 @@ def unseen_sources_dir() -> Path:
 
 def jats_captions(path: Path) -> dict[str, str]:
     """Figure id -> caption (whitespace collapsed, as ``data.scrape.jats`` flattens it) of one JATS file."""
-    from data.scrape.jats import parse_jats
+    from data.scrape.jats import figures_in
 
     out: dict[str, str] = {}
-    for article in parse_jats(Path(path).read_bytes(), str(path)):
-        for fig in article.figures:
-            out.setdefault(fig.fig_id, normalize(fig.caption))
+    for fig in figures_in(Path(path).read_bytes(), str(path)):
+        out.setdefault(fig.fig_id, normalize(fig.caption))
     return out
 
 
 def load_unseen_captions(sources: Path, path: Path = UNSEEN_CAPTIONS_FILE) -> list[GoldCaption]:
     """The gold of ``path`` (default ``bench/gold/unseen_subcaptions.json``) with every caption read from
     the sources folder; a missing file, figure or anchor raises ``GoldError`` naming the record."""
-    gold = json.loads(Path(path).read_text("utf-8"))
-    sources = Path(sources)
     files: dict[Path, dict[str, str]] = {}
+    return [resolve_caption(r, github_caption(r["source"], Path(sources), files, "bench.unseen_captions"))
+            for r in caption_records(path)]
+
+
+def caption_records(path: Path) -> list[dict]:
+    """The ``captions`` records of a gold file; a source listed twice raises ``GoldError``."""
+    records = json.loads(Path(path).read_text("utf-8"))["captions"]
     seen: set[str] = set()
-    out = []
-    for record in gold["captions"]:
-        src = record.get("source", "?")
+    for record in records:
+        src = record.setdefault("source", "?")
         if src in seen:
             raise GoldError(f"{src}: listed twice")
         seen.add(src)
-        gh = parse_github_source(src)
-        local = gh.local_path(sources)
-        if local not in files:
-            if not local.is_file():
-                raise GoldError(f"{src}: source file {local} not found (fill {sources} with "
-                                f"python -m bench.unseen_captions --fetch-from DIR)")
-            try:
-                files[local] = jats_captions(local)
-            except ValueError as err:
-                raise GoldError(f"{src}: {err}") from err
-        captions = files[local]
-        if gh.fig_id not in captions:
-            raise GoldError(f"{src}: no figure {gh.fig_id!r} in {local}")
-        out.append(resolve_caption(record, captions[gh.fig_id]))
-    return out
+    return records
+
+
+def github_caption(src: str, sources: Path, files: dict[Path, dict[str, str]], script: str,
+                   required: bool = True) -> str | None:
+    """The caption a ``github:`` source names, read from its file in ``sources`` (``files`` caches the
+    files read). A missing file raises ``GoldError`` (``script`` fills the folder), or gives None when not
+    ``required``; a missing figure raises."""
+    gh = parse_github_source(src)
+    local = gh.local_path(sources)
+    if local not in files:
+        if not local.is_file():
+            if not required:
+                return None
+            raise GoldError(f"{src}: source file {local} not found (fill {sources} with "
+                            f"python -m {script} --fetch-from DIR)")
+        try:
+            files[local] = jats_captions(local)
+        except ValueError as err:
+            raise GoldError(f"{src}: {err}") from err
+    if gh.fig_id not in files[local]:
+        raise GoldError(f"{src}: no figure {gh.fig_id!r} in {local}")
+    return files[local][gh.fig_id]
 
 
 def _box(value, where: str) -> tuple[int, int, int, int]:

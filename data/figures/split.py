@@ -20,6 +20,7 @@ from PIL import Image
 
 from data.captions import pre_caption
 from data.figures import Panel, find_panels, split_caption
+from data.figures.author_panels import author_panel_sub, is_author_panel
 from data.figures.ocr import OcrError
 from data.figures.pairing import pair_panels
 from data.files import atomic_write
@@ -74,6 +75,9 @@ def split_figure(record: FigureRecord, root: Path, out_dir: Path, ocr: Any, opts
             image = im.convert("RGB")
     except BadImageError as e:
         return FigureResult("failed", reason=f"cannot read image: {e}")
+    whole = Path(os.path.relpath(src, out_dir)).as_posix()
+    if is_author_panel(record):
+        return _author_panel(record, caption, whole, image.size, opts)
     result = FigureResult("fallback")
     panels = _panels(image, ocr, src, result.counts)
     subs = split_caption(caption)
@@ -88,8 +92,25 @@ def split_figure(record: FigureRecord, root: Path, out_dir: Path, ocr: Any, opts
     if result.records:
         result.outcome = "matched"
         return result
-    whole = Path(os.path.relpath(src, out_dir)).as_posix()
     result.records.append(subfigure_record(record, whole, caption, None, [0, 0, image.width, image.height]))
+    return result
+
+
+def _author_panel(record: FigureRecord, caption: str, whole: str, size: tuple[int, int],
+                  opts: SplitOptions) -> FigureResult:
+    """An image file of a figure split by its authors: the whole file with its sub-caption (no panels
+    are looked for in it), or with the whole caption when its letter or sub-caption is unknown."""
+    box = [0, 0, size[0], size[1]]
+    paired = author_panel_sub(record, split_caption(caption))
+    if paired is None:
+        result = FigureResult("fallback", [subfigure_record(record, whole, caption, None, box)])
+        result.counts["author_panels_unpaired"] += 1
+        return result
+    label, sub = paired
+    text = sub.with_context() if opts.context else sub.text
+    text = text if pre_caption(text, 10**6) else caption
+    result = FigureResult("matched", [subfigure_record(record, whole, text, label, box)])
+    result.counts["author_panels"] += 1
     return result
 
 

@@ -35,6 +35,11 @@ class Candidate(ArticleMeta):
     """One figure found by a source, before its image is downloaded and checked.
 
     ``caption`` is already clean text. ``image_url`` may be empty (the figure has no graphic).
+
+    A figure its authors split into one image file per panel gives one candidate per file:
+    ``panel_count`` files, this one at ``panel_index`` (from 0), with its ``panel_letter`` when the file
+    names or the panel labels tell it. ``part`` numbers the files of one ``<fig>`` element (several
+    ``<graphic>``), so that each has its own key; the panels of a ``<fig-group>`` have their own ids.
     """
 
     source: str
@@ -47,18 +52,27 @@ class Candidate(ArticleMeta):
     license_url: str = ""
     graphic: str = ""
     image_md5: str = ""  # the md5 the source states for the image file (PMC cloud), checked on download
+    panel_letter: str | None = None
+    panel_index: int = 0
+    panel_count: int = 1
+    part: int = 0
 
     @property
     def key(self) -> str:
-        """Identity of the figure across runs: article plus figure id."""
-        return f"{self.pmcid}/{self.figure_id}"
+        """Identity of the figure across runs: article plus figure id (plus the file's number after the
+        first of a ``<fig>`` with several graphics)."""
+        return f"{self.pmcid}/{self.figure_id}" + (f"/{self.part + 1}" if self.part else "")
 
     def as_record(self) -> dict:
-        """The captions.json fields (``image`` is added once the file exists)."""
+        """The captions.json fields (``image`` is added once the file exists); the panel fields only for
+        a figure split into several files."""
         record = asdict(self)
         record.pop("image_md5")  # a download check, not part of the record
         meta = {name: record.pop(name) for name in self.article_meta()}
+        panel = {name: record.pop(name) for name in ("panel_letter", "panel_index", "panel_count", "part")}
         record.update(meta, url=record.pop("image_url"))  # the key order captions.json always had
+        if self.panel_count > 1:
+            record.update({k: panel[k] for k in ("panel_letter", "panel_index", "panel_count")})
         return record
 
 

@@ -33,7 +33,8 @@ from data.scrape import licenses
 from data.scrape.candidates import Candidate, Page, Rejected, normalize_pmcid
 from data.scrape.eutils import OA_FILTER, parse_esearch
 from data.scrape.http import FetchError, PoliteClient
-from data.scrape.jats import Article, parse_jats
+from data.scrape.jats import Article, panel_fields, parse_jats
+from data.scrape.panel_images import FigureImage
 from data.scrape.safe_xml import parse_xml
 
 if TYPE_CHECKING:
@@ -240,11 +241,13 @@ class CloudSource:
             licence = fig.license or article.license
             if licence == licenses.UNKNOWN and fallback:
                 licence = fallback
-            url = media_file(media, fig.graphic)
-            items.append(Candidate(
-                source="pmc-cloud", pmcid=article.pmcid, figure_id=fig.fig_id, label=fig.label, caption=fig.caption,
-                image_url=url, license=licence, license_url=fig.license_url if fig.license else article.license_url,
-                graphic=fig.graphic, image_md5=md5s.get(url, ""), **article.article_meta()))
+            for part, image in enumerate(fig.images or [FigureImage("")]):
+                url = media_file(media, image.href)
+                items.append(Candidate(
+                    source="pmc-cloud", pmcid=article.pmcid, figure_id=fig.fig_id, label=fig.label,
+                    caption=fig.caption, image_url=url, license=licence,
+                    license_url=fig.license_url if fig.license else article.license_url, graphic=image.href,
+                    image_md5=md5s.get(url, ""), **panel_fields(fig, part), **article.article_meta()))
         return items
 
 

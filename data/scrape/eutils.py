@@ -11,7 +11,8 @@ from urllib.parse import quote, urlsplit
 
 from data.scrape.candidates import Candidate, Page
 from data.scrape.http import PoliteClient, RejectedPayload
-from data.scrape.jats import Article, parse_jats
+from data.scrape.jats import Article, parse_jats, panel_fields
+from data.scrape.panel_images import FigureImage
 from data.scrape.safe_xml import parse_xml
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ def pmc_image_url(pmc_url: str, pmcid: str, href: str) -> str:
 
 
 def article_candidates(article: Article, pmc_url: str) -> list[Candidate]:
-    """One candidate per figure; a figure's own licence wins over the article's."""
+    """One candidate per figure image (several for a figure split into one file per panel); a figure's
+    own licence wins over the article's."""
     return [
         Candidate(
             source="pmc",
@@ -74,13 +76,15 @@ def article_candidates(article: Article, pmc_url: str) -> list[Candidate]:
             figure_id=fig.fig_id,
             label=fig.label,
             caption=fig.caption,
-            image_url=pmc_image_url(pmc_url, article.pmcid, fig.graphic),
+            image_url=pmc_image_url(pmc_url, article.pmcid, image.href),
             license=fig.license or article.license,
             license_url=fig.license_url if fig.license else article.license_url,
-            graphic=fig.graphic,
+            graphic=image.href,
+            **panel_fields(fig, part),
             **article.article_meta(),
         )
         for fig in article.figures
+        for part, image in enumerate(fig.images or [FigureImage("")])
     ]
 
 

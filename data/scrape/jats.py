@@ -1,7 +1,8 @@
 """JATS (PMC full-text XML): article metadata and every figure's label, caption and graphic.
 
-Works on a single ``<article>`` file and on an E-utilities ``<pmc-articleset>``. Element names are
-matched by local name so that namespaced JATS variants parse the same way. Figures inside
+Works on a single ``<article>`` file, an E-utilities ``<pmc-articleset>`` and a PMC OAI-PMH ``GetRecord``
+answer (articles wrapped in ``<record><metadata>``). Element names are matched by local name so that
+namespaced JATS variants parse the same way. Figures inside
 ``<sub-article>``/``<response>`` belong to other documents (reviews, translations) and are left out.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from lxml import etree
 from data.captions import normalize_space
 from data.scrape import licenses
 from data.scrape.candidates import ArticleMeta, normalize_pmcid
+from data.scrape.panel_images import FigureImage, panel_images
 from data.scrape.safe_xml import parse_xml
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
@@ -28,7 +30,8 @@ _DATE_PREFERENCE = ("epub", "ppub", "pub", "collection", "pmc-release")
 
 @dataclass
 class Figure:
-    """One ``<fig>``: its id, label, flattened caption, graphic href and own licence if any."""
+    """One ``<fig>``: its id, label, flattened caption, first graphic href, own licence if any, and its
+    image files (several when its authors split it into one file per panel, see ``panel_images``)."""
 
     fig_id: str
     label: str
@@ -36,6 +39,7 @@ class Figure:
     graphic: str
     license: str | None = None
     license_url: str = ""
+    images: list[FigureImage] = field(default_factory=list)
 
 
 @dataclass
@@ -55,11 +59,20 @@ def parse_jats(data: bytes, origin: str) -> list[Article]:
     does not parse and for an article without a PMCID.
     """
     root = parse_xml(data, f"{origin}: malformed XML")
-    if _local(root) == "article":
-        elements = [root]
-    else:
-        elements = [el for el in root if isinstance(el.tag, str) and _local(el) == "article"]
-    return [parse_article(el, origin) for el in elements]
+    return [parse_article(el, origin) for el in _articles(root)]
+
+
+def figures_in(data: bytes, origin: str) -> list[Figure]:
+    """Every figure of every article in ``data``, without the article metadata (no PMCID needed)."""
+    root = parse_xml(data, f"{origin}: malformed XML")
+    return [fig for article in _articles(root) for fig in _figures(article)]
+
+
+def _articles(node: etree._Element) -> list[etree._Element]:
+    """The ``<article>`` elements at or under ``node``, not those nested inside another article."""
+    if isinstance(node.tag, str) and _local(node) == "article":
+        return [node]
+    return [a for child in node if isinstance(child.tag, str) for a in _articles(child)]
 
 
 def parse_article(article: etree._Element, origin: str = "<article>") -> Article:
@@ -133,21 +146,64 @@ def _walk(node: etree._Element):
 def _figure(fig: etree._Element, position: int) -> Figure:
     label_el, caption_el = _first(fig, "label"), _first(fig, "caption")
     group = fig.getparent()
+    images = _images(fig)
     if group is not None and _local(group) == "fig-group":
         # A panel of a figure group may rely on the group's label and caption.
         label_el = label_el if label_el is not None else _first(group, "label")
-        caption_el = caption_el if caption_el is not None else _first(group, "caption")
-    graphic = next((g.get(XLINK_HREF, "") for g in fig.iter() if isinstance(g.tag, str)
-                    and _local(g) == "graphic" and g.get(XLINK_HREF)), "")
+        if caption_el is None:
+            caption_el = _first(group, "caption")
+            images = _group_panel(fig, group) or images
     lic, lic_url = _license(_first(fig, "permissions"))
     return Figure(
         fig_id=fig.get("id") or f"fig{position}",
         label=flatten(label_el) if label_el is not None else "",
         caption=flatten(caption_el) if caption_el is not None else "",
-        graphic=graphic.strip(),
+        graphic=images[0].href if images else "",
         license=lic,
         license_url=lic_url,
+        images=images,
     )
+
+
+def _graphics(fig: etree._Element) -> list[str]:
+    """The graphic hrefs of a ``<fig>`` in document order; of an ``<alternatives>`` group (renditions of
+    one image) only the first counts."""
+    hrefs: list[str] = []
+    seen_alternatives = set()
+    for g in fig.iter():
+        if not isinstance(g.tag, str) or _local(g) != "graphic" or not g.get(XLINK_HREF, "").strip():
+            continue
+        alt = next((a for a in g.iterancestors() if isinstance(a.tag, str) and _local(a) == "alternatives"), None)
+        if alt is not None and fig in alt.iterancestors():
+            if id(alt) in seen_alternatives:
+                continue
+            seen_alternatives.add(id(alt))
+        hrefs.append(g.get(XLINK_HREF).strip())
+    return hrefs
+
+
+def _images(fig: etree._Element) -> list[FigureImage]:
+    """A figure's images: one per graphic, as panel files when there are several."""
+    hrefs = _graphics(fig)
+    return panel_images(hrefs) if len(hrefs) > 1 else [FigureImage(h) for h in hrefs]
+
+
+def _group_panel(fig: etree._Element, group: etree._Element) -> list[FigureImage]:
+    """The image of a one-graphic ``<fig>`` that shares its ``<fig-group>``'s caption with other such
+    figs, as one panel file of the group ([] when it is the only one)."""
+    panels = [f for f in _kids(group, "fig") if _first(f, "caption") is None and len(_graphics(f)) == 1]
+    if len(panels) < 2 or fig not in panels:
+        return []
+    labels = [flatten(_first(f, "label")) if _first(f, "label") is not None else "" for f in panels]
+    return [panel_images([_graphics(f)[0] for f in panels], labels)[panels.index(fig)]]
+
+
+def panel_fields(fig: Figure, part: int) -> dict:
+    """The candidate fields (see ``Candidate``) of image ``part`` of ``fig``."""
+    if part >= len(fig.images) or fig.images[part].count < 2:
+        return {"part": part}
+    image = fig.images[part]
+    return {"panel_letter": image.letter, "panel_index": image.index, "panel_count": image.count, "part": part}
 
 
 def _license(permissions: etree._Element | None) -> tuple[str | None, str]:

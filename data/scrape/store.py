@@ -99,8 +99,10 @@ class ScrapeStore:
         return [Candidate(**fields) for fields in self.pending.values()]
 
     def image_stem(self, candidate: Candidate) -> str:
-        """The image file name without extension: ``PMC123_F2`` (remote id made safe)."""
-        return f"{candidate.pmcid}_{safe_component(candidate.figure_id)}"
+        """The image file name without extension: ``PMC123_F2`` (remote id made safe), ``PMC123_F2_3``
+        for the third image file of a figure split into several."""
+        part = f"_{candidate.part + 1}" if candidate.part else ""
+        return f"{candidate.pmcid}_{safe_component(candidate.figure_id)}{part}"
 
     def existing_image(self, stem: str) -> Path | None:
         """An image saved by a run that was killed before it could log it, if any."""
