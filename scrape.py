@@ -15,7 +15,7 @@ import argparse
 import logging
 
 from data.scrape.config import add_arguments, describe, from_args
-from data.scrape.job import run_scrape
+from models.optional import MissingDependency, require
 
 log = logging.getLogger("scrape")
 
@@ -35,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = from_args(args)
     log.debug("settings: %s", describe(config))
+    try:
+        require("scrape", "scrape.py")
+    except MissingDependency as err:
+        log.error("%s", err)
+        return 2
+    from data.scrape.job import run_scrape  # needs the scrape extra
+
     try:
         summary = run_scrape(config)
     except ValueError as err:

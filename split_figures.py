@@ -31,7 +31,8 @@ from data.figures.split import SplitOptions
 from data.figures.splits import parse_fractions
 from data.errors import exit_code, one_line
 from data.files import FolderLockedError, JsonListError
-from data.images import DEFAULT_MAX_PIXELS, parse_pixel_limit
+from data.image_limits import DEFAULT_MAX_PIXELS
+from data.images import parse_pixel_limit
 from data.records import BadRecord, FailedFigure, FigureRecord, read_records
 
 log = logging.getLogger("split_figures")

@@ -371,7 +371,8 @@ def log_epoch(run_log: RunLog, epoch: int, stats: dict, bad: int, seconds: float
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """The command line BLIP users know, plus ``--options key=value`` overrides."""
     parser.add_argument("--config", required=True, help="YAML run config")
-    parser.add_argument("--output_dir", required=True, help="where logs, the resolved config and checkpoints go")
+    parser.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True,
+                        help="where logs, the resolved config and checkpoints go")
     parser.add_argument("--resume", "--checkpoint", dest="resume", default=None,
                         help="checkpoint to continue from, or 'auto' for the furthest one in output_dir")
     parser.add_argument("--overwrite", action="store_true",

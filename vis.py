@@ -189,7 +189,7 @@ def maps_main(argv: list[str]) -> int:
     # A negative or non-finite blur would be drawn as if it were 0.
     if not (math.isfinite(args.blur) and args.blur >= 0):
         raise VisError(f"--blur {args.blur}: the sigma must be a fraction of the image side >= 0 (e.g. 0.02)")
-    from data.images import DEFAULT_MAX_PIXELS
+    from data.image_limits import DEFAULT_MAX_PIXELS
 
     if args.max_image_pixels is not None and not 1 <= args.max_image_pixels <= DEFAULT_MAX_PIXELS:
         raise VisError(f"--max-image-pixels {args.max_image_pixels}: must be in [1, {DEFAULT_MAX_PIXELS}]")

@@ -29,10 +29,8 @@ import random
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 from data.images import load_rgb
 from data.synthetic.demo import captions_for

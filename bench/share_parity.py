@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", required=True, help="JSON list of {image, caption} records")
     p.add_argument("--out", required=True, help="folder for the exported models (hf/, onnx/)")
     p.add_argument("--limit", type=int, default=100, help="records used")
-    p.add_argument("--max_length", type=int, default=30)
+    p.add_argument("--max-length", dest="max_length", type=int, default=30)
     args = p.parse_args(argv)
     out = Path(args.out)
     hf_dir, model, task = export_hf(args.checkpoint, out / "hf", overwrite=True)

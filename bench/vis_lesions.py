@@ -14,7 +14,7 @@ lesion mask the generator saved:
 Three maps per image: ``sentence`` (mean over the caption's word tokens, what vis.py shows first),
 ``finding`` (mean of the maps of the words naming a lesion kind: mass, cyst, haemorrhage, infarct) and
 ``location`` (mean of the maps of the words placing it: left, right and the lobe names).
-Controls: ``--random_init`` measures the same architecture with random weights; ``--other_caption``
+Controls: ``--random-init`` measures the same architecture with random weights; ``--other-caption``
 maps each image with the caption of the next image in the list (other lesions, other places).
 
 ``token_locality`` asks whether the ViT's output tokens still describe their own patch, which the maps
@@ -32,7 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -108,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo", default="datasets/demo", help="folder written by python -m data.synthetic.demo")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--layers", type=int, nargs="+", default=None, help="layers to measure (default: all but the last, whose word maps are zero)")
-    p.add_argument("--random_init", action="store_true", help="same architecture, random weights (control)")
-    p.add_argument("--other_caption", action="store_true",
+    p.add_argument("--random-init", action="store_true", help="same architecture, random weights (control)")
+    p.add_argument("--other-caption", action="store_true",
                    help="map each image with the next image's caption (control: does the map follow the text?)")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args(argv)

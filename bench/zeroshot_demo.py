@@ -8,9 +8,9 @@ file in ``configs/zeroshot/``:
   without a lesion or whose lesions are all of one kind;
 - ``side`` (demo_side.yaml): left or right, on images whose lesions all lie on one side.
 
-Each is scored from ITC alone and re-ranked by the ITM head over the top 2 classes (``--itm_top_k``; 16
+Each is scored from ITC alone and re-ranked by the ITM head over the top 2 classes (``--itm-top-k``; 16
 prompts a class, those nearest the image, ``--itm_prompts``), each without and with calibration: every
-class's mean cosine over the images of another split (``--calibrate_on``, val by default; its labels unused)
+class's mean cosine over the images of another split (``--calibrate-on``, val by default; its labels unused)
 subtracted (``ZeroShotClassifier.calibrate``).
 ``--lists DIR`` also writes the labelled JSON lists, for ``vis.py classify --images DIR/sequence.json``.
 
@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None, help="pre-training or retrieval checkpoint")
     p.add_argument("--demo", required=True, help="demo set folder (python -m data.synthetic.demo --out ...)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--itm_top_k", type=int, default=2)
-    p.add_argument("--itm_prompts", type=int, default=16, help="prompts per class the ITM re-scores (0: all)")
-    p.add_argument("--calibrate_on", default="val", choices=("train", "val", "test"),
+    p.add_argument("--itm-top-k", type=int, default=2)
+    p.add_argument("--itm-prompts", type=int, default=16, help="prompts per class the ITM re-scores (0: all)")
+    p.add_argument("--calibrate-on", default="val", choices=("train", "val", "test"),
                    help="split whose images (not labels) calibrate the class scores")
     p.add_argument("--lists", default=None, help="also write labelled JSON lists of each task into this folder")
     p.add_argument("--options", nargs="+", default=[], help="config overrides (e.g. tokenizer=datasets/demo/tokenizer)")

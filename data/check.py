@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from data.datasets import DatasetError, load_pairs
 from data.errors import BAD_INPUT
-from data.images import DEFAULT_MAX_PIXELS, BadImageError, check_header, load_rgb, parse_pixel_limit
+from data.image_limits import DEFAULT_MAX_PIXELS, BadImageError
+from data.images import check_header, load_rgb, parse_pixel_limit
 
 log = logging.getLogger("medvl")
 
@@ -181,8 +182,10 @@ def _check_shards(specs: Sequence[str], args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", help="JSON lists of {image, caption} records, or shard patterns")
-    parser.add_argument("--image_root", default=None, help="folder that relative image paths resolve against")
-    parser.add_argument("--max_words", type=int, default=300, help="caption word cap used for cleaning")
+    parser.add_argument("--image-root", "--image_root", dest="image_root", default=None,
+                        help="folder that relative image paths resolve against")
+    parser.add_argument("--max-words", "--max_words", dest="max_words", type=int, default=300,
+                        help="caption word cap used for cleaning")
     parser.add_argument("--workers", type=int, default=4, help="threads decoding images")
     parser.add_argument("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=parse_pixel_limit,
                         default=DEFAULT_MAX_PIXELS, metavar="N",

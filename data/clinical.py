@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data.images import DEFAULT_MAX_PIXELS, BadImageError
+from data.image_limits import DEFAULT_MAX_PIXELS, BadImageError
 from data.volumes import Volume, kind_of, read_volume
 
 CT_WINDOWS = {"brain": (40.0, 80.0), "subdural": (75.0, 215.0), "bone": (600.0, 2800.0)}

@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import Dataset
 
 from data.captions import pre_caption
-from data import files
 from data.files import JsonListError
-from data.images import DEFAULT_MAX_PIXELS, BadImageError, image_exists, load_rgb
+from data.image_limits import DEFAULT_MAX_PIXELS, BadImageError
+from data.images import image_exists, load_rgb
 from data.records import BadRecord, PairRecord, indexed_records
 
 log = logging.getLogger("medvl")
@@ -57,13 +57,6 @@ def read_pairs(path: Path, bad: list[BadRecord] | None = None) -> list[tuple[str
             raise DatasetError(str(e)) from None
     with _dataset_errors():
         return [(f"{path}[{i}]", r) for i, r in indexed_records(path, PairRecord, bad=bad, what="dataset file")]
-
-
-def read_json_list(path: str | Path) -> list:
-    """The raw JSON list in ``path`` (:func:`data.files.read_json_list`) for readers of other record
-    shapes; :class:`DatasetError` when the file cannot be used."""
-    with _dataset_errors():
-        return files.read_json_list(path, "dataset file")
 
 
 def resolve_image(image: str, json_path: Path, image_root: str | None) -> Path:

@@ -58,7 +58,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from data.datasets import DatasetError
     from data.figures.merge import MergeError
     from data.files import JsonListError
-    from data.images import BadImageError
+    from data.image_limits import BadImageError
     from data.manifest import ManifestError
     from models.checkpoint import CheckpointError
     from models.config import ModelSetupError

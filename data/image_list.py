@@ -19,8 +19,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data import clinical
-from data.datasets import DatasetError, read_json_list, resolve_image
-from data.images import DEFAULT_MAX_PIXELS, BadImageError, image_exists, load_rgb
+from data.datasets import DatasetError, resolve_image
+from data.files import read_json_list
+from data.image_limits import DEFAULT_MAX_PIXELS, BadImageError
+from data.images import image_exists, load_rgb
 from data.volumes import DICOM_SUFFIXES, NIFTI_SUFFIXES, RASTER_SUFFIXES, kind_of
 
 IMAGE_SUFFIXES = tuple(sorted(RASTER_SUFFIXES)) + DICOM_SUFFIXES + NIFTI_SUFFIXES
@@ -42,7 +44,7 @@ def with_choice(ref: str, choice: str | None) -> str:
 
 def _from_json(path: Path, image_root: str | None, label_key: str) -> list[Item]:
     items = []
-    for i, rec in enumerate(read_json_list(path)):
+    for i, rec in enumerate(read_json_list(path, "image list")):
         where = f"{path}[{i}]"
         if not isinstance(rec, dict) or not isinstance(rec.get("image"), str) or not rec["image"]:
             raise DatasetError(f"{where}: not a record with an 'image' path")

@@ -16,16 +16,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-# PIL raises DecompressionBombError above 2 * Image.MAX_IMAGE_PIXELS (2 * 89_478_485 by default), whatever
-# limit is asked for here; so that is the default and the ceiling of ``max_image_pixels`` (configs/schema.py
-# repeats the number, as configs/ imports no data code; a test keeps the two equal). RGB at this size is
-# ~0.5 GB per decoded image, in every loader worker.
-DEFAULT_MAX_PIXELS = 178_956_970
-
-
-class BadImageError(ValueError):
-    """An image that is missing, unreadable, truncated or too large; the message names the file."""
-
+from data.image_limits import DEFAULT_MAX_PIXELS, BadImageError
 
 def _too_large(path: Path, size: tuple[int, int] | None, max_pixels: int, detail: str = "") -> BadImageError:
     if size is not None:

@@ -112,8 +112,3 @@ def train_loader(dataset: Dataset, batch_size: int, collate, world_size: int, ra
                       collate_fn=collate, drop_last=True, pin_memory=torch.cuda.is_available(),
                       persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed),
                       worker_init_fn=worker_init)
-
-
-def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=False, worker_init_fn=worker_init)

@@ -24,9 +24,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from data.datasets import read_json_list, resolve_image
+from data.datasets import resolve_image
+from data.files import read_json_list
 from data.files import atomic_write, atomic_write_json
-from data.images import BadImageError, load_rgb
+from data.image_limits import BadImageError
+from data.images import load_rgb
 
 log = logging.getLogger("medvl")
 
@@ -68,7 +70,7 @@ def resize_list(in_path: str | Path, out_dir: str | Path, side: int, fmt: str = 
     Images already written by an earlier, interrupted run are kept (the command resumes).
     """
     in_path, out_dir = Path(in_path), Path(out_dir)
-    records = read_json_list(in_path)
+    records = read_json_list(in_path, "dataset file")
     names: dict[Path, str] = {}
     for r in records:
         if isinstance(r, dict) and isinstance(r.get("image"), str):

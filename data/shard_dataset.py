@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data.captions import pre_caption
 from data.datasets import DatasetError
-from data.images import DEFAULT_MAX_PIXELS, to_rgb
+from data.image_limits import DEFAULT_MAX_PIXELS
+from data.images import to_rgb
 from data.loader import worker_init
 
 log = logging.getLogger("medvl")

@@ -41,7 +41,8 @@ from data.captions import pre_caption
 from data.datasets import DatasetError, read_pairs, resolve_image
 from data.errors import is_write_failure, run_command
 from data.files import FolderLock, atomic_write_json, remove_temp_files, temp_path
-from data.images import DEFAULT_MAX_PIXELS, BadImageError, image_exists, load_rgb, open_image, parse_pixel_limit, to_rgb
+from data.image_limits import DEFAULT_MAX_PIXELS, BadImageError
+from data.images import image_exists, load_rgb, open_image, parse_pixel_limit, to_rgb
 from data.records import BadRecord
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.images import DEFAULT_MAX_PIXELS, BadImageError
+from data.image_limits import DEFAULT_MAX_PIXELS, BadImageError
+from models.optional import require
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm"}
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -89,10 +90,9 @@ def _to_ras(data: np.ndarray, affine: np.ndarray, path: Path) -> tuple[np.ndarra
 
 
 def read_nifti(path: Path) -> Volume:
-    try:
-        import nibabel as nib
-    except ImportError:
-        raise BadImageError(f"{path}: reading NIfTI needs nibabel (pip install nibabel)") from None
+    require("clinical", f"reading NIfTI {path}", ("nibabel",))
+    import nibabel as nib
+
     try:
         img = nib.load(str(path))
         data = np.asarray(img.dataobj, dtype=np.float32)
@@ -114,11 +114,10 @@ def read_nifti(path: Path) -> Volume:
 
 
 def _dcmread(path: Path, stop_before_pixels: bool = False):
-    try:
-        import pydicom
-        from pydicom.errors import InvalidDicomError
-    except ImportError:
-        raise BadImageError(f"{path}: reading DICOM needs pydicom (pip install pydicom)") from None
+    require("clinical", f"reading DICOM {path}", ("pydicom",))
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:

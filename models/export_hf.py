@@ -6,7 +6,7 @@
     BlipForImageTextRetrieval.from_pretrained("hf_model")      # towers, projections, ITM head
     BlipForConditionalGeneration.from_pretrained("hf_model")   # image tower + decoder (pre-training checkpoints)
 
-The folder holds ``config.json``, ``model.safetensors`` (transformers' names), the tokenizer and image processor files, ``README.md`` and, unless ``--no_extra``, ``blip_extra.safetensors``
+The folder holds ``config.json``, ``model.safetensors`` (transformers' names), the tokenizer and image processor files, ``README.md`` and, unless ``--no-extra``, ``blip_extra.safetensors``
 (temperature, queues, momentum encoders), so that :mod:`models.hf_import` gives back the exact state dict.
 Each class reads its part of ``model.safetensors`` and lists the other part as unused keys.
 ``--check`` loads the folder with transformers and compares features, ITM logits, ITC similarities and
@@ -21,14 +21,17 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.checkpoint import load_checkpoint, load_state
-from models.config import ModelConfig
+from models.checkpoint import CheckpointError, load_state
+from models.config import ModelSetupError
+from models.optional import MissingDependency
+from models.trained import load_trained
 from models.hf_blip import blip_config, split_state
 from models.model_card import model_card
 
@@ -38,25 +41,20 @@ CHECK_TEXTS = ["axial flair mri shows a hyperintense mass in the left frontal lo
                "ct of the head with a small haemorrhage"]
 
 
-def load_trained(checkpoint: str | Path, tokenizer: str | None = None):
+def load_for_export(checkpoint: str | Path, tokenizer: str | None = None):
     """(model in eval mode, task, run config, epoch) of a checkpoint written by pretrain.py or train_retrieval.py.
 
     ``tokenizer`` replaces the config's (a hub name or a folder that is not on this machine).
     """
-    from models import build_model
+    def resolve(stored, task):
+        if not isinstance(stored, Mapping):
+            raise ModelSetupError(f"checkpoint {checkpoint} carries no run config: export needs a checkpoint "
+                                  f"written by pretrain.py or train_retrieval.py")
+        return {**stored, **({"tokenizer": tokenizer} if tokenizer else {})}
 
-    ckpt = load_state(checkpoint)
-    state, config = ckpt.get("model"), ckpt.get("config")
-    if not isinstance(state, dict) or not isinstance(config, dict):
-        raise ValueError(f"checkpoint {checkpoint} lacks 'model' or 'config': export needs a checkpoint written "
-                         f"by pretrain.py or train_retrieval.py")
-    if "itm_head.weight" not in state:
-        raise ValueError(f"checkpoint {checkpoint} has no ITM head: it is not a BLIP model checkpoint")
-    task = "pretrain" if any(k.startswith("text_decoder.") for k in state) else "retrieval"
-    config = {**config, **({"tokenizer": tokenizer} if tokenizer else {})}
-    model = build_model(ModelConfig.from_run_config(config), task, load_weights=False)
-    load_checkpoint(model, str(checkpoint))
-    return model.eval(), task, config, ckpt.get("epoch")
+    model, config = load_trained(checkpoint, resolve)
+    task = "pretrain" if hasattr(model, "text_decoder") else "retrieval"
+    return model, task, config, load_state(checkpoint, mmap=True).get("epoch")
 
 
 def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
@@ -109,7 +107,7 @@ def export_hf(checkpoint: str | Path, out: str | Path, tokenizer: str | None = N
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists: choose another folder or pass --overwrite")
-    model, task, config, epoch = load_trained(checkpoint, tokenizer)
+    model, task, config, epoch = load_for_export(checkpoint, tokenizer)
     card = model_card(config, Path(checkpoint), task, epoch, licence, extra)
     tmp = out.with_name(f".{out.name}.part-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -175,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", help="folder to write (must not exist unless --overwrite)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder or hub name, if the config's is not here")
     p.add_argument("--license", dest="licence", default=None, help="licence id for the card's header (default other)")
-    p.add_argument("--no_extra", action="store_true", help=f"leave out {EXTRA_FILE} (queues, momentum encoders)")
+    p.add_argument("--no-extra", dest="no_extra", action="store_true", help=f"leave out {EXTRA_FILE} (queues, momentum encoders)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     p.add_argument("--check", action="store_true", help="compare transformers' outputs with ours on random inputs")
     args = p.parse_args(argv)
@@ -184,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out, model, _ = export_hf(args.checkpoint, args.out, args.tokenizer, args.licence, not args.no_extra,
                                   args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, FileExistsError, ModelSetupError, CheckpointError, MissingDependency) as e:
         print(f"export_hf: {e}", file=sys.stderr)
         return 2
     summary: dict = {"out": str(out)}

@@ -1,6 +1,6 @@
 """Export the ITC towers and the ITM head of a checkpoint to ONNX, checked with onnxruntime.
 
-    python -m models.export_onnx output/pretrain/checkpoint_last.pth onnx_model [--no_itm]
+    python -m models.export_onnx output/pretrain/checkpoint_last.pth onnx_model [--no-itm]
 
 Writes into the folder:
 
@@ -30,7 +30,10 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from models.export_hf import load_trained
+from models.checkpoint import CheckpointError
+from models.config import ModelSetupError
+from models.export_hf import load_for_export
+from models.optional import MissingDependency, require
 
 log = logging.getLogger("medvl")
 CONFIG_FILE = "onnx_config.json"
@@ -155,7 +158,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tokenizer: str | None =
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists: choose another folder or pass --overwrite")
-    model, _, config, _ = load_trained(checkpoint, tokenizer)
+    model, _, config, _ = load_for_export(checkpoint, tokenizer)
     tmp = out.with_name(f".{out.name}.part-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -174,15 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="checkpoint written by pretrain.py or train_retrieval.py")
     p.add_argument("out", help="folder to write (must not exist unless --overwrite)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder or hub name, if the config's is not here")
-    p.add_argument("--no_itm", action="store_true", help="export the ITC towers only")
+    p.add_argument("--no-itm", dest="no_itm", action="store_true", help="export the ITC towers only")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest difference from torch accepted")
     args = p.parse_args(argv)
+    require("export", "python -m models.export_onnx")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # other libraries' INFO lines are noise here
     log.setLevel(logging.INFO)
     try:
         out, diffs = export_onnx(args.checkpoint, args.out, args.tokenizer, not args.no_itm, args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, FileExistsError, ModelSetupError, CheckpointError, MissingDependency) as e:
         print(f"export_onnx: {e}", file=sys.stderr)
         return 2
     print(json.dumps({"out": str(out), "max_abs_diff_vs_torch": diffs}))

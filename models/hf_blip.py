@@ -165,7 +165,7 @@ def blip_config(model, tokenizer) -> dict[str, Any]:
 
 def run_config_keys(config: dict[str, Any]) -> dict[str, Any]:
     """The run-config keys that build our towers to the sizes of a transformers BLIP ``config.json``."""
-    vision, text = config["vision_config"], config["text_config"]
+    vision = config["vision_config"]
     return {
         "vit": {"width": vision["hidden_size"], "depth": vision["num_hidden_layers"],
                 "heads": vision["num_attention_heads"], "patch_size": vision["patch_size"]},

@@ -2,7 +2,7 @@
 ``Salesforce/blip-itm-base-coco`` / ``blip-image-captioning-base``) as a BLIP-keyed state dict, so that it
 can be ``pretrained:`` for fine-tuning here.
 
-    python -m models.hf_import FOLDER --med_config FOLDER_med_config.json   # prints the config keys to set
+    python -m models.hf_import FOLDER --med-config FOLDER_med_config.json   # prints the config keys to set
 
 The run config must build towers of the folder's sizes: ``vit``, ``image_size`` and ``embed_dim`` as
 printed, ``med_config`` the JSON this command writes, ``tokenizer`` the folder itself.
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Print the run-config keys that use a transformers BLIP folder "
                                             "as `pretrained:`, and write its med_config JSON.")
     p.add_argument("folder", help="a transformers BLIP folder (config.json, model.safetensors, tokenizer files)")
-    p.add_argument("--med_config", required=True, help="where to write the text towers' med_config JSON")
+    p.add_argument("--med-config", dest="med_config", required=True, help="where to write the text towers' med_config JSON")
     args = p.parse_args(argv)
     if not is_hf_blip_folder(args.folder):
         print(f"hf_import: {args.folder} is not a transformers BLIP folder", file=sys.stderr)

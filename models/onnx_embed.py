@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from models.embed import rank
+from models.optional import require
 
 __all__ = ["OnnxTowers", "load_onnx_towers", "embed_images", "embed_texts", "rank"]
 CONFIG_FILE = "onnx_config.json"
@@ -44,11 +45,12 @@ class OnnxTowers:
     def session(self, part: str):
         """The onnxruntime session of ``image``, ``text`` or ``itm``."""
         if part not in self._sessions:
+            require("export", "running the ONNX towers", ("onnxruntime",))
             import onnxruntime as ort
 
             name = self.config["files"].get(part)
             if name is None:
-                raise ValueError(f"{self.folder} has no {part} model (exported with --no_itm?)")
+                raise ValueError(f"{self.folder} has no {part} model (exported with --no-itm?)")
             self._sessions[part] = ort.InferenceSession(str(self.folder / name), providers=self.providers)
         return self._sessions[part]
 

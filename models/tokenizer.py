@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-import torch
 from torch import Tensor
 
 from models.config import ModelSetupError
@@ -35,7 +34,7 @@ def init_tokenizer(name_or_path: str) -> Any:
         raise ModelSetupError(f"cannot load tokenizer {name!r}: {e}") from e
     pieces = len(tok) - len(set(tok.all_special_tokens))
     if pieces < MIN_WORD_PIECES:
-        hint = (f"a folder holding the model's vocab.txt" if os.path.isdir(name)
+        hint = ("a folder holding the model's vocab.txt" if os.path.isdir(name)
                 else f"a local folder; {offline_hint(name, 'tokenizer')}")
         raise ModelSetupError(f"tokenizer {name!r} has {pieces} word pieces besides its special tokens, not a "
                               f"WordPiece vocabulary: a model would see every word as [UNK]. Point `tokenizer:` "
@@ -73,7 +72,3 @@ class TextTokenizer:
 
     def __call__(self, texts: Sequence[str]) -> dict[str, Tensor]:
         return tokenize(self.tokenizer, texts, self.max_length, pad_to_max=self.pad_to_max)
-
-
-def to_device(batch: dict[str, Tensor], device: torch.device | str | None) -> dict[str, Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from data import clinical
-from data.images import BadImageError, image_exists, load_rgb
+from data.image_limits import BadImageError
+from data.images import image_exists, load_rgb
 
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")

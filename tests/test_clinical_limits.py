@@ -11,7 +11,8 @@ from pydicom.data import get_testdata_file
 
 from data.check import check_images
 from data.image_list import collect
-from data.images import BadImageError, load_rgb
+from data.image_limits import BadImageError
+from data.images import load_rgb
 
 
 def header_only_nifti(path, shape, dtype=np.uint8):

@@ -11,7 +11,8 @@ from PIL import Image
 from data import check
 from data.captions import laterality_negative, pre_caption, strip_html, swap_left_right
 from data.datasets import DatasetError, PairDataset, RetrievalEvalDataset, load_pairs, report_problems
-from data.images import BadImageError, load_rgb
+from data.image_limits import BadImageError
+from data.images import load_rgb
 from data.loader import Collator, ResumableSampler
 from transform.pipeline import EvalTransform, TrainTransform, crop_box
 from transform.randaugment import OPS, RandAugment

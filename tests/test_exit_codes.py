@@ -13,7 +13,7 @@ from data.datasets import DatasetError
 from data.errors import (BAD_INPUT, INTERRUPTED, OUTPUT_REFUSED, WRITE_FAILED, RunFolderError, exit_code, one_line,
                          run_command)
 from data.files import FolderLockedError, JsonListError, read_json
-from data.images import BadImageError
+from data.image_limits import BadImageError
 
 
 class ConfigLike(ValueError):

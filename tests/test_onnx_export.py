@@ -76,7 +76,7 @@ def test_towers_need_an_exported_folder(tmp_path):
 def test_export_command_checks_against_torch(exported, tmp_path, capsys):
     ckpt = tmp_path / "checkpoint.pth"
     torch.save({"model": exported["model"].state_dict(), "config": exported["config"], "epoch": 0}, ckpt)
-    assert export_main([str(ckpt), str(tmp_path / "onnx"), "--no_itm"]) == 0
+    assert export_main([str(ckpt), str(tmp_path / "onnx"), "--no-itm"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert max(report["max_abs_diff_vs_torch"].values()) < 1e-4 and "itm_logits" not in report["max_abs_diff_vs_torch"]
     assert not (tmp_path / "onnx" / "itm_head.onnx").exists()

@@ -30,7 +30,8 @@ import vis
 from configs.schema import COMMON
 from data import check
 from data.datasets import DatasetError, PairDataset, load_pairs
-from data.images import DEFAULT_MAX_PIXELS, BadImageError, check_header, load_rgb
+from data.image_limits import DEFAULT_MAX_PIXELS, BadImageError
+from data.images import check_header, load_rgb
 from data.scrape.config import ScrapeConfig
 from data.scrape.http import FetchError, PoliteClient
 from data.scrape.ratelimit import RateLimiter

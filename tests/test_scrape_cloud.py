@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from data.scrape.cloud import media_file, parse_listing, read_pmcid_file
+from data.scrape.cloud import media_file, parse_listing
+from data.scrape.pmcid_list import read_pmcid_file
 from data.scrape.config import ScrapeConfig
 from data.scrape.job import run_scrape
 from data.scrape.ratelimit import RateLimiter

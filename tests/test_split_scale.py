@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 import split_figures
 from data.shard_dataset import expand, raw_samples

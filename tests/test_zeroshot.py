@@ -211,7 +211,7 @@ def test_classify_command_writes_probabilities_metrics_and_confusion(setup, tmp_
     folder, out = setup["folder"], tmp_path / "zs"
     assert predict.main(["classify", "--checkpoint", str(setup["ckpt"]), "--classes", str(folder / "classes.yaml"),
                      "--images", str(folder / "labelled.json"), "--out", str(out), "--device", "cpu",
-                     "--itm_top_k", "2", "--calibrate", "self"]) == 0
+                     "--itm-top-k", "2", "--calibrate", "self"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(printed[-1])
     assert len(printed) == 6 and printed[0].endswith("label mass")

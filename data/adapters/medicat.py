@@ -26,7 +26,8 @@ from typing import Iterator
 
 from data.adapters import AdapterError, BadRow, check_options, image_folder, json_lines, plain_name
 from data.files import atomic_write
-from data.images import BadImageError, load_rgb
+from data.image_limits import BadImageError
+from data.images import load_rgb
 from data.records import SubFigureRecord, write_records
 from data.scrape.safe_paths import safe_component
 

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from data.files import atomic_write_json
+from models.optional import require
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,9 @@ class RapidOcr:
 
     def _load(self) -> Any:
         if self._engine is None:
-            try:
-                from rapidocr_onnxruntime import RapidOCR
-            except ImportError as e:  # pragma: no cover - depends on the environment
-                raise OcrError("the rapidocr back-end needs `pip install rapidocr-onnxruntime`") from e
+            require("figures", "the rapidocr OCR back-end")
+            from rapidocr_onnxruntime import RapidOCR
+
             self._engine = RapidOCR(**({"intra_op_num_threads": self.threads} if self.threads else {}))
         return self._engine
 
@@ -152,10 +152,9 @@ class GcvOcr:
 
     def _load(self) -> Any:
         if self._client is None:
-            try:
-                from google.cloud import vision
-            except ImportError as e:  # pragma: no cover - depends on the environment
-                raise OcrError("the gcv back-end needs `pip install google-cloud-vision`") from e
+            require("google-ocr", "the gcv OCR back-end (Google Cloud Vision)")
+            from google.cloud import vision
+
             try:
                 import google.auth.exceptions as auth_errors
 

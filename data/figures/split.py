@@ -24,7 +24,8 @@ from data.figures.author_panels import author_panel_sub, is_author_panel
 from data.figures.ocr import OcrError
 from data.figures.pairing import pair_panels
 from data.files import atomic_write
-from data.images import DEFAULT_MAX_PIXELS, BadImageError, open_image
+from data.image_limits import DEFAULT_MAX_PIXELS, BadImageError
+from data.images import open_image
 from data.records import FigureRecord, SubFigureRecord, subfigure_record
 from data.scrape.safe_paths import path_inside, safe_component
 

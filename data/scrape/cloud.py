@@ -21,60 +21,26 @@ media file is checked against what is downloaded (a mismatch is retried, then le
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from data.scrape import licenses
 from data.scrape.candidates import Candidate, Page, Rejected, normalize_pmcid
+from data.scrape.config import BUCKET, CLOUD_URL
 from data.scrape.eutils import OA_FILTER, parse_esearch
 from data.scrape.http import FetchError, PoliteClient
 from data.scrape.jats import Article, panel_fields, parse_jats
 from data.scrape.panel_images import FigureImage
+from data.scrape.pmcid_list import read_pmcid_file
 from data.scrape.safe_xml import parse_xml
 
 if TYPE_CHECKING:
     from data.scrape.config import ScrapeConfig
 
-BUCKET = "pmc-oa-opendata"
-CLOUD_URL = f"https://{BUCKET}.s3.amazonaws.com"
 _IMAGE_PREFERENCE = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff")
 _MAX_XML_BYTES = 100_000_000
-_ID_COLUMNS = ("pmcid", "accessionid", "accession id", "accession_id")
-
-
-def read_pmcid_file(path: str | Path) -> list[str]:
-    """PMCIDs of a text file (one a line, ``#`` comments) or a CSV with a PMCID column, deduplicated."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as err:
-        raise ValueError(f"--pmcid-file {path} cannot be read: {err}") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    if lines and "," in lines[0]:
-        rows = list(csv.DictReader(io.StringIO(text)))
-        column = next((c for c in (rows[0] if rows else {}) if c and c.strip().lower() in _ID_COLUMNS), None)
-        if column is None:
-            raise ValueError(f"--pmcid-file {path}: a CSV needs a column named pmcid, AccessionID or Accession ID")
-        lines = [row[column].strip() for row in rows if (row.get(column) or "").strip()]
-    ids = []
-    for number, value in enumerate(lines, 1):
-        try:
-            ids.append(normalize_pmcid(value))
-        except ValueError:
-            raise ValueError(f"--pmcid-file {path}: entry {number} ({value!r}) is not a PMCID") from None
-    if not ids:
-        raise ValueError(f"--pmcid-file {path} holds no PMCID")
-    return list(dict.fromkeys(ids))
-
-
-def pmcid_list_digest(path: str | Path) -> str:
-    """A short hash of the PMCIDs a file names (its identity for resuming a scrape)."""
-    return hashlib.sha256("\n".join(read_pmcid_file(path)).encode()).hexdigest()[:16]
 
 
 def parse_listing(body: bytes, pmcid: str) -> list[int]:

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from data.scrape import licenses
-from data.scrape.cloud import CLOUD_URL
-from data.scrape.openi import ARTICLE_TYPES, IMAGE_TYPES
 
 # NCBI's published limits, which Open-i and image downloads are held to as well.
 RATE_WITHOUT_KEY = 3
@@ -26,6 +24,13 @@ TOOL = "medvl_scrape"
 VERSION = "1.0"
 DEFAULT_OUT = Path("datasets/pubmed")
 SOURCES = ("openi", "pmc", "pmc-cloud")
+# Open-i's codes of article and image types (``it=``, ``at=`` of its search API).
+ARTICLE_TYPES = {"ab", "bf", "bk", "cr", "dp", "di", "ed", "ib", "in", "lt", "mr", "ma", "ne", "ob",
+                 "or", "os", "hs", "pr", "ra", "re", "rr", "rw", "sr", "ot"}
+IMAGE_TYPES = {"x", "c", "m", "p", "u", "mc", "ph", "g", "xg", "xm"}
+# The PMC Cloud Service: the Open Access subset in a public S3 bucket, read over plain HTTPS.
+BUCKET = "pmc-oa-opendata"
+CLOUD_URL = f"https://{BUCKET}.s3.amazonaws.com"
 
 
 def _codes(text: str) -> tuple[str, ...]:
@@ -158,7 +163,7 @@ class ScrapeConfig:
                     "image_types": list(self.image_types), "oa_filter": self.oa_filter,
                     "licenses": sorted(accepted) if accepted else None, "min_size": self.min_size}
         if self.source == "pmc-cloud":  # which articles a PMCID list names
-            from data.scrape.cloud import pmcid_list_digest
+            from data.scrape.pmcid_list import pmcid_list_digest
 
             identity["pmcid_list"] = pmcid_list_digest(self.pmcid_file) if self.pmcid_file else None
         return identity

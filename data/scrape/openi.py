@@ -18,9 +18,6 @@ from data.scrape.http import PoliteClient, RejectedPayload
 if TYPE_CHECKING:
     from data.scrape.config import ScrapeConfig
 
-ARTICLE_TYPES = {"ab", "bf", "bk", "cr", "dp", "di", "ed", "ib", "in", "lt", "mr", "ma", "ne", "ob",
-                 "or", "os", "hs", "pr", "ra", "re", "rr", "rw", "sr", "ot"}
-IMAGE_TYPES = {"x", "c", "m", "p", "u", "mc", "ph", "g", "xg", "xm"}
 _HIGHLIGHT = re.compile(r"</?b>", re.IGNORECASE)
 _YEAR = re.compile(r"\b(1[89]\d\d|2\d\d\d)\b")
 _MAX_PAGE_BYTES = 100_000_000

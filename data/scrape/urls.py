@@ -8,10 +8,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 _SECRET_PARAMS = {"api_key"}
 
 
-class BadUrl(ValueError):
-    """A URL that is not absolute http(s) with a host."""
-
-
 def redact(url: str) -> str:
     """Hide secret query parameters (the API key) so URLs can go into logs and error messages."""
     parts = urlsplit(url)
