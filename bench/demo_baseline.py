@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from data.synthetic.probes import sequence_only_recall
+from bench.probes import sequence_only_recall
 
 
 def main(argv: list[str] | None = None) -> int:

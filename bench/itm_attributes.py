@@ -34,7 +34,7 @@ import torch
 
 from data.images import load_rgb
 from data.synthetic.demo import captions_for
-from data.synthetic.probes import changed_captions, painted
+from bench.probes import changed_captions, painted
 from transform.pipeline import EvalTransform
 from utils import trained_model
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from data.images import load_rgb
-from data.synthetic.probes import head_mask
+from bench.probes import head_mask
 from models import build_model
 from models.gradcam import patch_token_locality, to_heatmap
 from transform.pipeline import EvalTransform

@@ -22,6 +22,8 @@ from configs.schema import SCHEMAS, Field
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the file and key."""
 
+    exit_code = 2  # data/errors.py: BAD_INPUT (this package imports no data code)
+
 
 def _yaml() -> YAML:
     y = YAML(typ="safe", pure=True)

@@ -143,7 +143,8 @@ def shard_problems(specs: Sequence[str], max_words: int, max_pixels: int = DEFAU
     counts it right (:mod:`data.shard_check`); remote shards are checked against their ``sizes.json``
     count only (tar streams end quietly where they are cut)."""
     from data.shard_check import scan_shards
-    from data.shard_dataset import expand, open_sample, raw_samples, shard_sizes
+    from data.shard_files import expand, raw_samples, shard_sizes
+    from data.shard_dataset import open_sample
 
     urls = expand(specs)
     scans = {s.url: s for s in scan_shards(urls)}
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="images with more pixels are bad records (the max_image_pixels config key; "
                              "default %(default)s)")
     args = parser.parse_args(argv)
-    from data.shard_dataset import is_shard_spec
+    from data.shard_files import is_shard_spec
 
     shards = [f for f in args.files if is_shard_spec(f)]
     lists = [f for f in args.files if not is_shard_spec(f)]

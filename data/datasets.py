@@ -17,12 +17,13 @@ from data.files import JsonListError
 from data.image_limits import DEFAULT_MAX_PIXELS, BadImageError
 from data.images import image_exists, load_rgb
 from data.records import BadRecord, PairRecord, indexed_records
+from data.errors import BadInput
 
 log = logging.getLogger("medvl")
 MAX_ATTEMPTS = 20
 
 
-class DatasetError(ValueError):
+class DatasetError(BadInput):
     """A dataset file that cannot be used at all; the message names the file."""
 
 

@@ -21,8 +21,8 @@ code meaning
 130  interrupted (a second Ctrl-C); run the same command again to resume
 ==== =================================================================================================
 
-An exception class may carry its own code as the class attribute ``exit_code`` (the training app's stop
-request and the scripts' usage errors do); the rest are classified here.
+Every error class of the project that is not a bug carries its code as the class attribute ``exit_code``;
+a failed write is recognised behind any error (its errno).
 """
 from __future__ import annotations
 
@@ -44,27 +44,18 @@ INTERRUPTED = 130
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
+class BadInput(ValueError):
+    """Input that cannot be used (a file, record, value or option); the message names it. The data
+    readers' errors derive from it."""
+
+    exit_code = BAD_INPUT
+
+
 class RunFolderError(RuntimeError):
     """An output folder that cannot be used as asked (a fresh run over another run's checkpoints,
     ``--resume auto`` where every checkpoint is corrupt); the message names the folder and the way out."""
 
     exit_code = OUTPUT_REFUSED
-
-
-def _bad_input_types() -> tuple[type[BaseException], ...]:
-    """The project's bad-input errors (imported here, not at module level: each lives with its reader)."""
-    from configs import ConfigError
-    from data.adapters import AdapterError
-    from data.datasets import DatasetError
-    from data.figures.merge import MergeError
-    from data.files import JsonListError
-    from data.image_limits import BadImageError
-    from data.manifest import ManifestError
-    from models.checkpoint import CheckpointError
-    from models.config import ModelSetupError
-
-    return (ConfigError, DatasetError, BadImageError, JsonListError, AdapterError, ManifestError, MergeError,
-            ModelSetupError, CheckpointError, FileNotFoundError)
 
 
 def _write_failure(err: BaseException | None) -> OSError | None:
@@ -84,17 +75,15 @@ def is_write_failure(err: BaseException) -> bool:
 def exit_code(err: BaseException, bad_input: tuple[type[BaseException], ...] = ()) -> int | None:
     """The exit code for ``err``, or None for an unexpected error (which keeps its traceback).
 
-    ``bad_input`` adds error types of the caller's own."""
-    from data.files import FolderLockedError
-
+    The project's error classes carry their code (``exit_code``; the packages below ``data/``, configs/
+    and models/, write the number of this table); a failed write is found behind any error; a missing
+    file given by the user is bad input; ``bad_input`` adds error types of the caller's own."""
     own = getattr(type(err), "exit_code", None)
     if isinstance(own, int):
         return own
-    if isinstance(err, FolderLockedError):
-        return OUTPUT_REFUSED
     if is_write_failure(err):
         return WRITE_FAILED
-    if isinstance(err, _bad_input_types() + tuple(bad_input)):
+    if isinstance(err, (FileNotFoundError, *bad_input)):
         return BAD_INPUT
     return None
 

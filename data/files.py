@@ -14,11 +14,12 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
+from data.errors import OUTPUT_REFUSED, BadInput
 
 TMP_PREFIX = ".tmp-"
 
 
-class JsonListError(ValueError):
+class JsonListError(BadInput):
     """A JSON file that is missing, not JSON, or not of the expected shape; the message names the file."""
 
 
@@ -180,6 +181,8 @@ def read_json_list(path: str | os.PathLike, what: str = "dataset file") -> list:
 
 class FolderLockedError(RuntimeError):
     """Another live process holds the folder."""
+
+    exit_code = OUTPUT_REFUSED
 
 
 def _pid_alive(pid: int) -> bool:

@@ -12,11 +12,12 @@ import logging
 from pathlib import Path
 
 from data.files import json_objects
+from data.errors import BadInput
 
 log = logging.getLogger(__name__)
 
 
-class ManifestError(ValueError):
+class ManifestError(BadInput):
     """A manifest that cannot be used: a corrupt line, or another run's settings."""
 
 

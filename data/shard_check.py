@@ -36,7 +36,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from data.datasets import DatasetError
-from data.shard_dataset import IMAGE_KEYS, local_path, shard_sizes
+from data.shard_files import IMAGE_KEYS, local_path, shard_sizes
 
 log = logging.getLogger("medvl")
 

@@ -11,7 +11,8 @@ import torch.distributed as dist
 from data.check import check_image_files, record_problems
 from data.datasets import DatasetError, Pair, PairDataset, load_pairs, report_problems
 from data.loader import Collator, train_loader
-from data.shard_dataset import is_shard_spec, shard_train_loader
+from data.shard_files import is_shard_spec
+from data.shard_dataset import shard_train_loader
 from models.tokenizer import TextTokenizer
 from transform import build_transform
 

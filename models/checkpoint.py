@@ -29,6 +29,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint file or URL that cannot be used: absent from the server, not a checkpoint, unsafe to
     unpickle, or without a state dict. The message names the file or URL."""
 
+    exit_code = 2  # data/errors.py: BAD_INPUT (this package imports no data code)
+
 
 @dataclass
 class LoadReport:

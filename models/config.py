@@ -15,6 +15,8 @@ class ModelSetupError(ValueError):
     """A model cannot be built as configured: a tokenizer, hub name or weights file that is unusable or
     does not fit the model. The message names the config key and says what to do."""
 
+    exit_code = 2  # data/errors.py: BAD_INPUT (this package imports no data code)
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -66,9 +66,7 @@ def _read_weights(folder: Path) -> dict[str, Tensor]:
     if (folder / "model.safetensors").is_file():
         return load_file(str(folder / "model.safetensors"))
     if (folder / "pytorch_model.bin").is_file():
-        from models.checkpoint import load_state
-
-        return load_state(folder / "pytorch_model.bin")
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise FileNotFoundError(f"{folder} holds no model.safetensors, sharded safetensors or pytorch_model.bin")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from models.blip import BlipBase
+from models.build import build_model
 from models.checkpoint import CheckpointError, load_checkpoint, load_state
 from models.config import ModelSetupError
 
@@ -37,8 +38,6 @@ def load_trained(path: str | Path, resolve_config: ConfigResolver = _stored,
     into the validated config to build from; by default the stored one is used as it is. A file without
     an ITM head and cross-attention (a ViT or BERT file, an optimizer dump) is refused.
     """
-    from models import build_model  # the package imports this module
-
     ckpt = load_state(path)
     state = ckpt.get("model", ckpt)
     if not isinstance(state, dict):

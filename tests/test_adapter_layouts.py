@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from data import adapters
-from data.adapters import AdapterError
+from data.adapters.common import AdapterError
 from data.adapters.__main__ import main as adapters_main
 from data.adapters.medicat import write_subfigures
 from data.datasets import load_pairs

@@ -8,7 +8,7 @@ import errno
 import pytest
 import torch
 
-from data.adapters import AdapterError
+from data.adapters.common import AdapterError
 from data.datasets import DatasetError
 from data.errors import (BAD_INPUT, INTERRUPTED, OUTPUT_REFUSED, WRITE_FAILED, RunFolderError, exit_code, one_line,
                          run_command)
@@ -72,3 +72,17 @@ def test_a_search_for_fewer_than_one_result_is_refused(k):
     with pytest.raises(ValueError, match=rf"k must be a whole number of at least 1, got {k}"):
         rank(bank[0], bank, k)
     assert rank(bank[0], bank, 9)[1].shape == (1, 5)
+
+
+def test_packages_that_import_no_data_code_write_the_table_s_number():
+    """configs/ and models/ (and the scripts, to keep --help fast) write the bad-input code as a number."""
+    import predict
+    import vis
+    from configs import ConfigError
+    from models.checkpoint import CheckpointError
+    from models.config import ModelSetupError
+    from models.optional import MissingDependency
+
+    for cls in (ConfigError, ModelSetupError, CheckpointError, MissingDependency, vis.VisError, predict.UsageError):
+        assert cls.exit_code == BAD_INPUT, cls
+        assert exit_code(cls("x")) == BAD_INPUT

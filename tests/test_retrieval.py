@@ -147,7 +147,7 @@ def test_sequence_only_baseline_equals_brute_force_ranking():
     """bench/demo_baseline.py's exact expected recall equals the mean over every random order."""
     import itertools
 
-    from data.synthetic.probes import sequence_only_recall
+    from bench.probes import sequence_only_recall
 
     records = [{"caption": ["a", "b"]}, {"caption": ["c"]}, {"caption": ["d", "e"]}, {"caption": ["f"]}]
     seqs = ["T1", "T1", "T1", "CT"]

@@ -16,7 +16,8 @@ import torch
 
 from data import check, shards
 from data.datasets import DatasetError
-from data.shard_dataset import open_sample, raw_samples, shard_train_loader
+from data.shard_files import raw_samples
+from data.shard_dataset import open_sample, shard_train_loader
 from tiny import demo_set, tiny_config
 from transform import build_transform
 from utils import save_config
@@ -106,7 +107,7 @@ def test_broken_shards_are_counted_against_max_bad_fraction_before_step_one(tmp_
 
 def test_without_a_process_group_a_rank_scans_every_shard(tmp_path, demo):
     from data.shard_check import scan_shards
-    from data.shard_dataset import expand
+    from data.shard_files import expand
 
     info = write(demo, tmp_path / "s")
     urls = expand([info["pattern"]])
@@ -132,7 +133,7 @@ def _scan_worker(rank: int, world: int, init_file: str, urls: list[str], results
 def test_ranks_scan_their_share_and_all_get_every_count(tmp_path, demo):
     import torch.multiprocessing as mp
 
-    from data.shard_dataset import expand
+    from data.shard_files import expand
 
     info = write(demo, tmp_path / "s")
     urls = expand([info["pattern"]])

@@ -17,7 +17,8 @@ import pretrain
 from data import shards
 from data.datasets import PairDataset, load_pairs
 from data.loader import train_loader
-from data.shard_dataset import expand, is_shard_spec, shard_sizes, shard_train_loader
+from data.shard_files import expand, is_shard_spec, shard_sizes
+from data.shard_dataset import shard_train_loader
 from tiny import demo_set, tiny_config
 from transform import build_transform
 from utils import save_config

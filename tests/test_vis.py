@@ -285,7 +285,7 @@ def test_curves_bad_input(tmp_path, capsys):
 def test_itm_attribute_bench_changes_one_attribute_at_a_time():
     import random
 
-    from data.synthetic.probes import changed_captions
+    from bench.probes import changed_captions
     from data.synthetic.demo import captions_for
 
     case = {"sequence": "T2", "lesions": [{"kind": "cyst", "side": "left", "lobe": "frontal", "size": "small"}]}
@@ -301,7 +301,7 @@ def test_itm_attribute_bench_changes_one_attribute_at_a_time():
 
 
 def test_itm_attribute_bench_paints_the_lesions_and_their_mirror_region():
-    from data.synthetic.probes import painted
+    from bench.probes import painted
 
     yy, xx = np.mgrid[:40, :40]
     head = ((xx - 19.5) / 16) ** 2 + ((yy - 19.5) / 18) ** 2 <= 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from data.adapters import AdapterError, check_options, csv_rows, image_folder
+from data.adapters.common import AdapterError, check_options, csv_rows, image_folder
 
 _SEPARATORS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 

@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from data.adapters import AdapterError, BadRow, check_options, image_folder, json_lines, plain_name
+from data.adapters.common import AdapterError, BadRow, check_options, image_folder, json_lines, plain_name
 from data.files import atomic_write
 from data.image_limits import BadImageError
 from data.images import load_rgb

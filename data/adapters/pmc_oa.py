@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from data.adapters import check_options, image_folder, json_lines
+from data.adapters.common import check_options, image_folder, json_lines
 
 ARCHIVE_FOLDER = "caption_T060_filtered_top4_sep_v0_subfigures"
 IMAGE_FOLDERS = (f"images/{ARCHIVE_FOLDER}", ARCHIVE_FOLDER, "images")

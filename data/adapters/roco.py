@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from data.adapters import AdapterError, BadRow, check_options, csv_rows, image_folder, plain_name
+from data.adapters.common import AdapterError, BadRow, check_options, csv_rows, image_folder, plain_name
 
 
 def _first(folder: Path, pattern: str) -> Path | None:

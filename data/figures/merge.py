@@ -18,11 +18,12 @@ from data.figures.outputs import collect, write_output_shards, write_outputs
 from data.figures.store import read_folder
 from data.files import FolderLock, atomic_write_bytes, atomic_write_json, read_json_list, temp_path
 from data.manifest import identity_differences
+from data.errors import BadInput
 
 log = logging.getLogger(__name__)
 
 
-class MergeError(ValueError):
+class MergeError(BadInput):
     """Shard folders that cannot be merged; the message names the folder."""
 
 
