@@ -91,19 +91,24 @@ def class_token_block(blk, x: Tensor) -> Tensor:
 
     The keys and values of every token are needed; the query, the attention output, the projection and
     the MLP only for the class token. Same modules, same order, so the result equals ``blk(x)[:, :1]``
-    (drop-path draws one value per sample either way).
+    (drop-path draws one value per sample either way). Written for every timm release the requirements
+    admit: the attention width is heads x head width (``attn_dim`` exists only in newer releases), and
+    the output norm and the gate, which older releases lack, count as absent there.
     """
     attn = blk.attn
     y = blk.norm1(x)
     b, n, _ = y.shape
-    h, dh, width = attn.num_heads, attn.head_dim, attn.attn_dim
+    h, dh = attn.num_heads, attn.head_dim
+    width = h * dh
     w, bias = attn.qkv.weight, attn.qkv.bias
     kv = F.linear(y, w[width:], None if bias is None else bias[width:])
     k, v = kv.reshape(b, n, 2, h, dh).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, dh) each
     q = F.linear(y[:, :1], w[:width], None if bias is None else bias[:width]).reshape(b, 1, h, dh).transpose(1, 2)
     q, k = attn.q_norm(q), attn.k_norm(k)
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.attn_drop.p if attn.training else 0.0)
-    out = attn.norm(out.transpose(1, 2).reshape(b, 1, width))
+    out = out.transpose(1, 2).reshape(b, 1, width)
+    if getattr(attn, "norm", None) is not None:
+        out = attn.norm(out)
     if getattr(attn, "gate", None) is not None:
         out = out * attn.gate(y[:, :1]).sigmoid()
     out = attn.proj_drop(attn.proj(out))

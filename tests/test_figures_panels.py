@@ -126,8 +126,11 @@ def test_large_piece_joins_only_when_reading_order_wants_it():
     assert in_reading_order(["A", None, "C"]) and not in_reading_order(["A", "C"]) and not in_reading_order(["A"])
 
 
-def _gutter_letter_figure(letters: str, size: int = 14) -> Image.Image:
-    """Noise panels in a row, each with a small black letter in the white gutter above-left of it."""
+def _gutter_letter_figure(letters: str, size: int = 18) -> Image.Image:
+    """Noise panels in a row, each with a small black letter in the white gutter above-left of it.
+
+    18 px: Pillow before 12 draws the default font's "i" and "j" below that size with the dot touching
+    the stem, which is then no longer a dot over a stem."""
     rng = np.random.default_rng(1)
     img = Image.new("RGB", (len(letters) * 204 + 24, 170), "white")
     draw = ImageDraw.Draw(img)

@@ -8,6 +8,7 @@ one twice as long, never more than ``backoff_max``.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, Callable
 
@@ -34,8 +35,10 @@ class RetryAfterTooLong(Exception):
         self.seconds, self.cap, self.status = seconds, cap, status
 
 
-# urllib3 would silently cut every Retry-After to its retry_after_max; the cap is applied here instead, loudly.
-_NO_SILENT_CAP = 10**9
+# urllib3 from 2.6.3 on silently cuts every Retry-After to its retry_after_max (earlier releases have no
+# such cap); the cap is applied here instead, loudly.
+_NO_SILENT_CAP = ({"retry_after_max": 10**9} if "retry_after_max" in inspect.signature(Retry.__init__).parameters
+                  else {})
 
 
 class LimitedRetry(Retry):
@@ -100,6 +103,6 @@ def retry_policy(retries: int, backoff: float, backoff_max: float, max_retry_aft
     :data:`RETRY_STATUSES`, for GETs (requests leaves redirects to the client, which checks every hop)."""
     return LimitedRetry(
         total=retries, status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET"}),
-        backoff_factor=backoff, backoff_max=backoff_max, retry_after_max=_NO_SILENT_CAP,
+        backoff_factor=backoff, backoff_max=backoff_max, **_NO_SILENT_CAP,
         max_retry_after=max_retry_after, respect_retry_after_header=True, raise_on_status=False,
         before_attempt=before_attempt)
