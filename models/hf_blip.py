@@ -5,8 +5,8 @@ checkpoints: the text towers, projections and ITM head under the same names, the
 ``vision_model.*`` with its own names (timm's ``blocks.{i}.attn.qkv`` is ``encoder.layers.{i}.self_attn.qkv``).
 Tensors transformers has no place for (``temp``, the queues, the momentum copies) travel in a side file.
 
-Two of our tensors are not written because loading rebuilds them: ``embeddings.position_ids`` (0..P-1) and
-the LM head's ``decoder`` weight and bias (tied to the word embeddings and ``predictions.bias``).
+``embeddings.position_ids`` (0..P-1) are not written, since loading rebuilds them; the LM head's ``decoder``
+weight and bias (tied to the word embeddings and ``predictions.bias``) are written, for transformers 4.x.
 """
 from __future__ import annotations
 
@@ -105,6 +105,10 @@ def split_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, 
     for key, value in state.items():
         if key in derived:
             if key in rebuilt and torch.equal(rebuilt[key], value):
+                if key.startswith(HEAD):
+                    # Written although tied: transformers 4.x does not tie BLIP's LM head when loading, and
+                    # would start it from random values; 5.x takes the copy as the tied tensor.
+                    hf[_rename(key, _TO_HF) or key] = value
                 continue
             extra[key] = value
             continue

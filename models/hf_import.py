@@ -103,8 +103,11 @@ def load_hf_blip_state_dict(folder: str | Path) -> dict[str, Tensor]:
 
 def config_for(folder: str | Path, med_config_path: str | Path) -> dict:
     """Write the folder's text sizes as a med_config JSON; return the run-config keys to set."""
+    from transformers import BlipConfig
+
     folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    # Through transformers' own class: config.json may leave out every value equal to its default.
+    config = BlipConfig.from_pretrained(str(folder)).to_dict()
     vision = config.get("vision_config", {})
     width, hidden = vision.get("hidden_size", 768), vision.get("intermediate_size", 3072)
     if hidden != 4 * width:

@@ -113,6 +113,10 @@ def _hf_tiny_folder(folder: Path, tok, with_decoder: bool, vision_eps: float = 1
                 tail = k[len("text_decoder.bert."):]
                 shared = k.startswith("text_decoder.bert.") and ".attention." not in tail
                 state[k] = state["text_encoder." + tail].clone() if shared else v.clone()
+        # The LM head as tied (as BLIP ties it), written out: transformers 4.x does not tie it when loading.
+        head = "text_decoder.cls.predictions."
+        state[head + "decoder.weight"] = state["text_decoder.bert.embeddings.word_embeddings.weight"].clone()
+        state[head + "decoder.bias"] = state[head + "bias"].clone()
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     return folder
 
