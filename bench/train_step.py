@@ -43,7 +43,7 @@ import torch
 from bench.common import (PartTimer, SIZES, bench_captions, current_rss_mb, peak_memory_mb, synchronize,
                           tokenizer_folder, vit_value, write_text_config)
 from configs import validate
-from models import build_model, init_tokenizer
+from models import build_model, init_tokenizer, text_fast
 from models.reference import PlainPretrain, plain_optimizer
 
 
@@ -109,6 +109,7 @@ def instrument(model, timer: PartTimer) -> None:
     timer.wrap(model.text_encoder, "cross_kv", "cross_kv")
     timer.wrap(model, "itm_loss_inputs", "itm")
     timer.wrap(model.text_decoder.bert, "forward", "lm")  # the plain path calls it through text_decoder
+    timer.wrap(text_fast, "predicting_hidden", "lm")  # the fast path's decoder on the CPU
     timer.wrap(model.text_decoder.cls.predictions, "forward", "lm_head")
 
 
