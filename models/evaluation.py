@@ -146,9 +146,9 @@ def candidate_pairs(sims: Tensor, k_test: int) -> tuple[Tensor, Tensor, Tensor]:
 def text_states(model, feats: Features, texts: Tensor, device: torch.device,
                 batch_size: int) -> tuple[Tensor | None, Tensor, Tensor]:
     """The image-independent start of the ITM pass (``text_fast.text_states`` of the [ENC] texts) of ``texts``
-    (unique, CPU),
-    once per text: (states (R, D) of their unmasked positions, text after text; offset (T,) of each text's
-    first row; lengths (T,)), all texts' lengths on the CPU. Exact in eval mode (no dropout to share)."""
+    (unique, CPU), once per text: (states (R, D) of their unmasked positions, text after text; offset (T,) of
+    each text's first row; lengths (T,)), all texts' lengths on the CPU. Exact in eval mode (no dropout to
+    share)."""
     lengths = feats.text_mask.sum(dim=1).cpu()
     offset = torch.zeros(len(lengths), dtype=torch.long)
     sub = lengths[texts]
