@@ -320,6 +320,9 @@ class TextTransformer(nn.Module):
             raise ValueError("multimodal mode needs image_embeds or cross_kv")
         if first_only and causal:
             raise ValueError("first_only is for the encoder's [CLS]/[ENC] output, not for the causal decoder")
+        if multimodal and cross_kv is not None and cross_kv[0][0].shape[0] != input_ids.shape[0]:
+            raise ValueError(f"cross_kv holds {cross_kv[0][0].shape[0]} rows for {input_ids.shape[0]} texts; one "
+                             f"image for many texts is models.text_fast.first_hidden_one_image")
         mask = self_attention_mask(attention_mask, causal)
         image = image_embeds if multimodal and cross_kv is None else None
         image_mask = image_atts.bool()[:, None, None, :] if multimodal and image_atts is not None else None

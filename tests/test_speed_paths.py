@@ -355,6 +355,8 @@ def test_one_image_shared_by_many_texts_gives_the_itm_logits(tmp_path, tokenizer
         states = text_fast.text_states(tower, model.enc_ids(ids), mask)
         cached = model.itm_head(text_fast.first_hidden_one_image(tower, kv, mask, states=states))
     assert torch.allclose(plain, cached, atol=1e-5)
+    with pytest.raises(ValueError, match="holds 1 rows for 4 texts"):
+        model.itm_logits(None, ids, mask, cross_kv=kv)
     with pytest.raises(ValueError, match="one of the two"):
         text_fast.first_hidden_one_image(tower, kv, mask)
     with pytest.raises(ValueError, match="holds 4 images"):
