@@ -134,6 +134,7 @@ def predicting_hidden(tower: TextTransformer, input_ids: Tensor, attention_mask:
     cost of a CPU step, and the padding and each text's last position predict nothing. CPU only: choosing
     the rows reads the mask on the host, which an accelerator would wait for. With enough padding the
     decoder skips the padded positions too (:class:`Packing`). ``predicting`` must lie inside the mask.
+    Exact: the same rows of the same states, in value and gradient.
     """
     if bool((predicting & ~attention_mask.bool()).any()):
         raise ValueError("predicting picks masked positions, which are not computed")
@@ -164,7 +165,8 @@ def first_hidden_one_image(tower: TextTransformer, cross_kv: CrossKV, attention_
     Why: retrieval re-ranking and zero-shot classification score each image against many candidate
     texts; the image's keys/values are computed once, and the texts share them. Give the texts as
     ``input_ids`` or, in evaluation, as their :func:`text_states` (each text's image-independent start,
-    computed once for all its candidate images); attention_mask (B, L) either way.
+    computed once for all its candidate images); attention_mask (B, L) either way. Any device. Exact: the
+    same products in another grouping (and with states, eval mode, where no dropout draw is shared).
     """
     if (input_ids is None) == (states is None):
         raise ValueError("give the texts as input_ids or as their text_states, one of the two")
