@@ -6,7 +6,7 @@ Prints one JSON line per run: images/s (the median of the timed steps after warm
 breakdown (milliseconds of one extra step timed part by part, the device synchronised at each
 boundary). Images are random tensors: data loading is measured by ``bench/dataload.py``.
 
-``--baseline`` runs the straightforward step too (``models/reference.py``: BLIP's way of computing the
+``--baseline`` runs the straightforward step too (``bench/reference.py``: BLIP's way of computing the
 same math, BLIP's per-tensor AdamW, captions padded to ``max_length``) in the same process, the two
 paths' timed steps alternated so that a shared machine's load hits both alike; then each path alone
 in a fresh process for its peak memory; and adds a summary line with the ratios.
@@ -43,8 +43,8 @@ import torch
 from bench.common import (PartTimer, SIZES, bench_captions, current_rss_mb, peak_memory_mb, synchronize,
                           tokenizer_folder, vit_value, write_text_config)
 from configs import validate
-from models import build_model, init_tokenizer
-from models.reference import PlainPretrain, plain_optimizer
+from models import build_model, init_tokenizer, text_fast
+from bench.reference import PlainPretrain, plain_optimizer
 
 
 def run_config(args, folder: Path, tokenizer: str) -> dict:
@@ -109,6 +109,7 @@ def instrument(model, timer: PartTimer) -> None:
     timer.wrap(model.text_encoder, "cross_kv", "cross_kv")
     timer.wrap(model, "itm_loss_inputs", "itm")
     timer.wrap(model.text_decoder.bert, "forward", "lm")  # the plain path calls it through text_decoder
+    timer.wrap(text_fast, "predicting_hidden", "lm")  # the fast path's decoder on the CPU
     timer.wrap(model.text_decoder.cls.predictions, "forward", "lm_head")
 
 

@@ -9,7 +9,7 @@ file in ``configs/zeroshot/``:
 - ``side`` (demo_side.yaml): left or right, on images whose lesions all lie on one side.
 
 Each is scored from ITC alone and re-ranked by the ITM head over the top 2 classes (``--itm-top-k``; 16
-prompts a class, those nearest the image, ``--itm_prompts``), each without and with calibration: every
+prompts a class, those nearest the image, ``--itm-prompts``), each without and with calibration: every
 class's mean cosine over the images of another split (``--calibrate-on``, val by default; its labels unused)
 subtracted (``ZeroShotClassifier.calibrate``).
 ``--lists DIR`` also writes the labelled JSON lists, for ``vis.py classify --images DIR/sequence.json``.

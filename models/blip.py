@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import losses
+from models import losses, text_fast
 from models.config import ModelConfig
 from models.distributed import all_gather_no_grad
 from models.text import CrossKV, TextConfig, TextTransformer
@@ -191,8 +191,9 @@ class BlipBase(nn.Module):
 
     def text_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """The L2-normalised ITC text features (B, embed_dim) of ``encode_text`` alone: its last layer
-        computes [CLS] only, the one position the features read (exact)."""
-        cls = self.text_encoder(input_ids, attention_mask, mode="text", first_only=True, skip_padding=True)[:, 0]
+        computes [CLS] only, the one position the features read, and on the CPU no padded position
+        (``text_fast.first_hidden``; exact)."""
+        cls = text_fast.first_hidden(self.text_encoder, input_ids, attention_mask)
         return F.normalize(self.text_proj(cls), dim=-1)
 
     @torch.no_grad()
@@ -200,8 +201,8 @@ class BlipBase(nn.Module):
         """L2-normalised image and text features (B, E) from the momentum encoders, whose last layers compute
         the [CLS] position alone (the only one read)."""
         image_feat = F.normalize(self.vision_proj_m(self.visual_encoder_m(images, cls_only=True)[:, 0]), dim=-1)
-        text = self.text_encoder_m(input_ids, attention_mask, mode="text", first_only=True, skip_padding=True)
-        return image_feat, F.normalize(self.text_proj_m(text[:, 0]), dim=-1)
+        cls = text_fast.first_hidden(self.text_encoder_m, input_ids, attention_mask)
+        return image_feat, F.normalize(self.text_proj_m(cls), dim=-1)
 
     def enc_ids(self, input_ids: Tensor) -> Tensor:
         """A copy of ``input_ids`` with [ENC] in place of [CLS], as the image-grounded encoder expects."""
@@ -210,25 +211,17 @@ class BlipBase(nn.Module):
         return ids
 
     def itm_logits(self, image_embeds: Tensor | None, input_ids: Tensor, attention_mask: Tensor,
-                   cross_kv: CrossKV | None = None, keep_cross_attention: list | None = None,
-                   skip_padding: bool = False, first_state: Tensor | None = None) -> Tensor:
+                   cross_kv: CrossKV | None = None, keep_cross_attention: list | None = None) -> Tensor:
         """Match/no-match logits (B, 2) for image tokens (B, 1+N, Dv) and texts (B, L).
 
-        Puts [ENC] in place of [CLS] itself. ``cross_kv`` (from ``text_encoder.cross_kv``) may replace
-        ``image_embeds`` to reuse an image's cross-attention keys/values across many texts.
-        ``skip_padding``: see :meth:`TextTransformer.forward` (the same logits). ``first_state``: the texts'
-        :meth:`itm_text_states`, computed once for many images (evaluation).
+        Puts [ENC] in place of [CLS] itself. ``cross_kv`` (from ``text_encoder.cross_kv``, one row per text)
+        may replace ``image_embeds``. keep_cross_attention: a list that receives every layer's
+        cross-attention probabilities (see :class:`TextTransformer`).
         """
         hidden = self.text_encoder(self.enc_ids(input_ids), attention_mask, image_embeds, mode="multimodal",
-                                   cross_kv=cross_kv, keep_cross_attention=keep_cross_attention,
-                                   first_only=keep_cross_attention is None, skip_padding=skip_padding,
-                                   first_state=first_state)
+                                   cross_kv=cross_kv, first_only=keep_cross_attention is None,
+                                   keep_cross_attention=keep_cross_attention)
         return self.itm_head(hidden[:, 0])
-
-    def itm_text_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, L, D): the part of :meth:`itm_logits` that does not depend on the image (the embeddings of the
-        [ENC] text and the first layer's self-attention), to pass as its ``first_state``."""
-        return self.text_encoder.self_attended(self.enc_ids(input_ids), attention_mask)
 
     def tokenize(self, captions: list[str], device: torch.device | str | None = None) -> dict[str, Tensor]:
         """Tokenize cleaned captions (cut at ``max_length``, padded to the longest), as the data collate does."""
@@ -268,10 +261,10 @@ class BlipBase(nn.Module):
         else:
             pair_kv = cat_kv([kv, self.text_encoder.cross_kv(neg_images), gather_kv(kv, later)])
         width = max(t.shape[1] for t in texts)
-        pad = self.tokenizer.pad_token_id
-        logits = self.itm_logits(None, torch.cat([pad_to(t, width, pad) for t in texts]),
-                                 torch.cat([pad_to(m, width, 0) for m in masks]), cross_kv=pair_kv,
-                                 skip_padding=True)
+        pair_ids = self.enc_ids(torch.cat([pad_to(t, width, self.tokenizer.pad_token_id) for t in texts]))
+        pair_mask = torch.cat([pad_to(m, width, 0) for m in masks])
+        # itm_logits' [ENC] state, on the CPU without the padded positions (text_fast.first_hidden).
+        logits = self.itm_head(text_fast.first_hidden(self.text_encoder, pair_ids, pair_mask, cross_kv=pair_kv))
         bs = ids.shape[0]
         return logits, losses.itm_labels(bs, logits.shape[0] - bs, ids.device)
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from models import losses, text
+from models import losses, text_fast
 from models.blip import BlipBase
 from models.config import ModelConfig
 from models.text import TextDecoder
@@ -58,13 +58,12 @@ class BlipPretrain(BlipBase):
         dec_ids[:, 0] = self.tokenizer.bos_token_id
         labels = dec_ids.masked_fill(dec_ids == self.tokenizer.pad_token_id, -100)
         head = self.text_decoder.cls.predictions
-        if text.host_reads(ids.device):
+        if text_fast.host_reads(ids.device):
             # The decoder's states and the head over the vocabulary only where a target is predicted, the
             # padding never computed: the same targets, the same mean, the same smoothing. (Selecting rows
             # by a mask would wait for an accelerator, so there every position is computed.)
             predicting = losses.lm_predicting(labels)
-            hidden = self.text_decoder.bert(dec_ids, mask, mode="multimodal", causal=True, cross_kv=kv,
-                                            select=predicting, skip_padding=True)
+            hidden = text_fast.predicting_hidden(self.text_decoder.bert, dec_ids, mask, predicting, cross_kv=kv)
             loss_lm = losses.lm_loss_selected(head(hidden), labels, predicting, label_smoothing=0.1)
         else:
             hidden = self.text_decoder.bert(dec_ids, mask, mode="multimodal", causal=True, cross_kv=kv)

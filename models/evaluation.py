@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from models import text_fast
 from models.distributed import all_gather_uneven, all_reduce_sum, get_rank, get_world_size
 
 log = logging.getLogger("medvl")
@@ -144,9 +145,10 @@ def candidate_pairs(sims: Tensor, k_test: int) -> tuple[Tensor, Tensor, Tensor]:
 @torch.no_grad()
 def text_states(model, feats: Features, texts: Tensor, device: torch.device,
                 batch_size: int) -> tuple[Tensor | None, Tensor, Tensor]:
-    """The image-independent start of the ITM pass (``model.itm_text_states``) of ``texts`` (unique, CPU),
-    once per text: (states (R, D) of their unmasked positions, text after text; offset (T,) of each text's
-    first row; lengths (T,)), all texts' lengths on the CPU. Exact in eval mode (no dropout to share)."""
+    """The image-independent start of the ITM pass (``text_fast.text_states`` of the [ENC] texts) of ``texts``
+    (unique, CPU), once per text: (states (R, D) of their unmasked positions, text after text; offset (T,) of
+    each text's first row; lengths (T,)), all texts' lengths on the CPU. Exact in eval mode (no dropout to
+    share)."""
     lengths = feats.text_mask.sum(dim=1).cpu()
     offset = torch.zeros(len(lengths), dtype=torch.long)
     sub = lengths[texts]
@@ -156,7 +158,7 @@ def text_states(model, feats: Features, texts: Tensor, device: torch.device,
         txt = texts[sel]
         ids = feats.text_ids[txt.to(feats.text_ids.device), :width].to(device)
         mask = feats.text_mask[txt.to(feats.text_mask.device), :width].to(device)
-        out = model.itm_text_states(ids, mask)  # (b, width, D)
+        out = text_fast.text_states(model.text_encoder, model.enc_ids(ids), mask)  # (b, width, D)
         if states is None:
             states = out.new_empty(int(sub.sum()), out.shape[-1])
         positions = torch.arange(width)
@@ -201,11 +203,10 @@ def score_pairs(model, feats: Features, pairs: Tensor, num_texts: int, image_sou
         group = texts_c[start:end]
         for sel, width in length_batches(lengths[group], batch_size):
             txt = group[sel]
-            ids = feats.text_ids[txt.to(feats.text_ids.device), :width].to(device)
             mask = feats.text_mask[txt.to(feats.text_mask.device), :width].to(device)
             first = gather_states(states, offset, lengths, txt, width)
-            scores[(start + sel).to(device)] = model.itm_logits(None, ids, mask, cross_kv=kv,
-                                                                first_state=first)[:, 1].float()
+            hidden = text_fast.first_hidden_one_image(model.text_encoder, kv, mask, states=first)  # itm_logits' [ENC]
+            scores[(start + sel).to(device)] = model.itm_head(hidden)[:, 1].float()
         start = end
     return scores
 

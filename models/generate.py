@@ -53,8 +53,10 @@ class _Stepper:
             logits, self.past = self.decoder.forward_cached(seqs[:, self.fed:], self.past, cross_kv=self.cross_kv)
             self.fed = seqs.shape[1]
             return logits[:, -1].float()
-        hidden = self.decoder.bert(seqs, torch.ones_like(seqs), mode="multimodal", causal=True,
-                                   cross_kv=self.cross_kv)
+        kv = self.cross_kv
+        if kv[0][0].shape[0] != seqs.shape[0]:  # one image's keys/values, as views for every row
+            kv = [(k.expand(seqs.shape[0], -1, -1, -1), v.expand(seqs.shape[0], -1, -1, -1)) for k, v in kv]
+        hidden = self.decoder.bert(seqs, torch.ones_like(seqs), mode="multimodal", causal=True, cross_kv=kv)
         return self.decoder.cls.predictions(hidden[:, -1]).float()
 
     def reorder(self, rows: Tensor) -> None:

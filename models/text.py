@@ -5,6 +5,11 @@ Parameter names follow BERT and BLIP (``embeddings.word_embeddings``, ``encoder.
 load by name. Layers are post-LN as in BERT. Attention runs through ``F.scaled_dot_product_attention``;
 an explicit path that keeps the attention probabilities is used only when a caller asks for them
 (Grad-CAM visualisation).
+
+:meth:`TextTransformer.forward` is the one training forward, the same on every device. Generation's
+key/value cache (:meth:`TextDecoder.forward_cached`) is here too. Shortcuts that give the same numbers
+with less work in particular cases (padding skipped on the CPU, evaluation's per-text cache) are in
+:mod:`models.text_fast`, called explicitly by the code that wants them.
 """
 from __future__ import annotations
 
@@ -73,20 +78,21 @@ class Embeddings(nn.Module):
         # Persistent, because BLIP checkpoints carry it.
         self.register_buffer("position_ids", torch.arange(cfg.max_position_embeddings).unsqueeze(0))
 
-    def forward(self, input_ids: Tensor, past_length: int = 0) -> Tensor:
-        """(B, L) token ids -> (B, L, D); ``past_length`` positions precede them (cached decoding)."""
-        length = past_length + input_ids.shape[1]
-        if length > self.position_embeddings.num_embeddings:
-            raise ValueError(f"text of {length} tokens exceeds max_position_embeddings "
-                             f"{self.position_embeddings.num_embeddings}")
-        x = self.word_embeddings(input_ids) + self.position_embeddings(self.position_ids[:, past_length:length])
+    def forward(self, input_ids: Tensor, position_ids: Tensor | None = None) -> Tensor:
+        """(B, L) token ids -> (B, L, D) at positions 0 .. L-1, or at ``position_ids`` (same shape as the ids,
+        or broadcastable to it: see :meth:`positions`)."""
+        if position_ids is None:
+            position_ids = self.positions(0, input_ids.shape[-1])
+        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(x))
 
-    def packed(self, input_ids: Tensor, pack: "Packing") -> Tensor:
-        """(B, L) token ids -> (T, D): the embeddings of the unmasked positions of ``pack`` alone."""
-        ids = input_ids.reshape(-1).index_select(0, pack.rows)
-        x = self.word_embeddings(ids) + self.position_embeddings(pack.rows % pack.length)
-        return self.dropout(self.LayerNorm(x))
+    def positions(self, start: int, length: int) -> Tensor:
+        """Position ids (1, length) from ``start`` on; a text longer than the table is refused by name."""
+        end = start + length
+        if end > self.position_embeddings.num_embeddings:
+            raise ValueError(f"text of {end} tokens exceeds max_position_embeddings "
+                             f"{self.position_embeddings.num_embeddings}")
+        return self.position_ids[:, start:end]
 
 
 class Projections(nn.Module):
@@ -124,39 +130,34 @@ class Attention(nn.Module):
         self.self = Projections(cfg.hidden_size, kv_dim)
         self.output = AddNorm(cfg.hidden_size, cfg.hidden_size, cfg.layer_norm_eps, cfg.hidden_dropout_prob)
 
-    def _split(self, x: Tensor) -> Tensor:
+    def split(self, x: Tensor) -> Tensor:
+        """(B, N, D) -> (B, H, N, dh), one slice per head."""
         b, n, _ = x.shape
-        return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, dh)
+        return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)
 
     def key_value(self, context: Tensor) -> tuple[Tensor, Tensor]:
         """(B, N, kv_dim) -> keys and values, each (B, H, N, dh)."""
-        return self._split(self.self.key(context)), self._split(self.self.value(context))
+        return self.split(self.self.key(context)), self.split(self.self.value(context))
 
     def forward(self, x: Tensor, mask: Tensor | None, context: Tensor | None = None,
                 kv: tuple[Tensor, Tensor] | None = None, keep_probs: list | None = None) -> Tensor:
-        """Attend from ``x`` (B, L, D) to ``context`` (B, N, kv_dim), or to ``x`` itself when no context.
+        """Attend from ``x`` (B, L, D) to ``context`` (B, N, kv_dim), or to ``x`` itself when no context;
+        returns (B, L, D) after the add-and-norm, whose residual is ``x``.
 
         ``mask`` is a boolean (B, 1, L or 1, N) tensor, True where attention is allowed. ``kv`` gives
-        precomputed keys/values (see :meth:`key_value`); keys/values of batch 1 serve every query
-        in the batch (one image, many texts). When ``keep_probs`` is a list, the attention
-        probabilities (B, H, L, N) are computed explicitly, appended to it and kept in the graph.
+        precomputed keys/values (see :meth:`key_value`), one row per row of ``x``. When ``keep_probs`` is a
+        list, the attention probabilities (B, H, L, N) are appended to it (see :meth:`attend`).
         """
-        q = self._split(self.self.query(x))
+        q = self.split(self.self.query(x))
         k, v = kv if kv is not None else self.key_value(x if context is None else context)
         return self.output(self.attend(q, k, v, mask, keep_probs), x)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, keep_probs: list | None = None) -> Tensor:
-        """Attention of split queries (B, H, L, dh) over keys/values (B or 1, H, N, dh) -> (B, L, D), before
-        the output block."""
+        """Attention of split queries (B, H, L, dh) over keys/values (B, H, N, dh) -> (B, L, D), before the
+        output block. With ``keep_probs`` the probabilities are computed explicitly, appended to it and kept
+        in the graph (Grad-CAM takes their gradient); otherwise the fused kernel runs."""
         p = self.dropout_p if self.training else 0.0
-        if keep_probs is None and mask is None and k.shape[0] == 1 < q.shape[0]:
-            # One image's keys/values shared by every text: fold the texts into the query length, so no
-            # copy of the keys/values is made and the attention runs as one large product.
-            b, h, length, d = q.shape
-            folded = q.transpose(0, 1).reshape(1, h, b * length, d)
-            out = F.scaled_dot_product_attention(folded, k, v, dropout_p=p)
-            out = out.reshape(h, b, length, d).transpose(0, 1)
-        elif keep_probs is None:
+        if keep_probs is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
@@ -165,9 +166,22 @@ class Attention(nn.Module):
             probs = scores.softmax(-1)
             keep_probs.append(probs)
             out = F.dropout(probs, p, self.training) @ v
-        return out.transpose(1, 2).flatten(2)  # (B, L, D)
+        return out.transpose(1, 2).flatten(2)
 
-    # -- key/value cache for incremental decoding (models/generate.py) --------------------------------
+    # -- inference: one image's keys/values for many rows; the decoder's key/value cache (generate.py) --
+
+    def forward_shared(self, x: Tensor, kv: tuple[Tensor, Tensor]) -> Tensor:
+        """:meth:`forward` of every row of ``x`` (B, L, D) over the keys/values of one image (1, H, N, dh),
+        unmasked: the rows are folded into the query length, so that the keys/values are neither copied
+        per row nor broadcast (which would leave the fused kernels), and the attention is one large
+        product. Used where one image meets many texts: beams of a caption, candidate texts in evaluation."""
+        k, v = kv
+        q = self.split(self.self.query(x))
+        b, h, length, d = q.shape
+        folded = q.transpose(0, 1).reshape(1, h, b * length, d)
+        out = F.scaled_dot_product_attention(folded, k, v, dropout_p=self.dropout_p if self.training else 0.0)
+        out = out.reshape(h, b, length, d).transpose(0, 1)  # (B, H, L, dh)
+        return self.output(out.transpose(1, 2).flatten(2), x)
 
     def forward_cached(self, x: Tensor, past: SelfKV | None) -> tuple[Tensor, SelfKV]:
         """Causal self-attention of ``T`` new positions x (B, T, D) over ``past`` keys/values
@@ -176,7 +190,7 @@ class Attention(nn.Module):
         Each new position sees every cached one and the new ones up to itself, which is what the
         full causal mask gives it, so a step costs O(P) rather than re-running the whole prefix.
         """
-        q = self._split(self.self.query(x))
+        q = self.split(self.self.query(x))
         k, v = self.key_value(x)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
@@ -207,98 +221,42 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(cfg)
         self.output = AddNorm(cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps, cfg.hidden_dropout_prob)
 
-    def forward(self, x: Tensor, mask: Tensor, image: Tensor | None, image_mask: Tensor | None,
-                kv: tuple[Tensor, Tensor] | None, keep_probs: list | None, first_only: bool = False,
-                self_attended: bool = False) -> Tensor:
-        """With ``first_only`` only position 0 is computed (it still attends to every token). With
-        ``self_attended``, x is the output of this layer's self-attention already (see
-        :meth:`TextTransformer.self_attended`)."""
-        if self_attended:
-            x = x[:, :1] if first_only else x
+    def forward(self, x: Tensor, mask: Tensor, image: Tensor | None = None, image_mask: Tensor | None = None,
+                kv: tuple[Tensor, Tensor] | None = None, keep_probs: list | None = None,
+                first_only: bool = False) -> Tensor:
+        """x (B, L, D) -> (B, L, D); with ``first_only`` (B, 1, D), position 0 alone, which still attends to
+        every token. ``image`` (B, N, encoder_width) or its keys/values ``kv`` turn cross-attention on."""
+        if first_only:
+            x = self.attention(x[:, :1], mask, context=x)
         else:
-            x = self.attention(x[:, :1], mask, context=x) if first_only else self.attention(x, mask)
+            x = self.attention(x, mask)
         if image is not None or kv is not None:
             x = self.crossattention(x, image_mask, context=image, kv=kv, keep_probs=keep_probs)
-        return self.output(self.intermediate(x), x)
+        return self.feed_forward(x)
 
-    def forward_packed(self, x: Tensor, pack: "Packing", mask: Tensor, image: Tensor | None,
-                       image_mask: Tensor | None, kv: tuple[Tensor, Tensor] | None, first_only: bool = False) -> Tensor:
-        """:meth:`forward` on the unmasked tokens alone: x (T, D), the batch's T unmasked positions (see
-        :class:`Packing`); returns (T, D), or (B, D) for position 0 of each text with ``first_only``.
-
-        The projections, the output blocks and the feed-forward run on the T rows; only the attention
-        itself sees the (B, L) layout, its padded positions filled with copies of a real row, which the
-        mask hides from every query and whose own outputs are dropped: the unmasked outputs (and their
-        gradients) are those of :meth:`forward`.
-        """
-        att = self.attention.self
-        first = x.index_select(0, pack.first) if first_only else None  # (B, D)
-        q_in = first if first_only else x
-        q = att.query(q_in)
-        q = q[:, None] if first_only else pack.pad(q)
-        k, v = pack.pad(att.key(x)), pack.pad(att.value(x))
-        split = self.attention._split
-        out = self.attention.attend(split(q), split(k), split(v), mask)  # (B, 1 or L, D)
-        x = self.attention.output(out[:, 0] if first_only else pack.unpad(out), q_in)
-        if image is not None or kv is not None:
-            cross = self.crossattention
-            q = cross.self.query(x)
-            q = q[:, None] if first_only else pack.pad(q)
-            k, v = kv if kv is not None else cross.key_value(image)
-            out = cross.attend(cross._split(q), k, v, image_mask)
-            x = cross.output(out[:, 0] if first_only else pack.unpad(out), x)
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """The position-wise feed-forward block with its add-and-norm: (..., D) -> (..., D)."""
         return self.output(self.intermediate(x), x)
 
     def forward_cached(self, x: Tensor, past: SelfKV | None, image: Tensor | None,
                        kv: tuple[Tensor, Tensor] | None) -> tuple[Tensor, SelfKV]:
-        """Decoder layer over new positions with a self-attention cache (see :meth:`Attention.forward_cached`)."""
+        """Decoder layer over new positions with a self-attention cache (see :meth:`Attention.forward_cached`);
+        keys/values ``kv`` of batch 1 serve every row (see :meth:`Attention.forward_shared`)."""
         x, past = self.attention.forward_cached(x, past)
-        if image is not None or kv is not None:
+        if kv is not None and kv[0].shape[0] == 1 < x.shape[0]:
+            x = self.crossattention.forward_shared(x, kv)
+        elif image is not None or kv is not None:
             x = self.crossattention(x, None, context=image, kv=kv)
-        return self.output(self.intermediate(x), x), past
+        return self.feed_forward(x), past
 
 
-def host_reads(device: torch.device) -> bool:
-    """Whether the fast paths may read masks back to the host to choose rows (packing, the predicting LM
-    rows): on the CPU it is free; on an accelerator it would wait for the queued work, so there every
-    position is computed instead. (One switch, so that tests run the accelerator's branch on a CPU.)"""
-    return device.type == "cpu"
-
-
-class Packing:
-    """The unmasked positions of a (B, L) batch of right-padded texts, as T rows of a packed (T, ...) tensor.
-
-    ``rows`` (T,) are their flat positions in the (B * L) grid, in order; ``grid`` (B * L,) maps every
-    grid position to its packed row (a masked position to row 0: any real row serves, it is never seen);
-    ``first`` (B,) is the packed row of each text's position 0.
-    """
-
-    def __init__(self, attention_mask: Tensor):
-        b, length = attention_mask.shape
-        flat = attention_mask.reshape(-1).bool()
-        self.batch, self.length = b, length
-        self.rows = flat.nonzero().squeeze(1)
-        self.grid = torch.zeros(b * length, dtype=torch.long, device=flat.device)
-        self.grid[self.rows] = torch.arange(self.rows.numel(), device=flat.device)
-        self.first = self.grid[torch.arange(b, device=flat.device) * length]
-
-    @staticmethod
-    def worth_it(attention_mask: Tensor, min_padding: float = 0.05) -> bool:
-        """Whether to pack: on the CPU (finding the rows on an accelerator would wait for it), when at least
-        ``min_padding`` of the positions are masked (packing costs a few small copies per layer) and every
-        text's position 0 is unmasked."""
-        if not host_reads(attention_mask.device) or attention_mask.dim() != 2 or not attention_mask.numel():
-            return False
-        mask = attention_mask.bool()
-        return bool(mask[:, 0].all()) and int(mask.sum()) <= (1.0 - min_padding) * mask.numel()
-
-    def pad(self, x: Tensor) -> Tensor:
-        """(T, D) packed rows -> (B, L, D), masked positions holding copies of row 0."""
-        return x.index_select(0, self.grid).view(self.batch, self.length, -1)
-
-    def unpad(self, x: Tensor) -> Tensor:
-        """(B, L, D) -> (T, D), the unmasked positions."""
-        return x.reshape(self.batch * self.length, -1).index_select(0, self.rows)
+def self_attention_mask(attention_mask: Tensor, causal: bool) -> Tensor:
+    """(B, L) padding mask -> boolean (B, 1, 1, L), or (B, 1, L, L) when causal: True where a query may look."""
+    keep = attention_mask.bool()[:, None, None, :]
+    if causal:
+        length = attention_mask.shape[1]
+        keep = keep & torch.ones(length, length, dtype=torch.bool, device=keep.device).tril()
+    return keep
 
 
 class Encoder(nn.Module):
@@ -343,23 +301,17 @@ class TextTransformer(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, image_embeds: Tensor | None = None,
                 image_atts: Tensor | None = None, mode: str = "multimodal", causal: bool = False,
-                cross_kv: CrossKV | None = None, keep_cross_attention: list | None = None,
-                first_only: bool = False, select: Tensor | None = None, skip_padding: bool = False,
-                first_state: Tensor | None = None) -> Tensor:
-        """Return the last hidden states (B, L, D), or (B, 1, D) for position 0 alone with ``first_only``, or
-        (R, D) for the R positions where ``select`` (B, L) bool is True, in row-major order.
+                cross_kv: CrossKV | None = None, first_only: bool = False,
+                keep_cross_attention: list | None = None) -> Tensor:
+        """The last hidden states (B, L, D), or (B, 1, D) for position 0 alone with ``first_only``.
 
-        ``first_only`` skips the last layer's work for every other position, which the ITM head never
-        reads (exact, not an approximation). With ``skip_padding`` and ``first_only`` or ``select``, the
-        masked positions are not computed at all when that pays (:meth:`Packing.worth_it`; see
-        :meth:`Layer.forward_packed`): the same outputs, with less work.
-
-        input_ids, attention_mask: (B, L). image_embeds: (B, N, encoder_width), used in ``multimodal``
-        mode, or ``cross_kv`` from :meth:`cross_kv` in its place. image_atts: (B, N), all ones when omitted.
-        keep_cross_attention: a list that receives each layer's cross-attention probabilities (B, H, L, N).
-        first_state (B, L, D): :meth:`self_attended` of these ids and mask, computed beforehand (in eval mode,
-        not causal); the embeddings and the first layer's self-attention are then skipped (an image-grounded
-        pass over many images of the same texts computes them once).
+        input_ids, attention_mask: (B, L). ``mode="text"`` is the unimodal encoder; ``"multimodal"``
+        cross-attends to image_embeds (B, N, encoder_width), or to their keys/values ``cross_kv`` from
+        :meth:`cross_kv` (one row per text), computed once for several passes. image_atts: (B, N), all ones
+        when omitted. ``causal`` makes self-attention causal: the LM decoder. ``first_only`` computes only
+        position 0 in the last layer, the one position the ITC and ITM heads read (exact: no other
+        position's output reaches it). keep_cross_attention: a list that receives each layer's
+        cross-attention probabilities (B, H, L, N) (Grad-CAM).
         """
         if mode not in ("text", "multimodal"):
             raise ValueError(f"mode must be 'text' or 'multimodal', not {mode!r}")
@@ -368,58 +320,24 @@ class TextTransformer(nn.Module):
             raise ValueError("multimodal mode needs image_embeds or cross_kv")
         if first_only and causal:
             raise ValueError("first_only is for the encoder's [CLS]/[ENC] output, not for the causal decoder")
-        if first_only and select is not None:
-            raise ValueError("first_only and select exclude each other")
-        keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
-        if causal:
-            length = input_ids.shape[1]
-            tri = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
-            keep = keep & tri  # (B, 1, L, L)
-        image_mask = None
-        if multimodal and image_atts is not None:
-            image_mask = image_atts.bool()[:, None, None, :]
-        if first_state is not None and (causal or (self.training and torch.is_grad_enabled())):
-            raise ValueError("first_state is for the non-causal encoder without gradients (evaluation)")
-        pack = None
-        if (skip_padding and first_state is None and (first_only or select is not None)
-                and keep_cross_attention is None and Packing.worth_it(attention_mask)):
-            if select is not None and bool((select & ~attention_mask.bool()).any()):
-                raise ValueError("select picks masked positions, which skip_padding does not compute")
-            pack = Packing(attention_mask)
-        if first_state is not None:
-            x = first_state
-        else:
-            x = self.embeddings(input_ids) if pack is None else self.embeddings.packed(input_ids, pack)
-        last = len(self.encoder.layer) - 1
+        if multimodal and cross_kv is not None and cross_kv[0][0].shape[0] != input_ids.shape[0]:
+            raise ValueError(f"cross_kv holds {cross_kv[0][0].shape[0]} rows for {input_ids.shape[0]} texts; one "
+                             f"image for many texts is models.text_fast.first_hidden_one_image")
+        mask = self_attention_mask(attention_mask, causal)
+        image = image_embeds if multimodal and cross_kv is None else None
+        image_mask = image_atts.bool()[:, None, None, :] if multimodal and image_atts is not None else None
+        layers = self.encoder.layer
+        kvs = cross_kv if multimodal and cross_kv is not None else [None] * len(layers)
         # Checkpointing would recompute (and append again) the kept attention maps: never with them.
         ckpt = self.grad_ckpt and self.training and torch.is_grad_enabled() and keep_cross_attention is None
-        for i, layer in enumerate(self.encoder.layer):
-            image = image_embeds if multimodal and cross_kv is None else None
-            kv = cross_kv[i] if multimodal and cross_kv is not None else None
-            only = first_only and i == last
-            if pack is not None:
-                args, run = (x, pack, keep, image, image_mask, kv, only), layer.forward_packed
-            else:
-                args = (x, keep, image, image_mask, kv, None if ckpt else keep_cross_attention, only,
-                        i == 0 and first_state is not None)
-                run = layer
-            if ckpt:  # non-reentrant: dropout masks are replayed, and kv may be shared by several passes
-                x = checkpoint(run, *args, use_reentrant=False)
-            else:
-                x = run(*args)
-        if pack is not None:
-            if first_only:
-                return x[:, None]
-            return x.index_select(0, pack.grid[select.reshape(-1).nonzero().squeeze(1)])
-        if select is not None:
-            return x.reshape(-1, x.shape[-1]).index_select(0, select.reshape(-1).nonzero().squeeze(1))
-        return x
-
-    def self_attended(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, L, D): the embeddings followed by the first layer's self-attention and its add-and-norm, the
-        part of a (non-causal) pass that never sees the image; give it to :meth:`forward` as ``first_state``."""
         x = self.embeddings(input_ids)
-        return self.encoder.layer[0].attention(x, attention_mask.bool()[:, None, None, :])
+        for i, layer in enumerate(layers):
+            args = (x, mask, image, image_mask, kvs[i], keep_cross_attention, first_only and i == len(layers) - 1)
+            if ckpt:  # non-reentrant: dropout masks are replayed, and kv may be shared by several passes
+                x = checkpoint(layer, *args, use_reentrant=False)
+            else:
+                x = layer(*args)
+        return x
 
     def forward_cached(self, input_ids: Tensor, past: list[SelfKV] | None = None, image_embeds: Tensor | None = None,
                        cross_kv: CrossKV | None = None) -> tuple[Tensor, list[SelfKV]]:
@@ -434,7 +352,7 @@ class TextTransformer(nn.Module):
         if image_embeds is None and cross_kv is None:
             raise ValueError("the decoder needs image_embeds or cross_kv")
         past_length = 0 if past is None else past[0][0].shape[2]
-        x = self.embeddings(input_ids, past_length)
+        x = self.embeddings(input_ids, self.embeddings.positions(past_length, input_ids.shape[1]))
         grown = []
         for i, layer in enumerate(self.encoder.layer):
             x, kv_i = layer.forward_cached(x, None if past is None else past[i],

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models import text_fast
+
 _FIELD = re.compile(r"{(\w+)}")
 
 
@@ -123,7 +125,9 @@ def itm_rerank(model, image_embeds: Tensor, itc_sim: Tensor, input_ids: Tensor, 
             rows.append(members)
         rows = torch.cat(rows)
         kv = model.text_encoder.cross_kv(image_embeds[b:b + 1])
-        match = model.itm_logits(None, input_ids[rows], attention_mask[rows], cross_kv=kv)[:, 1].float()
+        hidden = text_fast.first_hidden_one_image(model.text_encoder, kv, attention_mask[rows],
+                                                  input_ids=model.enc_ids(input_ids[rows]))  # itm_logits' [ENC]
+        match = model.itm_head(hidden)[:, 1].float()
         sums = torch.zeros(num_classes, dtype=match.dtype, device=match.device).index_add_(0, class_index[rows], match)
         counts = torch.bincount(class_index[rows], minlength=num_classes).clamp_min(1).to(match.dtype)
         scores[b, top] = sums[top] / counts[top] + itc_sim[b, top]

@@ -158,6 +158,50 @@ def test_text_mode_matches_hf_bert(tmp_path):
     assert (ours - ref)[keep].abs().max().item() < 1e-4
 
 
+def test_decoder_and_grounded_encoder_match_hf_bert_with_cross_attention():
+    """The causal, image-grounded pass with the LM head (BLIP's decoder) and the non-causal grounded pass
+    equal transformers' BertLMHeadModel / BertModel with cross-attention, same weights by name, padding
+    and an image mask included."""
+    from transformers import BertConfig, BertLMHeadModel
+
+    from models.text import TextConfig, TextDecoder
+
+    sizes = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                 max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    hf = BertLMHeadModel(BertConfig(**sizes, is_decoder=True, add_cross_attention=True)).eval()
+    ours = TextDecoder(TextConfig(**sizes, encoder_width=32)).eval()
+    state = hf.state_dict()
+    assert not state["bert.embeddings.token_type_embeddings.weight"].eq(0).all()
+    # Our tower has no token-type table: BERT adds row 0 of it to every position; fold it into the positions.
+    state["bert.embeddings.position_embeddings.weight"] = (state["bert.embeddings.position_embeddings.weight"]
+                                                           + state.pop("bert.embeddings.token_type_embeddings.weight")[0])
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) == {"bert.embeddings.position_ids"}
+    ids = torch.randint(1, 120, (3, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = mask[2, 3:] = 0
+    image = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(2))
+    image_atts = torch.ones(3, 5, dtype=torch.long)
+    image_atts[0, 4:] = 0
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask, encoder_hidden_states=image,
+                 encoder_attention_mask=image_atts).logits
+        logits = ours(ids, mask, image, image_atts)
+        keep = mask.bool()
+        assert (logits - ref)[keep].abs().max().item() < 1e-4
+        hf.config.is_decoder = False
+        for layer in hf.bert.encoder.layer:
+            layer.attention.self.is_causal = False
+        ref_enc = hf.bert(input_ids=ids, attention_mask=mask, encoder_hidden_states=image,
+                          encoder_attention_mask=image_atts).last_hidden_state
+        enc = ours.bert(ids, mask, image, image_atts)
+        assert (enc - ref_enc)[keep].abs().max().item() < 1e-4
+        assert (ours.bert(ids, mask, image, image_atts, causal=True) - ref_enc)[keep].abs().max().item() > 1e-2
+        first = ours.bert(ids, mask, image, image_atts, first_only=True)
+        assert first.shape == (3, 1, 32) and torch.allclose(first[:, 0], enc[:, 0], atol=1e-6)
+
+
 def blip_state_shapes(cfg: dict, task: str, vocab: int = 30524) -> dict[str, tuple]:
     """BLIP's checkpoint keys and shapes (blip_spec.md §6), written out independently of our modules."""
     w, depth, p = cfg["vit"]["width"], cfg["vit"]["depth"], cfg["vit"]["patch_size"]

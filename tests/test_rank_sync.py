@@ -38,10 +38,10 @@ def _worker(rank: int, world: int, init_file: str, results: str, cfg: dict, task
     from engine import StopRequest, TrainState, build_optimizer, train_one_epoch, wrap_ddp
     from utils import DistInfo
 
-    import models.text
+    import models.text_fast
 
-    # The accelerator's branch: on the CPU the text tower may read masks to skip padding (free there).
-    models.text.host_reads = lambda device: False
+    # The accelerator's branch: on the CPU the text shortcuts may read masks to skip padding (free there).
+    models.text_fast.host_reads = lambda device: False
     os.environ["LOCAL_RANK"] = str(rank)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:

@@ -1,5 +1,5 @@
 """The fast training and evaluation paths compute the same math as the straightforward ones
-(models/reference.py: BLIP's way), within float tolerance: losses, gradients, queues, momentum weights,
+(bench/reference.py: BLIP's way), within float tolerance: losses, gradients, queues, momentum weights,
 evaluation scores. Also the ITM rows without a valid negative, and gradient checkpointing of the text towers."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from models import BlipPretrain, BlipRetrieval, build_model, init_tokenizer, losses
 from models.evaluation import Features, fast_scores
-from models.reference import PlainPretrain, PlainRetrieval
+from bench.reference import PlainPretrain, PlainRetrieval
 from models.tokenizer import tokenize
 from tiny import minilm_folder, tiny_config
 
@@ -77,9 +77,9 @@ def assert_same_step(fast: dict, plain: dict) -> None:
 @pytest.mark.parametrize("host_reads", [True, False], ids=["cpu-branch", "accelerator-branch"])
 def test_pretrain_fast_step_equals_plain(tmp_path, tokenizer, monkeypatch, host_reads):
     """Also with the branch an accelerator takes (no packing, every LM position but the last), run here."""
-    import models.text
+    import models.text_fast
 
-    monkeypatch.setattr(models.text, "host_reads", lambda device: host_reads)
+    monkeypatch.setattr(models.text_fast, "host_reads", lambda device: host_reads)
     cfg = tiny_config(tmp_path, "pretrain", minilm_folder())
     fast, plain = twins(cfg, tokenizer, BlipPretrain, PlainPretrain)
     images = torch.randn(4, 3, 32, 32)
@@ -104,7 +104,7 @@ def test_fused_adamw_makes_the_update_of_plain_adamw(tmp_path, tokenizer):
     """Same parameters, same gradients: the project's optimizer (fused) and BLIP's (one tensor at a time)
     move every weight alike. (Through a whole step, Adam's g / sqrt(g^2) would amplify the float noise
     of gradients that are exactly zero in theory, such as the key biases'.)"""
-    from models.reference import plain_optimizer
+    from bench.reference import plain_optimizer
     from engine import build_optimizer
 
     cfg = tiny_config(tmp_path, "pretrain", minilm_folder(), weight_decay_all=True)
@@ -278,47 +278,112 @@ def text_tower(tmp_path, tokenizer):
     return no_dropout(TextTransformer(cfg))
 
 
-def test_skipping_padding_gives_the_same_outputs_and_gradients(tmp_path, tokenizer):
-    """first_only and select computed on the unmasked positions alone (Packing) against the padded
-    computation: outputs and every parameter's gradient, text and multimodal, causal included."""
-    from models.text import Packing
+def outputs_and_grads(tower, run) -> tuple[torch.Tensor, dict]:
+    """run(tower)'s output and every parameter's gradient of a weighted sum of it (every row counts)."""
+    tower.zero_grad()
+    out = run(tower)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in tower.named_parameters() if p.grad is not None}
 
+
+def assert_same_outputs_and_grads(tower, fast, plain) -> None:
+    (out_f, grads_f), (out_p, grads_p) = outputs_and_grads(tower, fast), outputs_and_grads(tower, plain)
+    assert out_f.shape == out_p.shape
+    assert torch.allclose(out_f, out_p, atol=1e-5)
+    assert_grads_close(grads_f, grads_p)
+
+
+@pytest.mark.parametrize("host_reads", [True, False], ids=["cpu-branch", "accelerator-branch"])
+def test_skipping_padding_gives_the_same_outputs_and_gradients(tmp_path, tokenizer, monkeypatch, host_reads):
+    """text_fast.first_hidden and predicting_hidden (on the CPU: computed on the unmasked positions alone,
+    Packing) against the plain forward: outputs and every parameter's gradient, text and multimodal, causal
+    included, with and without gradient checkpointing."""
+    from models import text_fast
+
+    monkeypatch.setattr(text_fast, "host_reads", lambda device: host_reads)
     tower = text_tower(tmp_path, tokenizer)
     tok = tokenize(tokenizer, CAPTIONS, 16)
     ids, mask = tok["input_ids"], tok["attention_mask"]
-    assert Packing.worth_it(mask) and not Packing.worth_it(torch.ones_like(mask))
+    assert text_fast.Packing.worth_it(mask) is host_reads and not text_fast.Packing.worth_it(torch.ones_like(mask))
     image = torch.randn(4, 5, 24)
+    kv = lambda t: t.cross_kv(image)  # computed inside each run: its gradient counts
     select = losses.lm_predicting(ids.masked_fill(mask == 0, -100))
-    cases = [dict(mode="text", first_only=True), dict(image_embeds=image, first_only=True),
-             dict(image_embeds=image, causal=True, select=select),
-             dict(cross_kv=tower.cross_kv(image), causal=True, select=select)]
-    for kwargs in cases:
-        outs, grads = [], []
-        for skip in (False, True):
-            tower.zero_grad()
-            out = tower(ids, mask, skip_padding=skip, **kwargs)
-            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward(retain_graph=True)
-            outs.append(out)
-            grads.append({n: p.grad.clone() for n, p in tower.named_parameters() if p.grad is not None})
-        assert outs[0].shape == outs[1].shape
-        assert torch.allclose(outs[0], outs[1], atol=1e-5), kwargs.keys()
-        assert_grads_close(grads[1], grads[0])
+    rows = lambda h: h.reshape(-1, h.shape[-1])[select.reshape(-1)]
+    cases = [
+        (lambda t: text_fast.first_hidden(t, ids, mask), lambda t: t(ids, mask, mode="text", first_only=True)[:, 0]),
+        (lambda t: text_fast.first_hidden(t, ids, mask, image_embeds=image),
+         lambda t: t(ids, mask, image, first_only=True)[:, 0]),
+        (lambda t: text_fast.first_hidden(t, ids, mask, cross_kv=kv(t)),
+         lambda t: t(ids, mask, image, first_only=True)[:, 0]),
+        (lambda t: text_fast.predicting_hidden(t, ids, mask, select, image_embeds=image),
+         lambda t: rows(t(ids, mask, image, causal=True))),
+        (lambda t: text_fast.predicting_hidden(t, ids, mask, select, cross_kv=kv(t)),
+         lambda t: rows(t(ids, mask, image, causal=True))),
+        (lambda t: text_fast.predicting_hidden(t, ids, mask, select), lambda t: rows(t(ids, mask, mode="text", causal=True))),
+    ]
+    for ckpt in (False, True):
+        tower.grad_ckpt = ckpt
+        for fast, plain in cases:
+            assert_same_outputs_and_grads(tower, fast, plain)
     with pytest.raises(ValueError, match="masked positions"):
-        tower(ids, mask, mode="text", select=torch.ones_like(mask, dtype=torch.bool), skip_padding=True)
+        text_fast.predicting_hidden(tower, ids, mask, torch.ones_like(mask, dtype=torch.bool))
 
 
-def test_itm_logits_from_precomputed_text_states(tmp_path, tokenizer):
+def test_one_image_shared_by_many_texts_gives_the_itm_logits(tmp_path, tokenizer):
+    """Evaluation's and zero-shot's path (one image's keys/values for every text, each text's start computed
+    once) against itm_logits on the image repeated per text."""
+    from models import text_fast
+
     cfg = tiny_config(tmp_path, "retrieval", minilm_folder())
     torch.manual_seed(0)
-    model = build_model(cfg, "retrieval", tokenizer, load_weights=False).eval()
+    model = no_dropout(build_model(cfg, "retrieval", tokenizer, load_weights=False))
     tok = tokenize(tokenizer, CAPTIONS, 16)
+    ids, mask = tok["input_ids"], tok["attention_mask"]
+    embeds = model.encode_image(torch.randn(1, 3, 32, 32))[0].detach()
+    tower = model.text_encoder
+
+    def one_image(t):
+        return model.itm_head(text_fast.first_hidden_one_image(t, t.cross_kv(embeds), mask,
+                                                               input_ids=model.enc_ids(ids)))
+
+    # Values and gradients of the shared keys/values (train mode, dropout off), then the cached text states.
+    assert_same_outputs_and_grads(tower, one_image, lambda t: model.itm_logits(embeds.expand(4, -1, -1), ids, mask))
+    model.eval()
     with torch.no_grad():
-        embeds = model.encode_image(torch.randn(1, 3, 32, 32))[0]
-        kv = model.text_encoder.cross_kv(embeds)
-        plain = model.itm_logits(embeds.expand(4, -1, -1), tok["input_ids"], tok["attention_mask"])
-        states = model.itm_text_states(tok["input_ids"], tok["attention_mask"])
-        cached = model.itm_logits(None, tok["input_ids"], tok["attention_mask"], cross_kv=kv, first_state=states)
+        kv = tower.cross_kv(embeds)
+        plain = model.itm_logits(embeds.expand(4, -1, -1), ids, mask)
+        states = text_fast.text_states(tower, model.enc_ids(ids), mask)
+        cached = model.itm_head(text_fast.first_hidden_one_image(tower, kv, mask, states=states))
     assert torch.allclose(plain, cached, atol=1e-5)
+    with pytest.raises(ValueError, match="holds 1 rows for 4 texts"):
+        model.itm_logits(None, ids, mask, cross_kv=kv)
+    with pytest.raises(ValueError, match="one of the two"):
+        text_fast.first_hidden_one_image(tower, kv, mask)
+    with pytest.raises(ValueError, match="holds 4 images"):
+        text_fast.first_hidden_one_image(tower, tower.cross_kv(embeds.expand(4, -1, -1)), mask, states=states)
     model.train()
-    with pytest.raises(ValueError, match="first_state"):
-        model.itm_logits(None, tok["input_ids"], tok["attention_mask"], cross_kv=kv, first_state=states)
+    with pytest.raises(ValueError, match="eval mode"):
+        text_fast.first_hidden_one_image(tower, kv, mask, states=states)
+
+
+def test_cached_decoding_shares_one_images_keys_and_values(tmp_path, tokenizer):
+    """Beams of one image: the decoder's cache steps with keys/values of batch 1 for every row equal those
+    with the keys/values repeated per row."""
+    from models.text import TextDecoder
+
+    tower = text_tower(tmp_path, tokenizer)
+    decoder = no_dropout(TextDecoder(tower.config, shared=tower)).eval()
+    ids = torch.randint(1000, 2000, (3, 6), generator=torch.Generator().manual_seed(0))
+    kv = decoder.bert.cross_kv(torch.randn(1, 5, 24))
+    repeated = [(k.expand(3, -1, -1, -1).contiguous(), v.expand(3, -1, -1, -1).contiguous()) for k, v in kv]
+    with torch.no_grad():
+        outs = []
+        for shared in (kv, repeated):
+            logits, past = decoder.forward_cached(ids[:, :2], cross_kv=shared)
+            steps = [logits]
+            for t in range(2, 6):
+                logits, past = decoder.forward_cached(ids[:, t:t + 1], past, cross_kv=shared)
+                steps.append(logits)
+            outs.append(torch.cat(steps, 1))
+        full = decoder.cls.predictions(decoder.bert(ids, torch.ones_like(ids), causal=True, cross_kv=repeated))
+    assert torch.allclose(outs[0], full, atol=1e-5) and torch.allclose(outs[1], full, atol=1e-5)

@@ -274,7 +274,7 @@ def demo_bench(tmp_path_factory):
     ckpt = folder / "checkpoint.pth"
     torch.save({"model": model.state_dict(), "config": config, "epoch": 0}, ckpt)
     proc = subprocess.run([sys.executable, "-m", "bench.zeroshot_demo", "--checkpoint", str(ckpt), "--demo", str(demo),
-                           "--lists", str(folder / "lists"), "--itm_prompts", "2"],
+                           "--lists", str(folder / "lists"), "--itm-prompts", "2"],
                           cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -7,7 +7,7 @@ computing differs:
 - the text towers compute every position of their last layer although ITC reads [CLS] only, and the
   momentum ViT every token of its last block although ITC reads its [CLS] only;
 - every text position is computed in every layer, padding included (the fast path skips the masked
-  positions on the CPU: ``TextTransformer.forward(skip_padding=True)``);
+  positions on the CPU: ``models.text_fast.first_hidden`` / ``predicting_hidden``);
 - every multimodal pass (positive ITM, negative ITM, LM decoder) projects the image tokens to
   cross-attention keys/values again, and the negative pass gathers image tokens, not keys/values;
   positives and negatives go through the encoder in two passes;
