@@ -60,7 +60,7 @@ def run_config(args, folder: Path, tokenizer: str) -> dict:
 
 def build(args, path: str, config: dict, tok, device: torch.device):
     """(model, optimizer) of the path: the project's (fused AdamW as engine.build_optimizer) or the plain one."""
-    from utils import build_optimizer  # the training app's optimizer, exactly as pretrain.py builds it
+    from engine import build_optimizer  # the training app's optimizer, exactly as pretrain.py builds it
 
     torch.manual_seed(0)
     if path == "plain":
