@@ -25,12 +25,18 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 
 def worker_init(worker_id: int) -> None:
-    """``worker_init_fn`` of the project's loaders: stop signals ignored (:func:`ignore_stop_signals`) and
-    one OpenCV thread. RandAugment's OpenCV calls would otherwise start a thread per core in every
-    worker (8 ranks x 4 workers x all cores), which oversubscribes the machine; torch already limits
-    its own workers to one thread."""
+    """``worker_init_fn`` of the project's loaders: stop signals ignored (:func:`ignore_stop_signals`)."""
     ignore_stop_signals(worker_id)
-    import cv2  # here: only the workers need it, and it is slow to import
+
+
+def one_opencv_thread() -> None:
+    """Make OpenCV run single-threaded in this process and in the loader workers it forks next.
+
+    RandAugment's OpenCV calls would otherwise start a thread per core in every worker (8 ranks x 4
+    workers x all cores), oversubscribing the machine; torch already limits its own workers to one
+    thread. It is set in the parent, before the fork: a forked child that reconfigures OpenCV's thread
+    pool, which the parent may have started, can wait forever for threads that were not forked."""
+    import cv2  # here: it is slow to import
 
     cv2.setNumThreads(1)
 
@@ -108,6 +114,8 @@ def train_loader(dataset: Dataset, batch_size: int, collate, world_size: int, ra
     ``(epoch, index)`` keys, so the epoch reaches a worker's copy of the dataset with each sample.
     """
     sampler = ResumableSampler(dataset, world_size, rank, seed, with_epoch=True)
+    if num_workers > 0:
+        one_opencv_thread()
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate, drop_last=True, pin_memory=torch.cuda.is_available(),
                       persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed),

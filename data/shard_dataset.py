@@ -38,7 +38,7 @@ from data.captions import pre_caption
 from data.datasets import DatasetError
 from data.image_limits import DEFAULT_MAX_PIXELS
 from data.images import to_rgb
-from data.loader import worker_init
+from data.loader import one_opencv_thread, worker_init
 from data.shard_files import IMAGE_KEYS, expand, is_shard_spec, raw_samples
 
 log = logging.getLogger("medvl")
@@ -253,6 +253,8 @@ class ShardLoader:
     def __init__(self, stream: ShardPairStream, batch_size: int, collate: Callable, num_workers: int) -> None:
         self.dataset, self.sampler, self.batch_size = stream, _Position(stream), batch_size
         self.collate, self.num_workers = collate, num_workers
+        if num_workers > 0:
+            one_opencv_thread()
 
     def __len__(self) -> int:
         return len(self.dataset) // self.batch_size

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -83,10 +84,24 @@ def test_each_machines_first_rank_runs_the_block_first(tmp_path):
     assert (tmp_path / "seen").read_text() == "True"
 
 
-def test_a_worker_uses_one_opencv_thread():
-    code = "from data.loader import worker_init; worker_init(0); import cv2; print(cv2.getNumThreads())"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "1"
+class _OpenCVThreads(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        import cv2
+
+        return cv2.getNumThreads()
+
+
+def test_loader_workers_use_one_opencv_thread_without_hanging():
+    """Set in the parent before the fork, also after the parent ran OpenCV's thread pool (a child that
+    reconfigured the pool could wait forever)."""
+    import cv2
+
+    cv2.GaussianBlur(np.zeros((512, 512), np.float32), (9, 9), 2)  # the parent's pool is running
+    loader = train_loader(_OpenCVThreads(), 1, lambda rows: rows[0], 1, 0, seed=0, num_workers=2)
+    assert [batch for batch in loader] == [1, 1]
 
 
 def _epoch_batches(loader, epoch: int) -> list[torch.Tensor]:
