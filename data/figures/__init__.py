@@ -16,7 +16,8 @@ from PIL import Image
 
 from data.figures.label_order import merge_unlabelled, repair_sequence
 from data.figures.labels import read_labels
-from data.figures.letter_panels import fill_by_order, find_missing_letters, group_by_letters, keep_caption_letters
+from data.figures.letter_panels import (continuation, fill_by_order, find_missing_letters, group_by_letters,
+                                       keep_caption_letters)
 from data.figures.panels import PanelParams, detect_panel_boxes
 from data.figures.subcaptions import SubCaption, split_caption
 
@@ -73,9 +74,11 @@ def _caption_panels(image: Image.Image, boxes: list, ocr: Any, letters: list[str
     (and looked for again where missing) that the caption names, with the pieces grouped around them."""
     if not letters or ocr is None or not boxes:
         return [Panel(b) for b in boxes]
-    labels = keep_caption_letters(read_labels(image, boxes, ocr), letters)
+    labels = read_labels(image, boxes, ocr)
+    letters = letters + continuation(labels, letters)
+    labels = keep_caption_letters(labels, letters)
     if any(x not in labels for x in letters):
         labels = find_missing_letters(ocr.read(image), boxes, labels, letters)
-    boxes, labels = group_by_letters(boxes, labels)
+    boxes, labels = group_by_letters(boxes, labels, len(letters))
     labels = fill_by_order(boxes, labels, letters)
     return [Panel(b, lab) for b, lab in zip(boxes, labels)]

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from data.figures.label_order import overlaps, same_row
+from data.figures.label_order import same_row
 
 Box = tuple[int, int, int, int]
 
-BEHIND_PENALTY = 4.0  # a piece above or left of a letter's panel is less likely its continuation
+BEHIND_PENALTY = 4.0
+SLIVER = 0.15  # a joined box may cover this share of another lettered panel  # a piece above or left of a letter's panel is less likely its continuation
 
 
 def _union(a: Box, b: Box) -> Box:
@@ -36,9 +37,24 @@ def _cost(piece: Box, panel: Box) -> float:
 
 
 def keep_caption_letters(labels: list[str | None], wanted: list[str]) -> list[str | None]:
-    """Letters the caption names; anything else read (a sequence name, a misread) is dropped."""
-    allowed = set(wanted)
+    """Letters the caption names, and letters that carry its sequence on (F, G after a caption naming
+    A-E, when F, G ... are all read: a caption whose later markers were not recognised); anything else
+    read (a sequence name, a misread) is dropped."""
+    allowed = set(wanted) | set(continuation(labels, wanted))
     return [x if x in allowed else None for x in labels]
+
+
+def continuation(labels: list[str | None], wanted: list[str]) -> list[str]:
+    """The letters read right after the caption's last letter, in an unbroken run (E named: F, G, H read
+    gives F, G, H; F, H gives F)."""
+    if not wanted or any(len(x) != 1 for x in wanted):
+        return []
+    read, run = set(x for x in labels if x), []
+    nxt = chr(ord(max(wanted)) + 1)
+    while nxt in read and nxt <= "Z":
+        run.append(nxt)
+        nxt = chr(ord(nxt) + 1)
+    return run
 
 
 def find_missing_letters(words: list[Any], boxes: list[Box], labels: list[str | None],
@@ -76,34 +92,46 @@ def find_missing_letters(words: list[Any], boxes: list[Box], labels: list[str | 
     return out
 
 
-def group_by_letters(boxes: list[Box], labels: list[str | None]) -> tuple[list[Box], list[str | None]]:
-    """Unlettered pieces joined to lettered panels, cheapest join first, as long as the joined box stays
-    clear of every other lettered panel; pieces that cannot join stay panels of their own."""
-    panels = [(b, x) for b, x in zip(boxes, labels) if x]
-    loose = [b for b, x in zip(boxes, labels) if not x]
-    if not panels:
+def group_by_letters(boxes: list[Box], labels: list[str | None],
+                     count: int | None = None) -> tuple[list[Box], list[str | None]]:
+    """Pieces joined, cheapest join first, into ``count`` panels (the number of letters the caption
+    names; default: the number of letters read), no panel holding two letters and no joined box reaching
+    into a lettered panel it does not join. Unlettered pieces may join each other, so that a panel whose
+    letter was not read stays a panel of its own while its pieces come together. Returned in reading
+    order."""
+    groups = [(b, x) for b, x in zip(boxes, labels)]
+    if not any(labels):
         return list(boxes), list(labels)
-    while loose:
+    target = max(count if count is not None else sum(1 for x in labels if x), 1)
+    while len(groups) > target:
         best = None
-        for i, piece in enumerate(loose):
-            for j, (panel, _) in enumerate(panels):
-                joined = _union(piece, panel)
-                if any(overlaps(joined, other) for k, (other, _) in enumerate(panels) if k != j):
+        for i, (a, la) in enumerate(groups):
+            for j, (b, lb) in enumerate(groups):
+                if j <= i or (la and lb):
                     continue
-                cost = _cost(piece, panel)
+                joined = _union(a, b)
+                if any(x and reaches_into(joined, other) for k, (other, x) in enumerate(groups) if k not in (i, j)):
+                    continue
+                cost = _cost(a, b) if lb else _cost(b, a) if la else _gap(a, b)
                 if best is None or cost < best[0]:
-                    best = (cost, i, j, joined)
+                    best = (cost, i, j, joined, la or lb)
         if best is None:
             break
-        _, i, j, joined = best
-        panels[j] = (joined, panels[j][1])
-        del loose[i]
-        # a grown panel may now cover loose pieces entirely: they are part of it
-        loose = [b for b in loose if not _inside(b, joined)]
-    out = panels + [(b, None) for b in loose]
-    every = [b for b, _ in out]
-    out.sort(key=lambda p: reading_key(p[0], every))
-    return [b for b, _ in out], [x for _, x in out]
+        _, i, j, joined, label = best
+        rest = [g for k, g in enumerate(groups) if k not in (i, j)]
+        groups = [g for g in rest if g[1] or not _inside(g[0], joined)] + [(joined, label)]
+    every = [b for b, _ in groups]
+    groups.sort(key=lambda g: reading_key(g[0], every))
+    return [b for b, _ in groups], [x for _, x in groups]
+
+
+def reaches_into(box: Box, panel: Box) -> bool:
+    """Whether ``box`` covers more than a sliver of ``panel`` (panels of real figures are not always
+    rectangles that tile the figure: a legend or an axis title may stand beside a neighbour's corner)."""
+    ix = min(box[2], panel[2]) - max(box[0], panel[0])
+    iy = min(box[3], panel[3]) - max(box[1], panel[1])
+    area = (panel[2] - panel[0]) * (panel[3] - panel[1])
+    return ix > 0 and iy > 0 and ix * iy > SLIVER * max(area, 1)
 
 
 def _inside(a: Box, b: Box) -> bool:
@@ -118,11 +146,12 @@ def reading_key(box: Box, boxes: list[Box]) -> tuple[int, int]:
 
 def fill_by_order(boxes: list[Box], labels: list[str | None], wanted: list[str]) -> list[str | None]:
     """Caption letters still missing given to unlettered panels where reading order leaves exactly one
-    gap for them: between the read letters before and after, as many panels as missing letters."""
+    gap for them: between the read letters before and after, as many panels as missing letters. At
+    least two letters must have been read (with none read, ``--order-fallback`` decides)."""
     out = list(labels)
     order = [wanted.index(x) for x in out if x in wanted]
-    if order != sorted(order):
-        return out  # letters read out of caption order: reading order says nothing here
+    if len(order) < 2 or order != sorted(order):
+        return out  # too few letters read, or read out of caption order: reading order says nothing here
     i = 0
     while i < len(out):
         if out[i] is not None:

@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image
 
 from data.captions import pre_caption
-from data.figures import Panel, find_panels, split_caption
+from data.figures import Panel, caption_letters, find_panels, split_caption
 from data.figures.ocr import OcrError
 from data.figures.pairing import pair_panels
 from data.files import atomic_write
@@ -75,8 +75,8 @@ def split_figure(record: FigureRecord, root: Path, out_dir: Path, ocr: Any, opts
     except BadImageError as e:
         return FigureResult("failed", reason=f"cannot read image: {e}")
     result = FigureResult("fallback")
-    panels = _panels(image, ocr, src, result.counts)
     subs = split_caption(caption)
+    panels = _panels(image, ocr, src, result.counts, caption_letters(caption))
     pairs = pair_panels(subs, panels, result.counts, opts.order_fallback) if len(panels) > 1 else []
     stem, suffix = crop_stem(src.relative_to(root.resolve())), src.suffix.lower() or ".png"
     for label, panel, sub in pairs:
@@ -101,14 +101,15 @@ def crop_stem(relative: Path) -> str:
     return f"{safe_component(relative.stem)}-{digest}"
 
 
-def _panels(image: Image.Image, ocr: Any, src: Path, counts: Counter) -> list[Panel]:
-    """The figure's panels, with letters where the OCR reads them; without letters when it fails."""
+def _panels(image: Image.Image, ocr: Any, src: Path, counts: Counter, letters: list[str]) -> list[Panel]:
+    """The figure's panels, with the caption's letters where the OCR finds them; without letters when
+    it fails."""
     try:
-        panels = find_panels(image, ocr)
+        panels = find_panels(image, ocr, letters=letters)
     except OcrError as e:
         log.warning("OCR failed on %s (%s); splitting it without letters", src, e)
         counts["ocr_errors"] += 1
-        panels = find_panels(image, None)
+        panels = find_panels(image, None, letters=[])
     if not panels:
         counts["no_panels"] += 1
     return panels
