@@ -44,6 +44,11 @@ class FigureResult:
     records: list[SubFigureRecord] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     reason: str = ""
+    # what the report draws: every panel found ([x0, y0, x1, y1, letter or None]), the caption's letters
+    # and the image size
+    panels: list[list] = field(default_factory=list)
+    letters: list[str] = field(default_factory=list)
+    size: list[int] = field(default_factory=list)
 
 
 def save_crop(image: Image.Image, path: Path) -> None:
@@ -74,9 +79,11 @@ def split_figure(record: FigureRecord, root: Path, out_dir: Path, ocr: Any, opts
             image = im.convert("RGB")
     except BadImageError as e:
         return FigureResult("failed", reason=f"cannot read image: {e}")
-    result = FigureResult("fallback")
+    letters = caption_letters(caption)
+    result = FigureResult("fallback", letters=letters, size=[image.width, image.height])
+    panels = _panels(image, ocr, src, result.counts, letters)
+    result.panels = [[*p.box, p.label] for p in panels]
     subs = split_caption(caption)
-    panels = _panels(image, ocr, src, result.counts, caption_letters(caption))
     pairs = pair_panels(subs, panels, result.counts, opts.order_fallback) if len(panels) > 1 else []
     stem, suffix = crop_stem(src.relative_to(root.resolve())), src.suffix.lower() or ".png"
     for label, panel, sub in pairs:
