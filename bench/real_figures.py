@@ -29,13 +29,14 @@ from PIL import Image
 from bench.split_quality import match
 from bench.unseen_captions import ROOT, _git_dir
 from data.figures import caption_letters, find_panels
-from data.figures.figure_gold import (CAPTIONS_NAME, FIGURES_FILE, GitHubFile, GoldError, RealFigure, file_sha256,
-                                      load_sources, read_figures, sources_dir)
+from data.figures.figure_gold import (CAPTIONS_NAME, FIGURES_FILE, GoldError, RealFigure, file_sha256, load_sources,
+                                      read_figures, sources_dir)
+from data.figures.gold import GitHubSource
 from data.figures.ocr import make_ocr
 from data.files import atomic_write_bytes, atomic_write_json
 
 
-def _git_show(snapshots: Path, source: GitHubFile) -> bytes:
+def _git_show(snapshots: Path, source: GitHubSource) -> bytes:
     git_dir = _git_dir(snapshots, source.folder)
     done = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"{source.commit}:{source.path}"],
                           capture_output=True)
@@ -92,17 +93,17 @@ def materialise(snapshots: Path, sources: Path, figures: list[RealFigure]) -> No
         if file_sha256(target) != fig.sha256:
             raise GoldError(f"{fig.id}: the fetched image's sha256 is not the gold's")
         source = fig.caption_source
-        if source.key is None:
+        if not source.fig_id:
             captions[fig.id] = caption_from_yml(_git_show(snapshots, source).decode("utf-8"))
         else:
             tables.setdefault((source.owner, source.repo, source.commit, source.path), []).append(fig)
     for (owner, repo, commit, path), figs in tables.items():
-        rows = captions_from_rds(_git_show(snapshots, GitHubFile(owner, repo, commit, path)),
-                                 {f.caption_source.key for f in figs})
+        rows = captions_from_rds(_git_show(snapshots, GitHubSource(owner, repo, commit, path, "")),
+                                 {f.caption_source.fig_id for f in figs})
         for fig in figs:
-            if fig.caption_source.key not in rows:
-                raise GoldError(f"{fig.id}: no row {fig.caption_source.key!r} in {path}")
-            captions[fig.id] = rows[fig.caption_source.key]
+            if fig.caption_source.fig_id not in rows:
+                raise GoldError(f"{fig.id}: no row {fig.caption_source.fig_id!r} in {path}")
+            captions[fig.id] = rows[fig.caption_source.fig_id]
     atomic_write_json(sources / CAPTIONS_NAME, captions)
 
 

@@ -20,6 +20,11 @@
 
     python -m bench.split_quality [--fixtures DIR] [--ocr rapidocr|gcv|none] [--per-layout N]
         [--seed 1,2,3 | --held-out] [--rich-n N] [--sets real,medicat,built,rich,captions] [--failures]
+        [--caption-letters]
+
+``--caption-letters`` passes each figure's true letters to find_panels as its caption would name them
+(split_figures.py splits with the caption's letters); without it the letters are read from the image
+alone.
 """
 from __future__ import annotations
 
@@ -65,13 +70,15 @@ def match(truth: list[tuple], pred: list) -> list[tuple[int, int]]:
     return pairs
 
 
-def figure_results(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr) -> list[dict]:
+def figure_results(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr,
+                   caption_letters: bool = False) -> list[dict]:
     """Per figure: true, detected and matched panels (IoU >= 0.5), right letters, what was read at each
-    true panel ("-": no match), and the seconds find_panels took."""
+    true panel ("-": no match), and the seconds find_panels took. With ``caption_letters`` each figure is
+    split as if its caption named its true letters."""
     results = []
     for image, boxes, labels in items:
         t0 = time.perf_counter()
-        pred = find_panels(image, ocr)
+        pred = find_panels(image, ocr, letters=sorted({x for x in labels if x}) if caption_letters else None)
         seconds = time.perf_counter() - t0
         pairs = match(boxes, pred)
         read = {i: pred[j].label for i, j in pairs}
@@ -91,8 +98,8 @@ def totals(results: list[dict]) -> dict:
             "seconds_per_figure": round(sum(r["seconds"] for r in results) / max(len(results), 1), 2)}
 
 
-def panel_scores(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr) -> dict:
-    return totals(figure_results(items, ocr))
+def panel_scores(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr, caption_letters: bool = False) -> dict:
+    return totals(figure_results(items, ocr, caption_letters))
 
 
 def real_items(fixtures: Path) -> list:
@@ -119,10 +126,10 @@ def medicat_items(fixtures: Path) -> tuple[list, list]:
     return lettered, single
 
 
-def single_panel_scores(items: list, ocr) -> dict:
+def single_panel_scores(items: list, ocr, caption_letters: bool = False) -> dict:
     one = found = n_pred = 0
     for image, boxes, _ in items:
-        pred = find_panels(image, ocr)
+        pred = find_panels(image, ocr, letters=[] if caption_letters else None)
         n_pred += len(pred)
         hit = bool(match(boxes, pred))
         found += hit
@@ -185,7 +192,7 @@ def real_caption_scores(fixtures: Path) -> dict:
             "token_f1": round(sum(f1s) / len(f1s), 3), "wrong": wrong}
 
 
-def rich_scores(fixtures: Path, seeds: list[int], n: int, ocr, failures: bool) -> dict:
+def rich_scores(fixtures: Path, seeds: list[int], n: int, ocr, failures: bool, caption_letters: bool = False) -> dict:
     """Scores of ``n`` rich figures per seed, in total; with ``failures`` also the figures that are not all
     right and the scores by label style, placement, ink and background."""
     items, names, looks = [], [], []
@@ -195,7 +202,7 @@ def rich_scores(fixtures: Path, seeds: list[int], n: int, ocr, failures: bool) -
             names.append(f"{seed}:{i} {c.layout} {c.look['style']} {c.look['placement']} {c.look['ink']} "
                          f"{c.look['background']} g{c.look['gutter']}")
             looks.append(c.look)
-    results = figure_results(items, ocr)
+    results = figure_results(items, ocr, caption_letters)
     out = {"seeds": seeds, **totals(results)}
     if failures:
         out["failures"] = [{"figure": name, "want": r["want"], "read": r["read"], "missed": r["true"] - r["matched"],
@@ -227,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--failures", action="store_true",
                     help="list the rich figures with wrong panels or letters, and scores by label look")
     ap.add_argument("--ocr-cache", default=None, help="folder of an OCR cache kept between runs")
+    ap.add_argument("--caption-letters", action="store_true",
+                    help="split each figure as if its caption named its true letters (as split_figures.py does)")
     args = ap.parse_args(argv)
     sets = set(args.sets.split(","))
     if sets - set(SETS):
@@ -240,20 +249,21 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"seed {HELD_OUT_SEED} is held out: use --held-out, which prints totals only")
     fixtures = Path(args.fixtures)
     ocr = make_ocr(args.ocr, args.ocr_cache)
-    out: dict = {"ocr": args.ocr}
+    out: dict = {"ocr": args.ocr, "caption_letters": args.caption_letters}
+    cl = args.caption_letters
     if "real" in sets:
-        out["real_compound_figures"] = panel_scores(real_items(fixtures), ocr)
+        out["real_compound_figures"] = panel_scores(real_items(fixtures), ocr, cl)
     if "medicat" in sets:
         medicat, medicat_single = medicat_items(fixtures)
-        out["real_medicat_figures"] = panel_scores(medicat, ocr)
-        out["real_medicat_single_panel"] = single_panel_scores(medicat_single, ocr)
+        out["real_medicat_figures"] = panel_scores(medicat, ocr, cl)
+        out["real_medicat_single_panel"] = single_panel_scores(medicat_single, ocr, cl)
     if "built" in sets:
         synth = [(c.image, c.boxes, c.labels) for c in
                  build_set(fixtures / "image_caption", args.per_layout, seed=args.built_seed)]
-        out["built_compound_figures"] = panel_scores(synth, ocr)
+        out["built_compound_figures"] = panel_scores(synth, ocr, cl)
     if "rich" in sets:
         key = "rich_built_figures_held_out" if args.held_out else "rich_built_figures"
-        out[key] = rich_scores(fixtures, seeds, args.rich_n, ocr, args.failures)
+        out[key] = rich_scores(fixtures, seeds, args.rich_n, ocr, args.failures, cl)
     if "captions" in sets:
         out["subcaptions"] = caption_scores(ROOT / "tests" / "data" / "subcaptions_gold.json")
         out["real_captions"] = real_caption_scores(fixtures)

@@ -130,7 +130,7 @@ def test_a_caption_without_letters_gets_no_ocr_letters():
 def test_caption_letters_steer_the_letters_read(monkeypatch):
     # the corners read "T" (a sequence name) and "B"; the caption names A and B: T is dropped and
     # the whole-figure reading places A
-    monkeypatch.setattr(figures, "read_labels", lambda image, boxes, ocr: ["T", "B"])
+    monkeypatch.setattr(figures, "read_labels", lambda image, boxes, ocr, wanted=None: ["T", "B"])
 
     class WholeFigure:
         def read(self, image):

@@ -71,14 +71,18 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
 
 def _caption_panels(image: Image.Image, boxes: list, ocr: Any, letters: list[str]) -> list[Panel]:
     """Panels when the caption's letters are known: none read when it names none; else the letters read
-    (and looked for again where missing) that the caption names, with the pieces grouped around them."""
+    that the caption names, the pieces grouped around them, and gaps filled in reading order; letters
+    still missing are looked for once in a whole-figure reading (the costliest OCR call) and the pieces
+    grouped again."""
     if not letters or ocr is None or not boxes:
         return [Panel(b) for b in boxes]
-    labels = read_labels(image, boxes, ocr)
+    labels = read_labels(image, boxes, ocr, letters)
     letters = letters + continuation(labels, letters)
     labels = keep_caption_letters(labels, letters)
-    if any(x not in labels for x in letters):
+    panels, found = group_by_letters(boxes, labels, len(letters))
+    found = fill_by_order(panels, found, letters)
+    if any(x not in found for x in letters):  # look once more, over the whole figure
         labels = find_missing_letters(ocr.read(image), boxes, labels, letters)
-    boxes, labels = group_by_letters(boxes, labels, len(letters))
-    labels = fill_by_order(boxes, labels, letters)
-    return [Panel(b, lab) for b, lab in zip(boxes, labels)]
+        panels, found = group_by_letters(boxes, labels, len(letters))
+        found = fill_by_order(panels, found, letters)
+    return [Panel(b, lab) for b, lab in zip(panels, found)]

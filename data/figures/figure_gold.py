@@ -16,11 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.figures.gold import GOLD_DIR, GoldError, GoldPanel
+from data.figures.gold import GOLD_DIR, GitHubSource, GoldError, GoldPanel, parse_github_source
 
 FIGURES_FILE = GOLD_DIR / "real_figures.json"
 SOURCES_ENV = "MEDVL_REAL_FIGURES"
@@ -28,8 +27,6 @@ CAPTIONS_NAME = "captions.json"
 PARTS = ("tuning", "held_out")
 _SPLIT_SALT = b"real-figures-split:"
 _HELD_OUT_BELOW = 86  # first byte of the hash: about one article in three is held out
-_GITHUB_FILE = re.compile(r"github:(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)"
-                          r"@(?P<commit>[0-9a-f]{40}):(?P<path>[^#]+)(?:#(?P<key>.+))?")
 
 
 def held_out(article: str) -> bool:
@@ -37,44 +34,15 @@ def held_out(article: str) -> bool:
     return hashlib.sha256(_SPLIT_SALT + article.encode("utf-8")).digest()[0] < _HELD_OUT_BELOW
 
 
-@dataclass(frozen=True)
-class GitHubFile:
-    """``github:<owner>/<repo>@<commit>:<path>[#<key>]``: a file of a repository at a commit (and, for a
-    table, the key of one row)."""
-
-    owner: str
-    repo: str
-    commit: str
-    path: str
-    key: str | None = None
-
-    @property
-    def folder(self) -> str:
-        return f"{self.owner}+{self.repo}"
-
-    def local_path(self, sources: Path) -> Path:
-        return Path(sources) / self.folder / self.path
-
-
-def parse_github_file(text: str) -> GitHubFile:
-    m = _GITHUB_FILE.fullmatch(text or "")
-    if not m:
-        raise GoldError(f"{text!r}: not of the form github:<owner>/<repo>@<40-hex commit>:<path>[#key]")
-    parts = m["path"].split("/")
-    if m["path"].startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise GoldError(f"{text}: the path must be relative, without '.' or '..' parts")
-    return GitHubFile(m["owner"], m["repo"], m["commit"], m["path"], m["key"])
-
-
 @dataclass
 class RealFigure:
     id: str
     article: str
     part: str  # "tuning" or "held_out"
-    image: GitHubFile
+    image: GitHubSource  # the image file (fig_id "")
     sha256: str
     size: tuple[int, int]  # width, height
-    caption_source: GitHubFile
+    caption_source: GitHubSource  # the .yml beside the image, or a table and its row (fig_id)
     panels: list[GoldPanel]
     note: str | None = None
 
@@ -116,8 +84,9 @@ def read_figures(path: Path = FIGURES_FILE, part: str | None = None) -> list[Rea
         panels = [_panel(p, f"{fid} panel {k}", size) for k, p in enumerate(record["panels"])]
         if not panels:
             raise GoldError(f"{fid}: no panels")
-        fig = RealFigure(fid, record["article"], expected, parse_github_file(record["image"]), record["sha256"],
-                         size, parse_github_file(record["caption"]), panels, record.get("note"))
+        fig = RealFigure(fid, record["article"], expected, parse_github_source(record["image"], fragment=False),
+                         record["sha256"], size, parse_github_source(record["caption"], fragment=False), panels,
+                         record.get("note"))
         if part is None or fig.part == part:
             out.append(fig)
     return out

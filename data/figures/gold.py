@@ -38,7 +38,7 @@ UNSEEN_CAPTIONS_FILE = GOLD_DIR / "unseen_subcaptions.json"
 UNSEEN_SOURCES_ENV = "MEDVL_UNSEEN_CAPTIONS"
 
 _GITHUB_SOURCE = re.compile(r"github:(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)"
-                            r"@(?P<commit>[0-9a-f]{40}):(?P<path>[^#]+)#(?P<fig_id>.+)")
+                            r"@(?P<commit>[0-9a-f]{40}):(?P<path>[^#]+)(?:#(?P<fig_id>.+))?")
 
 # What may stand between a printed panel marker and the text it introduces: "(a–f): Time", "(a,b)—the".
 _MARKER_GAP = " \t:;,.—–-"
@@ -202,14 +202,16 @@ class GitHubSource:
         return Path(sources) / self.folder / self.path
 
 
-def parse_github_source(source: str) -> GitHubSource:
+def parse_github_source(source: str, fragment: bool = True) -> GitHubSource:
+    """The parts of ``source``; with ``fragment=False`` the ``#<fig id>`` may be left out (a whole file,
+    ``fig_id`` "")."""
     match = _GITHUB_SOURCE.fullmatch(source or "")
-    if not match:
+    if not match or (fragment and not match["fig_id"]):
         raise GoldError(f"{source!r}: not of the form github:<owner>/<repo>@<40-hex commit>:<path>#<fig id>")
     parts = match["path"].split("/")
     if match["path"].startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise GoldError(f"{source}: the path must be relative, without '.' or '..' parts")
-    return GitHubSource(match["owner"], match["repo"], match["commit"], match["path"], match["fig_id"])
+    return GitHubSource(match["owner"], match["repo"], match["commit"], match["path"], match["fig_id"] or "")
 
 
 def unseen_sources_dir() -> Path:
