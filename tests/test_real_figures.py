@@ -185,3 +185,12 @@ def test_fetch_copies_image_and_caption_at_the_named_commit_and_scores(tmp_path)
     broken = subprocess.run([sys.executable, "-m", "bench.real_figures", "--gold", str(gold_path), "--sources",
                              str(sources), "--ocr", "none"], cwd=ROOT, capture_output=True, text=True)
     assert broken.returncode == 2 and "PMC1__f1" in broken.stderr and "sha256" in broken.stderr
+
+
+def test_reading_order_corrects_letters_only_when_it_is_clearly_the_order():
+    from data.figures.label_order import mostly_in_order
+
+    row = [(k * 20, 0, k * 20 + 10, 10) for k in range(5)]
+    assert mostly_in_order(["A", "B", "P", "D", "E"], row)  # one misread among five in order
+    assert not mostly_in_order(["A", "B", "D", "C", "E"], row)  # lettered down columns: keep what was read
+    assert not mostly_in_order(["A", None, None, None, "E"], row)  # too few letters read

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data.figures.label_order import merge_unlabelled, repair_sequence
+from data.figures.label_order import merge_unlabelled, mostly_in_order, repair_sequence
 from data.figures.labels import read_labels
 from data.figures.letter_panels import (continuation, fill_by_order, find_missing_letters, group_by_letters,
                                        keep_caption_letters)
@@ -85,4 +85,6 @@ def _caption_panels(image: Image.Image, boxes: list, ocr: Any, letters: list[str
         labels = find_missing_letters(ocr.read(image), boxes, labels, letters)
         panels, found = group_by_letters(boxes, labels, len(letters))
         found = fill_by_order(panels, found, letters)
+    if len(panels) == len(letters) and mostly_in_order(found, panels):  # reading order corrects misreads
+        found = keep_caption_letters(repair_sequence(found, panels), letters)
     return [Panel(b, lab) for b, lab in zip(panels, found)]

@@ -16,8 +16,8 @@ from data.figures.label_order import same_row
 
 Box = tuple[int, int, int, int]
 
-BEHIND_PENALTY = 4.0
-SLIVER = 0.15  # a joined box may cover this share of another lettered panel  # a piece above or left of a letter's panel is less likely its continuation
+BEHIND_PENALTY = 4.0  # a piece above or left of a letter's panel is less likely its continuation
+SLIVER = 0.15  # a joined box may cover this share of another lettered panel
 
 
 def _union(a: Box, b: Box) -> Box:

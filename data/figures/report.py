@@ -121,12 +121,15 @@ def _page_name(listing: str, page: int) -> str:
 
 
 def _nav(listing: str, page: int, pages: int) -> str:
+    def link(target: int, text: str) -> str:
+        return f'<a href="{_page_name(listing, target)}">{text}</a>'
+
     links = ['<a href="index.html">index</a>']
     if page > 1:
-        links += [f'<a href="{_page_name(listing, 1)}">first</a>', f'<a href="{_page_name(listing, page - 1)}">previous</a>']
+        links += [link(1, "first"), link(page - 1, "previous")]
     links.append(f"page {page} of {pages}")
     if page < pages:
-        links += [f'<a href="{_page_name(listing, page + 1)}">next</a>', f'<a href="{_page_name(listing, pages)}">last</a>']
+        links += [link(page + 1, "next"), link(pages, "last")]
     return f'<div class="nav">{" ".join(links)}</div>'
 
 
@@ -157,7 +160,8 @@ def write_report(out: Path, per_page: int = 100) -> Path:
                             for e in chosen[(page - 1) * per_page:page * per_page])
             title = f"{FLAGS.get(listing, 'all figures')}: {len(chosen)}"
             nav = _nav(listing, page, pages)
-            atomic_write_bytes(report / _page_name(listing, page), _document(title, nav + (cards or "<p>none</p>") + nav))
+            page_html = _document(title, nav + (cards or "<p>none</p>") + nav)
+            atomic_write_bytes(report / _page_name(listing, page), page_html)
     failed = sum(1 for e in events.values() if e.get("outcome") == "failed")
     rows = "".join(f'<li><a href="{_page_name(k, 1)}">{html.escape(FLAGS.get(k, "all figures"))}</a>: {len(v)}</li>'
                    for k, v in listings.items())
