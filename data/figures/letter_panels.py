@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from data.figures.label_order import same_row
+from data.figures.labels import normalise_label
 
 Box = tuple[int, int, int, int]
 
@@ -65,8 +66,6 @@ def find_missing_letters(words: list[Any], boxes: list[Box], labels: list[str | 
     unlettered piece whose top-left corner is nearest below and right of the word (a letter stands at its
     panel's top-left), or, failing that, to the unlettered piece that holds the word.
     """
-    from data.figures.labels import normalise_label
-
     out = list(labels)
     missing = [x for x in wanted if x not in out]
     for word in words:
