@@ -14,6 +14,11 @@ Scale-out (``data.figures.job``): ``--workers N`` splits in N processes with the
 
 joins the shard folders as if one process had split the whole input. A killed run resumes when it is
 run again with the same arguments (``split_manifest.jsonl``); other arguments on the folder are refused.
+
+    python split_figures.py report OUT [--per-page 100]
+
+writes ``OUT/report/index.html``: every figure with its panels drawn, their sub-captions and flags to
+look at (``data.figures.report``).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from pathlib import Path
 from data.figures.job import SplitJob, parse_shard, run_job
 from data.figures.merge import merge_folders
 from data.figures.ocr import BACKENDS, OcrError, make_ocr
+from data.figures.report import write_report
 from data.figures.split import SplitOptions
 from data.figures.splits import parse_fractions
 from data.errors import exit_code, one_line
@@ -172,10 +178,29 @@ def merge_main(argv: list[str]) -> int:
     return 0
 
 
+def report_main(argv: list[str]) -> int:
+    """``split_figures.py report OUT [--per-page N]``."""
+    p = argparse.ArgumentParser(prog="split_figures.py report",
+                                description="Write OUT/report/: the figures with their panels, sub-captions and flags.")
+    p.add_argument("out", help="an output folder of split_figures.py (or of split_figures.py merge)")
+    p.add_argument("--per-page", type=int, default=100, help="figures per page (default 100)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    try:
+        index = write_report(Path(args.out), args.per_page)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    log.info("report: %s", index)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -1,6 +1,6 @@
 """Sub-caption quality on the real caption development set (bench/gold/caption_dev.json), printed as JSON.
 
-The set and its seeded tuning / held-out split are described in data/figures/caption_dev.py. By default the
+The set and its seeded tuning / held-out split are described in bench/caption_gold.py. By default the
 tuning part is scored: totals, scores by caption style (how the gold marks its first panel) and counts of
 failure kinds; ``--failures`` adds every tuning caption whose label groups are wrong or with a gold
 sub-caption below ``--f1-below`` token F1. ``--held-out`` scores the held-out part and prints totals only
@@ -24,8 +24,8 @@ from typing import Callable
 from bench.split_quality import token_f1
 from bench.unseen_captions import materialise
 from data.figures import SubCaption, split_caption
-from data.figures.caption_dev import CAPTION_DEV_FILE, DevCaption, load_caption_dev, sources_dir
-from data.figures.gold import GoldCaption, GoldError
+from bench.caption_gold import CAPTION_DEV_FILE, DevCaption, load_caption_dev, sources_dir
+from bench.gold_sets import GoldCaption, GoldError
 
 Splitter = Callable[[str], list[SubCaption]]
 

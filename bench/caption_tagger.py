@@ -29,9 +29,9 @@ from bench.caption_dev import scores
 from data.figures import SubCaption, split_caption
 from data.figures.caption_markers import candidates
 from data.figures.subcaptions import marker_roles
-from data.figures.caption_dev import DevCaption, load_caption_dev
+from bench.caption_gold import DevCaption, load_caption_dev
 from data.figures.caption_markers import expand_labels, position_labels
-from data.figures.gold import GoldCaption, load_real_captions
+from bench.gold_sets import GoldCaption, load_real_captions
 
 ROOT = Path(__file__).resolve().parents[1]
 _TOKEN = re.compile(r"\([^()]{1,24}\)[.,;:]?|[^\s(]+|\(")

@@ -2,9 +2,9 @@
 
 - Panels and letters on the real compound figures of ../shared/fixtures/compound_figures/ (boxes and
   letters from nature_closed_expected.json) and on compound figures built from real single images
-  (data.synthetic.compound_synth): precision/recall/F1 at IoU >= 0.5, and letter accuracy (share of true panels
+  (bench.compound_synth): precision/recall/F1 at IoU >= 0.5, and letter accuracy (share of true panels
   whose matched detection carries the right letter).
-- "rich_built_figures": the same on rich compound figures (data.synthetic.compound_rich: grids up to
+- "rich_built_figures": the same on rich compound figures (bench.compound_rich: grids up to
   5 x 5, irregular layouts, gutters 0-20 px, eight label styles in five places, R/L markers, scale bars
   and arrows), built from ``--seed`` (the tuning seeds, default 1,2,3) or, with ``--held-out``, from
   the held-out seed alone; ``--failures`` lists the wrong panels of tuning seeds (never of the held-out
@@ -15,11 +15,16 @@
 - Sub-captions on the labelled captions of tests/data/subcaptions_gold.json: label-set accuracy
   (share of captions whose list of label groups is exactly right) and mean token F1 of the texts.
 - "real_captions": the same scores on every real caption of the fixtures, against the independent
-  gold of bench/gold/real_subcaptions.json (texts rebuilt by data/figures/gold.py), with the wrong records.
+  gold of bench/gold/real_subcaptions.json (texts rebuilt by bench/gold_sets.py), with the wrong records.
   Shared lead and trailing text (statistics, scale bars) are not part of the gold sub-caption texts.
 
     python -m bench.split_quality [--fixtures DIR] [--ocr rapidocr|gcv|none] [--per-layout N]
         [--seed 1,2,3 | --held-out] [--rich-n N] [--sets real,medicat,built,rich,captions] [--failures]
+        [--caption-letters]
+
+``--caption-letters`` passes each figure's true letters to find_panels as its caption would name them
+(split_figures.py splits with the caption's letters); without it the letters are read from the image
+alone.
 """
 from __future__ import annotations
 
@@ -35,10 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 from PIL import Image
 
 from data.figures import find_panels, split_caption
-from data.figures.gold import load_real_captions, load_real_panels
+from bench.gold_sets import load_real_captions, load_real_panels
 from data.figures.ocr import make_ocr
-from data.synthetic.compound_rich import build_rich_set
-from data.synthetic.compound_synth import build_set
+from bench.compound_rich import build_rich_set
+from bench.compound_synth import build_set
 
 REAL = ("s41467-018-06211-3_fig1.jpg", "s41467-018-06211-3_fig3.jpg", "s41467-018-06211-3_fig5.jpg")
 TUNING_SEEDS = (1, 2, 3)  # the rich figures the letter rules were tuned on
@@ -64,13 +69,15 @@ def match(truth: list[tuple], pred: list) -> list[tuple[int, int]]:
     return pairs
 
 
-def figure_results(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr) -> list[dict]:
+def figure_results(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr,
+                   caption_letters: bool = False) -> list[dict]:
     """Per figure: true, detected and matched panels (IoU >= 0.5), right letters, what was read at each
-    true panel ("-": no match), and the seconds find_panels took."""
+    true panel ("-": no match), and the seconds find_panels took. With ``caption_letters`` each figure is
+    split as if its caption named its true letters."""
     results = []
     for image, boxes, labels in items:
         t0 = time.perf_counter()
-        pred = find_panels(image, ocr)
+        pred = find_panels(image, ocr, letters=sorted({x for x in labels if x}) if caption_letters else None)
         seconds = time.perf_counter() - t0
         pairs = match(boxes, pred)
         read = {i: pred[j].label for i, j in pairs}
@@ -90,8 +97,8 @@ def totals(results: list[dict]) -> dict:
             "seconds_per_figure": round(sum(r["seconds"] for r in results) / max(len(results), 1), 2)}
 
 
-def panel_scores(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr) -> dict:
-    return totals(figure_results(items, ocr))
+def panel_scores(items: list[tuple[Image.Image, list[tuple], list[str]]], ocr, caption_letters: bool = False) -> dict:
+    return totals(figure_results(items, ocr, caption_letters))
 
 
 def real_items(fixtures: Path) -> list:
@@ -118,10 +125,10 @@ def medicat_items(fixtures: Path) -> tuple[list, list]:
     return lettered, single
 
 
-def single_panel_scores(items: list, ocr) -> dict:
+def single_panel_scores(items: list, ocr, caption_letters: bool = False) -> dict:
     one = found = n_pred = 0
     for image, boxes, _ in items:
-        pred = find_panels(image, ocr)
+        pred = find_panels(image, ocr, letters=[] if caption_letters else None)
         n_pred += len(pred)
         hit = bool(match(boxes, pred))
         found += hit
@@ -184,7 +191,7 @@ def real_caption_scores(fixtures: Path) -> dict:
             "token_f1": round(sum(f1s) / len(f1s), 3), "wrong": wrong}
 
 
-def rich_scores(fixtures: Path, seeds: list[int], n: int, ocr, failures: bool) -> dict:
+def rich_scores(fixtures: Path, seeds: list[int], n: int, ocr, failures: bool, caption_letters: bool = False) -> dict:
     """Scores of ``n`` rich figures per seed, in total; with ``failures`` also the figures that are not all
     right and the scores by label style, placement, ink and background."""
     items, names, looks = [], [], []
@@ -194,7 +201,7 @@ def rich_scores(fixtures: Path, seeds: list[int], n: int, ocr, failures: bool) -
             names.append(f"{seed}:{i} {c.layout} {c.look['style']} {c.look['placement']} {c.look['ink']} "
                          f"{c.look['background']} g{c.look['gutter']}")
             looks.append(c.look)
-    results = figure_results(items, ocr)
+    results = figure_results(items, ocr, caption_letters)
     out = {"seeds": seeds, **totals(results)}
     if failures:
         out["failures"] = [{"figure": name, "want": r["want"], "read": r["read"], "missed": r["true"] - r["matched"],
@@ -226,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--failures", action="store_true",
                     help="list the rich figures with wrong panels or letters, and scores by label look")
     ap.add_argument("--ocr-cache", default=None, help="folder of an OCR cache kept between runs")
+    ap.add_argument("--caption-letters", action="store_true",
+                    help="split each figure as if its caption named its true letters (as split_figures.py does)")
     args = ap.parse_args(argv)
     sets = set(args.sets.split(","))
     if sets - set(SETS):
@@ -239,20 +248,21 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"seed {HELD_OUT_SEED} is held out: use --held-out, which prints totals only")
     fixtures = Path(args.fixtures)
     ocr = make_ocr(args.ocr, args.ocr_cache)
-    out: dict = {"ocr": args.ocr}
+    out: dict = {"ocr": args.ocr, "caption_letters": args.caption_letters}
+    cl = args.caption_letters
     if "real" in sets:
-        out["real_compound_figures"] = panel_scores(real_items(fixtures), ocr)
+        out["real_compound_figures"] = panel_scores(real_items(fixtures), ocr, cl)
     if "medicat" in sets:
         medicat, medicat_single = medicat_items(fixtures)
-        out["real_medicat_figures"] = panel_scores(medicat, ocr)
-        out["real_medicat_single_panel"] = single_panel_scores(medicat_single, ocr)
+        out["real_medicat_figures"] = panel_scores(medicat, ocr, cl)
+        out["real_medicat_single_panel"] = single_panel_scores(medicat_single, ocr, cl)
     if "built" in sets:
         synth = [(c.image, c.boxes, c.labels) for c in
                  build_set(fixtures / "image_caption", args.per_layout, seed=args.built_seed)]
-        out["built_compound_figures"] = panel_scores(synth, ocr)
+        out["built_compound_figures"] = panel_scores(synth, ocr, cl)
     if "rich" in sets:
         key = "rich_built_figures_held_out" if args.held_out else "rich_built_figures"
-        out[key] = rich_scores(fixtures, seeds, args.rich_n, ocr, args.failures)
+        out[key] = rich_scores(fixtures, seeds, args.rich_n, ocr, args.failures, cl)
     if "captions" in sets:
         out["subcaptions"] = caption_scores(ROOT / "tests" / "data" / "subcaptions_gold.json")
         out["real_captions"] = real_caption_scores(fixtures)

@@ -3,12 +3,15 @@ where one process spends its time (panel detection, OCR of panel corners, whole-
 splitting, crops, the rest).
 
 Sets: the real figures of ../shared/fixtures/ (3 compound figures, 10 MedICaT figures), compound
-figures built from real single images (data.synthetic.compound_synth) and rich built figures of a tuning
-seed (data.synthetic.compound_rich: larger grids, labels at any corner, distractors). OCR results are not cached
-between runs (each run starts with an empty in-memory cache), so every run does the full work.
+figures built from real single images (bench.compound_synth), rich built figures of a tuning
+seed (bench.compound_rich: larger grids, labels at any corner, distractors) and ``pmc``: the
+first ``--pmc-n`` tuning figures of the real compound-figure gold with their captions (bench.real_figures;
+needs its sources folder). OCR results are not cached between runs (each run starts with an empty
+in-memory cache), so every run does the full work. ``--baseline`` also times, in the same run and
+figure by figure, the splitting that read letters from the image alone (before captions steered them).
 
     python -m bench.split_speed [--fixtures DIR] [--ocr rapidocr|none] [--per-layout N] [--rich-n N]
-        [--workers 1,2] [--sets real,built,rich]
+        [--workers 1,2] [--sets real,built,rich,pmc] [--pmc-n N] [--baseline]
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import random
 import tempfile
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import data.figures as figures_pkg
@@ -27,8 +30,8 @@ from data.figures import labels, split as split_mod
 from data.figures.ocr import CachedOcr, make_ocr
 from data.figures.parallel import WorkerSetup, split_many, threads_per_worker
 from data.figures.split import SplitOptions
-from data.synthetic.compound_rich import build_rich_set
-from data.synthetic.compound_synth import LAYOUTS, build, load_tiles
+from bench.compound_rich import build_rich_set
+from bench.compound_synth import LAYOUTS, build, load_tiles
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ("s41467-018-06211-3_fig1.jpg", "s41467-018-06211-3_fig3.jpg", "s41467-018-06211-3_fig5.jpg")
@@ -58,6 +61,25 @@ def saved_records(figures: list, folder: Path, prefix: str) -> list[tuple[int, d
 def built_records(fixtures: Path, folder: Path, per_layout: int, seed: int = 5) -> list[tuple[int, dict]]:
     tiles, rng = load_tiles(fixtures / "image_caption"), random.Random(seed)
     return saved_records([build(tiles, layout, rng) for layout in LAYOUTS for _ in range(per_layout)], folder, "built")
+
+
+def pmc_records(n: int) -> list[tuple[int, dict]]:
+    """The first ``n`` tuning figures of the real compound-figure gold, with their captions."""
+    from bench.figure_gold import load_sources, read_figures, sources_dir
+
+    items = load_sources(read_figures(part="tuning")[:n], sources_dir())
+    return list(enumerate({"image": str(path), "caption": caption} for _, path, caption in items))
+
+
+@contextmanager
+def image_only_letters():
+    """Split as before captions steered the letters: every figure's letters read from the image alone."""
+    original = split_mod.caption_letters
+    split_mod.caption_letters = lambda caption: None
+    try:
+        yield
+    finally:
+        split_mod.caption_letters = original
 
 
 def rich_records(fixtures: Path, folder: Path, n: int, seed: int = 1) -> list[tuple[int, dict]]:
@@ -111,6 +133,25 @@ def profile(records: list[tuple[int, dict]], ocr_name: str, out: Path) -> dict:
             "stages_share": {k: round(v / total, 3) for k, v in stages.items()}}
 
 
+def paired_profiles(records: list[tuple[int, dict]], ocr_name: str, out: Path) -> dict:
+    """Seconds per figure with the caption's letters and with letters from the image alone, each figure
+    split both ways one right after the other (fresh OCR each time), so that a load that changes during
+    the run weighs on both alike."""
+    sums = {"caption_letters": defaultdict(float), "image_only_letters": defaultdict(float)}
+    for k, record in enumerate(records):
+        for mode, stages in sums.items():
+            with image_only_letters() if mode == "image_only_letters" else nullcontext():
+                result = profile([record], ocr_name, out / f"{mode}_{k}")
+            stages["total"] += result["s_per_figure"]
+            for stage, seconds in result["stages_s_per_figure"].items():
+                stages[stage] += seconds
+    n = max(len(records), 1)
+    report = {mode: {k: round(v / n, 3) for k, v in stages.items()} for mode, stages in sums.items()}
+    report["ratio_caption_to_image_only"] = round(sums["caption_letters"]["total"]
+                                                  / max(sums["image_only_letters"]["total"], 1e-9), 3)
+    return report
+
+
 def throughput(records: list[tuple[int, dict]], ocr_name: str, workers: int, out: Path) -> dict:
     """Figures per second with ``workers`` processes, start-up (spawn, OCR models) included and not."""
     setup = WorkerSetup(root=Path("/"), out=out, ocr=ocr_name, cache_dir=None, opts=SplitOptions(),
@@ -130,7 +171,7 @@ def throughput(records: list[tuple[int, dict]], ocr_name: str, workers: int, out
             "figures_per_s_after_first": round(steady, 3) if steady else None}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", default=os.environ.get("MEDVL_FIXTURES",
                                                              str(ROOT.parent / "shared" / "fixtures")))
@@ -138,15 +179,19 @@ def main() -> None:
     parser.add_argument("--per-layout", type=int, default=2, help="built figures per layout")
     parser.add_argument("--rich-n", type=int, default=12, help="rich built figures")
     parser.add_argument("--workers", default="1,2", help="worker counts to time, comma list")
-    parser.add_argument("--sets", default="real,built,rich", help="sets to time, comma list of real, built, rich")
-    args = parser.parse_args()
+    parser.add_argument("--sets", default="real,built,rich", help="sets to time, comma list of real, built, rich, pmc")
+    parser.add_argument("--pmc-n", type=int, default=12, help="real PMC figures of the gold's tuning part")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also profile the image-only letter reading, in the same run")
+    args = parser.parse_args(argv)
     fixtures = Path(args.fixtures)
     report = {"ocr": args.ocr, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         makers = {"real": ("real_fixture_figures", lambda: real_records(fixtures)),
                   "built": ("built_figures", lambda: built_records(fixtures, tmp, args.per_layout)),
-                  "rich": ("rich_built_figures", lambda: rich_records(fixtures, tmp, args.rich_n))}
+                  "rich": ("rich_built_figures", lambda: rich_records(fixtures, tmp, args.rich_n)),
+                  "pmc": ("real_pmc_figures", lambda: pmc_records(args.pmc_n))}
         chosen = args.sets.split(",")
         if set(chosen) - set(makers):
             parser.error(f"unknown sets {sorted(set(chosen) - set(makers))}")
@@ -155,6 +200,8 @@ def main() -> None:
             out = tmp / name
             report[name] = {"profile_1_process": profile(records, args.ocr, out),
                             "throughput": [throughput(records, args.ocr, int(w), out) for w in args.workers.split(",")]}
+            if args.baseline:
+                report[name]["paired_with_image_only_letters"] = paired_profiles(records, args.ocr, out / "paired")
     print(json.dumps(report, indent=2))
 
 

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from bench.split_quality import score_caption
-from data.figures.gold import (UNSEEN_CAPTIONS_FILE, GoldCaption, GoldError, load_unseen_captions,
+from bench.gold_sets import (UNSEEN_CAPTIONS_FILE, GoldCaption, GoldError, load_unseen_captions,
                                parse_github_source, unseen_sources_dir)
 
 ROOT = Path(__file__).resolve().parents[1]

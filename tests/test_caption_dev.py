@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from data.figures.caption_dev import (CAPTION_DEV_FILE, STORED_LICENCES, caption_style, is_held_out,
+from bench.caption_gold import (CAPTION_DEV_FILE, STORED_LICENCES, caption_style, is_held_out,
                                       load_caption_dev, sources_dir)
-from data.figures.gold import GoldError, parse_github_source
+from bench.gold_sets import GoldError, parse_github_source
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_BACK = ("yfpeng/figure-separator", "apple2373/figure-separator", "mrirecon/", "JekelyLab/Jokura_et_al_NOS",
@@ -97,7 +97,7 @@ def test_every_record_resolves_against_its_source_file():
         pytest.skip(f"no sources folder {sources} (python -m bench.caption_dev --fetch-from DIR)")
     items = load_caption_dev(sources, require_sources=True)
     assert len(items) == len(records())
-    from data.figures.gold import jats_captions
+    from bench.gold_sets import jats_captions
     for r in records():
         if "caption" in r:  # the stored text is the caption of the source file
             gh = parse_github_source(r["source"])

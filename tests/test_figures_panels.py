@@ -12,7 +12,7 @@ from data.figures.label_order import in_reading_order, merge_unlabelled, repair_
 from data.figures.labels import group_marks, normalise_label, read_labels
 from data.figures.ocr import make_ocr
 from data.figures.panels import detect_panel_boxes
-from data.synthetic.compound_synth import LAYOUTS, build_set
+from bench.compound_synth import LAYOUTS, build_set
 
 
 def iou(a, b) -> float:
@@ -207,7 +207,7 @@ def test_letters_at_bottom_left_corners(circled):
 def test_real_touching_panels_and_bottom_letters(fixtures_dir):
     """The lettered MedICaT figures of bench/gold/real_panels.json: panels touching along frame lines,
     captions and page rules inside the image, letters at the bottom-left corners."""
-    from data.figures.gold import load_real_panels
+    from bench.gold_sets import load_real_panels
 
     ocr = make_ocr("rapidocr")
     right = total = 0

@@ -12,9 +12,9 @@ from data.figures import find_panels
 from data.figures.label_order import expected_labels, grid_labels, overlaps, repair_sequence
 from data.figures.labels import normalise_label
 from data.figures.ocr import make_ocr
-from data.synthetic.compound_marks import STYLES, label_text
-from data.synthetic.compound_rich import build_rich, build_rich_set, place
-from data.synthetic.compound_synth import load_tiles
+from bench.compound_marks import STYLES, label_text
+from bench.compound_rich import build_rich, build_rich_set, place
+from bench.compound_synth import load_tiles
 
 
 def _inside(box, size) -> bool:

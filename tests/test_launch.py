@@ -4,8 +4,6 @@ for the whole run with one OpenCV thread, and the image check split over ranks."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 

@@ -11,7 +11,7 @@ import split_figures
 from data.figures import Panel
 from data.figures.pairing import panels_at
 from data.figures.splits import article_key, karpathy_splits, parse_fractions
-from data.synthetic.compound_synth import build, load_tiles
+from bench.compound_synth import build, load_tiles
 
 
 def _iou(a, b) -> float:

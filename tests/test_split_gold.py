@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from data.figures.gold import (CAPTIONS_FILE, PANELS_FILE, UNSEEN_CAPTIONS_FILE, GoldError, caption_sources,
+from bench.gold_sets import (CAPTIONS_FILE, PANELS_FILE, UNSEEN_CAPTIONS_FILE, GoldError, caption_sources,
                              load_real_captions, load_real_panels, load_unseen_captions, parse_github_source,
                              resolve_caption, unseen_sources_dir)
 

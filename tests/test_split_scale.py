@@ -15,7 +15,7 @@ from pathlib import Path
 
 import split_figures
 from data.shard_files import expand, raw_samples
-from data.synthetic.compound_synth import LAYOUTS, build, load_tiles
+from bench.compound_synth import LAYOUTS, build, load_tiles
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("subfigures.json", "failed.json", "summary.json")

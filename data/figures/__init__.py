@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data.figures.label_order import merge_unlabelled, repair_sequence
+from data.figures.label_order import merge_unlabelled, mostly_in_order, repair_sequence
 from data.figures.labels import read_labels
+from data.figures.letter_panels import (continuation, fill_by_order, find_missing_letters, group_by_letters,
+                                       keep_caption_letters)
 from data.figures.panels import PanelParams, detect_panel_boxes
 from data.figures.subcaptions import SubCaption, split_caption
 
-__all__ = ["Panel", "SubCaption", "find_panels", "split_caption"]
+__all__ = ["Panel", "SubCaption", "caption_letters", "find_panels", "split_caption"]
 
 
 @dataclass(frozen=True)
@@ -30,19 +32,59 @@ class Panel:
     label: str | None = None
 
 
-def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None = None) -> list[Panel]:
+def caption_letters(caption: str) -> list[str]:
+    """The panel letters a caption names, in caption order, once each ("A", "B", ... or "A1"-style);
+    position words ("TOP", "LEFT") are not letters."""
+    out: list[str] = []
+    for sub in split_caption(caption):
+        for label in sub.labels:
+            if label not in out and label[:1].isalpha() and (len(label) == 1 or label[1:].isdigit()):
+                out.append(label)
+    return out
+
+
+def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None = None,
+                letters: list[str] | None = None) -> list[Panel]:
     """Panels of ``image`` in reading order; with an OCR back-end, each with the letter near its corner.
 
     A figure in which no panels are cut out gives one panel covering its content; a blank image gives
     an empty list. With letters on most panels, unlabelled pieces join the labelled panel to their left
     or above if they are small (a panel with white space inside is otherwise cut in two), and when
     most letters read agree with reading order A, B, C, ..., that order fills in and corrects the rest.
+
+    ``letters`` are the panel letters the figure's caption names (:func:`caption_letters`), when the
+    caption is known: then no letter is read when it names none, only the letters it names are kept,
+    and the pieces are grouped around them (:mod:`data.figures.letter_panels`). ``None`` reads the
+    letters from the image alone.
     """
     rgb = np.asarray(image.convert("RGB"))
     boxes = detect_panel_boxes(rgb, params)
+    if letters is not None:
+        return _caption_panels(image, boxes, ocr, letters)
     if ocr is None or not boxes:
         return [Panel(b) for b in boxes]
     labels = read_labels(image, boxes, ocr) if len(boxes) > 1 else [None]
     boxes, labels = merge_unlabelled(boxes, labels)
     labels = repair_sequence(labels, boxes)
     return [Panel(b, lab) for b, lab in zip(boxes, labels)]
+
+
+def _caption_panels(image: Image.Image, boxes: list, ocr: Any, letters: list[str]) -> list[Panel]:
+    """Panels when the caption's letters are known: none read when it names none; else the letters read
+    that the caption names, the pieces grouped around them, and gaps filled in reading order; letters
+    still missing are looked for once in a whole-figure reading (the costliest OCR call) and the pieces
+    grouped again."""
+    if not letters or ocr is None or not boxes:
+        return [Panel(b) for b in boxes]
+    labels = read_labels(image, boxes, ocr, letters)
+    letters = letters + continuation(labels, letters)
+    labels = keep_caption_letters(labels, letters)
+    panels, found = group_by_letters(boxes, labels, len(letters))
+    found = fill_by_order(panels, found, letters)
+    if any(x not in found for x in letters):  # look once more, over the whole figure
+        labels = find_missing_letters(ocr.read(image), boxes, labels, letters)
+        panels, found = group_by_letters(boxes, labels, len(letters))
+        found = fill_by_order(panels, found, letters)
+    if len(panels) == len(letters) and mostly_in_order(found, panels):  # reading order corrects misreads
+        found = keep_caption_letters(repair_sequence(found, panels), letters)
+    return [Panel(b, lab) for b, lab in zip(panels, found)]

@@ -111,6 +111,17 @@ def repair_sequence(labels: list[str | None], boxes: list[Box] | None = None) ->
     return list(want)
 
 
+ORDER_TRUST = 0.8  # share of the letters read that must sit where reading order puts them
+
+
+def mostly_in_order(labels: list[str | None], boxes: list[Box]) -> bool:
+    """Whether at least three letters were read and ORDER_TRUST of them sit where reading order puts
+    them: real figures are lettered down columns or around a large panel often enough that two thirds
+    (what ``repair_sequence`` asks) would let reading order undo right readings."""
+    n_read = sum(1 for x in labels if x)
+    return n_read >= 3 and _agree(labels, boxes) >= ORDER_TRUST * n_read
+
+
 def merge_unlabelled(boxes: list[Box], labels: list[str | None]) -> tuple[list[Box], list[str | None]]:
     """Join an unlabelled piece to the labelled panel just left of or above it.
 

@@ -265,7 +265,8 @@ def _read_detected_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: st
 CORNERS = ("top-left", "bottom-left", "top-right", "bottom-right")
 
 
-def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | None]:
+def read_labels(image: Image.Image, boxes: list[Box], ocr: Any,
+                wanted: list[str] | None = None) -> list[str | None]:
     """A label (upper case: a letter, or a letter and a digit) or None for each panel box; a label
     goes to one panel at most.
 
@@ -279,33 +280,50 @@ def read_labels(image: Image.Image, boxes: list[Box], ocr: Any) -> list[str | No
     that on most figures one corner is read by the detector, for the few panels the marks left unread.
     A settled reading that leaves panels unread is compared with the other corners whose marks settled
     the figure too (short panels can show one letter to two corners' windows).
+
+    ``wanted`` are the letters the caption names: a corner whose reading names them all ends the search
+    (pieces of a lettered panel carry no letter, so a figure cut into more pieces than letters would
+    otherwise never settle), and of corners that agree as well with reading order, the one naming more of
+    them wins.
     """
     first: dict[str, Found] = {}
     if getattr(ocr, "can_recognise", False):
-        first = _mark_readings(image, boxes, ocr)
-    rank = {c: (settles(f, boxes), *order_score(f, boxes)) for c, f in first.items()}
-    order = sorted(CORNERS, key=lambda c: rank.get(c, (False, 0, 0)), reverse=True)  # stable: ties by CORNERS
+        first = _mark_readings(image, boxes, ocr, wanted)
+    rank = {c: (settles(f, boxes), *order_score(f, boxes), _named(f, wanted)) for c, f in first.items()}
+    order = sorted(CORNERS, key=lambda c: rank.get(c, (False, 0, 0, 0)), reverse=True)  # stable: ties by CORNERS
     best: Found = []
     best_score = None
     for k, corner in enumerate(order):
-        found = _read_detected_at(image, boxes, ocr, corner, first.get(corner))
-        score = order_score(found, boxes)
+        marks = first.get(corner)
+        names_all = wanted and marks and _named(marks, wanted) == len(set(wanted))
+        found = marks if names_all else _read_detected_at(image, boxes, ocr, corner, marks)
+        score = (*order_score(found, boxes), _named(found, wanted))
         if best_score is None or score > best_score:
             best, best_score = found, score
+        if wanted and _named(found, wanted) == len(set(wanted)):
+            break
         others_settle = any(rank.get(c, (False,))[0] for c in order[k + 1:])
         if settles(found, boxes) and (count_read(found) == len(boxes) or not others_settle):
             break
     return _final(best, boxes)
 
 
-def _mark_readings(image: Image.Image, boxes: list[Box], ocr: Any) -> dict[str, Found]:
-    """The mark pass of each corner, in the order of CORNERS, until one names every panel and settles."""
+def _named(found: Found, wanted: list[str] | None) -> int:
+    """How many of the caption's letters a corner's reading names (0 without a caption)."""
+    return len({f[0] for f in found if f} & set(wanted)) if wanted else 0
+
+
+def _mark_readings(image: Image.Image, boxes: list[Box], ocr: Any,
+                   wanted: list[str] | None = None) -> dict[str, Found]:
+    """The mark pass of each corner, in the order of CORNERS, until one names every panel and settles, or
+    names every letter of the caption."""
     rgb = np.asarray(image.convert("RGB"))
     marks = rgb, background_colour(rgb, PanelParams().bg_tol)
     readings: dict[str, Found] = {}
     for corner in CORNERS:
         readings[corner] = found = _read_marks_at(image, boxes, ocr, corner, marks)
-        if count_read(found) == len(boxes) and settles(found, boxes):
+        every_panel = count_read(found) == len(boxes) and settles(found, boxes)
+        if every_panel or (wanted and _named(found, wanted) == len(set(wanted))):
             break  # no other corner can do better
     return readings
 

@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image
 
 from data.captions import pre_caption
-from data.figures import Panel, find_panels, split_caption
+from data.figures import Panel, caption_letters, find_panels, split_caption
 from data.figures.author_panels import author_panel_sub, is_author_panel
 from data.figures.ocr import OcrError
 from data.figures.pairing import pair_panels
@@ -46,6 +46,11 @@ class FigureResult:
     records: list[SubFigureRecord] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     reason: str = ""
+    # what the report draws: every panel found ([x0, y0, x1, y1, letter or None]), the caption's letters
+    # and the image size
+    panels: list[list] = field(default_factory=list)
+    letters: list[str] = field(default_factory=list)
+    size: list[int] = field(default_factory=list)
 
 
 def save_crop(image: Image.Image, path: Path) -> None:
@@ -79,8 +84,10 @@ def split_figure(record: FigureRecord, root: Path, out_dir: Path, ocr: Any, opts
     whole = Path(os.path.relpath(src, out_dir)).as_posix()
     if is_author_panel(record):
         return _author_panel(record, caption, whole, image.size, opts)
-    result = FigureResult("fallback")
-    panels = _panels(image, ocr, src, result.counts)
+    letters = caption_letters(caption)
+    result = FigureResult("fallback", letters=letters, size=[image.width, image.height])
+    panels = _panels(image, ocr, src, result.counts, letters)
+    result.panels = [[*p.box, p.label] for p in panels]
     subs = split_caption(caption)
     pairs = pair_panels(subs, panels, result.counts, opts.order_fallback) if len(panels) > 1 else []
     stem, suffix = crop_stem(src.relative_to(root.resolve())), src.suffix.lower() or ".png"
@@ -123,14 +130,15 @@ def crop_stem(relative: Path) -> str:
     return f"{safe_component(relative.stem)}-{digest}"
 
 
-def _panels(image: Image.Image, ocr: Any, src: Path, counts: Counter) -> list[Panel]:
-    """The figure's panels, with letters where the OCR reads them; without letters when it fails."""
+def _panels(image: Image.Image, ocr: Any, src: Path, counts: Counter, letters: list[str]) -> list[Panel]:
+    """The figure's panels, with the caption's letters where the OCR finds them; without letters when
+    it fails."""
     try:
-        panels = find_panels(image, ocr)
+        panels = find_panels(image, ocr, letters=letters)
     except OcrError as e:
         log.warning("OCR failed on %s (%s); splitting it without letters", src, e)
         counts["ocr_errors"] += 1
-        panels = find_panels(image, None)
+        panels = find_panels(image, None, letters=[])
     if not panels:
         counts["no_panels"] += 1
     return panels

@@ -4,8 +4,10 @@
 
 - ``{"event": "start", "identity": {...}, "todo": N}`` at every run; the identity (input file and its
   hash, OCR back-end, options, shard) must match the first run's, so one folder never mixes two runs;
-- ``{"event": "figure", "index", "outcome", "records", "counts"[, "reason", "record"]}`` once a figure is
-  finished and its crops are in place (crops are written atomically, before the line is appended);
+- ``{"event": "figure", "index", "outcome", "records", "counts"[, "panels", "letters", "size"][, "reason",
+  "record"]}`` once a figure is finished and its crops are in place (crops are written atomically,
+  before the line is appended); ``panels`` (every panel found), ``letters`` (the caption's) and
+  ``size`` are what ``split_figures.py report`` draws;
 - ``{"event": "complete", "figures": N}`` when the folder's outputs were written for all its figures.
 
 A figure whose line is in the manifest is never split again; one that was being split when the run
@@ -44,6 +46,8 @@ def figure_event(index: int, result: FigureResult, record: dict) -> dict:
              "counts": dict(sorted(result.counts.items()))}
     if result.outcome == "failed":
         event.update(reason=result.reason, record=record)
+    else:
+        event.update(panels=result.panels, letters=result.letters, size=result.size)
     return event
 
 

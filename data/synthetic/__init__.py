@@ -1,2 +1,2 @@
 """Generated data sets: the demo brain-slice set with captions and lesion masks (``demo``, run as
-``python -m data.synthetic.demo``) and compound figures built from real tiles (``compound_synth``)."""
+``python -m data.synthetic.demo``)."""

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from data.synthetic.compound_marks import (LabelLook, choose_look, draw_distractors, draw_label, font_px,
+from bench.compound_marks import (choose_look, draw_distractors, draw_label, font_px,
                                            label_text, load_font, tile_variant)
-from data.synthetic.compound_synth import Box, Compound, load_tiles
+from bench.compound_synth import Box, Compound, load_tiles
 
 # (rows, cols) of grid figures and how often each comes up
 GRIDS = {(1, 2): 12, (1, 3): 10, (2, 1): 4, (2, 2): 14, (2, 3): 14, (3, 2): 6, (1, 4): 5, (2, 4): 7,
@@ -159,8 +159,3 @@ def build_rich_set(image_dir: str | Path, n: int, seed: int) -> list[Compound]:
     """``n`` rich figures; figure ``i`` of a seed is always the same, whatever ``n`` is."""
     tiles = load_tiles(image_dir)
     return [build_rich(tiles, random.Random(f"rich:{seed}:{i}")) for i in range(n)]
-
-
-def look_of(fig: Compound) -> LabelLook:
-    """The figure's label look as recorded in its truth."""
-    return LabelLook(**{k: fig.look[k] for k in LabelLook.__dataclass_fields__})

@@ -2,7 +2,7 @@
 
 The set holds real figure captions of public JATS articles (PLOS, Wiley, Springer, MDPI and other journals
 kept in GitHub repositories), labelled with the conventions of its ``conventions`` field. Each record names
-its caption as ``github:<owner>/<repo>@<commit>:<path>#<fig id>`` (see :mod:`data.figures.gold`). Where the
+its caption as ``github:<owner>/<repo>@<commit>:<path>#<fig id>`` (see :mod:`bench.gold_sets`). Where the
 article's licence allows it (CC BY, CC0, public domain) the record carries the caption text itself; the
 other records hold anchors only, and their captions are read from a local sources folder laid out as
 ``<owner>+<repo>/<path>`` (``$MEDVL_CAPTION_DEV``, default ``../shared/caption_dev``), which
@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.figures.gold import GOLD_DIR, GoldCaption, GoldError, caption_records, github_caption, resolve_caption
+from bench.gold_sets import GOLD_DIR, GoldCaption, GoldError, caption_records, github_caption, resolve_caption
 from data.scrape import licenses
 
 CAPTION_DEV_FILE = GOLD_DIR / "caption_dev.json"

@@ -18,7 +18,7 @@ anchors are compared with their whitespace collapsed to single spaces.
 The unseen set names its captions as ``github:<owner>/<repo>@<commit>:<path>#<fig id>`` and reads them
 from a local sources folder laid out as ``<owner>+<repo>/<path>`` (``$MEDVL_UNSEEN_CAPTIONS``, default
 ``../shared/unseen_captions``); ``python -m bench.unseen_captions --fetch-from DIR`` fills that folder from
-fetched repository snapshots. ``python -m data.figures.gold --sources DIR`` prints its gold texts.
+fetched repository snapshots. ``python -m bench.gold_sets --sources DIR`` prints its gold texts.
 """
 from __future__ import annotations
 
@@ -31,14 +31,14 @@ from pathlib import Path
 from data.captions import normalize_space
 
 # The gold files are measurement data of the bench scripts; this module is their reader.
-GOLD_DIR = Path(__file__).resolve().parents[2] / "bench" / "gold"
+GOLD_DIR = Path(__file__).resolve().parent / "gold"
 CAPTIONS_FILE = GOLD_DIR / "real_subcaptions.json"
 PANELS_FILE = GOLD_DIR / "real_panels.json"
 UNSEEN_CAPTIONS_FILE = GOLD_DIR / "unseen_subcaptions.json"
 UNSEEN_SOURCES_ENV = "MEDVL_UNSEEN_CAPTIONS"
 
 _GITHUB_SOURCE = re.compile(r"github:(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)"
-                            r"@(?P<commit>[0-9a-f]{40}):(?P<path>[^#]+)#(?P<fig_id>.+)")
+                            r"@(?P<commit>[0-9a-f]{40}):(?P<path>[^#]+)(?:#(?P<fig_id>.+))?")
 
 # What may stand between a printed panel marker and the text it introduces: "(a–f): Time", "(a,b)—the".
 _MARKER_GAP = " \t:;,.—–-"
@@ -206,14 +206,16 @@ class GitHubSource:
         return Path(sources) / self.folder / self.path
 
 
-def parse_github_source(source: str) -> GitHubSource:
+def parse_github_source(source: str, fragment: bool = True) -> GitHubSource:
+    """The parts of ``source``; with ``fragment=False`` the ``#<fig id>`` may be left out (a whole file,
+    ``fig_id`` "")."""
     match = _GITHUB_SOURCE.fullmatch(source or "")
-    if not match:
+    if not match or (fragment and not match["fig_id"]):
         raise GoldError(f"{source!r}: not of the form github:<owner>/<repo>@<40-hex commit>:<path>#<fig id>")
     parts = match["path"].split("/")
     if match["path"].startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise GoldError(f"{source}: the path must be relative, without '.' or '..' parts")
-    return GitHubSource(match["owner"], match["repo"], match["commit"], match["path"], match["fig_id"])
+    return GitHubSource(match["owner"], match["repo"], match["commit"], match["path"], match["fig_id"] or "")
 
 
 def unseen_sources_dir() -> Path:

@@ -1,0 +1,168 @@
+"""Panels found from the letters a caption names: the pieces cut along gutters grouped so that each group
+holds one letter.
+
+A lettered panel is often itself a grid (a row of heat maps, a blot over a bar chart, a plot beside its
+legend), so the gutter analysis cuts it into pieces. When the caption says which letters exist, the
+letters read on the pieces are kept only if the caption names them, letters still missing are looked for
+anywhere in the figure, and every unlettered piece joins the lettered panel that owns its region: the
+nearest one it can join without the joined box reaching into another lettered panel. Pure geometry
+apart from :func:`find_missing_letters`, which asks the OCR back-end once about the whole figure.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from data.figures.label_order import same_row
+from data.figures.labels import normalise_label
+
+Box = tuple[int, int, int, int]
+
+BEHIND_PENALTY = 4.0  # a piece above or left of a letter's panel is less likely its continuation
+SLIVER = 0.15  # a joined box may cover this share of another lettered panel
+
+
+def _union(a: Box, b: Box) -> Box:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _gap(a: Box, b: Box) -> float:
+    """Distance between two boxes along the axis that separates them (0 when they touch or overlap)."""
+    return float(max(a[0] - b[2], b[0] - a[2], a[1] - b[3], b[1] - a[3], 0))
+
+
+def _cost(piece: Box, panel: Box) -> float:
+    """How far ``piece`` is from ``panel``; more when it lies above or left of the panel's top-left corner,
+    where the panel's own letter would stand between them."""
+    behind = piece[2] <= panel[0] + 2 or piece[3] <= panel[1] + 2
+    return _gap(piece, panel) * (BEHIND_PENALTY if behind else 1.0)
+
+
+def keep_caption_letters(labels: list[str | None], wanted: list[str]) -> list[str | None]:
+    """Letters the caption names, and letters that carry its sequence on (F, G after a caption naming
+    A-E, when F, G ... are all read: a caption whose later markers were not recognised); anything else
+    read (a sequence name, a misread) is dropped."""
+    allowed = set(wanted) | set(continuation(labels, wanted))
+    return [x if x in allowed else None for x in labels]
+
+
+def continuation(labels: list[str | None], wanted: list[str]) -> list[str]:
+    """The letters read right after the caption's last letter, in an unbroken run (E named: F, G, H read
+    gives F, G, H; F, H gives F)."""
+    if not wanted or any(len(x) != 1 for x in wanted):
+        return []
+    read, run = set(x for x in labels if x), []
+    nxt = chr(ord(max(wanted)) + 1)
+    while nxt in read and nxt <= "Z":
+        run.append(nxt)
+        nxt = chr(ord(nxt) + 1)
+    return run
+
+
+def find_missing_letters(words: list[Any], boxes: list[Box], labels: list[str | None],
+                         wanted: list[str]) -> list[str | None]:
+    """Caption letters not yet read, placed from the words of a whole-figure OCR pass.
+
+    ``words`` carry ``text`` and ``box``. A word that is one of the missing letters gives it to the
+    unlettered piece whose top-left corner is nearest below and right of the word (a letter stands at its
+    panel's top-left), or, failing that, to the unlettered piece that holds the word.
+    """
+    out = list(labels)
+    missing = [x for x in wanted if x not in out]
+    for word in words:
+        letter = normalise_label(word.text, digits=True)
+        if letter not in missing:
+            continue
+        cx, cy = (word.box[0] + word.box[2]) / 2, (word.box[1] + word.box[3]) / 2
+        best, best_d = None, None
+        for i, b in enumerate(boxes):
+            if out[i] is not None:
+                continue
+            inside = b[0] <= cx < b[2] and b[1] <= cy < b[3]
+            below_right = b[0] >= word.box[0] - 4 and b[1] >= word.box[1] - 4
+            if not (inside or below_right):
+                continue
+            d = ((b[0] - cx) ** 2 + (b[1] - cy) ** 2) ** 0.5
+            if best_d is None or d < best_d:
+                best, best_d = i, d
+        limit = 0.25 * max(max(b[2] for b in boxes) - min(b[0] for b in boxes), 1)
+        if best is not None and best_d <= limit:
+            out[best] = letter
+            missing.remove(letter)
+    return out
+
+
+def group_by_letters(boxes: list[Box], labels: list[str | None],
+                     count: int | None = None) -> tuple[list[Box], list[str | None]]:
+    """Pieces joined, cheapest join first, into ``count`` panels (the number of letters the caption
+    names; default: the number of letters read), no panel holding two letters and no joined box reaching
+    into a lettered panel it does not join. Unlettered pieces may join each other, so that a panel whose
+    letter was not read stays a panel of its own while its pieces come together. Returned in reading
+    order."""
+    groups = [(b, x) for b, x in zip(boxes, labels)]
+    if not any(labels):
+        return list(boxes), list(labels)
+    target = max(count if count is not None else sum(1 for x in labels if x), 1)
+    while len(groups) > target:
+        best = None
+        for i, (a, la) in enumerate(groups):
+            for j, (b, lb) in enumerate(groups):
+                if j <= i or (la and lb):
+                    continue
+                joined = _union(a, b)
+                if any(x and reaches_into(joined, other) for k, (other, x) in enumerate(groups) if k not in (i, j)):
+                    continue
+                cost = _cost(a, b) if lb else _cost(b, a) if la else _gap(a, b)
+                if best is None or cost < best[0]:
+                    best = (cost, i, j, joined, la or lb)
+        if best is None:
+            break
+        _, i, j, joined, label = best
+        rest = [g for k, g in enumerate(groups) if k not in (i, j)]
+        groups = [g for g in rest if g[1] or not _inside(g[0], joined)] + [(joined, label)]
+    every = [b for b, _ in groups]
+    groups.sort(key=lambda g: reading_key(g[0], every))
+    return [b for b, _ in groups], [x for _, x in groups]
+
+
+def reaches_into(box: Box, panel: Box) -> bool:
+    """Whether ``box`` covers more than a sliver of ``panel`` (panels of real figures are not always
+    rectangles that tile the figure: a legend or an axis title may stand beside a neighbour's corner)."""
+    ix = min(box[2], panel[2]) - max(box[0], panel[0])
+    iy = min(box[3], panel[3]) - max(box[1], panel[1])
+    area = (panel[2] - panel[0]) * (panel[3] - panel[1])
+    return ix > 0 and iy > 0 and ix * iy > SLIVER * max(area, 1)
+
+
+def _inside(a: Box, b: Box) -> bool:
+    return a[0] >= b[0] and a[1] >= b[1] and a[2] <= b[2] and a[3] <= b[3]
+
+
+def reading_key(box: Box, boxes: list[Box]) -> tuple[int, int]:
+    """Reading order: the top of the first box in the same row as ``box``, then left to right."""
+    row_top = min(b[1] for b in boxes if same_row(b, box) or b == box)
+    return row_top, box[0]
+
+
+def fill_by_order(boxes: list[Box], labels: list[str | None], wanted: list[str]) -> list[str | None]:
+    """Caption letters still missing given to unlettered panels where reading order leaves exactly one
+    gap for them: between the read letters before and after, as many panels as missing letters. At
+    least two letters must have been read (with none read, ``--order-fallback`` decides)."""
+    out = list(labels)
+    order = [wanted.index(x) for x in out if x in wanted]
+    if len(order) < 2 or order != sorted(order):
+        return out  # too few letters read, or read out of caption order: reading order says nothing here
+    i = 0
+    while i < len(out):
+        if out[i] is not None:
+            i += 1
+            continue
+        j = i
+        while j < len(out) and out[j] is None:
+            j += 1
+        before = wanted.index(out[i - 1]) if i > 0 else -1
+        after = wanted.index(out[j]) if j < len(out) else len(wanted)
+        gap = wanted[before + 1:after]
+        if len(gap) == j - i and all(x not in out for x in gap):
+            out[i:j] = gap
+        i = j
+    return out
