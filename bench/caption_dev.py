@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 from bench.split_quality import token_f1
-from bench.unseen_captions import materialise
+from bench.unseen_captions import add_source_arguments, load_gold
 from data.figures import SubCaption, split_caption
 from bench.caption_gold import CAPTION_DEV_FILE, DevCaption, load_caption_dev, sources_dir
-from bench.gold_sets import GoldCaption, GoldError
+from bench.gold_sets import GoldCaption
 
 Splitter = Callable[[str], list[SubCaption]]
 
@@ -102,22 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--held-out", action="store_true", help="score the held-out part (totals only)")
     ap.add_argument("--failures", action="store_true", help="list the failing tuning captions")
-    ap.add_argument("--sources", default=None, help="sources folder of the anchor-only records "
-                    "(<owner>+<repo>/<path>; default $MEDVL_CAPTION_DEV, else ../shared/caption_dev)")
-    ap.add_argument("--fetch-from", default=None, help="folder of fetched repository snapshots "
-                    "(<owner>+<repo>[/repo] git directories); copies the needed files into --sources first")
-    ap.add_argument("--gold", default=str(CAPTION_DEV_FILE))
-    ap.add_argument("--f1-below", type=float, default=0.9, help="a sub-caption below this F1 counts as a failure")
+    add_source_arguments(ap, "$MEDVL_CAPTION_DEV, else ../shared/caption_dev", CAPTION_DEV_FILE)
     args = ap.parse_args(argv)
     if args.held_out and args.failures:
         ap.error("--failures lists tuning captions only; the held-out part is reported as totals")
-    sources = Path(args.sources) if args.sources else sources_dir()
-    try:
-        if args.fetch_from:
-            materialise(Path(args.fetch_from), sources, Path(args.gold))
-        items = load_caption_dev(sources, Path(args.gold))
-    except GoldError as err:
-        print(f"caption_dev: {err}", file=sys.stderr)
+    sources, items = load_gold(args, sources_dir(), load_caption_dev, "caption_dev")
+    if items is None:
         return 2
     part = [i for i in items if i.held_out == args.held_out]
     result = scores(part, f1_below=args.f1_below, details=not args.held_out)

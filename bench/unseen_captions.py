@@ -87,23 +87,36 @@ def scores(gold: list[GoldCaption], f1_below: float = 0.9) -> dict:
             "token_f1": round(sum(f1s) / max(len(f1s), 1), 3), "failures": failures}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sources", default=None,
-                    help="folder with the source files as <owner>+<repo>/<path> (default $MEDVL_UNSEEN_CAPTIONS)")
+def add_source_arguments(ap: argparse.ArgumentParser, sources_help: str, gold: Path) -> None:
+    """``--sources``, ``--fetch-from``, ``--gold`` and ``--f1-below``: where a caption gold's source files are."""
+    ap.add_argument("--sources", default=None, help=f"folder with the source files as <owner>+<repo>/<path> "
+                                                    f"(default {sources_help})")
     ap.add_argument("--fetch-from", default=None,
                     help="folder of fetched repository snapshots (<owner>+<repo>[/repo] git directories); "
                          "copies the needed files into --sources first")
-    ap.add_argument("--gold", default=str(UNSEEN_CAPTIONS_FILE))
-    ap.add_argument("--f1-below", type=float, default=0.9, help="list captions with a sub-caption below this F1")
-    args = ap.parse_args(argv)
-    sources = Path(args.sources) if args.sources else unseen_sources_dir()
+    ap.add_argument("--gold", default=str(gold))
+    ap.add_argument("--f1-below", type=float, default=0.9, help="a sub-caption below this F1 counts as a failure")
+
+
+def load_gold(args: argparse.Namespace, default_sources: Path, load, prog: str):
+    """(sources folder, the gold ``load(sources, gold)`` reads after fetching), or (folder, None) after
+    printing why it cannot be read."""
+    sources = Path(args.sources) if args.sources else default_sources
     try:
         if args.fetch_from:
             materialise(Path(args.fetch_from), sources, Path(args.gold))
-        gold = load_unseen_captions(sources, Path(args.gold))
+        return sources, load(sources, Path(args.gold))
     except GoldError as err:
-        print(f"unseen_captions: {err}", file=sys.stderr)
+        print(f"{prog}: {err}", file=sys.stderr)
+        return sources, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_source_arguments(ap, "$MEDVL_UNSEEN_CAPTIONS", UNSEEN_CAPTIONS_FILE)
+    args = ap.parse_args(argv)
+    sources, gold = load_gold(args, unseen_sources_dir(), load_unseen_captions, "unseen_captions")
+    if gold is None:
         return 2
     out = {"gold": str(Path(args.gold).name), "sources": str(sources), **scores(gold, args.f1_below)}
     print(json.dumps(out, indent=1, ensure_ascii=False))
