@@ -158,10 +158,9 @@ def test_text_mode_matches_hf_bert(tmp_path):
     assert (ours - ref)[keep].abs().max().item() < 1e-4
 
 
-def test_decoder_and_grounded_encoder_match_hf_bert_with_cross_attention():
-    """The causal, image-grounded pass with the LM head (BLIP's decoder) and the non-causal grounded pass
-    equal transformers' BertLMHeadModel / BertModel with cross-attention, same weights by name, padding
-    and an image mask included."""
+def _hf_decoder_and_ours():
+    """transformers' BertLMHeadModel with cross-attention and our decoder with the same weights by name,
+    and inputs with padding and an image mask."""
     from transformers import BertConfig, BertLMHeadModel
 
     from models.text import TextConfig, TextDecoder
@@ -184,22 +183,38 @@ def test_decoder_and_grounded_encoder_match_hf_bert_with_cross_attention():
     image = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(2))
     image_atts = torch.ones(3, 5, dtype=torch.long)
     image_atts[0, 4:] = 0
-    with torch.no_grad():
-        ref = hf(input_ids=ids, attention_mask=mask, encoder_hidden_states=image,
-                 encoder_attention_mask=image_atts).logits
-        logits = ours(ids, mask, image, image_atts)
-        keep = mask.bool()
-        assert (logits - ref)[keep].abs().max().item() < 1e-4
-        hf.config.is_decoder = False
-        for layer in hf.bert.encoder.layer:
-            layer.attention.self.is_causal = False
-        ref_enc = hf.bert(input_ids=ids, attention_mask=mask, encoder_hidden_states=image,
-                          encoder_attention_mask=image_atts).last_hidden_state
-        enc = ours.bert(ids, mask, image, image_atts)
-        assert (enc - ref_enc)[keep].abs().max().item() < 1e-4
-        assert (ours.bert(ids, mask, image, image_atts, causal=True) - ref_enc)[keep].abs().max().item() > 1e-2
-        first = ours.bert(ids, mask, image, image_atts, first_only=True)
-        assert first.shape == (3, 1, 32) and torch.allclose(first[:, 0], enc[:, 0], atol=1e-6)
+    return hf, ours, (ids, mask, image, image_atts)
+
+
+@torch.no_grad()
+def test_decoder_matches_hf_bert_lm_head_with_cross_attention():
+    """The causal, image-grounded pass with the LM head (BLIP's decoder) equals transformers'
+    BertLMHeadModel with cross-attention, padding and an image mask included."""
+    hf, ours, (ids, mask, image, image_atts) = _hf_decoder_and_ours()
+    ref = hf(input_ids=ids, attention_mask=mask, encoder_hidden_states=image, encoder_attention_mask=image_atts).logits
+    assert (ours(ids, mask, image, image_atts) - ref)[mask.bool()].abs().max().item() < 1e-4
+
+
+@torch.no_grad()
+def test_grounded_encoder_matches_hf_bert_with_cross_attention():
+    """The non-causal image-grounded pass (ITM's) equals transformers' BERT with cross-attention run
+    without its causal mask; ``first_only`` gives its first position."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        pytest.skip("transformers 4.x runs BERT's cross-attention only as a causal decoder")
+    hf, ours, (ids, mask, image, image_atts) = _hf_decoder_and_ours()
+    hf.config.is_decoder = False
+    for layer in hf.bert.encoder.layer:
+        layer.attention.self.is_causal = False
+    ref_enc = hf.bert(input_ids=ids, attention_mask=mask, encoder_hidden_states=image,
+                      encoder_attention_mask=image_atts).last_hidden_state
+    keep = mask.bool()
+    enc = ours.bert(ids, mask, image, image_atts)
+    assert (enc - ref_enc)[keep].abs().max().item() < 1e-4
+    assert (ours.bert(ids, mask, image, image_atts, causal=True) - ref_enc)[keep].abs().max().item() > 1e-2
+    first = ours.bert(ids, mask, image, image_atts, first_only=True)
+    assert first.shape == (3, 1, 32) and torch.allclose(first[:, 0], enc[:, 0], atol=1e-6)
 
 
 def blip_state_shapes(cfg: dict, task: str, vocab: int = 30524) -> dict[str, tuple]:
