@@ -16,9 +16,10 @@ from PIL import Image
 
 from data.figures.label_order import merge_unlabelled, mostly_in_order, repair_sequence
 from data.figures.labels import read_labels
+from data.figures.letter_cuts import cut_by_letters
 from data.figures.letter_panels import (continuation, fill_by_order, find_missing_letters, group_by_letters,
-                                       keep_caption_letters)
-from data.figures.panels import PanelParams, detect_panel_boxes
+                                       keep_caption_letters, letter_sequence, reading_key)
+from data.figures.panels import PanelParams, detect_panel_boxes, ink_mask
 from data.figures.subcaptions import SubCaption, split_caption
 
 __all__ = ["Panel", "SubCaption", "caption_letters", "find_panels", "split_caption"]
@@ -76,6 +77,7 @@ def _caption_panels(image: Image.Image, boxes: list, ocr: Any, letters: list[str
     grouped again."""
     if not letters or ocr is None or not boxes:
         return [Panel(b) for b in boxes]
+    letters = letter_sequence(letters)
     labels = read_labels(image, boxes, ocr, letters)
     letters = letters + continuation(labels, letters)
     labels = keep_caption_letters(labels, letters)
@@ -85,6 +87,10 @@ def _caption_panels(image: Image.Image, boxes: list, ocr: Any, letters: list[str
         labels = find_missing_letters(ocr.read(image), boxes, labels, letters)
         panels, found = group_by_letters(boxes, labels, len(letters))
         found = fill_by_order(panels, found, letters)
+    if len(letters) >= 2 and sorted(x for x in labels if x) == sorted(letters):  # every letter read once
+        cut = cut_by_letters(ink_mask(np.asarray(image.convert("RGB"))), [(b, x) for b, x in zip(boxes, labels) if x])
+        if cut is not None:
+            return [Panel(b, x) for b, x in sorted(cut, key=lambda c: reading_key(c[0], [d[0] for d in cut]))]
     if len(panels) == len(letters) and mostly_in_order(found, panels):  # reading order corrects misreads
         found = keep_caption_letters(repair_sequence(found, panels), letters)
     return [Panel(b, lab) for b, lab in zip(panels, found)]

@@ -37,6 +37,29 @@ def _cost(piece: Box, panel: Box) -> float:
     return _gap(piece, panel) * (BEHIND_PENALTY if behind else 1.0)
 
 
+MAX_SKIPPED = 2  # letters a caption may leave unnamed between two it names (a marker not recognised)
+
+
+def letter_sequence(wanted: list[str]) -> list[str]:
+    """The panel letters a figure prints, from those its caption names: printed letters run A, B, C, ...
+    without holes, so letters the caption skips (A, B, D: a marker not recognised) are added, and letters
+    standing far past the run (A, B, C then K, S: gene or structure names) are dropped. ``A1``-style
+    labels are kept as named."""
+    if not wanted or any(len(x) != 1 or not "A" <= x <= "Z" for x in wanted):
+        return wanted
+    named = sorted(set(wanted))
+    last = named[0]
+    for letter in named[1:]:
+        if ord(letter) - ord(last) > MAX_SKIPPED + 1:
+            break
+        last = letter
+    kept = [x for x in dict.fromkeys(wanted) if x <= last]
+    run = [chr(c) for c in range(ord(named[0]), ord(last) + 1)]
+    if kept != sorted(kept):  # the caption's own order is kept (reading order follows it); additions last
+        return kept + [x for x in run if x not in kept]
+    return run
+
+
 def keep_caption_letters(labels: list[str | None], wanted: list[str]) -> list[str | None]:
     """Letters the caption names, and letters that carry its sequence on (F, G after a caption naming
     A-E, when F, G ... are all read: a caption whose later markers were not recognised); anything else

@@ -1,0 +1,135 @@
+"""Panels cut around their letters: once every letter the caption names has been read on a piece, the
+figure is cut, like a guillotine, along the emptiest lines that separate the lettered pieces, until each
+part holds one letter.
+
+The gutter analysis cuts only where a clean gutter runs through; real figures often have none (plots
+whose axes nearly touch, a title crossing a gutter, a key between rows), and their pieces then join into
+the wrong panels. A lettered piece, though, always lies inside its panel, so any line between two groups
+of lettered pieces is a possible panel border, and the one crossing the least ink is the likeliest.
+Pure geometry on the foreground mask.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+Box = tuple[int, int, int, int]
+Anchor = tuple[Box, str]  # a lettered piece and its letter
+
+TIE = 0.02  # lines whose ink shares differ by less than this are equally good borders
+CORE = 0.15  # share of a piece's width and height, on each side, that a cut may cross (a title or key
+# caught on the piece's edge belongs to a neighbour as often as to its panel)
+
+
+def _splits(anchors: list[Anchor], axis: int) -> list[tuple[list[Anchor], list[Anchor], int, int]]:
+    """Ways to split ``anchors`` along ``axis`` (0: a vertical line, 1: a horizontal one) without
+    crossing any of them: (before, after, lowest, highest line position)."""
+    ordered = sorted(anchors, key=lambda a: a[0][axis])
+    out, reach = [], -1
+    for i in range(len(ordered) - 1):
+        reach = max(reach, ordered[i][0][axis + 2])
+        start = ordered[i + 1][0][axis]
+        if reach <= start:
+            out.append((ordered[:i + 1], ordered[i + 1:], reach, start))
+    return out
+
+
+def _best_line(ink: np.ndarray, region: Box, axis: int, lo: int, hi: int) -> tuple[float, int]:
+    """The line in [lo, hi] (along ``axis``) crossing the least ink of ``region``: (ink share, position).
+    Among equally empty lines the middle one of the emptiest run is taken (the gutter's centre)."""
+    x0, y0, x1, y1 = region
+    block = ink[y0:y1, x0:x1]
+    profile = block.sum(axis=0) if axis == 0 else block.sum(axis=1)
+    start = region[axis]
+    window = profile[lo - start:hi - start + 1] if hi > lo else profile[lo - start:lo - start + 1]
+    least = window.min()
+    where = np.flatnonzero(window == least)
+    runs = np.split(where, np.flatnonzero(np.diff(where) > 1) + 1)
+    run = max(runs, key=len)
+    extent = (y1 - y0) if axis == 0 else (x1 - x0)
+    return float(least) / max(extent, 1), lo + int(run[len(run) // 2])
+
+
+def _core(box: Box) -> Box:
+    dx, dy = int(CORE * (box[2] - box[0])), int(CORE * (box[3] - box[1]))
+    return box[0] + dx, box[1] + dy, box[2] - dx, box[3] - dy
+
+
+def _tight(ink: np.ndarray, region: Box) -> Box:
+    """``region`` shrunk to the ink inside it (unchanged when it holds none)."""
+    x0, y0, x1, y1 = region
+    block = ink[y0:y1, x0:x1]
+    cols, rows = np.flatnonzero(block.any(axis=0)), np.flatnonzero(block.any(axis=1))
+    if not len(cols):
+        return region
+    return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1
+
+
+def _stray_ink(ink: np.ndarray, region: Box, pieces: list[Box]) -> int:
+    """Ink of ``region`` above and left of every lettered piece in it: content a letter standing at its
+    panel's top-left corner cannot own."""
+    top, left = min(b[1] for b in pieces), min(b[0] for b in pieces)
+    x0, y0, x1, y1 = region
+    above = int(ink[y0:max(y0, top), x0:x1].sum())
+    beside = int(ink[max(y0, top):y1, x0:max(x0, left)].sum())
+    return above + beside
+
+
+def cut_by_letters(ink: np.ndarray, anchors: list[Anchor]) -> list[Anchor] | None:
+    """One (box, letter) per anchor (a lettered piece, letters unique), cutting the figure (``ink``, the
+    HxW foreground mask) recursively along the emptiest lines between lettered pieces; None when some
+    group of pieces cannot be split by a straight line (no guillotine layout, or pieces overlapping).
+
+    Where several lines are about as empty (a grid cut by rows or by columns first), the plan that
+    leaves the least ink above or left of the letters wins: a panel spanning the width under two columns
+    stays whole instead of giving its right half to the letter below it."""
+    pieces = {letter: box for box, letter in anchors}
+    cores = tuple(sorted((_core(box), letter) for box, letter in anchors))
+    plan = _Planner(ink, pieces).best(cores, (0, 0, ink.shape[1], ink.shape[0]))
+    if plan is None:
+        return None
+    return [(_tight(ink, region), letter) for region, letter in plan[2]]
+
+
+class _Planner:
+    """The best guillotine plan of each (anchors, region), remembered: (stray ink, line ink, leaves)."""
+
+    def __init__(self, ink: np.ndarray, pieces: dict[str, Box]):
+        self.ink, self.pieces, self.memo = ink, pieces, {}
+
+    def best(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, float, list] | None:
+        key = (anchors, region)
+        if key not in self.memo:
+            self.memo[key] = self._plan(anchors, region)
+        return self.memo[key]
+
+    def _plan(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, float, list] | None:
+        if len(anchors) == 1:
+            letter = anchors[0][1]
+            return _stray_ink(self.ink, region, [self.pieces[letter]]), 0.0, [(region, letter)]
+        options = []
+        for axis in (0, 1):
+            for before, after, lo, hi in _splits(list(anchors), axis):
+                lo, hi = max(lo, region[axis] + 1), min(hi, region[axis + 2] - 1)
+                if lo <= hi:
+                    options.append((*_best_line(self.ink, region, axis, lo, hi), axis, before, after))
+        if not options:
+            return None
+        least = min(o[0] for o in options)
+        best = None
+        for share, line, axis, before, after in options:
+            if share > least + TIE:
+                continue
+            first, second = _halves(region, axis, line)
+            a, b = self.best(tuple(sorted(before)), first), self.best(tuple(sorted(after)), second)
+            if a is None or b is None:
+                continue
+            plan = (a[0] + b[0], a[1] + b[1] + share, a[2] + b[2])
+            if best is None or plan[:2] < best[:2]:
+                best = plan
+        return best
+
+
+def _halves(region: Box, axis: int, line: int) -> tuple[Box, Box]:
+    first, second = list(region), list(region)
+    first[axis + 2], second[axis] = line, line
+    return tuple(first), tuple(second)

@@ -1,0 +1,61 @@
+"""Panels cut around their letters (data/figures/letter_cuts.py) and the letter sequence a caption
+implies (data/figures/letter_panels.letter_sequence)."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+import data.figures as figures
+from data.figures import find_panels
+from data.figures.letter_cuts import cut_by_letters
+from data.figures.letter_panels import letter_sequence
+
+# A figure whose panel C spans the width under two columns: its letter stands on the left half only,
+# and the two halves are separated by the same white gutter as D and E below them.
+BLOCKS = {"A": (0, 0, 90, 80), "B": (110, 0, 200, 80), "C": (0, 100, 90, 150), "C2": (110, 100, 200, 150),
+          "D": (0, 160, 90, 200), "E": (110, 160, 200, 200)}
+
+
+def _mask() -> np.ndarray:
+    ink = np.zeros((200, 200), dtype=bool)
+    for x0, y0, x1, y1 in BLOCKS.values():
+        ink[y0:y1, x0:x1] = True
+    return ink
+
+
+def test_letters_a_caption_skips_are_added_and_far_ones_dropped():
+    assert letter_sequence(["A", "B", "D"]) == ["A", "B", "C", "D"]
+    assert letter_sequence(["A", "C"]) == ["A", "B", "C"]
+    assert letter_sequence(["A", "B", "C", "S", "K", "W"]) == ["A", "B", "C"]  # gene names, not panels
+    assert letter_sequence(["A", "C", "B", "D"]) == ["A", "C", "B", "D"]  # the caption's order is kept
+    assert letter_sequence(["A1", "B1"]) == ["A1", "B1"]
+    assert letter_sequence([]) == []
+
+
+def test_cut_gives_the_full_width_panel_to_its_letter():
+    anchors = [(BLOCKS[x], x) for x in ("A", "B", "C", "D", "E")]
+    got = dict((letter, box) for box, letter in cut_by_letters(_mask(), anchors))
+    assert got == {"A": (0, 0, 90, 80), "B": (110, 0, 200, 80), "C": (0, 100, 200, 150),
+                   "D": (0, 160, 90, 200), "E": (110, 160, 200, 200)}
+
+
+def test_pieces_no_straight_line_separates_give_no_cut():
+    overlapping = [((0, 0, 150, 150), "A"), ((50, 50, 200, 200), "B")]
+    assert cut_by_letters(_mask(), overlapping) is None
+
+
+def test_find_panels_cuts_around_the_letters_once_all_are_read(monkeypatch):
+    image = Image.new("RGB", (200, 200), "white")
+    draw = ImageDraw.Draw(image)
+    for x0, y0, x1, y1 in BLOCKS.values():
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=(90, 90, 90))
+    corner = {box[:2]: letter for letter, box in BLOCKS.items() if len(letter) == 1}
+
+    def read_labels(image, boxes, ocr, wanted=None):
+        return [corner.get(tuple(b[:2])) for b in boxes]
+
+    monkeypatch.setattr(figures, "read_labels", read_labels)
+    panels = find_panels(image, object(), letters=["A", "B", "C", "D", "E"])
+    assert [(p.label, p.box) for p in panels] == [("A", (0, 0, 90, 80)), ("B", (110, 0, 200, 80)),
+                                                 ("C", (0, 100, 200, 150)), ("D", (0, 160, 90, 200)),
+                                                 ("E", (110, 160, 200, 200))]
