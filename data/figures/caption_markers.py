@@ -138,8 +138,9 @@ def find_markers(text: str) -> list[Marker]:
                            (_LOOSE_A, True), (_LOOSE_LOWER, True), (_LOOSE_AFTER_COMMA, True)):
         for m in pattern.finditer(text):
             start = m.start("m") if "m" in pattern.groupindex else m.start(1)
-            if pattern is _CLOSING and text.count("(", 0, start) > text.count(")", 0, start):
-                continue  # "(arrows, b)": the parenthesis closes an earlier one
+            closes = pattern is _CLOSING or text[m.end(1):m.end(1) + 1] == ")"
+            if closes and text.count("(", 0, start) > text.count(")", 0, start):
+                continue  # "(arrows, b)", "(P = 0.03 by log-rank test; B)": the parenthesis closes an earlier one
             end = m.end()
             while end < len(text) and text[end] in ",:.)":
                 end += 1
