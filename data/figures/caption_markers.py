@@ -55,6 +55,9 @@ _NOUN_OPENING = re.compile(rf"{_BOUNDARY}(?:Images?|Panels?|Insets?)\s+$")
 _KEY = re.compile(rf"\(\s*[A-Za-z][\w-]+(?:\s+[\w-]+)?\s*,\s*({LIST})\s*\)")
 _PANEL_PHRASE = re.compile(rf"{_OPEN}(?P<m>(?:In\s+)?[Pp]anels?\s+({LIST})\s*,\s*)(?=[a-z])")
 _POS_BARE = re.compile(rf"(?:{_OPEN}|[,;]\s)({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*(?=:)", re.I)
+# "Left, Glucose ... Right, the cycle": a capitalised position word and a comma opening a sentence, or
+# after a title printed without its full stop ("... by inducer exclusion Left, Glucose ...").
+_POS_COMMA = re.compile(r"(?:^|\s)((?:Left|Right|Top|Bottom|Upper|Lower|Middle)(?:\s+(?:row|column|panels?|images?))?)(?=,\s)")
 _LETTER, _AND = re.compile(r"[A-Za-z]"), re.compile(r"\band\b")
 _LIST_SEP, _RANGE_SEP = re.compile(r"\s*(?:,|and|&)\s*"), re.compile(rf"\s*{DASH}\s*")
 _POS_NORMAL = {"upper": "TOP", "lower": "BOTTOM", "centre": "MIDDLE", "center": "MIDDLE"}
@@ -147,6 +150,9 @@ def find_markers(text: str) -> list[Marker]:
             add(start, end, m.group(1) if "m" not in pattern.groupindex else m.group(2), "bare", False, loose)
     for m in _POS_BARE.finditer(text):
         markers.append(Marker(m.start(1), m.end() + 1, position_labels(m.group(1)), "position"))
+    for m in _POS_COMMA.finditer(text):
+        if not any(k.start <= m.start(1) < k.end for k in markers):
+            markers.append(Marker(m.start(1), m.end() + 1, position_labels(m.group(1)), "position"))
     return sorted(markers, key=lambda k: k.start)
 
 
@@ -184,8 +190,12 @@ def _drop_restated(cands: list[Marker], text: str) -> list[Marker]:
     out = []
     for i, c in enumerate(cands):
         if c.kind != "position" and (len(c.labels) > 1 or not _opens_sentence(text, c.start)):
+            # A citation inside a sentence may be restated by a coarser group too ("MBP (a, d), OLIG2
+            # (e, h) ... a-d: Most of ..."); a group opening a sentence only by finer markers.
+            inside = c.paren and not _opens_sentence(text, c.start)
             later = {x for d in cands[i + 1:] if d.kind != "position" and d.lower == c.lower
-                     and _opens_sentence(text, d.start) and len(d.labels) < len(c.labels) + (len(c.labels) == 1)
+                     and _opens_sentence(text, d.start)
+                     and (inside or len(d.labels) < len(c.labels) + (len(c.labels) == 1))
                      for x in d.labels}
             if set(c.labels) <= later:
                 continue

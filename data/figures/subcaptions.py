@@ -48,7 +48,7 @@ _WIDE_ANYWHERE = re.compile(
 # Panel letters cited in a sentence: "(A) and (C)", "(A/B)", "in D and E", "in F, G".
 _CITED = re.compile(r"\(([A-Za-z](?:\s*(?:[/,\u2013-]|and|&)\s*[A-Za-z])*)\)|\bin\s+([A-Z](?:\s*(?:,|and|&)\s*[A-Z])+)\b")
 # "CT, computed tomography", "EdU, 5-ethynyl...", "AQ: amodiaquine"
-_ABBREVIATION_KEY = re.compile(r"[A-Z][\w+/-]*[A-Z][\w+/-]*(?:,\s+[a-z0-9]|:\s+[a-z])")
+_ABBREVIATION_KEY = re.compile(r"[A-Z][\w+/-]*[A-Z][\w+/-]*(?:,\s+[a-z0-9]|:\s+[a-z]|[,:]\s+[^;.]+;\s+[A-Z][\w+/-]*[,:]\s)")
 _LONE_SCALE_BAR = re.compile(r"scale\s+bar\b", re.I)
 # The verb that follows the last of several labelled phrases in one sentence: "for (a) X and (b) Y are shown".
 _SHARED_PREDICATE = re.compile(r"\s(?:are|is|were|was)\s")
@@ -202,12 +202,27 @@ def _last_end(text: str, markers: list[Marker], letters: set[str], earlier: set[
     last, end = markers[-1], len(text)
     if not _one_sentence(text, markers):
         own = {x.lower() if last.lower else x for x in last.labels}
-        return _tail_start(text, last.end, end, letters, own, earlier)
+        cut = _tail_start(text, last.end, end, letters, own, earlier)
+        # The last sentence may itself list labelled phrases before a shared verb: "The species in (d) the
+        # positive mode and (e) the negative mode were evaluated using ...".
+        listed = [m for m in markers if _one_sentence(text, [m, last])]
+        verb = _shared_verb(text, listed)
+        return min(cut, verb) if verb is not None else cut
     breaks = _sentence_starts(text, last.end, end)
-    cut = breaks[0] if breaks else end
-    verb = _SHARED_PREDICATE.search(text, last.end, cut)
-    phrases_only = not _SHARED_PREDICATE.search(text, markers[0].end, last.start)
-    return verb.start() if verb and phrases_only and not _opens_sentence(text, markers[0].start) else cut
+    verb = _shared_verb(text, markers)
+    return verb if verb is not None else (breaks[0] if breaks else end)
+
+
+def _shared_verb(text: str, listed: list[Marker]) -> int | None:
+    """Where the verb shared by labelled phrases of one sentence starts (``for (a) X and (b) Y are shown``):
+    two or more markers inside a sentence (not opening it), no verb between them, one after the last."""
+    if len(listed) < 2 or _opens_sentence(text, listed[0].start):
+        return None
+    if _SHARED_PREDICATE.search(text, listed[0].end, listed[-1].start):
+        return None
+    breaks = _sentence_starts(text, listed[-1].end, len(text))
+    verb = _SHARED_PREDICATE.search(text, listed[-1].end, breaks[0] if breaks else len(text))
+    return verb.start() if verb else None
 
 
 def _closes_sentence(m: Marker, text: str) -> bool:
