@@ -57,6 +57,9 @@ _PANEL_PHRASE = re.compile(rf"{_OPEN}(?P<m>(?:In\s+)?[Pp]anels?\s+({LIST})\s*,\s
 _POS_BARE = re.compile(rf"(?:{_OPEN}|[,;]\s)({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*(?=:)", re.I)
 # "Left, Glucose ... Right, the cycle": a capitalised position word and a comma opening a sentence, or
 # after a title printed without its full stop ("... by inducer exclusion Left, Glucose ...").
+# "At the left is depicted ...; in the middle drawing ...; on the right, ...": a position phrase opening a
+# sentence or clause (it counts only with another position marker and no panel letters, see panel_markers).
+_POS_PHRASE = re.compile(rf"{_OPEN}(?P<m>(?:[Oo]n|[Aa]t|[Ii]n)\s+the\s+({_POSITION})(?:\s+(?:side|drawing|part))?\s*,?)(?=\s)")
 _POS_COMMA = re.compile(r"(?:^|\s)((?:Left|Right|Top|Bottom|Upper|Lower|Middle)(?:\s+(?:row|column|panels?|images?))?)(?=,\s)")
 _LETTER, _AND = re.compile(r"[A-Za-z]"), re.compile(r"\band\b")
 _LIST_SEP, _RANGE_SEP = re.compile(r"\s*(?:,|and|&)\s*"), re.compile(rf"\s*{DASH}\s*")
@@ -150,6 +153,8 @@ def find_markers(text: str) -> list[Marker]:
             add(start, end, m.group(1) if "m" not in pattern.groupindex else m.group(2), "bare", False, loose)
     for m in _POS_BARE.finditer(text):
         markers.append(Marker(m.start(1), m.end() + 1, position_labels(m.group(1)), "position"))
+    for m in _POS_PHRASE.finditer(text):
+        markers.append(Marker(m.start("m"), m.end(), position_labels(m.group(2)), "position"))
     for m in _POS_COMMA.finditer(text):
         if not any(k.start <= m.start(1) < k.end for k in markers):
             markers.append(Marker(m.start(1), m.end() + 1, position_labels(m.group(1)), "position"))

@@ -40,7 +40,7 @@ _WIDE_START = re.compile(
     r"|statistic|all\s+(?:data|experiments|panels|images|are|results|values)\b|see\s+(?:the\s+)?text\b"
     r"|(?:reprinted|reproduced|adapted)\s+(?:with|from)\b|(?:figure\s+)?created\s+(?:in|with)\b|illustration\s+by\b"
     r"|photos?\s+(?:are\s+)?courtesy|this\s+figure\s+(?:was\s+)?originally|data\s+used\s+in\s+the\s+generation"
-    r"|(?:the\s+)?(?:source\s+)?data\s+(?:are|is)\s+available)", re.I)
+    r"|(?:the\s+)?(?:source\s+)?data\s+(?:are|is)\s+available|\(?(?:the\s+|an?\s+)?(?:online|colou?r)\s+(?:version|figure)\b)", re.I)
 _WIDE_ANYWHERE = re.compile(
     r"\banova\b|\bt[- ]test|mann[-\u2013 ]whitney|wilcoxon|log[- ]rank|kruskal|fisher'?s\s+exact|chi[- ]squared?\s+test"
     r"|\bmean\s*(?:\u00b1|\+/-)|copyright\b|\u00a9|\bin\s+all\s+(?:cases|panels|experiments)\b"
