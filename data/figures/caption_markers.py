@@ -9,7 +9,8 @@ Candidates:
   after a comma, semicolon or "and" when a delimiter follows (``..., B: ...``, ``; and D, slice``), before
   a closing parenthesis (``a) ...``, ``;c)``, ``and d)``), a first ``A`` after a title without a full stop
   when a ``B`` of the same form follows, and "In panel A, ..." at the start of a sentence;
-- position words (``Left: ...``, ``Top row: ...``, ``(left)``).
+- position words (``Left: ...``, ``Top row: ...``, ``(left)``, ``Left, ...`` after a title without a full
+  stop, ``At the left ...; on the right, ...`` opening clauses).
 
 Kept: letter markers that start at A and bring new letters (a group may come out of alphabetical order:
 ``Axial (A, C) and coronal (B, D)``), all of the case of the first one. Dropped: words that only look like
