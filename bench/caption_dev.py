@@ -9,7 +9,8 @@ sub-caption below ``--f1-below`` token F1. ``--held-out`` scores the held-out pa
 Scores: label-set accuracy (share of captions whose list of label groups is exactly right), the same on the
 captions with panel labels, and the mean token F1 of the gold sub-caption texts (all, and those with labels).
 
-    python -m bench.caption_dev [--held-out | --failures] [--sources DIR] [--fetch-from DIR] [--f1-below 0.9]
+    python -m bench.caption_dev [--held-out | --failures] [--repo OWNER/NAME] [--sources DIR] [--fetch-from DIR]
+                                [--f1-below 0.9]
 """
 from __future__ import annotations
 
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--held-out", action="store_true", help="score the held-out part (totals only)")
     ap.add_argument("--failures", action="store_true", help="list the failing tuning captions")
+    ap.add_argument("--repo", default=None,
+                    help="score only the records drawn from this repository (owner/name), e.g. one draw of the set")
     add_source_arguments(ap, "$MEDVL_CAPTION_DEV, else ../shared/caption_dev", CAPTION_DEV_FILE)
     args = ap.parse_args(argv)
     if args.held_out and args.failures:
@@ -108,12 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     sources, items = load_gold(args, sources_dir(), load_caption_dev, "caption_dev")
     if items is None:
         return 2
-    part = [i for i in items if i.held_out == args.held_out]
+    part = [i for i in items if i.held_out == args.held_out
+            and (args.repo is None or i.gold.source.startswith(f"github:{args.repo}@"))]
     result = scores(part, f1_below=args.f1_below, details=not args.held_out)
     if not args.failures:
         result.pop("failures", None)
     skipped = len(json.loads(Path(args.gold).read_text("utf-8"))["captions"]) - len(items)
-    out = {"gold": Path(args.gold).name, "part": "held_out" if args.held_out else "tuning",
+    out = {"gold": Path(args.gold).name, "part": "held_out" if args.held_out else "tuning", "repo": args.repo,
            "sources": str(sources), "records_without_source": skipped, **result}
     print(json.dumps(out, indent=1, ensure_ascii=False))
     return 0

@@ -9,7 +9,8 @@ Candidates:
   after a comma, semicolon or "and" when a delimiter follows (``..., B: ...``, ``; and D, slice``), before
   a closing parenthesis (``a) ...``, ``;c)``, ``and d)``), a first ``A`` after a title without a full stop
   when a ``B`` of the same form follows, and "In panel A, ..." at the start of a sentence;
-- position words (``Left: ...``, ``Top row: ...``, ``(left)``).
+- position words (``Left: ...``, ``Top row: ...``, ``(left)``, ``Left, ...`` after a title without a full
+  stop, ``At the left ...; on the right, ...`` opening clauses).
 
 Kept: letter markers that start at A and bring new letters (a group may come out of alphabetical order:
 ``Axial (A, C) and coronal (B, D)``), all of the case of the first one. Dropped: words that only look like
@@ -55,6 +56,12 @@ _NOUN_OPENING = re.compile(rf"{_BOUNDARY}(?:Images?|Panels?|Insets?)\s+$")
 _KEY = re.compile(rf"\(\s*[A-Za-z][\w-]+(?:\s+[\w-]+)?\s*,\s*({LIST})\s*\)")
 _PANEL_PHRASE = re.compile(rf"{_OPEN}(?P<m>(?:In\s+)?[Pp]anels?\s+({LIST})\s*,\s*)(?=[a-z])")
 _POS_BARE = re.compile(rf"(?:{_OPEN}|[,;]\s)({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*(?=:)", re.I)
+# "Left, Glucose ... Right, the cycle": a capitalised position word and a comma opening a sentence, or
+# after a title printed without its full stop ("... by inducer exclusion Left, Glucose ...").
+# "At the left is depicted ...; in the middle drawing ...; on the right, ...": a position phrase opening a
+# sentence or clause (it counts only with another position marker and no panel letters, see panel_markers).
+_POS_PHRASE = re.compile(rf"{_OPEN}(?P<m>(?:[Oo]n|[Aa]t|[Ii]n)\s+the\s+({_POSITION})(?:\s+(?:side|drawing|part))?\s*,?)(?=\s)")
+_POS_COMMA = re.compile(r"(?:^|\s)((?:Left|Right|Top|Bottom|Upper|Lower|Middle)(?:\s+(?:row|column|panels?|images?))?)(?=,\s)")
 _LETTER, _AND = re.compile(r"[A-Za-z]"), re.compile(r"\band\b")
 _LIST_SEP, _RANGE_SEP = re.compile(r"\s*(?:,|and|&)\s*"), re.compile(rf"\s*{DASH}\s*")
 _POS_NORMAL = {"upper": "TOP", "lower": "BOTTOM", "centre": "MIDDLE", "center": "MIDDLE"}
@@ -138,14 +145,20 @@ def find_markers(text: str) -> list[Marker]:
                            (_LOOSE_A, True), (_LOOSE_LOWER, True), (_LOOSE_AFTER_COMMA, True)):
         for m in pattern.finditer(text):
             start = m.start("m") if "m" in pattern.groupindex else m.start(1)
-            if pattern is _CLOSING and text.count("(", 0, start) > text.count(")", 0, start):
-                continue  # "(arrows, b)": the parenthesis closes an earlier one
+            closes = pattern is _CLOSING or text[m.end(1):m.end(1) + 1] == ")"
+            if closes and text.count("(", 0, start) > text.count(")", 0, start):
+                continue  # "(arrows, b)", "(P = 0.03 by log-rank test; B)": the parenthesis closes an earlier one
             end = m.end()
             while end < len(text) and text[end] in ",:.)":
                 end += 1
             add(start, end, m.group(1) if "m" not in pattern.groupindex else m.group(2), "bare", False, loose)
     for m in _POS_BARE.finditer(text):
         markers.append(Marker(m.start(1), m.end() + 1, position_labels(m.group(1)), "position"))
+    for m in _POS_PHRASE.finditer(text):
+        markers.append(Marker(m.start("m"), m.end(), position_labels(m.group(2)), "position"))
+    for m in _POS_COMMA.finditer(text):
+        if not any(k.start <= m.start(1) < k.end for k in markers):
+            markers.append(Marker(m.start(1), m.end() + 1, position_labels(m.group(1)), "position"))
     return sorted(markers, key=lambda k: k.start)
 
 
@@ -183,8 +196,12 @@ def _drop_restated(cands: list[Marker], text: str) -> list[Marker]:
     out = []
     for i, c in enumerate(cands):
         if c.kind != "position" and (len(c.labels) > 1 or not _opens_sentence(text, c.start)):
+            # A citation inside a sentence may be restated by a coarser group too ("MBP (a, d), OLIG2
+            # (e, h) ... a-d: Most of ..."); a group opening a sentence only by finer markers.
+            inside = c.paren and not _opens_sentence(text, c.start)
             later = {x for d in cands[i + 1:] if d.kind != "position" and d.lower == c.lower
-                     and _opens_sentence(text, d.start) and len(d.labels) < len(c.labels) + (len(c.labels) == 1)
+                     and _opens_sentence(text, d.start)
+                     and (inside or len(d.labels) < len(c.labels) + (len(c.labels) == 1))
                      for x in d.labels}
             if set(c.labels) <= later:
                 continue

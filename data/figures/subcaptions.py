@@ -27,25 +27,28 @@ _LINK = r"(?:and|or|but|while|whereas|with|versus|vs\.?|compared\s+(?:with|to)|a
 _LEAD_LINK = re.compile(rf"^{_LINK}(?=[\s,;:]|$)[\s,;:]*", re.I)
 _TRAIL_LINK = re.compile(rf"(?:^|[\s,;:]+){_LINK}$", re.I)
 _EDGE = " ,;:\u2013\u2014"
+_LIST_JOINER = re.compile(r"\b(?:and|or)$")
+# A word before a marker that makes the marker part of a sentence: "Comparison of binding by C) CL-K1".
+_FRAME_WORD = re.compile(r"\b(?:by|of|for|from|in|with|between|to|on|at|and|or)$")
 # A sentence ends at . ! ? before a space and a non-lower-case start (or "n = 8"), or right before a
 # significance star ("ANOVA.*, p < 0.05").
 # A lower-case start counts when it is a panel letter: "... vesicle. b) Two ...", "... curves. b The ...".
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])(?:\s+(?=[^a-z\s]|n\s*=|[a-z](?:[.)]\s|,?\s+[A-Z]))|(?=[*#\u2020\u2021]))")
 _WIDE_START = re.compile(
     r"\[?(?:n\s*=\s*\d|[*#\u2020\u2021]+\s*,?\s*p\s*[<>=\u2264\u2265]|p\s*[<>=\u2264\u2265]\s*0?\.\d"
-    r"|(?:results|data|values)\s+(?:are|were)\b|(?:the\s+)?error\s+bars|scale\s+bars?\b|abbreviations?\b"
+    r"|(?:results|data|values)\s+(?:are|were)\b|(?:the\s+)?error\s+bars|scale\s+bars?\b|bars?\s*[:=]\s|abbreviations?\b"
     r"|statistic|all\s+(?:data|experiments|panels|images|are|results|values)\b|see\s+(?:the\s+)?text\b"
     r"|(?:reprinted|reproduced|adapted)\s+(?:with|from)\b|(?:figure\s+)?created\s+(?:in|with)\b|illustration\s+by\b"
     r"|photos?\s+(?:are\s+)?courtesy|this\s+figure\s+(?:was\s+)?originally|data\s+used\s+in\s+the\s+generation"
-    r"|(?:the\s+)?(?:source\s+)?data\s+(?:are|is)\s+available)", re.I)
+    r"|(?:the\s+)?(?:source\s+)?data\s+(?:are|is)\s+available|\(?(?:the\s+|an?\s+)?(?:online|colou?r)\s+(?:version|figure)\b)", re.I)
 _WIDE_ANYWHERE = re.compile(
     r"\banova\b|\bt[- ]test|mann[-\u2013 ]whitney|wilcoxon|log[- ]rank|kruskal|fisher'?s\s+exact|chi[- ]squared?\s+test"
     r"|\bmean\s*(?:\u00b1|\+/-)|copyright\b|\u00a9|\bin\s+all\s+(?:cases|panels|experiments)\b"
     r"|\ball\s+(?:panels|images|plots|graphs)\b|\bthis\s+figure\b|\bn\s*=\s*\d[^.]*\bn\s*=\s*\d", re.I)
 # Panel letters cited in a sentence: "(A) and (C)", "(A/B)", "in D and E", "in F, G".
-_CITED = re.compile(r"\(([A-Za-z](?:\s*[/,\u2013-]\s*[A-Za-z])*)\)|\bin\s+([A-Z](?:\s*(?:,|and|&)\s*[A-Z])+)\b")
+_CITED = re.compile(r"\(([A-Za-z](?:\s*(?:[/,\u2013-]|and|&)\s*[A-Za-z])*)\)|\bin\s+([A-Z](?:\s*(?:,|and|&)\s*[A-Z])+)\b")
 # "CT, computed tomography", "EdU, 5-ethynyl...", "AQ: amodiaquine"
-_ABBREVIATION_KEY = re.compile(r"[A-Z][\w+/-]*[A-Z][\w+/-]*(?:,\s+[a-z0-9]|:\s+[a-z])")
+_ABBREVIATION_KEY = re.compile(r"[A-Z][\w+/-]*[A-Z][\w+/-]*(?:,\s+[a-z0-9]|:\s+[a-z]|[,:]\s+[^;.]+;\s+[A-Z][\w+/-]*[,:]\s)")
 _LONE_SCALE_BAR = re.compile(r"scale\s+bar\b", re.I)
 # The verb that follows the last of several labelled phrases in one sentence: "for (a) X and (b) Y are shown".
 _SHARED_PREDICATE = re.compile(r"\s(?:are|is|were|was)\s")
@@ -78,6 +81,8 @@ def _is_prefix(m: Marker, text: str) -> bool:
         return True
     after = text[m.end:].lstrip(" :\u2013\u2014")
     word = re.match(r"[A-Za-z0-9][\w-]*", after)
+    if word and _LIST_JOINER.search(before) and word.group(0).lower() not in ("and", "or"):
+        return True  # "..., (b) fast pacing and (c) with combined data": a joiner introduces the label
     return bool(word) and word.group(0).lower() not in _CONNECTIVES and not _LEAD_LINK.match(after)
 
 
@@ -88,7 +93,7 @@ def _clean(segment: str) -> str:
     (``before (A) and after (B)``, ``Scale bars: 1 mm (A)``) and position words (``from 0 (left) to 2
     (right)``) are part of its text and stay.
     """
-    segment = re.sub(r"\s+([,.;:])", r"\1", normalize_space(segment)).strip(_EDGE)
+    segment = re.sub(r"\s+([,.;:])(?!\d)", r"\1", normalize_space(segment)).strip(_EDGE)
     if not re.search(r"\w", segment):
         return ""
     while True:
@@ -177,7 +182,8 @@ def _frame_start(text: str, start: int, nxt: Marker) -> int:
     ("... solution. Sizes of (c) the ...") rather than part of the text before them; a marker followed by a
     capital starts a sentence whose full stop is missing ("... in more detail (C) Dependence of ...").
     """
-    if _opens_sentence(text, nxt.start) or text[nxt.end:].lstrip(" :\u2013\u2014")[:1].isupper():
+    capital = text[nxt.end:].lstrip(" :\u2013\u2014")[:1].isupper()
+    if _opens_sentence(text, nxt.start) or (capital and not _FRAME_WORD.search(text[:nxt.start].rstrip())):
         return nxt.start
     starts = _sentence_starts(text, start, nxt.start)
     return starts[-1] if starts else nxt.start
@@ -196,12 +202,27 @@ def _last_end(text: str, markers: list[Marker], letters: set[str], earlier: set[
     last, end = markers[-1], len(text)
     if not _one_sentence(text, markers):
         own = {x.lower() if last.lower else x for x in last.labels}
-        return _tail_start(text, last.end, end, letters, own, earlier)
+        cut = _tail_start(text, last.end, end, letters, own, earlier)
+        # The last sentence may itself list labelled phrases before a shared verb: "The species in (d) the
+        # positive mode and (e) the negative mode were evaluated using ...".
+        listed = [m for m in markers if _one_sentence(text, [m, last])]
+        verb = _shared_verb(text, listed)
+        return min(cut, verb) if verb is not None else cut
     breaks = _sentence_starts(text, last.end, end)
-    cut = breaks[0] if breaks else end
-    verb = _SHARED_PREDICATE.search(text, last.end, cut)
-    phrases_only = not _SHARED_PREDICATE.search(text, markers[0].end, last.start)
-    return verb.start() if verb and phrases_only and not _opens_sentence(text, markers[0].start) else cut
+    verb = _shared_verb(text, markers)
+    return verb if verb is not None else (breaks[0] if breaks else end)
+
+
+def _shared_verb(text: str, listed: list[Marker]) -> int | None:
+    """Where the verb shared by labelled phrases of one sentence starts (``for (a) X and (b) Y are shown``):
+    two or more markers inside a sentence (not opening it), no verb between them, one after the last."""
+    if len(listed) < 2 or _opens_sentence(text, listed[0].start):
+        return None
+    if _SHARED_PREDICATE.search(text, listed[0].end, listed[-1].start):
+        return None
+    breaks = _sentence_starts(text, listed[-1].end, len(text))
+    verb = _SHARED_PREDICATE.search(text, listed[-1].end, breaks[0] if breaks else len(text))
+    return verb.start() if verb else None
 
 
 def _closes_sentence(m: Marker, text: str) -> bool:

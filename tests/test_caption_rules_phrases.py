@@ -1,0 +1,89 @@
+"""split_caption on forms met in Europe PMC open-access captions (data/figures/caption_markers.py,
+subcaptions.py): letters inside parenthesised notes, labels introduced by joiners and prepositions, lead
+citations, position phrases, closing keys and verbs shared by labelled phrases. One short caption per rule,
+written for the test in the shape the real ones have."""
+from __future__ import annotations
+
+from data.figures import split_caption
+
+
+def pairs(caption: str) -> list[tuple[list[str], str]]:
+    return [(s.labels, s.text) for s in split_caption(caption)]
+
+
+def labels(caption: str) -> list[list[str]]:
+    return [s.labels for s in split_caption(caption)]
+
+
+def test_letter_closing_an_open_parenthesis_is_a_citation():
+    assert labels("Outcome by group. (A) Priming by response. (B and C) Event-free survival (P = 0.03 by "
+                  "log-rank test; B) and overall survival (P = 0.2 by log-rank test; C) of all cases. "
+                  "(D) Mutations found.") == [["A"], ["B", "C"], ["D"]]
+
+
+def test_joiner_before_a_label_makes_it_open_its_text():
+    assert pairs("Marginal densities in (a) resting conditions, (b) fast pacing and (c) with both rates "
+                 "combined.") == [(["A"], "resting conditions"), (["B"], "fast pacing"),
+                                  (["C"], "both rates combined.")]
+
+
+def test_preposition_before_a_capitalised_label_is_a_frame_for_it():
+    subs = pairs("Structure of the fragment. A and B) Top and side views. Binding compared by C) Lectin one; "
+                 "D) Lectin two.")
+    assert subs[0] == (["A", "B"], "Top and side views.")
+    assert [s[0] for s in subs] == [["A", "B"], ["C"], ["D"]]
+
+
+def test_bars_key_is_shared():
+    subs = split_caption("Skin lesions. (A) Skin of a patient. (B) Gut of a patient. Bars = 40 µm.")
+    assert subs[-1].text == "Gut of a patient."
+    assert "Bars = 40 µm." in subs[-1].context
+
+
+def test_sentence_citing_a_group_of_two_panels_is_shared():
+    assert split_caption("Lesions. (A) Skin. (B) Gut. (C) Liver of a patient. Stains as in (A and C) of the "
+                         "first series.")[-1].text == "Liver of a patient."
+
+
+def test_space_before_a_decimal_point_is_kept():
+    assert split_caption("Rates. (A) Rates by year. (B) Trend of rates (p = .002 for year).")[-1].text == (
+        "Trend of rates (p = .002 for year).")
+
+
+def test_lead_citations_restated_by_coarser_groups():
+    assert labels("Double labelling. Staining for MBP (a, d) and OLIG2 (e, h) in a control case. a-d: MBP "
+                  "marks myelin (a) next to the protein (b). e-h: OLIG2 marks nuclei.") == [
+        ["A", "B", "C", "D"], ["E", "F", "G", "H"]]
+
+
+def test_position_word_and_comma_after_a_title_without_full_stop():
+    assert pairs("Inhibition of transport by exclusion Left, glucose uptake is coupled to phosphorylation. "
+                 "Right, the transport cycle of the pump.") == [
+        (["LEFT"], "glucose uptake is coupled to phosphorylation."), (["RIGHT"], "the transport cycle of the pump.")]
+
+
+def test_position_phrases_opening_clauses():
+    assert labels("Synergy of two drugs. At the left is shown the normal pathway; in the middle drawing one "
+                  "inhibitor acts alone; on the right, both inhibitors act together.") == [
+        ["LEFT"], ["MIDDLE"], ["RIGHT"]]
+
+
+def test_one_position_phrase_alone_is_not_a_split():
+    assert labels("Cells were imaged twice. On the right, a zoom of the boxed area is shown.") == [[]]
+
+
+def test_abbreviation_key_with_capitalised_expansions_is_shared():
+    assert split_caption("Forest plot. (A) Stage. (B) Grade. FIGO, International Federation of Gynecology; "
+                         "LN, Lymph node.")[-1].text == "Grade."
+
+
+def test_verb_shared_by_the_labelled_phrases_of_the_last_sentence():
+    subs = split_caption("Plasma species. (a) PCA of the serum. (b) PCA of the plasma. The species in (c) the "
+                         "positive mode and (d) the negative mode were compared by a rank test.")
+    assert [(s.labels, s.text) for s in subs[2:]] == [(["C"], "the positive mode"), (["D"], "the negative mode")]
+    assert "were compared by a rank test" in subs[-1].context
+
+
+def test_colour_version_notes_are_shared():
+    for note in ("(Online version in colour.)", "[Colour figure can be viewed at the journal site]"):
+        assert split_caption(f"Fits. (a) One fit. (b) Two fits. {note}")[-1].text == "Two fits."
