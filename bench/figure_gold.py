@@ -1,9 +1,11 @@
 """The real compound-figure gold (``bench/gold/real_figures.json``): reading it, its tuning / held-out
 split, and where its images and captions are found on this machine.
 
-The gold holds no image and no caption. Each figure names its image as
-``github:<owner>/<repo>@<commit>:<path>`` (with the file's sha256) and where its caption is kept; a
-local sources folder (``$MEDVL_REAL_FIGURES``, default ``../shared/real_figures``) holds the images as
+The gold holds no image. Each figure names its image as ``github:<owner>/<repo>@<commit>:<path>``
+(with the file's sha256) and where its caption is kept: a figure-collection .yml or .rds table, a JATS
+file and the figure's id, or any other text file with the first and last words of the caption
+(``caption_anchors``); the caption text itself is stored (``caption_text``) only where its licence
+allows. A local sources folder (``$MEDVL_REAL_FIGURES``, default ``../shared/real_figures``) holds the images as
 ``<owner>+<repo>/<path>`` and the captions in ``captions.json`` (figure id -> caption), as
 ``python -m bench.real_figures --fetch-from DIR`` writes it. A missing or changed file raises
 ``GoldError`` naming the figure.
@@ -42,9 +44,11 @@ class RealFigure:
     image: GitHubSource  # the image file (fig_id "")
     sha256: str
     size: tuple[int, int]  # width, height
-    caption_source: GitHubSource  # the .yml beside the image, or a table and its row (fig_id)
+    caption_source: GitHubSource  # the .yml beside the image, a table and its row, a JATS file and fig id ...
     panels: list[GoldPanel]
     note: str | None = None
+    caption_text: str | None = None  # stored where the caption's licence allows
+    caption_anchors: tuple[str, str] | None = None  # first and last words of the caption in its file
 
 
 def sources_dir() -> Path:
@@ -63,6 +67,15 @@ def _panel(value: dict, where: str, size: tuple[int, int]) -> GoldPanel:
     if label is not None and (not isinstance(label, str) or label != label.upper() or not label):
         raise GoldError(f"{where}: a label is an upper-case letter or null, got {label!r}")
     return GoldPanel((x0, y0, x1, y1), label)
+
+
+def _anchors(record: dict, fid: str) -> tuple[str, str] | None:
+    anchors = record.get("caption_anchors")
+    if anchors is None:
+        return None
+    if not (isinstance(anchors, list) and len(anchors) == 2 and all(isinstance(a, str) and a for a in anchors)):
+        raise GoldError(f"{fid}: caption_anchors is a list of two texts, the caption's first and last words")
+    return anchors[0], anchors[1]
 
 
 def read_figures(path: Path = FIGURES_FILE, part: str | None = None) -> list[RealFigure]:
@@ -86,7 +99,7 @@ def read_figures(path: Path = FIGURES_FILE, part: str | None = None) -> list[Rea
             raise GoldError(f"{fid}: no panels")
         fig = RealFigure(fid, record["article"], expected, parse_github_source(record["image"], fragment=False),
                          record["sha256"], size, parse_github_source(record["caption"], fragment=False), panels,
-                         record.get("note"))
+                         record.get("note"), record.get("caption_text"), _anchors(record, fid))
         if part is None or fig.part == part:
             out.append(fig)
     return out

@@ -223,12 +223,13 @@ def unseen_sources_dir() -> Path:
     return Path(os.environ.get(UNSEEN_SOURCES_ENV, str(GOLD_DIR.parents[2] / "shared" / "unseen_captions")))
 
 
-def jats_captions(path: Path) -> dict[str, str]:
-    """Figure id -> caption (whitespace collapsed, as ``data.scrape.jats`` flattens it) of one JATS file."""
+def jats_captions(path: Path, data: bytes | None = None) -> dict[str, str]:
+    """Figure id -> caption (whitespace collapsed, as ``data.scrape.jats`` flattens it) of one JATS file
+    (its bytes ``data`` when given, else read from ``path``)."""
     from data.scrape.jats import figures_in
 
     out: dict[str, str] = {}
-    for fig in figures_in(Path(path).read_bytes(), str(path)):
+    for fig in figures_in(Path(path).read_bytes() if data is None else data, str(path)):
         out.setdefault(fig.fig_id, normalize(fig.caption))
     return out
 

@@ -3,9 +3,10 @@
 The figures and captions are read from a local sources folder (``--sources``, else
 ``$MEDVL_REAL_FIGURES``, else ../shared/real_figures). ``--fetch-from DIR`` first fills it from fetched
 repository snapshots (DIR holds one git directory per repository, ``<owner>+<repo>`` or
-``<owner>+<repo>/repo``): each image is copied at the commit the gold names, and each caption is read
-from the .yml beside the image or from the .rds table the gold names (the second needs
-``pip install rdata``).
+``<owner>+<repo>/repo``): each image is copied at the commit the gold names, and each caption is taken
+from the gold where its licence let it be stored, else read from the file the gold names: the .yml beside
+the image, an .rds table (``pip install rdata``), a JATS file (by figure id), or any text between the
+caption's first and last words.
 
 The tuning part is scored by default, with every figure that is not entirely right listed;
 ``--held-out`` scores the held-out part and prints totals only (it refuses ``--failures``).
@@ -18,6 +19,7 @@ did before captions steered the letters.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import subprocess
 import sys
@@ -31,7 +33,7 @@ from bench.unseen_captions import ROOT, _git_dir
 from data.figures import caption_letters, find_panels
 from bench.figure_gold import (CAPTIONS_NAME, FIGURES_FILE, GoldError, RealFigure, file_sha256, load_sources,
                                       read_figures, sources_dir)
-from bench.gold_sets import GitHubSource
+from bench.gold_sets import GitHubSource, jats_captions, normalize
 from data.figures.ocr import make_ocr
 from data.files import atomic_write_bytes, atomic_write_json
 
@@ -78,6 +80,33 @@ def captions_from_rds(data: bytes, keys: set[str]) -> dict[str, str]:
     return out
 
 
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [text for item in items for text in _strings(item)]
+
+
+def caption_by_anchors(data: bytes, path: str, anchors: tuple[str, str], where: str) -> str:
+    """The caption from its first to its last words in a file's text, whitespace collapsed. The text of a
+    JSON file is its strings; a text file holding a list of strings (as some figure extractors write
+    their captions, line by line) is its items joined."""
+    text = data.decode("utf-8", errors="replace")
+    if path.endswith(".json"):
+        text = " ".join(_strings(json.loads(text)))
+    elif text.lstrip().startswith("["):
+        try:
+            text = " ".join(_strings(ast.literal_eval(text.strip())))
+        except (ValueError, SyntaxError):
+            pass  # a text that merely starts with a bracket
+    text = normalize(text)
+    start = text.find(anchors[0])
+    end = text.find(anchors[1], start) if start >= 0 else -1
+    if end < 0:
+        raise GoldError(f"{where}: the caption's first and last words are not found in {path}")
+    return text[start:end + len(anchors[1])]
+
+
 def materialise(snapshots: Path, sources: Path, figures: list[RealFigure]) -> None:
     """Copy every gold image into ``sources`` and write the captions to ``sources/captions.json``."""
     snapshots, sources = Path(snapshots).resolve(), Path(sources).resolve()
@@ -93,10 +122,20 @@ def materialise(snapshots: Path, sources: Path, figures: list[RealFigure]) -> No
         if file_sha256(target) != fig.sha256:
             raise GoldError(f"{fig.id}: the fetched image's sha256 is not the gold's")
         source = fig.caption_source
-        if not source.fig_id:
-            captions[fig.id] = caption_from_yml(_git_show(snapshots, source).decode("utf-8"))
-        else:
+        if fig.caption_text is not None:
+            captions[fig.id] = fig.caption_text
+        elif fig.caption_anchors is not None:
+            captions[fig.id] = caption_by_anchors(_git_show(snapshots, source), source.path, fig.caption_anchors,
+                                                  fig.id)
+        elif source.path.endswith(".rds"):
             tables.setdefault((source.owner, source.repo, source.commit, source.path), []).append(fig)
+        elif source.fig_id:
+            caption = jats_captions(Path(source.path), _git_show(snapshots, source)).get(source.fig_id)
+            if not caption:
+                raise GoldError(f"{fig.id}: no figure {source.fig_id!r} with a caption in {source.path}")
+            captions[fig.id] = caption
+        else:
+            captions[fig.id] = caption_from_yml(_git_show(snapshots, source).decode("utf-8"))
     for (owner, repo, commit, path), figs in tables.items():
         rows = captions_from_rds(_git_show(snapshots, GitHubSource(owner, repo, commit, path, "")),
                                  {f.caption_source.fig_id for f in figs})

@@ -193,3 +193,28 @@ def test_reading_order_corrects_letters_only_when_it_is_clearly_the_order():
     assert mostly_in_order(["A", "B", "P", "D", "E"], row)  # one misread among five in order
     assert not mostly_in_order(["A", "B", "D", "C", "E"], row)  # lettered down columns: keep what was read
     assert not mostly_in_order(["A", None, None, None, "E"], row)  # too few letters read
+
+
+def test_captions_found_between_their_first_and_last_words():
+    from bench.real_figures import caption_by_anchors
+
+    extractor_json = json.dumps([{"name": "3", "caption": "Figure 3: Left: the AU-ROC.\nRight: false alarms."}])
+    assert caption_by_anchors(extractor_json.encode(), "paper.json", ("Left: the", "false alarms."), "f") == \
+        "Left: the AU-ROC. Right: false alarms."
+    lines = "['Figure 8. The costs of conflict.', 'Note: the left and right', 'panes show the trajectories.']"
+    assert caption_by_anchors(lines.encode(), "8_1.txt", ("The costs", "the trajectories."), "f") == \
+        "The costs of conflict. Note: the left and right panes show the trajectories."
+    markdown = b"![](fig.jpeg)\n\nFigure 2: Sample results. Left: input.  Right:\nprediction.\n\nNext paragraph."
+    assert caption_by_anchors(markdown, "paper.md", ("Sample results.", "prediction."), "f") == \
+        "Sample results. Left: input. Right: prediction."
+    with pytest.raises(GoldError, match="fig-9"):
+        caption_by_anchors(markdown, "paper.md", ("Not there", "prediction."), "fig-9")
+
+
+def test_gold_caption_anchors_are_two_texts(tmp_path):
+    record = json.loads(FIGURES_FILE.read_text("utf-8"))["figures"][0]
+    record["caption_anchors"] = ["only the first words"]
+    gold = tmp_path / "gold.json"
+    gold.write_text(json.dumps({"figures": [record]}), encoding="utf-8")
+    with pytest.raises(GoldError, match="caption_anchors"):
+        read_figures(gold)
