@@ -223,3 +223,10 @@ def test_real_touching_panels_and_bottom_letters(fixtures_dir):
             right += best.label == truth.label
             total += 1
     assert right >= total - 2, (right, total)
+
+
+def test_a_rule_drawn_in_two_tones_is_no_panel_and_no_crash():
+    rgb = np.full((50, 400, 3), 255, np.uint8)
+    rgb[20:22] = 0
+    rgb[22:24] = 128
+    assert detect_panel_boxes(rgb) == []

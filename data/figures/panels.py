@@ -266,6 +266,8 @@ def xy_cut(rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
         tx0, ty0 = tight[:2]
         rows, row_gap = _cut_axis(tight, rgb, fg, struct, 0, min_rows, p)
         cols, col_gap = _cut_axis(tight, rgb, fg, struct, 1, min_cols, p)
+        if not rows or not cols:
+            continue  # nothing but separator lines (a rule drawn in two tones): no panel here
         if len(rows) > 1 and (len(cols) < 2 or row_gap >= col_gap):
             children = [(x0, ty0 + s, x1, ty0 + e) for s, e in _cells(rows, y0 - ty0, y1 - ty0)]
         elif len(cols) > 1:
