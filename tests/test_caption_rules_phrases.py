@@ -87,3 +87,13 @@ def test_verb_shared_by_the_labelled_phrases_of_the_last_sentence():
 def test_colour_version_notes_are_shared():
     for note in ("(Online version in colour.)", "[Colour figure can be viewed at the journal site]"):
         assert split_caption(f"Fits. (a) One fit. (b) Two fits. {note}")[-1].text == "Two fits."
+
+
+def test_letters_after_colons_and_semicolons_in_a_run_are_panels():
+    caption = ("Male holotype of S. marahuaca: A. head and pronotum in dorsal view; B. head in ventral view. "
+               "Records along the river, A \u2212 fishing gear; B \u2212 boats; C \u2212 habitations.")
+    assert [s.labels for s in split_caption(caption)][:2] == [["A"], ["B"]]
+    dashes = "Records along the river (Par\u00e1), A \u2212 fishing gear; B \u2212 boats; C \u2212 habitations."
+    assert [(s.labels, s.text) for s in split_caption(dashes)] == [
+        (["A"], "fishing gear"), (["B"], "boats"), (["C"], "habitations.")]
+    assert [s.labels for s in split_caption("Growth in broth: E. coli was grown overnight.")] == [[]]

@@ -6,7 +6,8 @@ Candidates:
 - parenthesised letter lists ``(A)``, ``(a, b)``, ``(A and B)``, ``(A-C)``, a range of two markers
   ``(a)–(d)``, a letter with a note ``(a; ×200)`` and a letter with its sub-panel ``(A.a)``;
 - bare letters: at the start of a sentence (``A, ...``, ``A: ...``, ``A. ...``, Nature's ``a Linear ...``),
-  after a comma, semicolon or "and" when a delimiter follows (``..., B: ...``, ``; and D, slice``), before
+  after a comma, semicolon or "and" when a delimiter follows (``..., B: ...``, ``; and D, slice``), in a
+  run after colons, semicolons or commas with a full stop or a dash (``: A. head ...; B. wing``), before
   a closing parenthesis (``a) ...``, ``;c)``, ``and d)``), a first ``A`` after a title without a full stop
   when a ``B`` of the same form follows, and "In panel A, ..." at the start of a sentence;
 - position words (``Left: ...``, ``Top row: ...``, ``(left)``, ``Left, ...`` after a title without a full
@@ -45,6 +46,10 @@ _BOUNDARY = r"(?:^|(?<=[.;!?]\s)|(?<=[.;!?][)\u201d\u2019]\s))"
 _OPEN = r"(?:^|[.;!?][)\u201d\u2019]?\s)"
 _BARE = re.compile(rf"{_OPEN}({LIST})(?=(?:[,:.)]\s)|(?:\s+[A-Z0-9]))")
 _BARE_JOINED = re.compile(rf"(?:[,;]\s|\band\s)({LIST})(?=[:,]\s+[A-Za-z]{{2}})")
+# "...: A. head in dorsal view; B. head ...", "..., A − fishing gear; B − boats": a letter after a colon,
+# semicolon or comma, then a full stop before a lower-case word, or a dash; it counts only beside the
+# letter before or after it in the same form ("E. coli" and "A. thaliana" stand alone).
+_BARE_RUN = re.compile(rf"[:;,]\s([A-Za-z])(?:\.\s+(?=[a-z])|\s*{DASH}\s+)")
 _CLOSING = re.compile(rf"(?:^|[\s:;,])({_ITEM})\)(?=\s)")
 _LOOSE_A = re.compile(r"[a-z0-9]\s([Aa])(?=[,.:]\s+[A-Z])")
 _LOOSE_LOWER = re.compile(rf"{_OPEN}([a-z])(?=\s+[a-z])")  # "a pH-dependence of ... b Effect of ..."
@@ -152,6 +157,11 @@ def find_markers(text: str) -> list[Marker]:
             while end < len(text) and text[end] in ",:.)":
                 end += 1
             add(start, end, m.group(1) if "m" not in pattern.groupindex else m.group(2), "bare", False, loose)
+    run = list(_BARE_RUN.finditer(text))
+    formed = {m.group(1) for m in run}
+    for m in run:
+        if {chr(ord(m.group(1)) - 1), chr(ord(m.group(1)) + 1)} & formed:
+            add(m.start(1), m.end(), m.group(1), "bare")
     for m in _POS_BARE.finditer(text):
         markers.append(Marker(m.start(1), m.end() + 1, position_labels(m.group(1)), "position"))
     for m in _POS_PHRASE.finditer(text):
