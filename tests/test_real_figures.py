@@ -95,6 +95,15 @@ def test_missing_letter_found_by_a_whole_figure_reading():
     assert find_missing_letters(words, boxes, ["A", None], ["A", "C"]) == ["A", None]
 
 
+def test_a_letter_printed_inside_a_piece_names_it_wherever_it_stands():
+    plots = [(0, 0, 300, 230), (320, 0, 620, 230)]
+    low_left = [OcrWord("B", (370, 160, 385, 180))]  # inside the plot area, near its bottom-left
+    assert find_missing_letters(low_left, plots, ["A", None], ["A", "B"]) == ["A", "B"]
+    outside_far = [OcrWord("B", (250, 240, 265, 260))]  # under the first plot: no piece below it is near
+    assert find_missing_letters(outside_far, plots + [(0, 400, 300, 600)], ["A", None, None],
+                                ["A", "B"]) == ["A", None, None]
+
+
 def test_reading_order_fills_a_gap_of_the_right_size_only():
     boxes = [(0, 0, 10, 10), (20, 0, 30, 10), (40, 0, 50, 10), (60, 0, 70, 10)]
     assert fill_by_order(boxes, ["A", None, "C", "D"], ["A", "B", "C", "D"]) == ["A", "B", "C", "D"]

@@ -86,8 +86,9 @@ def find_missing_letters(words: list[Any], boxes: list[Box], labels: list[str | 
     """Caption letters not yet read, placed from the words of a whole-figure OCR pass.
 
     ``words`` carry ``text`` and ``box``. A word that is one of the missing letters gives it to the
-    unlettered piece whose top-left corner is nearest below and right of the word (a letter stands at its
-    panel's top-left), or, failing that, to the unlettered piece that holds the word.
+    unlettered piece whose top-left corner is nearest, among the pieces below and right of the word (a
+    letter stands at its panel's top-left) and the piece that holds it. A piece below and right must be
+    near; a letter printed inside a piece (in a plot's corner, under a micrograph) may stand anywhere in it.
     """
     out = list(labels)
     missing = [x for x in wanted if x not in out]
@@ -106,9 +107,9 @@ def find_missing_letters(words: list[Any], boxes: list[Box], labels: list[str | 
                 continue
             d = ((b[0] - cx) ** 2 + (b[1] - cy) ** 2) ** 0.5
             if best_d is None or d < best_d:
-                best, best_d = i, d
+                best, best_d, held = i, d, inside
         limit = 0.25 * max(max(b[2] for b in boxes) - min(b[0] for b in boxes), 1)
-        if best is not None and best_d <= limit:
+        if best is not None and (held or best_d <= limit):  # a letter printed inside a piece names it
             out[best] = letter
             missing.remove(letter)
     return out
