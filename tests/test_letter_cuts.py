@@ -59,3 +59,37 @@ def test_find_panels_cuts_around_the_letters_once_all_are_read(monkeypatch):
     assert [(p.label, p.box) for p in panels] == [("A", (0, 0, 90, 80)), ("B", (110, 0, 200, 80)),
                                                  ("C", (0, 100, 200, 150)), ("D", (0, 160, 90, 200)),
                                                  ("E", (110, 160, 200, 200))]
+
+
+class _Words:
+    """An OCR back-end whose whole-figure reading finds the given words."""
+
+    def __init__(self, words):
+        self.words = words
+
+    def read(self, image):
+        return self.words
+
+
+def _joined_plots() -> Image.Image:
+    # two plots joined by a connector, so that no gutter separates them; letters drawn above their plots
+    image = Image.new("RGB", (200, 110), "white")
+    draw = ImageDraw.Draw(image)
+    for x0 in (0, 110):
+        draw.rectangle([x0, 20, x0 + 89, 109], fill=(70, 70, 70))
+        draw.rectangle([x0, 0, x0 + 9, 11], fill=(0, 0, 0))
+    draw.rectangle([90, 60, 109, 62], fill=(70, 70, 70))
+    return image
+
+
+def test_letters_read_over_the_whole_figure_cut_panels_no_gutter_separates(monkeypatch):
+    from data.figures.ocr import OcrWord
+
+    monkeypatch.setattr(figures, "read_labels", lambda image, boxes, ocr, wanted=None: [None] * len(boxes))
+    words = [OcrWord("A", (0, 0, 10, 12)), OcrWord("B", (110, 0, 120, 12))]
+    panels = find_panels(_joined_plots(), _Words(words), letters=["A", "B"])
+    assert [p.label for p in panels] == ["A", "B"]
+    assert panels[0].box[2] <= 101 and panels[1].box[0] >= 99
+    # letters that would stand at their panels' bottom-right are not trusted to cut
+    far = [OcrWord("A", (75, 95, 85, 107)), OcrWord("B", (185, 95, 195, 107))]
+    assert len(find_panels(_joined_plots(), _Words(far), letters=["A", "B"])) == 1

@@ -16,9 +16,9 @@ from PIL import Image
 
 from data.figures.label_order import merge_unlabelled, mostly_in_order, repair_sequence
 from data.figures.labels import read_labels
-from data.figures.letter_cuts import cut_by_letters
+from data.figures.letter_cuts import at_top_left, cut_by_letters, reach
 from data.figures.letter_panels import (continuation, fill_by_order, find_missing_letters, group_by_letters,
-                                       keep_caption_letters, letter_sequence, reading_key)
+                                       keep_caption_letters, letter_sequence, letter_words, reading_key)
 from data.figures.panels import PanelParams, detect_panel_boxes, ink_mask
 from data.figures.subcaptions import SubCaption, split_caption
 
@@ -83,13 +83,18 @@ def _caption_panels(image: Image.Image, boxes: list, ocr: Any, letters: list[str
     labels = keep_caption_letters(labels, letters)
     panels, found = group_by_letters(boxes, labels, len(letters))
     found = fill_by_order(panels, found, letters)
+    anchors, words = {x: b for b, x in zip(boxes, labels) if x}, {}
     if any(x not in found for x in letters):  # look once more, over the whole figure
-        labels = find_missing_letters(ocr.read(image), boxes, labels, letters)
+        seen = ocr.read(image)
+        labels = find_missing_letters(seen, boxes, labels, letters)
         panels, found = group_by_letters(boxes, labels, len(letters))
         found = fill_by_order(panels, found, letters)
-    if len(letters) >= 2 and sorted(x for x in labels if x) == sorted(letters):  # every letter read once
-        cut = cut_by_letters(ink_mask(np.asarray(image.convert("RGB"))), [(b, x) for b, x in zip(boxes, labels) if x])
-        if cut is not None:
+        words = letter_words(seen, letters)
+        anchors = {x: b for b, x in zip(boxes, labels) if x} | {x: reach(b) for x, b in words.items()}
+    if len(letters) >= 2 and sorted(anchors) == sorted(letters):  # every letter placed once
+        cut = cut_by_letters(ink_mask(np.asarray(image.convert("RGB"))), [(b, x) for x, b in anchors.items()])
+        # Letters placed from words are trusted only where they stand at their panels' top-left corners.
+        if cut is not None and all(at_top_left(words[x], b) for b, x in cut if x in words):
             return [Panel(b, x) for b, x in sorted(cut, key=lambda c: reading_key(c[0], [d[0] for d in cut]))]
     if len(panels) == len(letters) and mostly_in_order(found, panels):  # reading order corrects misreads
         found = keep_caption_letters(repair_sequence(found, panels), letters)

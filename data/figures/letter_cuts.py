@@ -15,6 +15,8 @@ import numpy as np
 Box = tuple[int, int, int, int]
 Anchor = tuple[Box, str]  # a lettered piece and its letter
 
+LETTER_REACH = 3  # letter heights right of and below a letter that belong to its panel
+CORNER = 0.34  # a letter stands in this share of its panel's width and height from the top-left
 TIE = 0.02  # lines whose ink shares differ by less than this are equally good borders
 CORE = 0.15  # share of a piece's width and height, on each side, that a cut may cross (a title or key
 # caught on the piece's edge belongs to a neighbour as often as to its panel)
@@ -72,6 +74,20 @@ def _stray_ink(ink: np.ndarray, region: Box, pieces: list[Box]) -> int:
     above = int(ink[y0:max(y0, top), x0:x1].sum())
     beside = int(ink[max(y0, top):y1, x0:max(x0, left)].sum())
     return above + beside
+
+
+def reach(letter: Box) -> Box:
+    """A letter's box grown right and down by a few letter heights, as an anchor: its panel lies there,
+    so no panel border runs between the letter and what it names."""
+    grow = LETTER_REACH * (letter[3] - letter[1])
+    return letter[0], letter[1], letter[2] + grow, letter[3] + grow
+
+
+def at_top_left(letter: Box, panel: Box) -> bool:
+    """Does ``letter`` stand near the top-left corner of ``panel``, where a panel letter is printed?"""
+    cx, cy = (letter[0] + letter[2]) / 2, (letter[1] + letter[3]) / 2
+    return (cx - panel[0] <= CORNER * (panel[2] - panel[0]) + 2
+            and cy - panel[1] <= CORNER * (panel[3] - panel[1]) + 2)
 
 
 def cut_by_letters(ink: np.ndarray, anchors: list[Anchor]) -> list[Anchor] | None:

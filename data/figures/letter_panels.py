@@ -115,6 +115,17 @@ def find_missing_letters(words: list[Any], boxes: list[Box], labels: list[str | 
     return out
 
 
+def letter_words(words: list[Any], wanted: list[str]) -> dict[str, Box]:
+    """The box of each wanted letter that a whole-figure reading (``words`` with ``text`` and ``box``)
+    finds exactly once: tighter than the piece it was given to, which may hold several panels."""
+    seen: dict[str, list[Box]] = {}
+    for word in words:
+        letter = normalise_label(word.text, digits=True)
+        if letter in wanted:
+            seen.setdefault(letter, []).append(tuple(word.box))
+    return {letter: found[0] for letter, found in seen.items() if len(found) == 1}
+
+
 def group_by_letters(boxes: list[Box], labels: list[str | None],
                      count: int | None = None) -> tuple[list[Box], list[str | None]]:
     """Pieces joined, cheapest join first, into ``count`` panels (the number of letters the caption
