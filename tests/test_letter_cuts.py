@@ -3,10 +3,11 @@ implies (data/figures/letter_panels.letter_sequence)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 import data.figures as figures
-from data.figures import find_panels
+from data.figures import find_panels, letter_cuts
 from data.figures.letter_cuts import cut_by_letters
 from data.figures.letter_panels import letter_sequence
 
@@ -93,3 +94,17 @@ def test_letters_read_over_the_whole_figure_cut_panels_no_gutter_separates(monke
     # letters that would stand at their panels' bottom-right are not trusted to cut
     far = [OcrWord("A", (75, 95, 85, 107)), OcrWord("B", (185, 95, 195, 107))]
     assert len(find_panels(_joined_plots(), _Words(far), letters=["A", "B"])) == 1
+
+
+@pytest.mark.parametrize("plans", [4000, 1])  # 1: only the emptiest line is followed
+def test_a_grid_of_many_letters_is_cut_into_its_cells(monkeypatch, plans):
+    monkeypatch.setattr(letter_cuts, "PLANS", plans)
+    ink = np.zeros((400, 600), dtype=bool)
+    anchors = []
+    for row in range(4):
+        for col in range(6):
+            x0, y0 = col * 100, row * 100
+            ink[y0 + 5:y0 + 95, x0 + 5:x0 + 95] = True
+            anchors.append(((x0 + 5, y0 + 5, x0 + 95, y0 + 95), chr(ord("A") + row * 6 + col)))
+    got = dict((letter, box) for box, letter in cut_by_letters(ink, anchors))
+    assert got == {letter: box for box, letter in anchors}

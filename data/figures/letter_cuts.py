@@ -1,6 +1,6 @@
-"""Panels cut around their letters: once every letter the caption names has been read on a piece, the
-figure is cut, like a guillotine, along the emptiest lines that separate the lettered pieces, until each
-part holds one letter.
+"""Panels cut around their letters: once every letter the caption names has been placed (read on a piece,
+or found once in a whole-figure reading), the figure is cut, like a guillotine, along the emptiest lines
+that separate the lettered pieces, until each part holds one letter.
 
 The gutter analysis cuts only where a clean gutter runs through; real figures often have none (plots
 whose axes nearly touch, a title crossing a gutter, a key between rows), and their pieces then join into
@@ -13,11 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 Box = tuple[int, int, int, int]
-Anchor = tuple[Box, str]  # a lettered piece and its letter
+Anchor = tuple[Box, str]  # a lettered piece (or the reach of a letter read alone) and its letter
 
 LETTER_REACH = 3  # letter heights right of and below a letter that belong to its panel
 CORNER = 0.34  # a letter stands in this share of its panel's width and height from the top-left
 TIE = 0.02  # lines whose ink shares differ by less than this are equally good borders
+PLANS = 4000  # sub-problems weighed before only the emptiest line is followed (many letters, noisy ink)
 CORE = 0.15  # share of a piece's width and height, on each side, that a cut may cross (a title or key
 # caught on the piece's edge belongs to a neighbour as often as to its panel)
 
@@ -131,6 +132,8 @@ class _Planner:
         if not options:
             return None
         least = min(o[0] for o in options)
+        if len(self.memo) >= PLANS:
+            options = [min(options, key=lambda o: o[0])]
         best = None
         for share, line, axis, before, after in options:
             if share > least + TIE:
