@@ -227,3 +227,39 @@ def test_gold_caption_anchors_are_two_texts(tmp_path):
     gold.write_text(json.dumps({"figures": [record]}), encoding="utf-8")
     with pytest.raises(GoldError, match="caption_anchors"):
         read_figures(gold)
+
+
+def test_fetch_reads_captions_from_jats_by_figure_id_and_between_anchors(tmp_path):
+    import hashlib
+
+    from bench.real_figures import materialise
+
+    repo = tmp_path / "snapshots" / "someone+papers"
+    repo.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    _two_panel_figure().save(repo / "f1.png")
+    (repo / "article.xml").write_text(
+        "<article><body><fig id='F1'><label>Figure 1</label><caption><title>Two scans.</title>"
+        "<p>(A) Axial. (B) Coronal.</p></caption><graphic xlink:href='f1' "
+        "xmlns:xlink='http://www.w3.org/1999/xlink'/></fig></body></article>", encoding="utf-8")
+    (repo / "paper.json").write_text(json.dumps([{"name": "1", "caption": "Figure 1: Left: input. Right:\nmap."}]),
+                                     encoding="utf-8")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "paper")
+    commit = _git(repo, "rev-parse", "HEAD")
+    digest = hashlib.sha256((repo / "f1.png").read_bytes()).hexdigest()
+    base = {"part": "tuning", "image": f"github:someone/papers@{commit}:f1.png", "sha256": digest, "size": [400, 200],
+            "panels": [{"box": [10, 20, 190, 190], "label": "A"}, {"box": [210, 20, 390, 190], "label": "B"}]}
+    article = next(f"doi:10.1/{k}" for k in range(1000) if not held_out(f"doi:10.1/{k}"))
+    gold = {"figures": [
+        {**base, "id": "jats", "article": article, "caption": f"github:someone/papers@{commit}:article.xml#F1"},
+        {**base, "id": "anchors", "article": article, "caption": f"github:someone/papers@{commit}:paper.json#1",
+         "caption_anchors": ["Left: input.", "map."]},
+        {**base, "id": "stored", "article": article, "caption": f"github:someone/papers@{commit}:paper.json#1",
+         "caption_text": "Left: input. Right: map."}]}
+    gold_path = tmp_path / "gold.json"
+    gold_path.write_text(json.dumps(gold), encoding="utf-8")
+    materialise(tmp_path / "snapshots", tmp_path / "sources", read_figures(gold_path))
+    captions = json.loads((tmp_path / "sources" / "captions.json").read_text("utf-8"))
+    assert captions == {"jats": "Two scans. (A) Axial. (B) Coronal.", "anchors": "Left: input. Right: map.",
+                        "stored": "Left: input. Right: map."}
