@@ -74,7 +74,8 @@ def _caption_panels(image: Image.Image, boxes: list, ocr: Any, letters: list[str
     """Panels when the caption's letters are known: none read when it names none; else the letters read
     that the caption names, the pieces grouped around them, and gaps filled in reading order; letters
     still missing are looked for once in a whole-figure reading (the costliest OCR call) and the pieces
-    grouped again."""
+    grouped again. Once every letter is placed once, the figure is cut around the letters instead
+    (:mod:`data.figures.letter_cuts`), where it can be."""
     if not letters or ocr is None or not boxes:
         return [Panel(b) for b in boxes]
     letters = letter_sequence(letters)
