@@ -61,7 +61,7 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
     rgb = np.asarray(image.convert("RGB"))
     boxes = detect_panel_boxes(rgb, params)
     if letters is not None:
-        return _caption_panels(image, boxes, ocr, letters)
+        return _caption_panels(image, rgb, boxes, ocr, letters, (params or PanelParams()).bg_tol)
     if ocr is None or not boxes:
         return [Panel(b) for b in boxes]
     labels = read_labels(image, boxes, ocr) if len(boxes) > 1 else [None]
@@ -70,7 +70,8 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
     return [Panel(b, lab) for b, lab in zip(boxes, labels)]
 
 
-def _caption_panels(image: Image.Image, boxes: list, ocr: Any, letters: list[str]) -> list[Panel]:
+def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, letters: list[str],
+                    bg_tol: int) -> list[Panel]:
     """Panels when the caption's letters are known: none read when it names none; else the letters read
     that the caption names, the pieces grouped around them, and gaps filled in reading order; letters
     still missing are looked for once in a whole-figure reading (the costliest OCR call) and the pieces
@@ -93,7 +94,7 @@ def _caption_panels(image: Image.Image, boxes: list, ocr: Any, letters: list[str
         words = letter_words(seen, letters)
         anchors = {x: b for b, x in zip(boxes, labels) if x} | {x: reach(b) for x, b in words.items()}
     if len(letters) >= 2 and sorted(anchors) == sorted(letters):  # every letter placed once
-        cut = cut_by_letters(ink_mask(np.asarray(image.convert("RGB"))), [(b, x) for x, b in anchors.items()])
+        cut = cut_by_letters(ink_mask(rgb, bg_tol), [(b, x) for x, b in anchors.items()])
         # Letters placed from words are trusted only where they stand at their panels' top-left corners.
         if cut is not None and all(at_top_left(words[x], b) for b, x in cut if x in words):
             return [Panel(b, x) for b, x in sorted(cut, key=lambda c: reading_key(c[0], [d[0] for d in cut]))]

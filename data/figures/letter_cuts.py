@@ -67,14 +67,12 @@ def _tight(ink: np.ndarray, region: Box) -> Box:
     return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1
 
 
-def _stray_ink(ink: np.ndarray, region: Box, pieces: list[Box]) -> int:
-    """Ink of ``region`` above and left of every lettered piece in it: content a letter standing at its
+def _stray_ink(ink: np.ndarray, region: Box, piece: Box) -> int:
+    """Ink of ``region`` above or left of its lettered ``piece``: content that a letter standing at its
     panel's top-left corner cannot own."""
-    top, left = min(b[1] for b in pieces), min(b[0] for b in pieces)
     x0, y0, x1, y1 = region
-    above = int(ink[y0:max(y0, top), x0:x1].sum())
-    beside = int(ink[max(y0, top):y1, x0:max(x0, left)].sum())
-    return above + beside
+    top, left = max(y0, piece[1]), max(x0, piece[0])
+    return int(ink[y0:top, x0:x1].sum()) + int(ink[top:y1, x0:left].sum())
 
 
 def reach(letter: Box) -> Box:
@@ -122,7 +120,7 @@ class _Planner:
     def _plan(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, float, list] | None:
         if len(anchors) == 1:
             letter = anchors[0][1]
-            return _stray_ink(self.ink, region, [self.pieces[letter]]), 0.0, [(region, letter)]
+            return _stray_ink(self.ink, region, self.pieces[letter]), 0.0, [(region, letter)]
         options = []
         for axis in (0, 1):
             for before, after, lo, hi in _splits(list(anchors), axis):
