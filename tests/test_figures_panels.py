@@ -1,6 +1,7 @@
 """find_panels on compound figures built from real single images (true boxes known) and on real ones."""
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ from data.figures import Panel, find_panels
 from data.figures.label_order import in_reading_order, merge_unlabelled, repair_sequence
 from data.figures.labels import group_marks, normalise_label, read_labels
 from data.figures.ocr import make_ocr
-from data.figures.panels import detect_panel_boxes
+from data.figures.panels import PanelParams, _faint_gutters, detect_panel_boxes
 from bench.compound_synth import LAYOUTS, build_set
 
 
@@ -230,3 +231,30 @@ def test_a_rule_drawn_in_two_tones_is_no_panel_and_no_crash():
     rgb[20:22] = 0
     rgb[22:24] = 128
     assert detect_panel_boxes(rgb) == []
+
+
+def _jpeg(img: Image.Image, quality: int = 50) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def test_a_thin_gutter_speckled_by_jpeg_noise_still_cuts():
+    """Compression ringing joins a 2 px white gutter to the photos beside it; it is a gutter all the same."""
+    rng = np.random.default_rng(0)
+    img = Image.new("RGB", (310, 120), "white")
+    for x in (5, 157):
+        shade = np.linspace(20, 200, 150)[None, :, None] + rng.integers(0, 40, size=(110, 150, 1))
+        img.paste(Image.fromarray(np.repeat(shade, 3, axis=2).astype(np.uint8)), (x, 5))
+    rgb = np.asarray(_jpeg(img))
+    assert len(detect_panel_boxes(rgb, PanelParams(faint_share=0.0))) == 1  # the gutter never empties
+    boxes = detect_panel_boxes(rgb)
+    assert len(boxes) == 2 and 154 <= boxes[0][2] <= 157 and 155 <= boxes[1][0] <= 158
+
+
+def test_the_gap_inside_a_double_rule_is_no_gutter():
+    fg = np.zeros((60, 200), dtype=bool)
+    fg[20:24] = fg[26:30] = True  # two 4 px rules, 2 px apart, drawn across a diagram
+    assert not _faint_gutters(fg, PanelParams()).any()
+    fg[6:24] = fg[26:44] = True  # the same gap between two images
+    assert _faint_gutters(fg, PanelParams())[24:26].all()

@@ -34,6 +34,8 @@ class PanelParams:
     line_span: float = 0.75  # a separator is drawn along at least this share of the region (captions,
     # page rules or margins beside touching panels may take the rest)
     line_side_fg: float = 0.25  # both sides of a separator must be this image-like
+    faint_share: float = 0.3  # a gutter's rows may hold this share of foreground (compression noise) ...
+    faint_clean: float = 0.05  # ... if one of them is this clean where images border it on both sides
     line_contrast: float = 0.5  # ... and this share of the pixels bordering it must differ from its colour
     attach_frac: float = 0.06  # text within this distance (of the longer side) joins a panel
     seam_rows: float = 0.5  # a seam between touching images: this share of its pixels jump across it
@@ -161,6 +163,26 @@ def _separator_lines(rgb: np.ndarray, fg: np.ndarray, p: PanelParams) -> np.ndar
     return is_line
 
 
+def _faint_gutters(fg: np.ndarray, p: PanelParams) -> np.ndarray:
+    """Rows (axis 0) of a thin background gutter between two images, speckled by compression noise.
+
+    JPEG ringing puts foreground pixels into a gutter a few pixels wide, joined to the images on both
+    sides, so the gutter never empties; it is still a gutter where the images border it all along and
+    one of its rows is nearly clean there.
+    """
+    n, depth = fg.shape[0], 2 * p.line_max_px  # deeper than a drawn line: images, not a double rule
+    is_gutter = np.zeros(n, dtype=bool)
+    for start, end in _runs(fg.mean(axis=1) <= p.faint_share):
+        if start < depth or end > n - depth or end - start > p.line_max_px:
+            continue
+        along = (fg[start - depth:start].mean(axis=0) >= 0.9) & (fg[end:end + depth].mean(axis=0) >= 0.9)
+        if along.mean() < p.line_span:
+            continue
+        if fg[start:end][:, along].mean(axis=1).min() <= p.faint_clean:
+            is_gutter[start:end] = True
+    return is_gutter
+
+
 def _differs(pixels: np.ndarray, colour: np.ndarray, tol: int) -> float:
     """Share of ``pixels`` (..., 3) whose largest channel difference from ``colour`` exceeds ``tol``."""
     return float((np.abs(pixels.astype(np.int16) - colour).max(axis=-1) > tol).mean())
@@ -189,7 +211,7 @@ def _cut_axis(region: Box, rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
     sub_rgb, sub_fg, sub_st = (a[y0:y1, x0:x1] for a in (rgb, fg, struct))
     if axis == 1:
         sub_rgb, sub_fg, sub_st = sub_rgb.transpose(1, 0, 2), sub_fg.T, sub_st.T
-    occupied = sub_st.any(axis=1) & ~_separator_lines(sub_rgb, sub_fg, p)
+    occupied = sub_st.any(axis=1) & ~_separator_lines(sub_rgb, sub_fg, p) & ~_faint_gutters(sub_fg, p)
     pieces = _pieces(occupied, min_len)
     gaps = [b[0] - a[1] for a, b in zip(pieces, pieces[1:])]
     return pieces, max(gaps, default=0)
