@@ -93,6 +93,7 @@ def test_letters_are_read_with_rapidocr(built):
 
 def test_label_tokens_and_merging():
     assert [normalise_label(t) for t in ("(a)", "B.", "c)", "D:", "ab", "1", "(T2)")] == ["A", "B", "C", "D", None, None, None]
+    assert [normalise_label(t) for t in ("\uff08A)", "\uff08b\uff09", "\uff21.")] == ["A", "B", "A"]  # full-width forms
     boxes = [(0, 0, 100, 100), (110, 0, 140, 100), (0, 110, 100, 200), (110, 110, 200, 200)]
     merged, labels = merge_unlabelled(boxes, ["A", None, "B", "C"])
     assert merged == [(0, 0, 140, 100), (0, 110, 100, 200), (110, 110, 200, 200)]

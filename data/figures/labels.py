@@ -12,6 +12,7 @@ request.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 import cv2
@@ -35,8 +36,9 @@ MARK_HEIGHT_PX = 32  # marks are upscaled to about this height (the recogniser's
 
 def normalise_label(text: str, digits: bool = False) -> str | None:
     """``"(a)"``, ``"B."``, ``"c)"`` -> ``"A"``, ``"B"``, ``"C"``; with ``digits`` also ``"a1"``,
-    ``"(B2)"`` -> ``"A1"``, ``"B2"``; anything else -> None."""
-    token = text.strip().replace(" ", "")
+    ``"(B2)"`` -> ``"A1"``, ``"B2"``; anything else -> None. Full-width forms (``"（A）"``, which the
+    recogniser returns for CJK-trained glyphs) count as their ASCII letters."""
+    token = unicodedata.normalize("NFKC", text).strip().replace(" ", "")
     m = _LABEL.match(token)
     if m:
         return m.group(1).upper()
