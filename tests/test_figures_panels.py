@@ -259,3 +259,39 @@ def test_the_gap_inside_a_double_rule_is_no_gutter():
     assert not _faint_gutters(fg, PanelParams()).any()
     fg[6:24] = fg[26:44] = True  # the same gap between two images
     assert _faint_gutters(fg, PanelParams())[24:26].all()
+
+
+def _plate(draw_items) -> Image.Image:
+    """A white page with one black plate (400 x 300 at (50, 40)) on which ``draw_items`` draws."""
+    img = Image.new("RGB", (500, 380), "white")
+    plate = Image.new("RGB", (400, 300), (0, 0, 0))
+    draw_items(plate)
+    img.paste(plate, (50, 40))
+    return img
+
+
+def test_a_montage_on_one_black_plate_is_cut_into_its_slices():
+    """Slices that share one black ground are one block of structure on the white page; on the plate's
+    own colour they separate."""
+    rng = np.random.default_rng(3)
+
+    def slices(plate: Image.Image) -> None:
+        for k in range(6):
+            x, y = 10 + (k % 3) * 130, 10 + (k // 3) * 145
+            mask = Image.new("L", (120, 135), 0)
+            ImageDraw.Draw(mask).ellipse((8, 8, 112, 127), fill=255)
+            plate.paste(Image.fromarray(rng.integers(60, 220, size=(135, 120, 3), dtype=np.uint8)), (x, y), mask)
+
+    boxes = detect_panel_boxes(np.asarray(_plate(slices)))
+    assert len(boxes) == 6
+    for k in range(6):  # each slice's ellipse, on the page
+        x, y = 50 + 10 + (k % 3) * 130, 40 + 10 + (k // 3) * 145
+        assert any(abs(b[0] - x - 8) <= 2 and abs(b[1] - y - 8) <= 2 for b in boxes)
+
+
+def test_a_blot_on_a_dark_plate_stays_whole():
+    def lanes(plate: Image.Image) -> None:
+        for i in range(6):
+            ImageDraw.Draw(plate).rectangle((20 + i * 64, 20, 60 + i * 64, 280), fill=(200, 200, 200))
+
+    assert detect_panel_boxes(np.asarray(_plate(lanes))) == [(50, 40, 450, 340)]

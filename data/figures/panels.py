@@ -7,7 +7,9 @@ block a gutter; they are attached to the nearest panel afterwards. Panels that t
 thin line between them are cut along that line when both sides are image-like and the line stands
 out from them; the line need only run along the panels, not through a caption or margin beside them.
 Panels that touch with no line at all are cut along a seam: a column (or row) where the picture
-jumps from one image to another along most of the region, with smooth image on both sides.
+jumps from one image to another along most of the region, with smooth image on both sides. A thin
+gutter that compression noise speckles is still a gutter, and images that share one plate of their
+own colour (slices on a black rectangle) are cut on that colour.
 """
 from __future__ import annotations
 
@@ -45,6 +47,10 @@ class PanelParams:
     seam_texture: float = 8.0  # the columns on both sides vary along the seam (no plain margin)
     seam_structure: float = 0.6  # ... and are structure (image) along this share of it
     seam_side: float = 0.15  # pieces on both sides span at least this share of the region, >= 40 px
+    plate_frame: float = 0.9  # a dark plate holding images: its frame is this uniform in one colour ...
+    plate_share: float = 0.3  # ... which covers this share of it
+    plate_spread: float = 4.0  # the pieces cut on a plate differ in area by at most this factor ...
+    plate_aspect: float = 3.0  # ... and are no longer than this times their width (not a blot's lanes)
 
 
 def background_colour(rgb: np.ndarray, tol: int = 15) -> np.ndarray:
@@ -352,7 +358,47 @@ def detect_panel_boxes(rgb: np.ndarray, p: PanelParams | None = None) -> list[Bo
     min_h = max(p.min_panel_px, int(p.min_panel_frac * h))
     reach = int(p.attach_frac * max(h, w))
     boxes = []
-    for cell, core in xy_cut(rgb, fg, struct, p):
-        if core[2] - core[0] >= min_w // 2 and core[3] - core[1] >= min_h // 2:
-            boxes.append(attach_glyphs(core, cell, glyphs, reach))
+    for leaf in xy_cut(rgb, fg, struct, p):
+        for cell, core, text in _on_plate(rgb, leaf, glyphs, bg, p):
+            if core[2] - core[0] >= min_w // 2 and core[3] - core[1] >= min_h // 2:
+                boxes.append(attach_glyphs(core, cell, text, reach))
     return boxes
+
+
+def _on_plate(rgb: np.ndarray, leaf: tuple[Box, Box], glyphs: list[Box], bg: np.ndarray,
+              p: PanelParams) -> list[tuple[Box, Box, list[Box]]]:
+    """(cell, core, glyphs) of the images on a leaf that is a plate of its own colour (a montage of
+    slices on one black rectangle on a white page), cut as a figure on that ground; else the leaf.
+
+    On the page's background the whole plate is one block of structure; on the plate's colour, the
+    images on it separate. Pieces of very different sizes or long strips (a blot's lanes) are one image's
+    own parts, not a montage."""
+    cell, core = leaf
+    x0, y0, x1, y1 = core
+    sub = rgb[y0:y1, x0:x1]
+    if min(sub.shape[:2]) < 2 * p.min_panel_px:
+        return [(cell, core, glyphs)]
+    frame = np.concatenate([sub[0], sub[-1], sub[:, 0], sub[:, -1]])
+    colour = np.median(frame, axis=0)
+    if (np.abs(colour - bg).max() <= p.bg_tol or 1.0 - _differs(frame, colour.astype(np.int16), p.bg_tol) < p.plate_frame
+            or 1.0 - _differs(sub, colour.astype(np.int16), p.bg_tol) < p.plate_share):
+        return [(cell, core, glyphs)]
+    h, w = sub.shape[:2]
+    fg = foreground_mask(sub, colour, p.bg_tol)
+    struct, text = split_structure(fg, max(6, int(p.glyph_frac * max(h, w))), int(p.word_frac * max(h, w)),
+                                   max(2.5, p.stroke_frac * max(h, w)))
+    leaves = xy_cut(sub, fg, struct, p)
+    sides = [sorted((c[2] - c[0], c[3] - c[1])) for _, c in leaves]
+    areas = [a * b for a, b in sides]
+    if (len(leaves) < 2 or max(areas) > p.plate_spread * min(areas)
+            or any(b > p.plate_aspect * max(a, 1) for a, b in sides)):
+        return [(cell, core, glyphs)]
+    shift = lambda b: (b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0)  # noqa: E731
+    text = [shift(g) for g in text]
+    out = []
+    for sub_cell, sub_core in leaves:
+        c = shift(sub_cell)  # the plate's outer cells reach out to the leaf's cell
+        c = (cell[0] if c[0] == x0 else c[0], cell[1] if c[1] == y0 else c[1],
+             cell[2] if c[2] == x1 else c[2], cell[3] if c[3] == y1 else c[3])
+        out.append((c, shift(sub_core), text))
+    return out
