@@ -135,7 +135,7 @@ def test_a_small_figure_is_read_again_at_twice_its_size_for_its_missing_letters(
     ocr = _SizeOcr(sharp=800)  # a letter already placed on a piece is not looked for
     whole_figure_words(small, ocr, ["A", "B"], [None, "B"])
     assert len(ocr.sizes) == 1
-    large = Image.new("RGB", (1200, 600), "white")  # a large figure is read once
+    large = Image.new("RGB", (1600, 800), "white")  # a large figure is read once
     ocr = _SizeOcr(sharp=3200)
     whole_figure_words(large, ocr, ["A", "B"], [None, None])
-    assert ocr.sizes == [(1200, 600)]
+    assert ocr.sizes == [(1600, 800)]

@@ -21,7 +21,7 @@ from data.figures.ocr import OcrWord
 
 Box = tuple[int, int, int, int]
 
-SMALL_FIGURE = 900  # px, longer side: such a figure is read again at twice its size for missing letters
+SMALL_FIGURE = 1200  # px, longer side: such a figure is read again at twice its size for missing letters
 BEHIND_PENALTY = 4.0  # a piece above or left of a letter's panel is less likely its continuation
 SLIVER = 0.15  # a joined box may cover this share of another lettered panel
 
