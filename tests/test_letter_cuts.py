@@ -9,8 +9,7 @@ from PIL import Image, ImageDraw
 import data.figures as figures
 from data.figures import find_panels, letter_cuts
 from data.figures.letter_cuts import cut_by_letters
-from data.figures.letter_panels import letter_sequence, whole_figure_words
-from data.figures.ocr import OcrWord
+from data.figures.letter_panels import letter_sequence
 
 # A figure whose panel C spans the width under two columns: its letter stands on the left half only,
 # and the two halves are separated by the same white gutter as D and E below them.
@@ -109,33 +108,3 @@ def test_a_grid_of_many_letters_is_cut_into_its_cells(monkeypatch, plans):
             anchors.append(((x0 + 5, y0 + 5, x0 + 95, y0 + 95), chr(ord("A") + row * 6 + col)))
     got = dict((letter, box) for box, letter in cut_by_letters(ink, anchors))
     assert got == {letter: box for box, letter in anchors}
-
-
-class _SizeOcr:
-    """Reads '(A)' at any size, and '(B)' only from an image at least ``sharp`` pixels wide."""
-
-    def __init__(self, sharp: int):
-        self.sharp, self.sizes = sharp, []
-
-    def read(self, image: Image.Image) -> list[OcrWord]:
-        self.sizes.append(image.size)
-        s = image.width // 400
-        words = [OcrWord("(A)", (10 * s, 10 * s, 30 * s, 24 * s))]
-        return words + ([OcrWord("(B)", (210 * s, 10 * s, 230 * s, 24 * s))] if image.width >= self.sharp else [])
-
-
-def test_a_small_figure_is_read_again_at_twice_its_size_for_its_missing_letters():
-    small = Image.new("RGB", (400, 200), "white")
-    ocr = _SizeOcr(sharp=800)
-    words = whole_figure_words(small, ocr, ["A", "B"], [None, None])
-    assert ocr.sizes == [(400, 200), (800, 400)]
-    assert [(w.text, w.box) for w in words] == [("(A)", (10, 10, 30, 24)), ("(B)", (210, 10, 230, 24))]
-    ocr = _SizeOcr(sharp=400)  # every letter read at once: one reading
-    assert len(whole_figure_words(small, ocr, ["A", "B"], [None, None])) == 2 and len(ocr.sizes) == 1
-    ocr = _SizeOcr(sharp=800)  # a letter already placed on a piece is not looked for
-    whole_figure_words(small, ocr, ["A", "B"], [None, "B"])
-    assert len(ocr.sizes) == 1
-    large = Image.new("RGB", (1600, 800), "white")  # a large figure is read once
-    ocr = _SizeOcr(sharp=3200)
-    whole_figure_words(large, ocr, ["A", "B"], [None, None])
-    assert ocr.sizes == [(1600, 800)]

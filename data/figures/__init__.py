@@ -18,8 +18,7 @@ from data.figures.label_order import merge_unlabelled, mostly_in_order, repair_s
 from data.figures.labels import read_labels
 from data.figures.letter_cuts import at_top_left, cut_by_letters, reach
 from data.figures.letter_panels import (continuation, fill_by_order, find_missing_letters, group_by_letters,
-                                       keep_caption_letters, letter_sequence, letter_words, reading_key,
-                                       whole_figure_words)
+                                       keep_caption_letters, letter_sequence, letter_words, reading_key)
 from data.figures.panels import PanelParams, detect_panel_boxes, ink_mask
 from data.figures.subcaptions import SubCaption, split_caption
 
@@ -88,7 +87,7 @@ def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, 
     found = fill_by_order(panels, found, letters)
     anchors, words = {x: b for b, x in zip(boxes, labels) if x}, {}
     if any(x not in found for x in letters):  # look once more, over the whole figure
-        seen = whole_figure_words(image, ocr, letters, labels)
+        seen = ocr.read(image)
         labels = find_missing_letters(seen, boxes, labels, letters)
         panels, found = group_by_letters(boxes, labels, len(letters))
         found = fill_by_order(panels, found, letters)

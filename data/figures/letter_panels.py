@@ -6,22 +6,17 @@ legend), so the gutter analysis cuts it into pieces. When the caption says which
 letters read on the pieces are kept only if the caption names them, letters still missing are looked for
 anywhere in the figure, and every unlettered piece joins the lettered panel that owns its region: the
 nearest one it can join without the joined box reaching into another lettered panel. Pure geometry
-apart from :func:`whole_figure_words`, which asks the OCR back-end about the whole figure (twice, for a
-small figure whose letters the first reading misses).
+apart from :func:`find_missing_letters`, which asks the OCR back-end once about the whole figure.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from PIL import Image
-
 from data.figures.label_order import same_row
 from data.figures.labels import normalise_label
-from data.figures.ocr import OcrWord
 
 Box = tuple[int, int, int, int]
 
-SMALL_FIGURE = 1200  # px, longer side: such a figure is read again at twice its size for missing letters
 BEHIND_PENALTY = 4.0  # a piece above or left of a letter's panel is less likely its continuation
 SLIVER = 0.15  # a joined box may cover this share of another lettered panel
 
@@ -84,19 +79,6 @@ def continuation(labels: list[str | None], wanted: list[str]) -> list[str]:
         run.append(nxt)
         nxt = chr(ord(nxt) + 1)
     return run
-
-
-def whole_figure_words(image: Image.Image, ocr: Any, wanted: list[str], placed: list[str | None]) -> list[Any]:
-    """The words of a whole-figure OCR reading. In a small figure, letters printed at a few pixels are often
-    passed over by the detector; when wanted letters are neither ``placed`` nor read once, the figure is read
-    again at twice its size and those letters' words are added (boxes in the figure's pixels)."""
-    words = ocr.read(image)
-    missing = set(wanted) - set(placed) - set(letter_words(words, wanted))
-    if not missing or max(image.size) >= SMALL_FIGURE:
-        return words
-    big = ocr.read(image.resize((2 * image.width, 2 * image.height), Image.LANCZOS))
-    return words + [OcrWord(w.text, tuple(v // 2 for v in w.box), w.score) for w in big
-                    if normalise_label(w.text, digits=True) in missing]
 
 
 def find_missing_letters(words: list[Any], boxes: list[Box], labels: list[str | None],
