@@ -36,9 +36,10 @@ class PanelParams:
     line_span: float = 0.75  # a separator is drawn along at least this share of the region (captions,
     # page rules or margins beside touching panels may take the rest)
     line_side_fg: float = 0.25  # both sides of a separator must be this image-like
-    faint_share: float = 0.3  # a gutter's rows may hold this share of foreground (compression noise) ...
-    faint_clean: float = 0.05  # ... if one of them is this clean where images border it on both sides
     line_contrast: float = 0.5  # ... and this share of the pixels bordering it must differ from its colour
+    faint_share: float = 0.3  # a gutter's rows may hold this share of foreground (compression noise) ...
+    faint_clean: float = 0.05  # ... if one of them is this clean where images border it on both sides,
+    faint_side: float = 0.9  # ... the rows beside it being this much foreground
     attach_frac: float = 0.06  # text within this distance (of the longer side) joins a panel
     seam_rows: float = 0.5  # a seam between touching images: this share of its pixels jump across it
     seam_jump: int = 24  # ... by more than this (largest channel difference)
@@ -181,7 +182,8 @@ def _faint_gutters(fg: np.ndarray, p: PanelParams) -> np.ndarray:
     for start, end in _runs(fg.mean(axis=1) <= p.faint_share):
         if start < depth or end > n - depth or end - start > p.line_max_px:
             continue
-        along = (fg[start - depth:start].mean(axis=0) >= 0.9) & (fg[end:end + depth].mean(axis=0) >= 0.9)
+        before, after = fg[start - depth:start].mean(axis=0), fg[end:end + depth].mean(axis=0)
+        along = (before >= p.faint_side) & (after >= p.faint_side)
         if along.mean() < p.line_span:
             continue
         if fg[start:end][:, along].mean(axis=1).min() <= p.faint_clean:
@@ -380,8 +382,9 @@ def _on_plate(rgb: np.ndarray, leaf: tuple[Box, Box], glyphs: list[Box], bg: np.
         return [(cell, core, glyphs)]
     frame = np.concatenate([sub[0], sub[-1], sub[:, 0], sub[:, -1]])
     colour = np.median(frame, axis=0)
-    if (np.abs(colour - bg).max() <= p.bg_tol or 1.0 - _differs(frame, colour.astype(np.int16), p.bg_tol) < p.plate_frame
-            or 1.0 - _differs(sub, colour.astype(np.int16), p.bg_tol) < p.plate_share):
+    ground = colour.astype(np.int16)
+    if (np.abs(colour - bg).max() <= p.bg_tol or 1.0 - _differs(frame, ground, p.bg_tol) < p.plate_frame
+            or 1.0 - _differs(sub, ground, p.bg_tol) < p.plate_share):
         return [(cell, core, glyphs)]
     h, w = sub.shape[:2]
     fg = foreground_mask(sub, colour, p.bg_tol)
@@ -393,7 +396,9 @@ def _on_plate(rgb: np.ndarray, leaf: tuple[Box, Box], glyphs: list[Box], bg: np.
     if (len(leaves) < 2 or max(areas) > p.plate_spread * min(areas)
             or any(b > p.plate_aspect * max(a, 1) for a, b in sides)):
         return [(cell, core, glyphs)]
-    shift = lambda b: (b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0)  # noqa: E731
+    def shift(b: Box) -> Box:
+        return b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0
+
     text = [shift(g) for g in text]
     out = []
     for sub_cell, sub_core in leaves:
