@@ -40,6 +40,17 @@ def test_cut_gives_the_full_width_panel_to_its_letter():
                    "D": (0, 160, 90, 200), "E": (110, 160, 200, 200)}
 
 
+def test_the_border_runs_before_the_next_letter_not_through_a_gap_inside_a_panel():
+    """Panel B has an empty gap inside it; the border with D, just before D's letter, is crossed by a
+    label. The gap is the emptiest line, but it would give D the right half of B."""
+    ink = np.zeros((200, 400), dtype=bool)
+    ink[20:180, 0:90] = ink[20:180, 130:250] = True  # panel B, with a gap at x 90-130
+    ink[20:180, 262:400] = True  # panel D
+    ink[190, 240:270] = True  # a label straddling the border
+    got = dict((letter, box) for box, letter in cut_by_letters(ink, [((0, 0, 10, 10), "B"), ((262, 0, 272, 10), "D")]))
+    assert got["B"][2] <= 262 and got["D"][0] >= 240
+
+
 def test_pieces_no_straight_line_separates_give_no_cut():
     overlapping = [((0, 0, 150, 150), "A"), ((50, 50, 200, 200), "B")]
     assert cut_by_letters(_mask(), overlapping) is None

@@ -125,8 +125,17 @@ class _Planner:
         for axis in (0, 1):
             for before, after, lo, hi in _splits(list(anchors), axis):
                 lo, hi = max(lo, region[axis] + 1), min(hi, region[axis + 2] - 1)
-                if lo <= hi:
-                    options.append((*_best_line(self.ink, region, axis, lo, hi), axis, before, after))
+                if lo > hi:
+                    continue
+                # The emptiest line and, between columns, the emptiest one just left of the next letters when
+                # it crosses more ink (else it is part of the same gutter): a letter opens its panel at the
+                # left, so the border often runs there even where a gap inside the panel before it is
+                # emptier. (Between rows, what stands below a letter is its own.)
+                lines = [_best_line(self.ink, region, axis, lo, hi)]
+                near = _best_line(self.ink, region, axis, max(lo, hi - (hi - lo) // 4), hi)
+                if axis == 0 and near[0] > lines[0][0]:
+                    lines.append(near)
+                options.extend((*line, axis, before, after) for line in lines)
         if not options:
             return None
         least = min(o[0] for o in options)
