@@ -86,6 +86,11 @@ def test_a_piece_that_would_reach_into_another_panel_stays_alone():
 
 def test_letters_the_caption_does_not_name_are_dropped():
     assert keep_caption_letters(["A", "T", "B", None], ["A", "B"]) == ["A", None, "B", None]
+    # letters after the caption's last carry its sequence on only from that letter read (a caption whose
+    # later markers were lost); with it unread, the one after it is taken as its misreading and dropped
+    assert keep_caption_letters(["A", "B", "C", "D"], ["A", "B"]) == ["A", "B", "C", "D"]
+    assert keep_caption_letters(["A", "B", "C", "E"], ["A", "B"]) == ["A", "B", "C", None]
+    assert keep_caption_letters(["A", "B", None, "G"], ["A", "B", "C", "D", "E", "F"]) == ["A", "B", None, None]
 
 
 def test_missing_letter_found_by_a_whole_figure_reading():

@@ -69,9 +69,10 @@ def keep_caption_letters(labels: list[str | None], wanted: list[str]) -> list[st
 
 
 def continuation(labels: list[str | None], wanted: list[str]) -> list[str]:
-    """The letters read right after the caption's last letter, in an unbroken run (E named: F, G, H read
-    gives F, G, H; F, H gives F)."""
-    if not wanted or any(len(x) != 1 for x in wanted):
+    """The letters read right after the caption's last letter, in an unbroken run from that letter read
+    (E named and read: F, G, H read gives F, G, H; F, H gives F). With the last letter unread, a letter
+    after it is more likely its misreading (G for F) than the start of markers the caption lost."""
+    if not wanted or any(len(x) != 1 for x in wanted) or max(wanted) not in labels:
         return []
     read, run = set(x for x in labels if x), []
     nxt = chr(ord(max(wanted)) + 1)
