@@ -132,9 +132,10 @@ class _Planner:
                 # left, so the border often runs there even where a gap inside the panel before it is
                 # emptier. (Between rows, what stands below a letter is its own.)
                 lines = [_best_line(self.ink, region, axis, lo, hi)]
-                near = _best_line(self.ink, region, axis, max(lo, hi - (hi - lo) // 4), hi)
-                if axis == 0 and near[0] > lines[0][0]:
-                    lines.append(near)
+                if axis == 0:
+                    near = _best_line(self.ink, region, axis, max(lo, hi - (hi - lo) // 4), hi)
+                    if near[0] > lines[0][0]:
+                        lines.append(near)
                 options.extend((*line, axis, before, after) for line in lines)
         if not options:
             return None

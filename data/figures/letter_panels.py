@@ -62,7 +62,7 @@ def letter_sequence(wanted: list[str]) -> list[str]:
 
 def keep_caption_letters(labels: list[str | None], wanted: list[str]) -> list[str | None]:
     """Letters the caption names, and letters that carry its sequence on (F, G after a caption naming
-    A-E, when F, G ... are all read: a caption whose later markers were not recognised); anything else
+    A-E, when E, F, G ... are all read: a caption whose later markers were not recognised); anything else
     read (a sequence name, a misread) is dropped."""
     allowed = set(wanted) | set(continuation(labels, wanted))
     return [x if x in allowed else None for x in labels]
