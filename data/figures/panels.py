@@ -309,9 +309,7 @@ def xy_cut(rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
                 leaves.append((region, core))
                 continue
             # Touching images: the pieces share out the cell, split where the seams are.
-            children = [(region[0] if b[0] == core[0] else b[0], region[1] if b[1] == core[1] else b[1],
-                         region[2] if b[2] == core[2] else b[2], region[3] if b[3] == core[3] else b[3])
-                        for b in pieces]
+            children = [_reach_out(b, core, region) for b in pieces]
         stack.extend(reversed(children))  # depth first, so leaves come out in reading order
     return leaves
 
@@ -396,14 +394,17 @@ def _on_plate(rgb: np.ndarray, leaf: tuple[Box, Box], glyphs: list[Box], bg: np.
     if (len(leaves) < 2 or max(areas) > p.plate_spread * min(areas)
             or any(b > p.plate_aspect * max(a, 1) for a, b in sides)):
         return [(cell, core, glyphs)]
-    def shift(b: Box) -> Box:
-        return b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0
+    text = [_offset(g, x0, y0) for g in text]
+    return [(_reach_out(_offset(sub_cell, x0, y0), core, cell), _offset(sub_core, x0, y0), text)
+            for sub_cell, sub_core in leaves]
 
-    text = [shift(g) for g in text]
-    out = []
-    for sub_cell, sub_core in leaves:
-        c = shift(sub_cell)  # the plate's outer cells reach out to the leaf's cell
-        c = (cell[0] if c[0] == x0 else c[0], cell[1] if c[1] == y0 else c[1],
-             cell[2] if c[2] == x1 else c[2], cell[3] if c[3] == y1 else c[3])
-        out.append((c, shift(sub_core), text))
-    return out
+
+def _offset(box: Box, dx: int, dy: int) -> Box:
+    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
+
+
+def _reach_out(box: Box, inner: Box, outer: Box) -> Box:
+    """``box`` (a piece of ``inner``) with each side that lies on ``inner``'s border moved out to ``outer``'s:
+    pieces cut from a region's core share out the region's whole cell."""
+    return (outer[0] if box[0] == inner[0] else box[0], outer[1] if box[1] == inner[1] else box[1],
+            outer[2] if box[2] == inner[2] else box[2], outer[3] if box[3] == inner[3] else box[3])
