@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import re
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from bench.figure_gold import (CAPTIONS_NAME, FIGURES_FILE, GoldError, RealFigur
 from bench.gold_sets import GitHubSource, jats_captions, normalize
 from data.figures.ocr import make_ocr
 from data.files import atomic_write_bytes, atomic_write_json
+from data.images import to_rgb
 
 
 def _git_show(snapshots: Path, source: GitHubSource) -> bytes:
@@ -87,6 +89,33 @@ def _strings(value: object) -> list[str]:
     return [text for item in items for text in _strings(item)]
 
 
+_TEX_KEEP = re.compile(r"\\(?:textbf|textit|emph|textsc|texttt|textrm|textsuperscript|textsubscript|mathrm)\{([^{}]*)\}")
+_TEX_DROP = re.compile(r"\\(?:label|cite|citep|citet)\{[^{}]*\}")
+_TEX_SYMBOLS = {"Delta": "Δ", "alpha": "α", "beta": "β", "gamma": "γ", "mu": "μ", "sigma": "σ", "tau": "τ",
+                "times": "×", "pm": "±", "circ": "°"}
+_TEX_SYMBOL = re.compile(r"\\(%|[A-Za-z]+ ?)")
+_MD_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
+_MD_BOLD_CUT = re.compile(r"(?<=\S)\*\*(?=\s|$)|(?:^|(?<=\s))\*\*(?=\w)")  # a bold span the caption cuts
+_MD_ITALIC = re.compile(r"(?<![\w*])\*(?=\w)(.+?)(?<=[\w.)])\*(?![\w*])")
+_MD_SCRIPT = re.compile(r"(?<=\w)([~^])(\w+)\1")
+
+
+def plain_caption(text: str, path: str) -> str:
+    """The caption as a reader sees it: LaTeX's font commands and a markdown file's emphasis taken off
+    (``\\textbf{(A)}`` -> ``(A)``, ``**a.** *Title.*`` -> ``a. Title.``), as a publisher's JATS gives it."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".tex":
+        for _ in range(3):  # nested font commands
+            text = _TEX_KEEP.sub(r"\1", text)
+        text = _TEX_DROP.sub("", text).replace("~", " ").replace("$", "")
+        text = _TEX_SYMBOL.sub(lambda m: "%" if m[1] == "%" else _TEX_SYMBOLS.get(m[1].strip(), m[0]), text)
+    elif suffix in (".md", ".rmd", ".qmd"):
+        text = _MD_BOLD_CUT.sub("", _MD_BOLD.sub(r"\1", text))
+        text = _MD_SCRIPT.sub(r"\2", _MD_ITALIC.sub(r"\1", text))
+        text = re.sub(r"\\([<>_*#\[\]])", r"\1", text)
+    return normalize(text)
+
+
 def caption_by_anchors(data: bytes, path: str, anchors: tuple[str, str], where: str) -> str:
     """The caption from its first to its last words in a file's text, whitespace collapsed. The text of a
     JSON file is its strings; a text file holding a list of strings (as some figure extractors write
@@ -104,7 +133,7 @@ def caption_by_anchors(data: bytes, path: str, anchors: tuple[str, str], where: 
     end = text.find(anchors[1], start) if start >= 0 else -1
     if end < 0:
         raise GoldError(f"{where}: the caption's first and last words are not found in {path}")
-    return text[start:end + len(anchors[1])]
+    return plain_caption(text[start:end + len(anchors[1])], path)
 
 
 def materialise(snapshots: Path, sources: Path, figures: list[RealFigure]) -> None:
@@ -205,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for fig, path, caption in items:
         with Image.open(path) as im:
-            results.append(figure_result(fig, im.convert("RGB"), None if args.no_caption else caption, ocr))
+            results.append(figure_result(fig, to_rgb(im), None if args.no_caption else caption, ocr))
     out = {"part": part, "ocr": args.ocr, "captions": not args.no_caption, **totals(results)}
     if args.failures:
         out["failures"] = [{k: r[k] for k in ("id", "want", "read", "true", "detected", "extra")}

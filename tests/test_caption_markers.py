@@ -52,6 +52,8 @@ def test_labels_opening_sentences_in_a_suffix_caption():
     ("Strategies targeting the pathway A, Antibodies restore activity. B, Blocking ligands helps.",
      [["A"], ["B"]]),
     ("Cardiac MRI. Left: four-chamber cine view, Right: late enhancement.", [["LEFT"], ["RIGHT"]]),
+    ("Firing. (A.) young cell response, (B.) aged cell response, and (C.) overlap of the two traces.",
+     [["A"], ["B"], ["C"]]),
 ])
 def test_marker_forms(caption, labels):
     assert [s.labels for s in split_caption(caption)] == labels

@@ -55,6 +55,15 @@ def test_blank_and_single_images():
     assert find_panels(img) == [Panel((40, 30, 160, 120))]
 
 
+def test_transparent_background_is_white():
+    # Black drawings on a transparent ground, whose hidden colour is black: a page shows them on white.
+    rgba = np.zeros((200, 300, 4), dtype=np.uint8)
+    rgba[20:180, 20:130, 3] = 255
+    rgba[20:180, 170:280, 3] = 255
+    boxes = [p.box for p in find_panels(Image.fromarray(rgba, "RGBA"))]
+    assert boxes == [(20, 20, 130, 180), (170, 20, 280, 180)]
+
+
 def test_panels_touching_with_a_thin_line():
     img = Image.new("RGB", (212, 110), "white")
     img.paste(Image.new("RGB", (2, 100), "black"), (105, 5))  # the line between the two images

@@ -225,6 +225,17 @@ def test_captions_found_between_their_first_and_last_words():
         caption_by_anchors(markdown, "paper.md", ("Not there", "prediction."), "fig-9")
 
 
+def test_captions_in_markup_are_read_as_plain_text():
+    from bench.real_figures import caption_by_anchors
+
+    markdown = b"**Figure 4: Screening.** **a.** *Dual barcodes.* FDR \\< 0.05, C~t~ value (*, p < 0.05; **, p < 0.01)."
+    assert caption_by_anchors(markdown, "paper.Rmd", ("Screening.", "0.01)."), "f") == \
+        "Screening. a. Dual barcodes. FDR < 0.05, Ct value (*, p < 0.05; **, p < 0.01)."
+    latex = rb"\caption{Overview. \textbf{(A)} The \textit{Summary} sheet, 25\textsuperscript{th} \% of $\Delta t$.}"
+    assert caption_by_anchors(latex, "paper.tex", ("Overview.", "t$."), "f") == \
+        "Overview. (A) The Summary sheet, 25th % of Δt."
+
+
 def test_gold_caption_anchors_are_two_texts(tmp_path):
     record = json.loads(FIGURES_FILE.read_text("utf-8"))["figures"][0]
     record["caption_anchors"] = ["only the first words"]

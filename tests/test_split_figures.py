@@ -166,3 +166,21 @@ def test_cli_order_fallback_pairs_panels_in_reading_order(tmp_path, fixtures_dir
     summary = json.loads((plain / "summary.json").read_text())
     assert (summary["matched"], summary["fallback"]) == (0, 2) and "paired_by_order" not in summary
     assert all(r["panel_label"] is None for r in json.loads((plain / "subfigures.json").read_text()))
+
+
+def test_transparent_figure_is_split_on_white(tmp_path):
+    """A PNG drawn on a transparent ground (black where hidden) is split as a page shows it: on white."""
+    import numpy as np
+
+    rgba = np.zeros((200, 300, 4), dtype=np.uint8)
+    rgba[20:180, 20:130, 3] = 255
+    rgba[20:180, 170:280, 3] = 255
+    (tmp_path / "images").mkdir()
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "images" / "PMC7_fig1.png")
+    records = [{"image": "images/PMC7_fig1.png", "caption": "Masks. (A) Left mask. (B) Right mask.", "pmcid": "PMC7"}]
+    (tmp_path / "captions.json").write_text(json.dumps(records))
+    out = tmp_path / "out"
+    args = ["--in", str(tmp_path / "captions.json"), "--out", str(out), "--ocr", "none", "--order-fallback"]
+    assert split_figures.main(args) == 0
+    rows = json.loads((out / "subfigures.json").read_text())
+    assert [(r["panel_label"], r["box"]) for r in rows] == [("A", [20, 20, 130, 180]), ("B", [170, 20, 280, 180])]

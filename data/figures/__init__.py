@@ -21,6 +21,7 @@ from data.figures.letter_panels import (continuation, fill_by_order, find_missin
                                        keep_caption_letters, letter_sequence, letter_words, reading_key)
 from data.figures.panels import PanelParams, detect_panel_boxes, ink_mask
 from data.figures.subcaptions import SubCaption, split_caption
+from data.images import to_rgb
 
 __all__ = ["Panel", "SubCaption", "caption_letters", "find_panels", "split_caption"]
 
@@ -58,7 +59,8 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
     and the pieces are grouped around them (:mod:`data.figures.letter_panels`). ``None`` reads the
     letters from the image alone.
     """
-    rgb = np.asarray(image.convert("RGB"))
+    image = to_rgb(image)  # transparent pixels are white, as a page shows them, not black
+    rgb = np.asarray(image)
     boxes = detect_panel_boxes(rgb, params)
     if letters is not None:
         return _caption_panels(image, rgb, boxes, ocr, letters, (params or PanelParams()).bg_tol)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 DASH = r"[-\u2010-\u2015\u2212]"
 _ITEM = rf"[A-Za-z](?:\s*{DASH}\s*[A-Za-z])?"
 LIST = rf"{_ITEM}(?:\s*(?:,|and|&)\s*{_ITEM})*"
-PAREN = re.compile(rf"\(\s*({LIST})\s*\)")
+PAREN = re.compile(rf"\(\s*({LIST})\s*\.?\s*\)")  # "(A)", "(a, b)", "(A.)"
 # "(a; ×200)", "(A.a)", "(A upper panel)"
 _PAREN_NOTE = re.compile(r"\(\s*(?:([A-Za-z])\s*;\s*[^();]{1,40}|([A-Z])\.[a-z]|([A-Za-z])[\s,]+(?:upper|lower|left|right"
                          r"|top|bottom|middle)(?:\s+(?:panel|image|row|column))?)\s*\)")

@@ -25,7 +25,7 @@ from data.figures.ocr import OcrError
 from data.figures.pairing import pair_panels
 from data.files import atomic_write
 from data.image_limits import DEFAULT_MAX_PIXELS, BadImageError
-from data.images import open_image
+from data.images import open_image, to_rgb
 from data.records import FigureRecord, SubFigureRecord, subfigure_record
 from data.scrape.safe_paths import path_inside, safe_component
 
@@ -78,7 +78,7 @@ def split_figure(record: FigureRecord, root: Path, out_dir: Path, ocr: Any, opts
         return FigureResult("failed", reason=f"image path outside the input folder: {e}")
     try:
         with open_image(src, opts.max_pixels) as im:
-            image = im.convert("RGB")
+            image = to_rgb(im)
     except BadImageError as e:
         return FigureResult("failed", reason=f"cannot read image: {e}")
     whole = Path(os.path.relpath(src, out_dir)).as_posix()
