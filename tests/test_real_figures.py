@@ -91,6 +91,8 @@ def test_letters_the_caption_does_not_name_are_dropped():
     assert keep_caption_letters(["A", "B", "C", "D"], ["A", "B"]) == ["A", "B", "C", "D"]
     assert keep_caption_letters(["A", "B", "C", "E"], ["A", "B"]) == ["A", "B", "C", None]
     assert keep_caption_letters(["A", "B", None, "G"], ["A", "B", "C", "D", "E", "F"]) == ["A", "B", None, None]
+    # ... and only on pieces after it in reading order: a D before C is a misreading, not C's successor
+    assert keep_caption_letters(["A", "D", "E", "C"], ["A", "B", "C"]) == ["A", None, None, "C"]
 
 
 def test_missing_letter_found_by_a_whole_figure_reading():

@@ -70,11 +70,12 @@ def keep_caption_letters(labels: list[str | None], wanted: list[str]) -> list[st
 
 def continuation(labels: list[str | None], wanted: list[str]) -> list[str]:
     """The letters read right after the caption's last letter, in an unbroken run from that letter read
-    (E named and read: F, G, H read gives F, G, H; F, H gives F). With the last letter unread, a letter
-    after it is more likely its misreading (G for F) than the start of markers the caption lost."""
+    (E named and read: F, G, H read gives F, G, H; F, H gives F), on pieces after it in reading order.
+    With the last letter unread, a letter after it is more likely its misreading (G for F) than the start
+    of markers the caption lost; so is one read on a piece before it."""
     if not wanted or any(len(x) != 1 for x in wanted) or max(wanted) not in labels:
         return []
-    read, run = set(x for x in labels if x), []
+    read, run = set(x for x in labels[labels.index(max(wanted)) + 1:] if x), []
     nxt = chr(ord(max(wanted)) + 1)
     while nxt in read and nxt <= "Z":
         run.append(nxt)
