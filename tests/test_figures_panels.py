@@ -64,6 +64,17 @@ def test_transparent_background_is_white():
     assert boxes == [(20, 20, 130, 180), (170, 20, 280, 180)]
 
 
+def test_colour_bar_shared_by_a_column_of_images():
+    # Two images stacked, with one colour bar beside both: the bar is too narrow to be a panel, and it
+    # must not hide the gutter between the images.
+    rng = np.random.default_rng(0)
+    rgb = np.full((420, 320, 3), 255, dtype=np.uint8)
+    rgb[10:200, 10:250] = rng.integers(40, 200, (190, 240, 3))
+    rgb[220:410, 10:250] = rng.integers(40, 200, (190, 240, 3))
+    rgb[30:390, 270:290] = np.linspace(0, 255, 360, dtype=np.uint8)[:, None, None]
+    assert detect_panel_boxes(rgb) == [(10, 10, 250, 200), (10, 220, 250, 410)]
+
+
 def test_panels_touching_with_a_thin_line():
     img = Image.new("RGB", (212, 110), "white")
     img.paste(Image.new("RGB", (2, 100), "black"), (105, 5))  # the line between the two images

@@ -52,6 +52,7 @@ class PanelParams:
     plate_share: float = 0.3  # ... which covers this share of it
     plate_spread: float = 4.0  # the pieces cut on a plate differ in area by at most this factor ...
     plate_aspect: float = 3.0  # ... and are no longer than this times their width (not a blot's lanes)
+    strip_span: float = 0.6  # a narrow strip beside images (a shared colour bar) spans this share of them
 
 
 def background_colour(rgb: np.ndarray, tol: int = 15) -> np.ndarray:
@@ -225,6 +226,38 @@ def _cut_axis(region: Box, rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
     return pieces, max(gaps, default=0)
 
 
+def _beside_strip(core: Box, rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
+                  min_len: tuple[int, int], p: PanelParams) -> list[Box]:
+    """The pieces of ``core`` once a narrow strip along one of its sides is set aside, [] if none.
+
+    A colour bar or key shared by a column (row) of images is too narrow to be a panel, so it joins
+    them; drawn along the whole column it then hides the gutters between them. The strip belongs to no
+    panel, as a shared key. ``min_len`` is the least panel size along rows and columns.
+    """
+    sub = struct[core[1]:core[3], core[0]:core[2]]
+    for axis in (1, 0):  # a strip beside a column of images, then one under a row of them
+        runs = _runs(sub.any(axis=1 - axis))
+        if len(runs) < 2:
+            continue
+        for strip, keep in ((runs[-1], (runs[0][0], runs[-2][1])), (runs[0], (runs[1][0], runs[-1][1]))):
+            if strip[1] - strip[0] >= min_len[axis] or keep[1] - keep[0] < min_len[axis]:
+                continue
+            band = sub[:, strip[0]:strip[1]] if axis == 1 else sub[strip[0]:strip[1]]
+            if band.any(axis=axis).mean() < p.strip_span:
+                continue
+            if axis == 1:
+                rest = (core[0] + keep[0], core[1], core[0] + keep[1], core[3])
+                pieces, _ = _cut_axis(rest, rgb, fg, struct, 0, min_len[0], p)
+                boxes = [(rest[0], rest[1] + a, rest[2], rest[1] + b) for a, b in pieces]
+            else:
+                rest = (core[0], core[1] + keep[0], core[2], core[1] + keep[1])
+                pieces, _ = _cut_axis(rest, rgb, fg, struct, 1, min_len[1], p)
+                boxes = [(rest[0] + a, rest[1], rest[0] + b, rest[3]) for a, b in pieces]
+            if len(boxes) > 1:
+                return boxes
+    return []
+
+
 def _seams(rgb: np.ndarray, struct: np.ndarray, p: PanelParams) -> tuple[list[int], float]:
     """Positions along axis 1 where two touching images meet (a jump between columns x-1 and x), and
     the share of rows that jump at the strongest of them."""
@@ -304,7 +337,7 @@ def xy_cut(rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
             children = [(tx0 + s, y0, tx0 + e, y1) for s, e in _cells(cols, x0 - tx0, x1 - tx0)]
         else:
             core = (tx0 + cols[0][0], ty0 + rows[0][0], tx0 + cols[-1][1], ty0 + rows[-1][1])
-            pieces = _seam_cut(core, rgb, struct, p)
+            pieces = _seam_cut(core, rgb, struct, p) or _beside_strip(core, rgb, fg, struct, (min_rows, min_cols), p)
             if not pieces:
                 leaves.append((region, core))
                 continue
