@@ -94,9 +94,9 @@ _TEX_DROP = re.compile(r"\\(?:label|cite|citep|citet)\{[^{}]*\}")
 _TEX_SYMBOLS = {"Delta": "Δ", "alpha": "α", "beta": "β", "gamma": "γ", "mu": "μ", "sigma": "σ", "tau": "τ",
                 "times": "×", "pm": "±", "circ": "°"}
 _TEX_SYMBOL = re.compile(r"\\(%|[A-Za-z]+ ?)")
-_MD_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
+_MD_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
 _MD_BOLD_CUT = re.compile(r"(?<=\S)\*\*(?=\s|$)|(?:^|(?<=\s))\*\*(?=\w)")  # a bold span the caption cuts
-_MD_ITALIC = re.compile(r"(?<![\w*])\*(?=\w)(.+?)(?<=[\w.)])\*(?![\w*])")
+_MD_ITALIC = re.compile(r"(?<![\w*])([*_])(?=\w)(.+?)(?<=[\w.)])\1(?![\w*])")
 _MD_SCRIPT = re.compile(r"(?<=\w)([~^])(\w+)\1")
 
 
@@ -110,8 +110,8 @@ def plain_caption(text: str, path: str) -> str:
         text = _TEX_DROP.sub("", text).replace("~", " ").replace("$", "")
         text = _TEX_SYMBOL.sub(lambda m: "%" if m[1] == "%" else _TEX_SYMBOLS.get(m[1].strip(), m[0]), text)
     elif suffix in (".md", ".rmd", ".qmd"):
-        text = _MD_BOLD_CUT.sub("", _MD_BOLD.sub(r"\1", text))
-        text = _MD_SCRIPT.sub(r"\2", _MD_ITALIC.sub(r"\1", text))
+        text = _MD_BOLD_CUT.sub("", _MD_BOLD.sub(r"\2", text))
+        text = _MD_SCRIPT.sub(r"\2", _MD_ITALIC.sub(r"\2", text))
         text = re.sub(r"\\([<>_*#\[\]])", r"\1", text)
     return normalize(text)
 

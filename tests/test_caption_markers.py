@@ -54,6 +54,8 @@ def test_labels_opening_sentences_in_a_suffix_caption():
     ("Cardiac MRI. Left: four-chamber cine view, Right: late enhancement.", [["LEFT"], ["RIGHT"]]),
     ("Firing. (A.) young cell response, (B.) aged cell response, and (C.) overlap of the two traces.",
      [["A"], ["B"], ["C"]]),
+    ("Projections of a zebrafish dataset with a the projection of the pixels and b the projection of the "
+     "particles. There is no difference.", [["A"], ["B"]]),
 ])
 def test_marker_forms(caption, labels):
     assert [s.labels for s in split_caption(caption)] == labels

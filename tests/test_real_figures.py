@@ -233,6 +233,9 @@ def test_captions_in_markup_are_read_as_plain_text():
     markdown = b"**Figure 4: Screening.** **a.** *Dual barcodes.* FDR \\< 0.05, C~t~ value (*, p < 0.05; **, p < 0.01)."
     assert caption_by_anchors(markdown, "paper.Rmd", ("Screening.", "0.01)."), "f") == \
         "Screening. a. Dual barcodes. FDR < 0.05, Ct value (*, p < 0.05; **, p < 0.01)."
+    underscores = b"Views of a _Danio rerio_ vessel with __a__ the pixels and __b__ the particles, in snake_case_files."
+    assert caption_by_anchors(underscores, "thesis.md", ("Views", "files."), "f") == \
+        "Views of a Danio rerio vessel with a the pixels and b the particles, in snake_case_files."
     latex = rb"\caption{Overview. \textbf{(A)} The \textit{Summary} sheet, 25\textsuperscript{th} \% of $\Delta t$.}"
     assert caption_by_anchors(latex, "paper.tex", ("Overview.", "t$."), "f") == \
         "Overview. (A) The Summary sheet, 25th % of Δt."

@@ -54,6 +54,9 @@ _CLOSING = re.compile(rf"(?:^|[\s:;,])({_ITEM})\)(?=\s)")
 _LOOSE_A = re.compile(r"[a-z0-9]\s([Aa])(?=[,.:]\s+[A-Z])")
 _LOOSE_LOWER = re.compile(rf"{_OPEN}([a-z])(?=\s+[a-z])")  # "a pH-dependence of ... b Effect of ..."
 _LOOSE_AFTER_COMMA = re.compile(r"(?<=,\s)([b-z])(?=\s+\w)")  # "a Schematic of ..., b the mechanism, c ..."
+# "... with a the projection of the pixels and b the projection of the particles": no word is followed by
+# a determiner, so a lone lower-case letter before one names a panel.
+_BEFORE_DETERMINER = re.compile(r"(?<=\s)([a-z])(?=\s+(?:the|an)\s)")
 # A panel named with its noun: "... can be seen in image (A).", "In panel (c) ...", "Image (B) shows ...".
 _NOUN_AFTER_IN = re.compile(r"\b[Ii]n\s+(?:images?|panels?|insets?)\s+$")
 _NOUN_OPENING = re.compile(rf"{_BOUNDARY}(?:Images?|Panels?|Insets?)\s+$")
@@ -147,7 +150,8 @@ def find_markers(text: str) -> list[Marker]:
     for m in POS_PAREN.finditer(text):
         markers.append(Marker(m.start(), m.end(), position_labels(m.group(1)), "position", True))
     for pattern, loose in ((_PANEL_PHRASE, False), (_BARE, False), (_BARE_JOINED, False), (_CLOSING, False),
-                           (_LOOSE_A, True), (_LOOSE_LOWER, True), (_LOOSE_AFTER_COMMA, True)):
+                           (_BEFORE_DETERMINER, False), (_LOOSE_A, True), (_LOOSE_LOWER, True),
+                           (_LOOSE_AFTER_COMMA, True)):
         for m in pattern.finditer(text):
             start = m.start("m") if "m" in pattern.groupindex else m.start(1)
             closes = pattern is _CLOSING or text[m.end(1):m.end(1) + 1] == ")"
