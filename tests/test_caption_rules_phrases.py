@@ -97,3 +97,19 @@ def test_letters_after_colons_and_semicolons_in_a_run_are_panels():
     assert [(s.labels, s.text) for s in split_caption(dashes)] == [
         (["A"], "fishing gear"), (["B"], "boats"), (["C"], "habitations.")]
     assert [s.labels for s in split_caption("Growth in broth: E. coli was grown overnight.")] == [[]]
+
+
+def test_letters_cited_after_their_phrases_carry_the_prefix_run_on():
+    assert pairs("Targets. (A) Heat map. (B) Motifs. (C) Distribution of sites. (D) Integration with the gene "
+                 "set. Pathways found for high (E) and low (F) targets.")[4:] == [
+        (["E"], "Pathways found for high"), (["F"], "targets.")]
+
+
+def test_a_cited_letter_out_of_the_run_abbreviates_a_word():
+    assert labels("Duodenum. (A) The mucosal layers. (B) The nerve plexus lies between the circular layer (C) "
+                  "and the longitudinal layer (L). HE stain.") == [["A"], ["B"]]
+
+
+def test_letter_after_a_sentence_without_its_full_stop_fills_the_run():
+    assert labels("Insolubility. A. Schematic. B. Total protein. C. Volcano plot, Q < 0.01 D. Barplot of terms "
+                  "(see the list) E. Interaction network. F. Overlap.") == [["A"], ["B"], ["C"], ["D"], ["E"], ["F"]]

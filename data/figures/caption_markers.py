@@ -341,8 +341,9 @@ def _drop_group_headers(markers: list[Marker], text: str) -> list[Marker]:
 
 
 def _fill_gaps(markers: list[Marker], text: str) -> list[Marker]:
-    """In a run of bare letters, find the skipped ones (``a ... b ... d``: c) as lone letters between the
-    neighbours, in order; a gap is filled only when every missing letter is found."""
+    """In a run of bare letters, find the skipped ones (``a ... b ... d``: c; ``C. ... Q < 0.01 D. ... E.``,
+    a sentence without its full stop) as lone letters between the neighbours, in order; a gap is filled
+    only when every missing letter is found."""
     out = list(markers)
     for a, b in zip(markers, markers[1:]):
         if a.kind != "bare" or b.kind != "bare" or a.lower != b.lower:
@@ -353,7 +354,7 @@ def _fill_gaps(markers: list[Marker], text: str) -> list[Marker]:
         pos, found = a.end, []
         for code in range(first, last):
             letter = chr(code).lower() if a.lower else chr(code)
-            hit = re.compile(rf"(?<=\s){letter}(?=\s+\w)").search(text, pos, b.start)
+            hit = re.compile(rf"(?<=\s){letter}[.:,)]?(?=\s+\w)").search(text, pos, b.start)
             if not hit:
                 break
             found.append(Marker(hit.start(), hit.end() + 1, [chr(code)], "bare", lower=a.lower))

@@ -236,9 +236,9 @@ def marker_roles(text: str, cands: list[Marker]) -> tuple[list[Marker], list[str
     (``prefix``) or closes (``suffix``) its text.
 
     The first marker sets the caption's style. In a prefix caption a parenthesised label that is not
-    prefix-like counts only where it closes a sentence and no later prefix marker names its letter (else
-    it is a reference to a panel described elsewhere); in a suffix caption a label opening a sentence is
-    a prefix marker. The letters are then sequenced again over the markers that count.
+    prefix-like counts only where no prefix marker names its letter (else it is a reference to a panel
+    described elsewhere) and it closes a sentence or carries the run of letters on (:func:`_continues_run`);
+    in a suffix caption a label opening a sentence is a prefix marker. The letters are then sequenced again over the markers that count.
     """
     markers = panel_markers(text, cands)
     if not markers:
@@ -246,13 +246,25 @@ def marker_roles(text: str, cands: list[Marker]) -> tuple[list[Marker], list[str
     if _is_prefix(markers[0], text):
         prefix = [c for c in cands if not c.paren or _is_prefix(c, text)]
         named = {x for c in prefix for x in c.labels}
-        keep = [c for c in cands if c in prefix or (_closes_sentence(c, text) and not set(c.labels) & named)]
+        keep = [c for c in cands if c in prefix or (not set(c.labels) & named and (
+            _closes_sentence(c, text) or _continues_run(c, cands, named)))]
         markers = panel_markers(text, keep)
         return markers, ["prefix" if not m.paren or _is_prefix(m, text) else "suffix" for m in markers]
     keep = [c for c in cands if c.paren or (c.kind == "bare" and _opens_sentence(text, c.start))]
     markers = panel_markers(text, keep)
     return markers, ["prefix" if _opens_sentence(text, m.start) and _is_prefix(m, text) else "suffix"
                      for m in markers]
+
+
+def _continues_run(c: Marker, cands: list[Marker], named: set[str]) -> bool:
+    """Does a letter cited inside a sentence carry the prefix markers' run on, the letter before it named
+    by them and the next candidate naming the letter after it (``(D) ... p63high (E) and p63low (F)``)?
+    A lone cited letter (``muscular layer (C) and ... layer (L)``) abbreviates a word."""
+    first, last = c.labels[0], c.labels[-1]
+    if len(first) != 1 or len(last) != 1 or chr(ord(first) - 1) not in named:
+        return False
+    later = [d for d in cands if d.start > c.start]
+    return bool(later) and later[0].labels[0] == chr(ord(last) + 1)
 
 
 def split_caption(caption: str) -> list[SubCaption]:
