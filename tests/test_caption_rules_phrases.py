@@ -113,3 +113,15 @@ def test_a_cited_letter_out_of_the_run_abbreviates_a_word():
 def test_letter_after_a_sentence_without_its_full_stop_fills_the_run():
     assert labels("Insolubility. A. Schematic. B. Total protein. C. Volcano plot, Q < 0.01 D. Barplot of terms "
                   "(see the list) E. Interaction network. F. Overlap.") == [["A"], ["B"], ["C"], ["D"], ["E"], ["F"]]
+
+
+def test_panel_letters_after_the_figure_number():
+    assert pairs("Co-culture medium. 1A. Cells were stimulated for 24 hours. 1B. Treated cells invaded more. "
+                 "1C. Quantification of E-cadherin.") == [
+        (["A"], "Cells were stimulated for 24 hours."), (["B"], "Treated cells invaded more."),
+        (["C"], "Quantification of E-cadherin.")]
+
+
+def test_abbreviated_genus_in_a_closing_key_is_no_label():
+    assert labels("Infections. (A) Single infections. (B) Mixed infections. Abbreviations: MP, M. pneumoniae; "
+                  "LP, L. pneumophila; CP, C. pneumoniae.") == [["A"], ["B"]]

@@ -45,6 +45,8 @@ _BOUNDARY = r"(?:^|(?<=[.;!?]\s)|(?<=[.;!?][)\u201d\u2019]\s))"
 # faster. The marker is group "m" where given, else group 1.
 _OPEN = r"(?:^|[.;!?][)\u201d\u2019]?\s)"
 _BARE = re.compile(rf"{_OPEN}({LIST})(?=(?:[,:.)]\s)|(?:\s+[A-Z0-9]))")
+# "1A. Cells were ... 1B. ...": the figure's number before each panel letter, opening a sentence.
+_NUMBERED = re.compile(rf"{_OPEN}(\d{{1,2}})([A-Z])(?=[.:]\s)")
 _BARE_JOINED = re.compile(rf"(?:[,;]\s|\band\s)({LIST})(?=[:,]\s+[A-Za-z]{{2}})")
 # "...: A. head in dorsal view; B. head ...", "..., A − fishing gear; B − boats": a letter after a colon,
 # semicolon or comma, then a full stop before a lower-case word, or a dash; it counts only beside the
@@ -161,6 +163,10 @@ def find_markers(text: str) -> list[Marker]:
             while end < len(text) and text[end] in ",:.)":
                 end += 1
             add(start, end, m.group(1) if "m" not in pattern.groupindex else m.group(2), "bare", False, loose)
+    numbered = list(_NUMBERED.finditer(text))
+    for m in numbered:  # one figure number for all of them, at least two of them
+        if len(numbered) > 1 and len({n.group(1) for n in numbered}) == 1:
+            add(m.start(1), m.end() + 1, m.group(2), "bare")
     run = list(_BARE_RUN.finditer(text))
     formed = {m.group(1) for m in run}
     for m in run:
@@ -279,6 +285,11 @@ def _symbol_key_form(m: Marker, text: str) -> bool:
     return m.kind == "bare" and bool(re.fullmatch(r"[A-Za-z],", text[m.start:m.end].strip())) and after[:1].islower()
 
 
+def _genus_form(m: Marker, text: str) -> bool:
+    """``M. pneumoniae``: a bare capital, a full stop and a lower-case word, as a genus is abbreviated."""
+    return m.kind == "bare" and not m.lower and bool(re.match(r"[A-Z]\.\s+[a-z]{3}", text[m.start:]))
+
+
 def _defines_abbreviation(m: Marker, text: str) -> bool:
     """``riluzole (R)``: one parenthesised letter right after a word starting with that letter."""
     if not m.paren or m.kind != "paren" or len(m.labels) != 1:
@@ -293,7 +304,7 @@ def _label_sequence(markers: list[Marker], text: str) -> list[Marker]:
     Letters start at A and keep the case of the first letter marker; a marker whose letters were all
     unseen is kept even out of alphabetical order (``(A, C) ... (B, D)``), one repeating a letter is a back
     reference. A marker that skips ahead of the next letter is not kept when it looks like
-    an abbreviation or a symbol key; a symbol-key form is kept only where the caption's letters already
+    an abbreviation (``riluzole (R)``, a genus ``M. pneumoniae``) or a symbol key; a symbol-key form is kept only where the caption's letters already
     use bare markers.
     """
     out: list[Marker] = []
@@ -308,7 +319,7 @@ def _label_sequence(markers: list[Marker], text: str) -> list[Marker]:
         if (not seen and m.labels[0] != "A") or seen & set(m.labels):
             continue
         successor = m.labels[0] == (chr(ord(max(seen)) + 1) if seen else "A")
-        if not successor and _defines_abbreviation(m, text):
+        if not successor and (_defines_abbreviation(m, text) or _genus_form(m, text)):
             continue
         if _symbol_key_form(m, text) and not (successor and last_kind in ("", "bare")):
             continue
