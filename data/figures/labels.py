@@ -115,21 +115,39 @@ def _joins(a: Box, b: Box) -> bool:
 
 
 def group_marks(marks: list[Box]) -> list[Box]:
-    """Marks (connected components) joined into tokens, each the box around its marks."""
+    """Marks (connected components) joined into tokens, each the box around its marks.
+
+    Marks that join are near each other, so in each pass a mark is compared only with those whose left
+    edge lies within reach of its right edge (in order of x); passes repeat on the grown tokens until none
+    join. A textured corner holds thousands of marks, which comparing every pair after every merge cannot
+    get through.
+    """
     tokens = list(marks)
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(tokens)):
-            for j in range(i + 1, len(tokens)):
-                a, b = tokens[i], tokens[j]
-                if _joins(a, b):
-                    tokens[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    del tokens[j]
-                    merged = True
+    while len(tokens) > 1:
+        reach = 0.3 * max(t[3] - t[1] for t in tokens)  # _joins' widest side-by-side gap
+        order = sorted(range(len(tokens)), key=lambda k: tokens[k][0])
+        root = list(range(len(tokens)))
+
+        def find(k: int) -> int:
+            while root[k] != k:
+                root[k] = root[root[k]]
+                k = root[k]
+            return k
+
+        for pos, i in enumerate(order):
+            for j in order[pos + 1:]:
+                if tokens[j][0] - tokens[i][2] > reach:
                     break
-            if merged:
-                break
+                if _joins(tokens[i], tokens[j]):
+                    root[find(j)] = find(i)
+        groups: dict[int, list[int]] = {}
+        for k in range(len(tokens)):
+            groups.setdefault(find(k), []).append(k)
+        if len(groups) == len(tokens):
+            break
+        tokens = [(min(tokens[k][0] for k in ks), min(tokens[k][1] for k in ks),
+                   max(tokens[k][2] for k in ks), max(tokens[k][3] for k in ks))
+                  for ks in sorted(groups.values(), key=min)]
     return tokens
 
 
