@@ -164,8 +164,8 @@ def find_markers(text: str) -> list[Marker]:
                 end += 1
             add(start, end, m.group(1) if "m" not in pattern.groupindex else m.group(2), "bare", False, loose)
     numbered = list(_NUMBERED.finditer(text))
-    for m in numbered:  # one figure number for all of them, at least two of them
-        if len(numbered) > 1 and len({n.group(1) for n in numbered}) == 1:
+    if len(numbered) > 1 and len({m.group(1) for m in numbered}) == 1:  # one figure number for all
+        for m in numbered:
             add(m.start(1), m.end() + 1, m.group(2), "bare")
     run = list(_BARE_RUN.finditer(text))
     formed = {m.group(1) for m in run}
@@ -303,9 +303,9 @@ def _label_sequence(markers: list[Marker], text: str) -> list[Marker]:
 
     Letters start at A and keep the case of the first letter marker; a marker whose letters were all
     unseen is kept even out of alphabetical order (``(A, C) ... (B, D)``), one repeating a letter is a back
-    reference. A marker that skips ahead of the next letter is not kept when it looks like
-    an abbreviation (``riluzole (R)``, a genus ``M. pneumoniae``) or a symbol key; a symbol-key form is kept only where the caption's letters already
-    use bare markers.
+    reference. A marker that skips ahead of the next letter is not kept when it looks like an abbreviation
+    (``riluzole (R)``, a genus ``M. pneumoniae``) or a symbol key; a symbol-key form is kept only where the
+    caption's letters already use bare markers.
     """
     out: list[Marker] = []
     seen: set[str] = set()
