@@ -309,6 +309,17 @@ def test_a_montage_on_one_black_plate_is_cut_into_its_slices():
         assert any(abs(b[0] - x - 8) <= 2 and abs(b[1] - y - 8) <= 2 for b in boxes)
 
 
+def test_a_dark_scan_with_small_marks_on_it_stays_whole():
+    """Two small lesion masks on a black scan are that scan's own marks: each is smaller than a panel of
+    the figure, so the scan is not a plate holding a montage."""
+    def marks(plate: Image.Image) -> None:
+        draw = ImageDraw.Draw(plate)
+        draw.ellipse((80, 120, 116, 156), fill=(255, 255, 255))
+        draw.ellipse((260, 110, 296, 146), fill=(255, 255, 255))
+
+    assert detect_panel_boxes(np.asarray(_plate(marks))) == [(50, 40, 450, 340)]
+
+
 def test_a_blot_on_a_dark_plate_stays_whole():
     def lanes(plate: Image.Image) -> None:
         for i in range(6):

@@ -392,20 +392,21 @@ def detect_panel_boxes(rgb: np.ndarray, p: PanelParams | None = None) -> list[Bo
     reach = int(p.attach_frac * max(h, w))
     boxes = []
     for leaf in xy_cut(rgb, fg, struct, p):
-        for cell, core, text in _on_plate(rgb, leaf, glyphs, bg, p):
+        for cell, core, text in _on_plate(rgb, leaf, glyphs, bg, (min_w, min_h), p):
             if core[2] - core[0] >= min_w // 2 and core[3] - core[1] >= min_h // 2:
                 boxes.append(attach_glyphs(core, cell, text, reach))
     return boxes
 
 
 def _on_plate(rgb: np.ndarray, leaf: tuple[Box, Box], glyphs: list[Box], bg: np.ndarray,
-              p: PanelParams) -> list[tuple[Box, Box, list[Box]]]:
+              min_size: tuple[int, int], p: PanelParams) -> list[tuple[Box, Box, list[Box]]]:
     """(cell, core, glyphs) of the images on a leaf that is a plate of its own colour (a montage of
     slices on one black rectangle on a white page), cut as a figure on that ground; else the leaf.
 
     On the page's background the whole plate is one block of structure; on the plate's colour, the
     images on it separate. Pieces of very different sizes or long strips (a blot's lanes) are one image's
-    own parts, not a montage."""
+    own parts, not a montage, and so are pieces smaller than a panel of the figure (``min_size``: least
+    width and height), such as the outlines drawn on a black scan."""
     cell, core = leaf
     x0, y0, x1, y1 = core
     sub = rgb[y0:y1, x0:x1]
@@ -425,7 +426,8 @@ def _on_plate(rgb: np.ndarray, leaf: tuple[Box, Box], glyphs: list[Box], bg: np.
     sides = [sorted((c[2] - c[0], c[3] - c[1])) for _, c in leaves]
     areas = [a * b for a, b in sides]
     if (len(leaves) < 2 or max(areas) > p.plate_spread * min(areas)
-            or any(b > p.plate_aspect * max(a, 1) for a, b in sides)):
+            or any(b > p.plate_aspect * max(a, 1) for a, b in sides)
+            or any(c[2] - c[0] < min_size[0] or c[3] - c[1] < min_size[1] for _, c in leaves)):
         return [(cell, core, glyphs)]
     text = [_offset(g, x0, y0) for g in text]
     return [(_reach_out(_offset(sub_cell, x0, y0), core, cell), _offset(sub_core, x0, y0), text)
