@@ -77,6 +77,16 @@ def test_abbreviation_key_with_capitalised_expansions_is_shared():
                          "LN, Lymph node.")[-1].text == "Grade."
 
 
+def test_abbreviation_key_with_equals_signs_is_shared():
+    assert split_caption("Maps. (A) Mean of C1. (B) Kurtosis of C1. GM = gray matter, WM = white matter.")[-1].text \
+        == "Kurtosis of C1."
+
+
+def test_representative_experiments_note_is_shared():
+    assert split_caption("Blots. (A) Lysates of HeLa cells. (B) Lysates of U2OS cells. The results shown are "
+                         "representative of at least 3 independent experiments.")[-1].text == "Lysates of U2OS cells."
+
+
 def test_verb_shared_by_the_labelled_phrases_of_the_last_sentence():
     subs = split_caption("Plasma species. (a) PCA of the serum. (b) PCA of the plasma. The species in (c) the "
                          "positive mode and (d) the negative mode were compared by a rank test.")

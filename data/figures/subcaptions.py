@@ -44,11 +44,13 @@ _WIDE_START = re.compile(
 _WIDE_ANYWHERE = re.compile(
     r"\banova\b|\bt[- ]test|mann[-\u2013 ]whitney|wilcoxon|log[- ]rank|kruskal|fisher'?s\s+exact|chi[- ]squared?\s+test"
     r"|\bmean\s*(?:\u00b1|\+/-)|copyright\b|\u00a9|\bin\s+all\s+(?:cases|panels|experiments)\b"
-    r"|\ball\s+(?:panels|images|plots|graphs)\b|\bthis\s+figure\b|\bn\s*=\s*\d[^.]*\bn\s*=\s*\d", re.I)
+    r"|\ball\s+(?:panels|images|plots|graphs)\b|\bthis\s+figure\b|\bn\s*=\s*\d[^.]*\bn\s*=\s*\d"
+    r"|\brepresentative\s+of\s+(?:at\s+least\s+)?\w+\s+(?:independent\s+|separate\s+)?(?:experiments|replicates)", re.I)
 # Panel letters cited in a sentence: "(A) and (C)", "(A/B)", "in D and E", "in F, G".
 _CITED = re.compile(r"\(([A-Za-z](?:\s*(?:[/,\u2013-]|and|&)\s*[A-Za-z])*)\)|\bin\s+([A-Z](?:\s*(?:,|and|&)\s*[A-Z])+)\b")
-# "CT, computed tomography", "EdU, 5-ethynyl...", "AQ: amodiaquine"
-_ABBREVIATION_KEY = re.compile(r"[A-Z][\w+/-]*[A-Z][\w+/-]*(?:,\s+[a-z0-9]|:\s+[a-z]|[,:]\s+[^;.]+;\s+[A-Z][\w+/-]*[,:]\s)")
+# "CT, computed tomography", "EdU, 5-ethynyl...", "AQ: amodiaquine", "GM = gray matter"
+_ABBREVIATION_KEY = re.compile(
+    r"[A-Z][\w+/-]*[A-Z][\w+/-]*(?:,\s+[a-z0-9]|:\s+[a-z]|\s*=\s*[a-z]|[,:]\s+[^;.]+;\s+[A-Z][\w+/-]*[,:]\s)")
 _LONE_SCALE_BAR = re.compile(r"scale\s+bar\b", re.I)
 # The verb that follows the last of several labelled phrases in one sentence: "for (a) X and (b) Y are shown".
 _SHARED_PREDICATE = re.compile(r"\s(?:are|is|were|was)\s")
