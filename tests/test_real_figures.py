@@ -84,6 +84,15 @@ def test_a_piece_that_would_reach_into_another_panel_stays_alone():
     assert out_labels == ["A", "B", None] and out_boxes == boxes
 
 
+def test_a_join_that_spreads_over_another_piece_comes_last():
+    # C's plot (0-110 wide) was cut into two overlapping rows; the wide piece right of it (D's panel, its
+    # letter unread) overlaps C's column by a few pixels. Joined to either row, it would cover the other.
+    boxes = [(0, 0, 100, 100), (120, 0, 300, 100), (100, 105, 300, 300), (0, 110, 110, 200), (0, 195, 110, 300)]
+    out_boxes, out_labels = group_by_letters(boxes, ["A", "B", None, None, None], count=4)
+    assert out_boxes == [(0, 0, 100, 100), (120, 0, 300, 100), (0, 110, 110, 300), (100, 105, 300, 300)]
+    assert out_labels == ["A", "B", None, None]
+
+
 def test_letters_the_caption_does_not_name_are_dropped():
     assert keep_caption_letters(["A", "T", "B", None], ["A", "B"]) == ["A", None, "B", None]
     # letters after the caption's last carry its sequence on only from that letter read (a caption whose

@@ -132,8 +132,9 @@ def group_by_letters(boxes: list[Box], labels: list[str | None],
                      count: int | None = None) -> tuple[list[Box], list[str | None]]:
     """Pieces joined, cheapest join first, into ``count`` panels (the number of letters the caption
     names; default: the number of letters read), no panel holding two letters and no joined box reaching
-    into a lettered panel it does not join. Unlettered pieces may join each other, so that a panel whose
-    letter was not read stays a panel of its own while its pieces come together. Returned in reading
+    into a lettered panel it does not join; a join whose box spreads over an unlettered piece comes after
+    every join that does not. Unlettered pieces may join each other, so that a panel whose letter was not
+    read stays a panel of its own while its pieces come together. Returned in reading
     order."""
     groups = [(b, x) for b, x in zip(boxes, labels)]
     if not any(labels):
@@ -148,7 +149,10 @@ def group_by_letters(boxes: list[Box], labels: list[str | None],
                 joined = _union(a, b)
                 if any(x and reaches_into(joined, other) for k, (other, x) in enumerate(groups) if k not in (i, j)):
                     continue
-                cost = _cost(a, b) if lb else _cost(b, a) if la else _gap(a, b)
+                # A join whose box spreads over another piece is worse than any that does not.
+                spreads = any(reaches_into(joined, other) for k, (other, x) in enumerate(groups)
+                              if k not in (i, j) and not x)
+                cost = (spreads, _cost(a, b) if lb else _cost(b, a) if la else _gap(a, b))
                 if best is None or cost < best[0]:
                     best = (cost, i, j, joined, la or lb)
         if best is None:
