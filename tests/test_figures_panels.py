@@ -281,6 +281,21 @@ def test_the_gap_inside_a_double_rule_is_no_gutter():
     assert _faint_gutters(fg, PanelParams())[24:26].all()
 
 
+def test_a_run_together_y_axis_title_shared_by_two_rows_does_not_join_them():
+    """In a small figure the letters of a rotated axis title touch: one thin, half-empty component along
+    the left edge, crossing the gutter between the rows it labels."""
+    img = Image.new("RGB", (200, 240), "white")
+    draw = ImageDraw.Draw(img)
+    for top in (10, 130):
+        draw.rectangle((30, top, 190, top + 90), fill=(70, 70, 160))
+    draw.line((8, 60, 8, 170), fill="black")  # the strokes joining the letters
+    for y in range(60, 170, 8):
+        draw.rectangle((3, y, 12, y + 2), fill="black")
+    boxes = detect_panel_boxes(np.asarray(img))
+    assert len(boxes) == 2
+    assert [b[1] for b in boxes] == [10, 130] and all(b[3] - b[1] < 120 for b in boxes)
+
+
 def _plate(draw_items) -> Image.Image:
     """A white page with one black plate (400 x 300 at (50, 40)) on which ``draw_items`` draws."""
     img = Image.new("RGB", (500, 380), "white")

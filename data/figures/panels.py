@@ -20,6 +20,8 @@ import numpy as np
 
 Box = tuple[int, int, int, int]
 
+TEXT_LINE_FILL = 0.6  # share of its box that a run-together line of text covers, at most
+
 
 @dataclass(frozen=True)
 class PanelParams:
@@ -102,11 +104,18 @@ def split_structure(fg: np.ndarray, glyph_px: int, word_px: int,
     for i in range(1, n):
         x, y, w, h, _area = stats[i]
         size = max(w, h)
-        if size <= glyph_px or (size <= word_px and thickness[i] <= stroke_px):
+        if (size <= glyph_px or (size <= word_px and thickness[i] <= stroke_px)
+                or (x <= glyph_px and _text_line(w, h, _area, glyph_px))):
             glyphs.append((int(x), int(y), int(x + w), int(y + h)))
         else:
             keep[i] = True
     return keep[labels], glyphs
+
+
+def _text_line(w: int, h: int, area: int, glyph_px: int) -> bool:
+    """A rotated line of text whose letters ran together (a small figure's y-axis title shared by its
+    rows): one glyph wide, many times as tall, and half empty, unlike a bar or a colour scale."""
+    return w <= 1.5 * glyph_px and h >= 4 * w and area <= TEXT_LINE_FILL * w * h
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
