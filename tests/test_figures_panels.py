@@ -296,6 +296,20 @@ def test_a_run_together_y_axis_title_shared_by_two_rows_does_not_join_them():
     assert [b[1] for b in boxes] == [10, 130] and all(b[3] - b[1] < 120 for b in boxes)
 
 
+def test_a_slanted_connector_line_between_two_panels_does_not_join_them():
+    """A thin line from a region of the top map to its enlargement below crosses the gutter; it is cut
+    away as a connector, while the frame-like rules of the gutter analysis are left to it."""
+    rng = np.random.default_rng(5)
+    img = Image.new("RGB", (400, 500), "white")
+    img.paste(Image.fromarray(rng.integers(40, 200, size=(180, 220, 3), dtype=np.uint8)), (20, 20))
+    img.paste(Image.fromarray(rng.integers(40, 200, size=(220, 360, 3), dtype=np.uint8)), (20, 260))
+    draw = ImageDraw.Draw(img)
+    draw.line((200, 180, 380, 262), fill="black", width=2)  # from the map's corner to the enlargement's
+    boxes = detect_panel_boxes(np.asarray(img))
+    assert len(boxes) == 2
+    assert boxes[0][3] < 230 and boxes[1][1] > 230
+
+
 def _plate(draw_items) -> Image.Image:
     """A white page with one black plate (400 x 300 at (50, 40)) on which ``draw_items`` draws."""
     img = Image.new("RGB", (500, 380), "white")

@@ -9,7 +9,8 @@ out from them; the line need only run along the panels, not through a caption or
 Panels that touch with no line at all are cut along a seam: a column (or row) where the picture
 jumps from one image to another along most of the region, with smooth image on both sides. A thin
 gutter that compression noise speckles is still a gutter, and images that share one plate of their
-own colour (slices on a black rectangle) are cut on that colour.
+own colour (slices on a black rectangle) are cut on that colour. Slanted connector lines between
+panels are erased first (:mod:`data.figures.connectors`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from data.figures.connectors import without_connectors
 
 Box = tuple[int, int, int, int]
 
@@ -394,6 +397,7 @@ def detect_panel_boxes(rgb: np.ndarray, p: PanelParams | None = None) -> list[Bo
     glyph_px = max(6, int(p.glyph_frac * max(h, w)))
     stroke = max(2.5, p.stroke_frac * max(h, w))
     struct, glyphs = split_structure(fg, glyph_px, int(p.word_frac * max(h, w)), stroke)
+    struct = without_connectors(struct)
     if not struct.any():
         return []
     min_w = max(p.min_panel_px, int(p.min_panel_frac * w))
