@@ -12,7 +12,8 @@ from data.figures import Panel, find_panels
 from data.figures.label_order import in_reading_order, merge_unlabelled, repair_sequence
 from data.figures.labels import group_marks, normalise_label, read_labels
 from data.figures.ocr import make_ocr
-from data.figures.panels import PanelParams, _faint_gutters, detect_panel_boxes
+from data.figures.gutters import faint_gutters
+from data.figures.panels import PanelParams, detect_panel_boxes
 from bench.compound_synth import LAYOUTS, build_set
 
 
@@ -276,9 +277,9 @@ def test_a_thin_gutter_speckled_by_jpeg_noise_still_cuts():
 def test_the_gap_inside_a_double_rule_is_no_gutter():
     fg = np.zeros((60, 200), dtype=bool)
     fg[20:24] = fg[26:30] = True  # two 4 px rules, 2 px apart, drawn across a diagram
-    assert not _faint_gutters(fg, PanelParams()).any()
+    assert not faint_gutters(fg, PanelParams()).any()
     fg[6:24] = fg[26:44] = True  # the same gap between two images
-    assert _faint_gutters(fg, PanelParams())[24:26].all()
+    assert faint_gutters(fg, PanelParams())[24:26].all()
 
 
 def test_a_run_together_y_axis_title_shared_by_two_rows_does_not_join_them():
@@ -308,6 +309,34 @@ def test_a_slanted_connector_line_between_two_panels_does_not_join_them():
     boxes = detect_panel_boxes(np.asarray(img))
     assert len(boxes) == 2
     assert boxes[0][3] < 230 and boxes[1][1] > 230
+
+
+def _framed(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int]) -> None:
+    draw.rectangle(box, outline=(90, 90, 90), width=1)
+
+
+def test_framed_panels_inside_one_frame_around_them_all_are_cut():
+    """One frame drawn around the figure, two pixels outside the frames of its panels: the outer frame
+    crosses every gutter until it is set aside."""
+    img = Image.new("RGB", (420, 320), "white")
+    draw = ImageDraw.Draw(img)
+    _framed(draw, (10, 10, 410, 310))
+    for box in ((13, 13, 407, 150), (13, 153, 205, 307), (208, 153, 407, 307)):
+        _framed(draw, box)
+        draw.rectangle((box[0] + 30, box[1] + 30, box[2] - 30, box[3] - 30), fill=(60, 120, 200))
+    boxes = detect_panel_boxes(np.asarray(img))
+    assert len(boxes) == 3
+    assert boxes[0][3] <= 152 and boxes[1][2] <= 207 and boxes[2][0] >= 206
+
+
+def test_a_framed_plot_keeps_its_frame_and_stays_whole():
+    """A plot box holding two clusters of points is one panel, not two framed panels."""
+    img = Image.new("RGB", (420, 320), "white")
+    draw = ImageDraw.Draw(img)
+    _framed(draw, (10, 10, 410, 310))
+    for x0 in (40, 260):
+        draw.rectangle((x0, 60, x0 + 100, 260), fill=(200, 60, 60))
+    assert detect_panel_boxes(np.asarray(img)) == [(10, 10, 411, 311)]
 
 
 def _plate(draw_items) -> Image.Image:

@@ -10,7 +10,8 @@ Panels that touch with no line at all are cut along a seam: a column (or row) wh
 jumps from one image to another along most of the region, with smooth image on both sides. A thin
 gutter that compression noise speckles is still a gutter, and images that share one plate of their
 own colour (slices on a black rectangle) are cut on that colour. Slanted connector lines between
-panels are erased first (:mod:`data.figures.connectors`).
+panels are erased first (:mod:`data.figures.connectors`); a frame drawn around framed panels is set
+aside (:mod:`data.figures.frames`); the gutter tests themselves are in :mod:`data.figures.gutters`.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import cv2
 import numpy as np
 
 from data.figures.connectors import without_connectors
+from data.figures.frames import inside_frame
+from data.figures.gutters import cut_axis, differs, flag_runs
 
 Box = tuple[int, int, int, int]
 
@@ -58,6 +61,7 @@ class PanelParams:
     plate_spread: float = 4.0  # the pieces cut on a plate differ in area by at most this factor ...
     plate_aspect: float = 3.0  # ... and are no longer than this times their width (not a blot's lanes)
     strip_span: float = 0.6  # a narrow strip beside images (a shared colour bar) spans this share of them
+    frame_cover: float = 0.9  # a frame's line is drawn along this share of its side
 
 
 def background_colour(rgb: np.ndarray, tol: int = 15) -> np.ndarray:
@@ -121,123 +125,6 @@ def _text_line(w: int, h: int, area: int, glyph_px: int) -> bool:
     return w <= 1.5 * glyph_px and h >= 4 * w and area <= TEXT_LINE_FILL * w * h
 
 
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    """Half-open [start, end) runs of True in a 1-D boolean array."""
-    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
-
-
-def _line_rows(rgb: np.ndarray, fg: np.ndarray, p: PanelParams) -> tuple[np.ndarray, np.ndarray]:
-    """(is candidate, colour) of each row: drawn over most of its length, nearly all in one colour.
-
-    Only the row's non-background pixels count, so a line that stops where a caption or page margin
-    begins is still seen whole.
-    """
-    n = rgb.shape[0]
-    candidate = np.zeros(n, dtype=bool)
-    colours = np.zeros((n, rgb.shape[2]), dtype=np.float32)
-    for r in np.flatnonzero(fg.mean(axis=1) >= p.line_span):
-        drawn = rgb[r][fg[r]]
-        colours[r] = np.median(drawn, axis=0)
-        candidate[r] = 1.0 - _differs(drawn, colours[r].astype(np.int16), p.bg_tol) >= p.line_uniform
-    return candidate, colours
-
-
-def _colour_runs(candidate: np.ndarray, colours: np.ndarray, tol: int) -> list[tuple[int, int]]:
-    """Runs of candidate rows, split where the colour changes (a frame line beside a black border)."""
-    runs = []
-    for start, end in _runs(candidate):
-        cut = start
-        for r in range(start + 1, end):
-            if np.abs(colours[r] - colours[r - 1]).max() > tol:
-                runs.append((cut, r))
-                cut = r
-        runs.append((cut, end))
-    return runs
-
-
-def _separator_lines(rgb: np.ndarray, fg: np.ndarray, p: PanelParams) -> np.ndarray:
-    """Rows (axis 0 of the given arrays) that are thin lines of one colour between two image-like sides."""
-    n = rgb.shape[0]
-    is_line = np.zeros(n, dtype=bool)
-    if n < 3:
-        return is_line
-    candidate, colours = _line_rows(rgb, fg, p)
-    for start, end in _colour_runs(candidate, colours, p.bg_tol):
-        if end - start > p.line_max_px or (start == 0 and end == n):
-            continue
-        # Grid lines and plot frames sit on background; a separator has image on both sides (on
-        # the one side there is, at the edge of a cell that was cut along the line's middle),
-        # along the stretch where the line is drawn.
-        drawn = fg[start:end].any(axis=0)
-        sides = [fg[max(0, start - p.line_max_px):start][:, drawn], fg[end:end + p.line_max_px][:, drawn]]
-        if not all(side.mean() > p.line_side_fg for side in sides if side.size):
-            continue
-        # A line stands out from what borders it; in a dark, noisy image region the rows that happen
-        # to be uniform have the colour of their neighbours.
-        colour = np.median(colours[start:end], axis=0).astype(np.int16)
-        borders = [rgb[max(0, start - 2):start][:, drawn], rgb[end:end + 2][:, drawn]]
-        if all(_differs(b, colour, p.bg_tol) > p.line_contrast for b in borders if b.size):
-            is_line[start:end] = True
-    return is_line
-
-
-def _faint_gutters(fg: np.ndarray, p: PanelParams) -> np.ndarray:
-    """Rows (axis 0) of a thin background gutter between two images, speckled by compression noise.
-
-    JPEG ringing puts foreground pixels into a gutter a few pixels wide, joined to the images on both
-    sides, so the gutter never empties; it is still a gutter where the images border it all along and
-    one of its rows is nearly clean there.
-    """
-    n, depth = fg.shape[0], 2 * p.line_max_px  # deeper than a drawn line: images, not a double rule
-    is_gutter = np.zeros(n, dtype=bool)
-    for start, end in _runs(fg.mean(axis=1) <= p.faint_share):
-        if start < depth or end > n - depth or end - start > p.line_max_px:
-            continue
-        before, after = fg[start - depth:start].mean(axis=0), fg[end:end + depth].mean(axis=0)
-        along = (before >= p.faint_side) & (after >= p.faint_side)
-        if along.mean() < p.line_span:
-            continue
-        if fg[start:end][:, along].mean(axis=1).min() <= p.faint_clean:
-            is_gutter[start:end] = True
-    return is_gutter
-
-
-def _differs(pixels: np.ndarray, colour: np.ndarray, tol: int) -> float:
-    """Share of ``pixels`` (..., 3) whose largest channel difference from ``colour`` exceeds ``tol``."""
-    return float((np.abs(pixels.astype(np.int16) - colour).max(axis=-1) > tol).mean())
-
-
-def _pieces(occupied: np.ndarray, min_len: int) -> list[tuple[int, int]]:
-    """Runs of occupied positions, with too-short runs merged across their narrower gap."""
-    runs = _runs(occupied)
-    while len(runs) > 1:
-        lengths = [e - s for s, e in runs]
-        i = int(np.argmin(lengths))
-        if lengths[i] >= min_len:
-            break
-        gap_before = runs[i][0] - runs[i - 1][1] if i > 0 else None
-        gap_after = runs[i + 1][0] - runs[i][1] if i + 1 < len(runs) else None
-        j = i - 1 if gap_after is None or (gap_before is not None and gap_before <= gap_after) else i + 1
-        a, b = sorted((i, j))
-        runs[a:b + 1] = [(runs[a][0], runs[b][1])]
-    return runs
-
-
-def _cut_axis(region: Box, rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
-              axis: int, min_len: int, p: PanelParams) -> tuple[list[tuple[int, int]], int]:
-    """Pieces of ``region`` along ``axis`` (0: rows, 1: columns) and the widest gutter between them."""
-    x0, y0, x1, y1 = region
-    sub_rgb, sub_fg, sub_st = (a[y0:y1, x0:x1] for a in (rgb, fg, struct))
-    if axis == 1:
-        sub_rgb, sub_fg, sub_st = sub_rgb.transpose(1, 0, 2), sub_fg.T, sub_st.T
-    occupied = sub_st.any(axis=1) & ~_separator_lines(sub_rgb, sub_fg, p) & ~_faint_gutters(sub_fg, p)
-    pieces = _pieces(occupied, min_len)
-    gaps = [b[0] - a[1] for a, b in zip(pieces, pieces[1:])]
-    return pieces, max(gaps, default=0)
-
-
 def _beside_strip(core: Box, rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
                   min_len: tuple[int, int], p: PanelParams) -> list[Box]:
     """The pieces of ``core`` once a narrow strip along one of its sides is set aside, [] if none.
@@ -248,7 +135,7 @@ def _beside_strip(core: Box, rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray
     """
     sub = struct[core[1]:core[3], core[0]:core[2]]
     for axis in (1, 0):  # a strip beside a column of images, then one under a row of them
-        runs = _runs(sub.any(axis=1 - axis))
+        runs = flag_runs(sub.any(axis=1 - axis))
         if len(runs) < 2:
             continue
         for strip, keep in ((runs[-1], (runs[0][0], runs[-2][1])), (runs[0], (runs[1][0], runs[-1][1]))):
@@ -259,11 +146,11 @@ def _beside_strip(core: Box, rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray
                 continue
             if axis == 1:
                 rest = (core[0] + keep[0], core[1], core[0] + keep[1], core[3])
-                pieces, _ = _cut_axis(rest, rgb, fg, struct, 0, min_len[0], p)
+                pieces, _ = cut_axis(rest, rgb, fg, struct, 0, min_len[0], p)
                 boxes = [(rest[0], rest[1] + a, rest[2], rest[1] + b) for a, b in pieces]
             else:
                 rest = (core[0], core[1] + keep[0], core[2], core[1] + keep[1])
-                pieces, _ = _cut_axis(rest, rgb, fg, struct, 1, min_len[1], p)
+                pieces, _ = cut_axis(rest, rgb, fg, struct, 1, min_len[1], p)
                 boxes = [(rest[0] + a, rest[1], rest[0] + b, rest[3]) for a, b in pieces]
             if len(boxes) > 1:
                 return boxes
@@ -339,8 +226,8 @@ def xy_cut(rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
         # Cut inside the structure's bounding box: margins would hide thin separator lines.
         tight = (x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1)
         tx0, ty0 = tight[:2]
-        rows, row_gap = _cut_axis(tight, rgb, fg, struct, 0, min_rows, p)
-        cols, col_gap = _cut_axis(tight, rgb, fg, struct, 1, min_cols, p)
+        rows, row_gap = cut_axis(tight, rgb, fg, struct, 0, min_rows, p)
+        cols, col_gap = cut_axis(tight, rgb, fg, struct, 1, min_cols, p)
         if not rows or not cols:
             continue  # nothing but separator lines (a rule drawn in two tones): no panel here
         if len(rows) > 1 and (len(cols) < 2 or row_gap >= col_gap):
@@ -349,7 +236,8 @@ def xy_cut(rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
             children = [(tx0 + s, y0, tx0 + e, y1) for s, e in _cells(cols, x0 - tx0, x1 - tx0)]
         else:
             core = (tx0 + cols[0][0], ty0 + rows[0][0], tx0 + cols[-1][1], ty0 + rows[-1][1])
-            pieces = _seam_cut(core, rgb, struct, p) or _beside_strip(core, rgb, fg, struct, (min_rows, min_cols), p)
+            pieces = (_seam_cut(core, rgb, struct, p) or _beside_strip(core, rgb, fg, struct, (min_rows, min_cols), p)
+                      or inside_frame(tight, rgb, fg, struct, (min_rows, min_cols), p))
             if not pieces:
                 leaves.append((region, core))
                 continue
@@ -428,8 +316,8 @@ def _on_plate(rgb: np.ndarray, leaf: tuple[Box, Box], glyphs: list[Box], bg: np.
     frame = np.concatenate([sub[0], sub[-1], sub[:, 0], sub[:, -1]])
     colour = np.median(frame, axis=0)
     ground = colour.astype(np.int16)
-    if (np.abs(colour - bg).max() <= p.bg_tol or 1.0 - _differs(frame, ground, p.bg_tol) < p.plate_frame
-            or 1.0 - _differs(sub, ground, p.bg_tol) < p.plate_share):
+    if (np.abs(colour - bg).max() <= p.bg_tol or 1.0 - differs(frame, ground, p.bg_tol) < p.plate_frame
+            or 1.0 - differs(sub, ground, p.bg_tol) < p.plate_share):
         return [(cell, core, glyphs)]
     h, w = sub.shape[:2]
     fg = foreground_mask(sub, colour, p.bg_tol)
