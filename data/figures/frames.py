@@ -3,14 +3,10 @@ between them, so the cut in :mod:`data.figures.panels` sets it aside and cuts in
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from data.figures.gutters import cut_axis
-
-if TYPE_CHECKING:
-    from data.figures.panels import PanelParams
+from data.figures.panel_params import PanelParams
 
 Box = tuple[int, int, int, int]
 

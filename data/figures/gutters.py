@@ -5,12 +5,9 @@ and callers transpose the arrays to work on columns.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from data.figures.panels import PanelParams
+from data.figures.panel_params import PanelParams
 
 Box = tuple[int, int, int, int]
 
