@@ -298,8 +298,8 @@ def test_a_run_together_y_axis_title_shared_by_two_rows_does_not_join_them():
 
 
 def test_a_slanted_connector_line_between_two_panels_does_not_join_them():
-    """A thin line from a region of the top map to its enlargement below crosses the gutter; it is cut
-    away as a connector, while the frame-like rules of the gutter analysis are left to it."""
+    """A thin line from a corner of the top map to its enlargement below crosses the gutter between them;
+    erased as a connector, it no longer joins the two."""
     rng = np.random.default_rng(5)
     img = Image.new("RGB", (400, 500), "white")
     img.paste(Image.fromarray(rng.integers(40, 200, size=(180, 220, 3), dtype=np.uint8)), (20, 20))
@@ -330,7 +330,7 @@ def test_framed_panels_inside_one_frame_around_them_all_are_cut():
 
 
 def test_a_framed_plot_keeps_its_frame_and_stays_whole():
-    """A plot box holding two clusters of points is one panel, not two framed panels."""
+    """A plot frame holding two bars is one panel: what it holds is not framed panels."""
     img = Image.new("RGB", (420, 320), "white")
     draw = ImageDraw.Draw(img)
     _framed(draw, (10, 10, 410, 310))

@@ -134,8 +134,7 @@ def group_by_letters(boxes: list[Box], labels: list[str | None],
     names; default: the number of letters read), no panel holding two letters and no joined box reaching
     into a lettered panel it does not join; a join whose box spreads over an unlettered piece comes after
     every join that does not. Unlettered pieces may join each other, so that a panel whose letter was not
-    read stays a panel of its own while its pieces come together. Returned in reading
-    order."""
+    read stays a panel of its own while its pieces come together. Returned in reading order."""
     groups = [(b, x) for b, x in zip(boxes, labels)]
     if not any(labels):
         return list(boxes), list(labels)
@@ -149,7 +148,6 @@ def group_by_letters(boxes: list[Box], labels: list[str | None],
                 joined = _union(a, b)
                 if any(x and reaches_into(joined, other) for k, (other, x) in enumerate(groups) if k not in (i, j)):
                     continue
-                # A join whose box spreads over another piece is worse than any that does not.
                 spreads = any(reaches_into(joined, other) for k, (other, x) in enumerate(groups)
                               if k not in (i, j) and not x)
                 cost = (spreads, _cost(a, b) if lb else _cost(b, a) if la else _gap(a, b))

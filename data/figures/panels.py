@@ -73,10 +73,10 @@ def split_structure(fg: np.ndarray, glyph_px: int, word_px: int,
     keep = np.zeros(n, dtype=bool)
     glyphs: list[Box] = []
     for i in range(1, n):
-        x, y, w, h, _area = stats[i]
+        x, y, w, h, area = stats[i]
         size = max(w, h)
         if (size <= glyph_px or (size <= word_px and thickness[i] <= stroke_px)
-                or (x <= glyph_px and _text_line(w, h, _area, glyph_px))):
+                or (x <= glyph_px and _text_line(w, h, area, glyph_px))):
             glyphs.append((int(x), int(y), int(x + w), int(y + h)))
         else:
             keep[i] = True
