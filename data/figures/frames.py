@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.figures.gutters import cut_axis
+from data.figures.gutters import cut_axis, cut_direction
 from data.figures.panel_params import PanelParams
 
 Box = tuple[int, int, int, int]
@@ -45,26 +45,28 @@ def inside_frame(core: Box, rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
     lines = frame_lines(struct, core, p)
     if lines is None:
         return []
-    inner = struct.copy()
     x0, y0, x1, y1 = core
+    inner = struct[y0:y1, x0:x1].copy()  # the region's own coordinates from here on
     for axis, a, b in lines:  # with the line's blurred fringe
         if axis == 0:
-            inner[max(y0, a - FRINGE):min(y1, b + FRINGE), x0:x1] = False
+            inner[max(0, a - y0 - FRINGE):b - y0 + FRINGE] = False
         else:
-            inner[y0:y1, max(x0, a - FRINGE):min(x1, b + FRINGE)] = False
-    ys, xs = np.nonzero(inner[y0:y1, x0:x1])
+            inner[:, max(0, a - x0 - FRINGE):b - x0 + FRINGE] = False
+    ys, xs = np.nonzero(inner)
     if not len(ys):
         return []
-    tight = (x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1)
-    rows, row_gap = cut_axis(tight, rgb, fg, inner, 0, min_len[0], p)
-    cols, col_gap = cut_axis(tight, rgb, fg, inner, 1, min_len[1], p)
-    if len(rows) > 1 and (len(cols) < 2 or row_gap >= col_gap):
-        pieces = [(tight[0], tight[1] + s, tight[2], tight[1] + e) for s, e in rows]
-    elif len(cols) > 1:
-        pieces = [(tight[0] + s, tight[1], tight[0] + e, tight[3]) for s, e in cols]
-    else:
+    tight = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    sub_rgb, sub_fg = rgb[y0:y1, x0:x1], fg[y0:y1, x0:x1]
+    rows, row_gap = cut_axis(tight, sub_rgb, sub_fg, inner, 0, min_len[0], p)
+    cols, col_gap = cut_axis(tight, sub_rgb, sub_fg, inner, 1, min_len[1], p)
+    direction = cut_direction(rows, row_gap, cols, col_gap)
+    if direction is None:
         return []
+    if direction == 0:
+        pieces = [(tight[0], tight[1] + s, tight[2], tight[1] + e) for s, e in rows]
+    else:
+        pieces = [(tight[0] + s, tight[1], tight[0] + e, tight[3]) for s, e in cols]
     if any(frame_lines(inner, piece, p) is None for piece in pieces):
         return []
-    struct[y0:y1, x0:x1] = inner[y0:y1, x0:x1]
-    return pieces
+    struct[y0:y1, x0:x1] = inner
+    return [(a + x0, b + y0, c + x0, d + y0) for a, b, c, d in pieces]

@@ -127,3 +127,11 @@ def cut_axis(region: Box, rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
     pieces = pieces_of(occupied, min_len)
     gaps = [b[0] - a[1] for a, b in zip(pieces, pieces[1:])]
     return pieces, max(gaps, default=0)
+
+
+def cut_direction(rows: list[tuple[int, int]], row_gap: int, cols: list[tuple[int, int]], col_gap: int) -> int | None:
+    """Which pieces a region is cut into: 0 its rows, 1 its columns (the wider gutter wins when both
+    cut), None when neither axis has two pieces."""
+    if len(rows) > 1 and (len(cols) < 2 or row_gap >= col_gap):
+        return 0
+    return 1 if len(cols) > 1 else None

@@ -146,11 +146,10 @@ def group_by_letters(boxes: list[Box], labels: list[str | None],
                 if j <= i or (la and lb):
                     continue
                 joined = _union(a, b)
-                if any(x and reaches_into(joined, other) for k, (other, x) in enumerate(groups) if k not in (i, j)):
-                    continue
-                spreads = any(reaches_into(joined, other) for k, (other, x) in enumerate(groups)
-                              if k not in (i, j) and not x)
-                cost = (spreads, _cost(a, b) if lb else _cost(b, a) if la else _gap(a, b))
+                covered = [x for k, (other, x) in enumerate(groups) if k not in (i, j) and reaches_into(joined, other)]
+                if any(covered):
+                    continue  # it would reach into another lettered panel
+                cost = (bool(covered), _cost(a, b) if lb else _cost(b, a) if la else _gap(a, b))
                 if best is None or cost < best[0]:
                     best = (cost, i, j, joined, la or lb)
         if best is None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from data.figures.connectors import without_connectors
 from data.figures.frames import inside_frame
-from data.figures.gutters import cut_axis, differs, flag_runs
+from data.figures.gutters import cut_axis, cut_direction, differs, flag_runs
 from data.figures.panel_params import PanelParams
 
 Box = tuple[int, int, int, int]
@@ -194,9 +194,10 @@ def xy_cut(rgb: np.ndarray, fg: np.ndarray, struct: np.ndarray,
         cols, col_gap = cut_axis(tight, rgb, fg, struct, 1, min_cols, p)
         if not rows or not cols:
             continue  # nothing but separator lines (a rule drawn in two tones): no panel here
-        if len(rows) > 1 and (len(cols) < 2 or row_gap >= col_gap):
+        direction = cut_direction(rows, row_gap, cols, col_gap)
+        if direction == 0:
             children = [(x0, ty0 + s, x1, ty0 + e) for s, e in _cells(rows, y0 - ty0, y1 - ty0)]
-        elif len(cols) > 1:
+        elif direction == 1:
             children = [(tx0 + s, y0, tx0 + e, y1) for s, e in _cells(cols, x0 - tx0, x1 - tx0)]
         else:
             core = (tx0 + cols[0][0], ty0 + rows[0][0], tx0 + cols[-1][1], ty0 + rows[-1][1])
