@@ -51,6 +51,17 @@ def test_the_border_runs_before_the_next_letter_not_through_a_gap_inside_a_panel
     assert got["B"][2] <= 262 and got["D"][0] >= 240
 
 
+def test_an_unlettered_row_stays_with_the_letter_above_it():
+    """Rows A, A's second row, B: the gutter above the second row is wider than the one above B, but
+    what stands below a letter is its own, so the border runs just above B's row."""
+    ink = np.zeros((300, 200), dtype=bool)
+    ink[0:80, :] = True  # row A, lettered
+    ink[110:180, :] = True  # A's second row, no letter; a 30 px gutter above it
+    ink[190:300, :] = True  # row B, lettered; a 10 px gutter above it
+    got = dict((letter, box) for box, letter in cut_by_letters(ink, [((0, 0, 50, 80), "A"), ((0, 190, 50, 300), "B")]))
+    assert got == {"A": (0, 0, 200, 180), "B": (0, 190, 200, 300)}
+
+
 def test_pieces_no_straight_line_separates_give_no_cut():
     overlapping = [((0, 0, 150, 150), "A"), ((50, 50, 200, 200), "B")]
     assert cut_by_letters(_mask(), overlapping) is None

@@ -102,56 +102,58 @@ def cut_by_letters(ink: np.ndarray, anchors: list[Anchor]) -> list[Anchor] | Non
     plan = _Planner(ink, pieces).best(cores, (0, 0, ink.shape[1], ink.shape[0]))
     if plan is None:
         return None
-    return [(_tight(ink, region), letter) for region, letter in plan[2]]
+    return [(_tight(ink, region), letter) for region, letter in plan[3]]
 
 
 class _Planner:
-    """The best guillotine plan of each (anchors, region), remembered: (stray ink, line ink, leaves)."""
+    """The best guillotine plan of each (anchors, region), remembered: (stray ink, line ink, near lines
+    taken, leaves)."""
 
     def __init__(self, ink: np.ndarray, pieces: dict[str, Box]):
         self.ink, self.pieces, self.memo = ink, pieces, {}
 
-    def best(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, float, list] | None:
+    def best(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, float, int, list] | None:
         key = (anchors, region)
         if key not in self.memo:
             self.memo[key] = self._plan(anchors, region)
         return self.memo[key]
 
-    def _plan(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, float, list] | None:
+    def _plan(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, float, int, list] | None:
         if len(anchors) == 1:
             letter = anchors[0][1]
-            return _stray_ink(self.ink, region, self.pieces[letter]), 0.0, [(region, letter)]
+            return _stray_ink(self.ink, region, self.pieces[letter]), 0.0, 0, [(region, letter)]
         options = []
         for axis in (0, 1):
             for before, after, lo, hi in _splits(list(anchors), axis):
                 lo, hi = max(lo, region[axis] + 1), min(hi, region[axis + 2] - 1)
                 if lo > hi:
                     continue
-                # The emptiest line and, between columns, the emptiest one just left of the next letters when
-                # it crosses more ink (else it is part of the same gutter): a letter opens its panel at the
-                # left, so the border often runs there even where a gap inside the panel before it is
-                # emptier. (Between rows, what stands below a letter is its own.)
-                lines = [_best_line(self.ink, region, axis, lo, hi)]
-                if axis == 0:
-                    near = _best_line(self.ink, region, axis, max(lo, hi - (hi - lo) // 4), hi)
-                    if near[0] > lines[0][0]:
-                        lines.append(near)
-                options.extend((*line, axis, before, after) for line in lines)
+                # The emptiest line, and the emptiest one just before the next letters: a letter opens its
+                # panel, so the border often runs there even where a gap inside the panel before it is
+                # emptier (a second row with no letter of its own, a gap between a plot and its key).
+                # Between columns the near line is weighed only when it crosses more ink (else it is part
+                # of the same gutter); between rows, wherever it differs, since what stands below a letter
+                # is its own. A near line wins only by leaving less stray ink (see ``_stray_ink``).
+                best_line = _best_line(self.ink, region, axis, lo, hi)
+                near = _best_line(self.ink, region, axis, max(lo, hi - (hi - lo) // 4), hi)
+                options.append((*best_line, 0, axis, before, after))
+                if near[0] > best_line[0] if axis == 0 else near[1] != best_line[1]:
+                    options.append((*near, 1, axis, before, after))
         if not options:
             return None
         least = min(o[0] for o in options)
         if len(self.memo) >= PLANS:
             options = [min(options, key=lambda o: o[0])]
         best = None
-        for share, line, axis, before, after in options:
+        for share, line, nears, axis, before, after in options:
             if share > least + TIE:
                 continue
             first, second = _halves(region, axis, line)
             a, b = self.best(tuple(sorted(before)), first), self.best(tuple(sorted(after)), second)
             if a is None or b is None:
                 continue
-            plan = (a[0] + b[0], a[1] + b[1] + share, a[2] + b[2])
-            if best is None or plan[:2] < best[:2]:
+            plan = (a[0] + b[0], a[1] + b[1] + share, a[2] + b[2] + nears, a[3] + b[3])
+            if best is None or plan[:3] < best[:3]:
                 best = plan
         return best
 
