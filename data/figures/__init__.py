@@ -15,11 +15,13 @@ import numpy as np
 from PIL import Image
 
 from data.figures.label_order import merge_unlabelled, mostly_in_order, repair_sequence
-from data.figures.labels import read_labels
+from data.figures.labels import normalise_label, read_labels
 from data.figures.letter_cuts import at_top_left, cut_by_letters, reach
 from data.figures.letter_panels import (continuation, fill_by_order, find_missing_letters, group_by_letters,
                                        keep_caption_letters, letter_sequence, letter_words, reading_key)
-from data.figures.panels import PanelParams, detect_panel_boxes, ink_mask
+from data.figures.lone_letters import lone_letters
+from data.figures.ocr import OcrWord
+from data.figures.panels import PanelParams, background_colour, detect_panel_boxes, ink_mask
 from data.figures.subcaptions import SubCaption, split_caption
 from data.images import to_rgb
 
@@ -75,10 +77,12 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
 def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, letters: list[str],
                     bg_tol: int) -> list[Panel]:
     """Panels when the caption's letters are known: none read when it names none; else the letters read
-    that the caption names, the pieces grouped around them, and gaps filled in reading order; letters
-    still missing are looked for once in a whole-figure reading (the costliest OCR call) and the pieces
-    grouped again. Once every letter is placed once, the figure is cut around the letters instead
-    (:mod:`data.figures.letter_cuts`), where it can be."""
+    that the caption names, the pieces grouped around them, and gaps filled in reading order. With
+    letters still missing, the lone marks on the background are read (:mod:`data.figures.lone_letters`):
+    when they give every letter, the figure is cut around them; else the letters still missing are looked
+    for once in a whole-figure reading (the costliest OCR call) and the pieces grouped again. Once every
+    letter is placed once, the figure is cut around the letters instead (:mod:`data.figures.letter_cuts`),
+    where it can be."""
     if not letters or ocr is None or not boxes:
         return [Panel(b) for b in boxes]
     letters = letter_sequence(letters)
@@ -89,17 +93,33 @@ def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, 
     found = fill_by_order(panels, found, letters)
     anchors, words = {x: b for b, x in zip(boxes, labels) if x}, {}
     if any(x not in found for x in letters):  # look once more, over the whole figure
+        lone = lone_letters(image, rgb, background_colour(rgb, bg_tol), letters, ocr)
+        if len(letters) >= 2 and len(lone) == len(set(letters)):
+            cut = _cut(rgb, bg_tol, {x: reach(b) for x, b in lone.items()}, lone)
+            if cut is not None:
+                return cut
         seen = ocr.read(image)
+        named = {normalise_label(w.text, digits=True) for w in seen}
+        seen = seen + [OcrWord(x, b) for x, b in lone.items() if x not in labels and x not in named]
         labels = find_missing_letters(seen, boxes, labels, letters)
         panels, found = group_by_letters(boxes, labels, len(letters))
         found = fill_by_order(panels, found, letters)
         words = letter_words(seen, letters)
         anchors = {x: b for b, x in zip(boxes, labels) if x} | {x: reach(b) for x, b in words.items()}
     if len(letters) >= 2 and sorted(anchors) == sorted(letters):  # every letter placed once
-        cut = cut_by_letters(ink_mask(rgb, bg_tol), [(b, x) for x, b in anchors.items()])
-        # Letters placed from words are trusted only where they stand at their panels' top-left corners.
-        if cut is not None and all(at_top_left(words[x], b) for b, x in cut if x in words):
-            return [Panel(b, x) for b, x in sorted(cut, key=lambda c: reading_key(c[0], [d[0] for d in cut]))]
+        cut = _cut(rgb, bg_tol, anchors, words)
+        if cut is not None:
+            return cut
     if len(panels) == len(letters) and mostly_in_order(found, panels):  # reading order corrects misreads
         found = keep_caption_letters(repair_sequence(found, panels), letters)
     return [Panel(b, lab) for b, lab in zip(panels, found)]
+
+
+def _cut(rgb: np.ndarray, bg_tol: int, anchors: dict[str, tuple], words: dict[str, tuple]) -> list[Panel] | None:
+    """Panels cut around ``anchors`` (letter -> box), in reading order; None where no cut separates them or
+    a letter placed from a word alone (``words``: letter -> the word's box) does not stand at its panel's
+    top-left corner, where such letters are trusted only."""
+    cut = cut_by_letters(ink_mask(rgb, bg_tol), [(b, x) for x, b in anchors.items()])
+    if cut is None or not all(at_top_left(words[x], b) for b, x in cut if x in words):
+        return None
+    return [Panel(b, x) for b, x in sorted(cut, key=lambda c: reading_key(c[0], [d[0] for d in cut]))]

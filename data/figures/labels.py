@@ -208,7 +208,7 @@ def _grounds(rgb: np.ndarray, bg: np.ndarray, window: Box, tol: int) -> list[np.
     return grounds
 
 
-def _mark_crop(image: Image.Image, token: Box, ground: np.ndarray) -> Image.Image:
+def mark_crop(image: Image.Image, token: Box, ground: np.ndarray) -> Image.Image:
     """A token cut out tightly, upscaled, framed in its ground colour, dark on light.
 
     A circled letter's token is the disk: on a dark ground it comes out as a dark disk holding a
@@ -231,7 +231,7 @@ def _read_marks(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, window: Box
         for t in mark_tokens(rgb, ground, window, max_px, tol):
             tokens.setdefault(t, ground)
     for token in sorted(tokens, key=lambda t: (_dist(t, anchor), t))[:MARK_TRIES]:
-        text, score = ocr.recognise(_mark_crop(image, token, tokens[token]))
+        text, score = ocr.recognise(mark_crop(image, token, tokens[token]))
         label = normalise_label(text, digits=True)
         if label is not None and score >= MARK_MIN_SCORE:
             return label, _dist(token, anchor)

@@ -1,0 +1,61 @@
+"""Panel letters standing alone anywhere on the figure's background, read one by one.
+
+A text detector passes over most lone letters, and the corner windows of the pieces see only the letters
+that stand at a piece's corner: a letter over a title, beside a piece that holds two panels, or left of a
+diagram whose pieces joined with a neighbour is never looked at. When the caption names letters that no
+reading has placed, the small isolated marks on the background are cut out and read by the recogniser
+alone, tallest first (a figure's panel letters are usually its largest single glyphs), until each
+letter is read or the tries run out.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from data.figures.labels import MARK_MIN_PX, MARK_MIN_SCORE, group_marks, mark_crop, normalise_label
+from data.figures.ocr import OcrWord
+from data.figures.panel_params import PanelParams
+from data.figures.panels import foreground_mask
+
+Box = tuple[int, int, int, int]
+
+TRIES_PER_LETTER = 8  # marks read per wanted letter, tallest first ...
+MAX_TRIES = 80  # ... and at most this many
+MAX_WIDTH = 2.0  # a lone letter ("B", "(b)") is at most this many times as wide as it is high
+SPECK_PX = 3  # marks no larger than this are compression specks; over a whole figure they chain words,
+# lines and letters into one token
+
+
+def lone_marks(rgb: np.ndarray, bg: np.ndarray, max_px: int, tol: int) -> list[Box]:
+    """Letter-sized tokens of the marks on ``bg`` (HxWx3 figure), tallest first."""
+    fg = foreground_mask(rgb, bg, tol).astype(np.uint8)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    marks = [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in stats[1:]
+             if SPECK_PX < max(w, h) <= max_px]
+    tokens = [t for t in group_marks(marks)
+              if MARK_MIN_PX <= t[3] - t[1] <= max_px and t[2] - t[0] <= MAX_WIDTH * (t[3] - t[1])]
+    return sorted(tokens, key=lambda t: (-(t[3] - t[1]), t[1], t[0]))
+
+
+def lone_letters(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, wanted: list[str],
+                 ocr: Any) -> dict[str, Box]:
+    """The box of each ``wanted`` letter read on a lone mark of the figure's background ``bg``: its
+    tallest reading. Needs a back-end that recognises crops; else nothing."""
+    if not wanted or not getattr(ocr, "can_recognise", False):
+        return {}
+    p = PanelParams()
+    h, w = rgb.shape[:2]
+    max_px = max(8, int(p.glyph_frac * max(w, h)))
+    found: dict[str, Box] = {}
+    for token in lone_marks(rgb, bg, max_px, p.bg_tol)[:min(MAX_TRIES, TRIES_PER_LETTER * len(wanted))]:
+        text, score = ocr.recognise(mark_crop(image, token, bg))
+        label = normalise_label(text, digits=True)
+        if label in wanted and label not in found and score >= MARK_MIN_SCORE:
+            found[label] = token
+            if len(found) == len(set(wanted)):
+                break
+    return found
+

@@ -1,0 +1,73 @@
+"""Panel letters read on lone marks anywhere on the figure's background (data/figures/lone_letters.py),
+with the real rapidocr recogniser."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+import data.figures as figures
+from data.figures import find_panels
+from data.figures.lone_letters import lone_letters, lone_marks
+from data.figures.ocr import make_ocr
+
+
+class _RecogniserOnly:
+    """rapidocr's recogniser, with a detector that finds nothing (as it often misses lone letters)."""
+
+    name = "rapidocr"
+    can_recognise = True
+
+    def __init__(self):
+        self.real = make_ocr("rapidocr")
+
+    def read(self, image):
+        return []
+
+    def recognise(self, image):
+        return self.real.recognise(image)
+
+
+def _joined_plots(letters_at: str = "top-left") -> Image.Image:
+    """Two scans joined by a connector, so that no gutter separates them; their letters stand above
+    them, over a title, away from the corners of the pieces (or at their bottom right)."""
+    rng = np.random.default_rng(0)
+    image = Image.new("RGB", (420, 260), "white")
+    draw = ImageDraw.Draw(image)
+    for x0, letter in zip((20, 230), "AB"):
+        scan = Image.fromarray(rng.integers(40, 200, (190, 170, 3), dtype=np.uint8))
+        image.paste(scan, (x0, 60))
+        at = (x0 - 18, 2) if letters_at == "top-left" else (x0 + 150, 226)
+        draw.text(at, letter, fill="black", font=ImageFont.load_default(size=24))
+        draw.text((x0 + 40, 36), "a long plot title", fill="black", font=ImageFont.load_default(size=13))
+    draw.rectangle([190, 150, 229, 153], fill=(70, 70, 70))
+    return image
+
+
+def test_letters_over_titles_are_read_and_cut_the_panels(monkeypatch):
+    monkeypatch.setattr(figures, "read_labels", lambda image, boxes, ocr, wanted=None: [None] * len(boxes))
+    panels = find_panels(_joined_plots(), _RecogniserOnly(), letters=["A", "B"])
+    assert [p.label for p in panels] == ["A", "B"]
+    assert panels[0].box[2] <= 215 and panels[1].box[0] >= 200
+
+
+def test_lone_letters_finds_each_letter_once():
+    image = _joined_plots()
+    rgb = np.asarray(image)
+    found = lone_letters(image, rgb, np.array([255, 255, 255]), ["A", "B"], _RecogniserOnly())
+    assert sorted(found) == ["A", "B"]
+    assert found["A"][0] < 20 and found["B"][0] > 200 and found["A"][1] < 30
+
+
+def test_letters_away_from_the_top_left_are_not_trusted_to_cut(monkeypatch):
+    monkeypatch.setattr(figures, "read_labels", lambda image, boxes, ocr, wanted=None: [None] * len(boxes))
+    panels = find_panels(_joined_plots("bottom-right"), _RecogniserOnly(), letters=["A", "B"])
+    assert len(panels) == 1  # no gutter, and letters at the bottom right do not open panels
+
+
+def test_compression_specks_do_not_chain_letters_into_one_token():
+    image = Image.new("RGB", (200, 120), "white")
+    ImageDraw.Draw(image).text((20, 20), "C", fill="black", font=ImageFont.load_default(size=28))
+    rgb = np.asarray(image).copy()
+    rgb[::3, ::3] = 200  # a grid of one-pixel specks, as around the text of a JPEG
+    tokens = lone_marks(rgb, np.array([255, 255, 255]), 40, 15)
+    assert any(t[0] >= 18 and t[2] <= 45 and t[3] - t[1] >= 15 for t in tokens)
