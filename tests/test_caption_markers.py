@@ -205,3 +205,10 @@ def test_closing_sentence_citing_panels_without_parentheses_is_shared():
     subs = split_caption("Vertebrae. A, anterior; B, dorsal; C, ventral; and D, lateral views. Note scanning "
                          "artifacts in B and C.")
     assert subs[3].text == "lateral views." and subs[0].context.endswith("Note scanning artifacts in B and C.")
+
+
+def test_capitals_listed_inside_a_sentence_name_panels_when_they_run_a_b_c():
+    assert pairs("Pathways enriched in four databases A GO terms, B KEGG maps, C Reactome, and D BioCarta") == [
+        (["A"], "GO terms"), (["B"], "KEGG maps"), (["C"], "Reactome"), (["D"], "BioCarta")]
+    lanes = "Gel of the purified enzyme. Lane A Size markers. Lane B Crude extract. Lane C Purified enzyme."
+    assert pairs(lanes) == [([], lanes)]  # lanes of one gel, each named after a capitalised noun

@@ -53,6 +53,11 @@ _BARE_JOINED = re.compile(rf"(?:[,;]\s|\band\s)({LIST})(?=[:,]\s+[A-Za-z]{{2}})"
 # letter before or after it in the same form ("E. coli" and "A. thaliana" stand alone).
 _BARE_RUN = re.compile(rf"[:;,]\s([A-Za-z])(?:\.\s+(?=[a-z])|\s*{DASH}\s+)")
 _CLOSING = re.compile(rf"(?:^|[\s:;,])({_ITEM})\)(?=\s)")
+# "... in six databases A KEGG, B Reactome, C Wikipathways ...": capitals inside a sentence, each before a
+# word, the letters after the first after a comma or "and"; they count only as a run A, B, C, ... of at
+# least RUN_MIN letters in text order ("Lane A ... Lane B ..." names lanes, not panels).
+_INLINE_CAPITAL = re.compile(r"(?:(?P<list>,\s|\band\s)|[a-z]\s)([A-Z])(?=\s+[A-Za-z0-9])")
+RUN_MIN = 3
 _LOOSE_A = re.compile(r"[a-z0-9]\s([Aa])(?=[,.:]\s+[A-Z])")
 _LOOSE_LOWER = re.compile(rf"{_OPEN}([a-z])(?=\s+[a-z])")  # "a pH-dependence of ... b Effect of ..."
 _LOOSE_AFTER_COMMA = re.compile(r"(?<=,\s)([b-z])(?=\s+\w)")  # "a Schematic of ..., b the mechanism, c ..."
@@ -172,6 +177,8 @@ def find_markers(text: str) -> list[Marker]:
     for m in run:
         if {chr(ord(m.group(1)) - 1), chr(ord(m.group(1)) + 1)} & formed:
             add(m.start(1), m.end(), m.group(1), "bare")
+    for m in _inline_run(text):
+        add(m.start(2), m.end(2), m.group(2), "bare")
     for m in _POS_BARE.finditer(text):
         markers.append(Marker(m.start(1), m.end() + 1, position_labels(m.group(1)), "position"))
     for m in _POS_PHRASE.finditer(text):
@@ -180,6 +187,15 @@ def find_markers(text: str) -> list[Marker]:
         if not any(k.start <= m.start(1) < k.end for k in markers):
             markers.append(Marker(m.start(1), m.end() + 1, position_labels(m.group(1)), "position"))
     return sorted(markers, key=lambda k: k.start)
+
+
+def _inline_run(text: str) -> list[re.Match]:
+    """The capitals inside sentences that run A, B, C, ... in text order, when at least RUN_MIN do."""
+    run: list[re.Match] = []
+    for m in _INLINE_CAPITAL.finditer(text):
+        if ord(m.group(2)) == ord("A") + len(run) and (not run or m.group("list")):
+            run.append(m)
+    return run if len(run) >= RUN_MIN else []
 
 
 def candidates(text: str) -> list[Marker]:
