@@ -77,12 +77,12 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
 def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, letters: list[str],
                     bg_tol: int) -> list[Panel]:
     """Panels when the caption's letters are known: none read when it names none; else the letters read
-    that the caption names, the pieces grouped around them, and gaps filled in reading order. With
-    letters still missing, the lone marks on the background are read (:mod:`data.figures.lone_letters`):
-    when they give every letter, the figure is cut around them; else the letters still missing are looked
-    for once in a whole-figure reading (the costliest OCR call) and the pieces grouped again. Once every
-    letter is placed once, the figure is cut around the letters instead (:mod:`data.figures.letter_cuts`),
-    where it can be."""
+    that the caption names, the pieces grouped around them, and gaps filled in reading order. When some
+    letter was not read on a piece, the lone marks on the background are read
+    (:mod:`data.figures.lone_letters`), and when they give every letter the figure is cut around them.
+    Letters still missing are then looked for once in a whole-figure reading (the costliest OCR call) and
+    the pieces grouped again. Once every letter is placed once, the figure is cut around the letters
+    instead (:mod:`data.figures.letter_cuts`), where it can be."""
     if not letters or ocr is None or not boxes:
         return [Panel(b) for b in boxes]
     letters = letter_sequence(letters)
@@ -92,12 +92,14 @@ def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, 
     panels, found = group_by_letters(boxes, labels, len(letters))
     found = fill_by_order(panels, found, letters)
     anchors, words = {x: b for b, x in zip(boxes, labels) if x}, {}
-    if any(x not in found for x in letters):  # look once more, over the whole figure
+    lone: dict[str, tuple] = {}
+    if sorted(anchors) != sorted(letters):  # some letter not read on a piece: read the lone marks
         lone = lone_letters(image, rgb, background_colour(rgb, bg_tol), letters, ocr)
         if len(letters) >= 2 and len(lone) == len(set(letters)):
             cut = _cut(rgb, bg_tol, {x: reach(b) for x, b in lone.items()}, lone)
             if cut is not None:
                 return cut
+    if any(x not in found for x in letters):  # look once more, over the whole figure
         seen = ocr.read(image)
         named = {normalise_label(w.text, digits=True) for w in seen}
         seen = seen + [OcrWord(x, b) for x, b in lone.items() if x not in labels and x not in named]
