@@ -71,3 +71,16 @@ def test_compression_specks_do_not_chain_letters_into_one_token():
     rgb[::3, ::3] = 200  # a grid of one-pixel specks, as around the text of a JPEG
     tokens = lone_marks(rgb, np.array([255, 255, 255]), 40, 15)
     assert any(t[0] >= 18 and t[2] <= 45 and t[3] - t[1] >= 15 for t in tokens)
+
+
+def test_a_letter_beside_a_block_of_text_stays_a_token_of_its_own():
+    """Two lines of text closed by a tall bracket grow into one tall box; joined again, that box would
+    swallow the letter left of it, which no mark of the text is near enough to join."""
+    rgb = np.full((200, 260, 3), 255, dtype=np.uint8)
+    rgb[100:127, 0:20] = 0  # the letter
+    for y0 in (100, 116):  # two lines of glyphs, 15 px right of the letter
+        for x0 in range(35, 190, 11):
+            rgb[y0:y0 + 14, x0:x0 + 8] = 0
+    rgb[80:160, 191:197] = 0  # a bracket closing both lines
+    tokens = lone_marks(rgb, np.array([255, 255, 255]), 90, 15)
+    assert (0, 100, 20, 127) in tokens

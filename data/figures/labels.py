@@ -114,16 +114,17 @@ def _joins(a: Box, b: Box) -> bool:
     return is_dot and dot[3] <= stem[1] and x_gap < 0 and y_gap <= 0.4 * stem_h
 
 
-def group_marks(marks: list[Box]) -> list[Box]:
+def group_marks(marks: list[Box], passes: int | None = None) -> list[Box]:
     """Marks (connected components) joined into tokens, each the box around its marks.
 
     Marks that join are near each other, so in each pass a mark is compared only with those whose left
     edge lies within reach of its right edge (in order of x); passes repeat on the grown tokens until none
-    join. A textured corner holds thousands of marks, which comparing every pair after every merge cannot
-    get through.
+    join, or ``passes`` times. A textured corner holds thousands of marks, which comparing every pair after
+    every merge cannot get through.
     """
     tokens = list(marks)
-    while len(tokens) > 1:
+    while len(tokens) > 1 and passes != 0:
+        passes = None if passes is None else passes - 1
         reach = 0.3 * max(t[3] - t[1] for t in tokens)  # _joins' widest side-by-side gap
         order = sorted(range(len(tokens)), key=lambda k: tokens[k][0])
         root = list(range(len(tokens)))

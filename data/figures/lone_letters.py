@@ -26,7 +26,8 @@ TRIES_PER_LETTER = 8  # marks read per wanted letter, tallest first ...
 MAX_TRIES = 80  # ... and at most this many
 MAX_WIDTH = 2.0  # a lone letter ("B", "(b)") is at most this many times as wide as it is high
 SPECK_PX = 3  # marks no larger than this are compression specks; over a whole figure they chain words,
-# lines and letters into one token
+# lines and letters into one token. Marks are joined in one pass for the same reason: the boxes of whole
+# lines of text, joined again, swallow the letters beside them.
 
 
 def lone_marks(rgb: np.ndarray, bg: np.ndarray, max_px: int, tol: int) -> list[Box]:
@@ -35,7 +36,7 @@ def lone_marks(rgb: np.ndarray, bg: np.ndarray, max_px: int, tol: int) -> list[B
     _, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     marks = [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in stats[1:]
              if SPECK_PX < max(w, h) <= max_px]
-    tokens = [t for t in group_marks(marks)
+    tokens = [t for t in group_marks(marks, passes=1)
               if MARK_MIN_PX <= t[3] - t[1] <= max_px and t[2] - t[0] <= MAX_WIDTH * (t[3] - t[1])]
     return sorted(tokens, key=lambda t: (-(t[3] - t[1]), t[1], t[0]))
 
