@@ -133,7 +133,8 @@ class _Planner:
                 # emptier (a second row with no letter of its own, a gap between a plot and its key).
                 # Between columns the near line is weighed only when it crosses more ink (else it is part
                 # of the same gutter); between rows, wherever it differs, since what stands below a letter
-                # is its own. A near line wins only by leaving less stray ink (see ``_stray_ink``).
+                # is its own. A near line is taken only where its plan leaves less stray ink (see
+                # ``_stray_ink``) or crosses less ink; ties go to the emptiest line.
                 best_line = _best_line(self.ink, region, axis, lo, hi)
                 near = _best_line(self.ink, region, axis, max(lo, hi - (hi - lo) // 4), hi)
                 options.append((*best_line, 0, axis, before, after))
