@@ -29,14 +29,14 @@ class _RecogniserOnly:
 
 def _joined_plots(letters_at: str = "top-left") -> Image.Image:
     """Two scans joined by a connector, so that no gutter separates them; their letters stand above
-    them, over a title, away from the corners of the pieces (or at their bottom right)."""
+    them, over a title, away from the corners of the pieces (or below their bottom right corners)."""
     rng = np.random.default_rng(0)
-    image = Image.new("RGB", (420, 260), "white")
+    image = Image.new("RGB", (420, 290), "white")
     draw = ImageDraw.Draw(image)
     for x0, letter in zip((20, 230), "AB"):
         scan = Image.fromarray(rng.integers(40, 200, (190, 170, 3), dtype=np.uint8))
         image.paste(scan, (x0, 60))
-        at = (x0 - 18, 2) if letters_at == "top-left" else (x0 + 150, 226)
+        at = (x0 - 18, 2) if letters_at == "top-left" else (x0 + 150, 256)
         draw.text(at, letter, fill="black", font=ImageFont.load_default(size=24))
         draw.text((x0 + 40, 36), "a long plot title", fill="black", font=ImageFont.load_default(size=13))
     draw.rectangle([190, 150, 229, 153], fill=(70, 70, 70))
@@ -53,7 +53,8 @@ def test_letters_over_titles_are_read_and_cut_the_panels(monkeypatch):
 def test_lone_letters_finds_each_letter_once():
     image = _joined_plots()
     rgb = np.asarray(image)
-    found = lone_letters(image, rgb, np.array([255, 255, 255]), ["A", "B"], _RecogniserOnly())
+    ink = (rgb < 240).any(axis=2)
+    found = lone_letters(image, ink, np.array([255, 255, 255]), ["A", "B"], _RecogniserOnly())
     assert sorted(found) == ["A", "B"]
     assert found["A"][0] < 20 and found["B"][0] > 200 and found["A"][1] < 30
 
@@ -61,7 +62,7 @@ def test_lone_letters_finds_each_letter_once():
 def test_letters_away_from_the_top_left_are_not_trusted_to_cut(monkeypatch):
     monkeypatch.setattr(figures, "read_labels", lambda image, boxes, ocr, wanted=None: [None] * len(boxes))
     panels = find_panels(_joined_plots("bottom-right"), _RecogniserOnly(), letters=["A", "B"])
-    assert len(panels) == 1  # no gutter, and letters at the bottom right do not open panels
+    assert len(panels) == 1  # no gutter, and letters below the bottom right do not open panels
 
 
 def test_compression_specks_do_not_chain_letters_into_one_token():
@@ -69,7 +70,7 @@ def test_compression_specks_do_not_chain_letters_into_one_token():
     ImageDraw.Draw(image).text((20, 20), "C", fill="black", font=ImageFont.load_default(size=28))
     rgb = np.asarray(image).copy()
     rgb[::3, ::3] = 200  # a grid of one-pixel specks, as around the text of a JPEG
-    tokens = lone_marks(rgb, np.array([255, 255, 255]), 40, 15)
+    tokens = lone_marks((rgb < 240).any(axis=2), 40)
     assert any(t[0] >= 18 and t[2] <= 45 and t[3] - t[1] >= 15 for t in tokens)
 
 
@@ -82,5 +83,5 @@ def test_a_letter_beside_a_block_of_text_stays_a_token_of_its_own():
         for x0 in range(35, 190, 11):
             rgb[y0:y0 + 14, x0:x0 + 8] = 0
     rgb[80:160, 191:197] = 0  # a bracket closing both lines
-    tokens = lone_marks(rgb, np.array([255, 255, 255]), 90, 15)
+    tokens = lone_marks((rgb < 240).any(axis=2), 90)
     assert (0, 100, 20, 127) in tokens

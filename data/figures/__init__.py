@@ -21,7 +21,7 @@ from data.figures.letter_panels import (continuation, fill_by_order, find_missin
                                        keep_caption_letters, letter_sequence, letter_words, reading_key)
 from data.figures.lone_letters import lone_letters
 from data.figures.ocr import OcrWord
-from data.figures.panels import PanelParams, background_colour, detect_panel_boxes, ink_mask
+from data.figures.panels import PanelParams, background_colour, detect_panel_boxes, foreground_mask
 from data.figures.subcaptions import SubCaption, split_caption
 from data.images import to_rgb
 
@@ -92,11 +92,13 @@ def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, 
     panels, found = group_by_letters(boxes, labels, len(letters))
     found = fill_by_order(panels, found, letters)
     anchors, words = {x: b for b, x in zip(boxes, labels) if x}, {}
+    bg = background_colour(rgb, bg_tol)
+    ink = foreground_mask(rgb, bg, bg_tol)  # what the lone letters are read on and the cuts weigh
     lone: dict[str, tuple] = {}
     if sorted(anchors) != sorted(letters):  # some letter not read on a piece: read the lone marks
-        lone = lone_letters(image, rgb, background_colour(rgb, bg_tol), letters, ocr)
+        lone = lone_letters(image, ink, bg, letters, ocr)
         if len(letters) >= 2 and len(lone) == len(set(letters)):
-            cut = _cut(rgb, bg_tol, {x: reach(b) for x, b in lone.items()}, lone)
+            cut = _cut(ink, {x: reach(b) for x, b in lone.items()}, lone)
             if cut is not None:
                 return cut
     if any(x not in found for x in letters):  # look once more, over the whole figure
@@ -109,7 +111,7 @@ def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, 
         words = letter_words(seen, letters)
         anchors = {x: b for b, x in zip(boxes, labels) if x} | {x: reach(b) for x, b in words.items()}
     if len(letters) >= 2 and sorted(anchors) == sorted(letters):  # every letter placed once
-        cut = _cut(rgb, bg_tol, anchors, words)
+        cut = _cut(ink, anchors, words)
         if cut is not None:
             return cut
     if len(panels) == len(letters) and mostly_in_order(found, panels):  # reading order corrects misreads
@@ -117,11 +119,11 @@ def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, 
     return [Panel(b, lab) for b, lab in zip(panels, found)]
 
 
-def _cut(rgb: np.ndarray, bg_tol: int, anchors: dict[str, tuple], words: dict[str, tuple]) -> list[Panel] | None:
-    """Panels cut around ``anchors`` (letter -> box), in reading order; None where no cut separates them or
-    a letter placed from a word alone (``words``: letter -> the word's box) does not stand at its panel's
-    top-left corner, where such letters are trusted only."""
-    cut = cut_by_letters(ink_mask(rgb, bg_tol), [(b, x) for x, b in anchors.items()])
+def _cut(ink: np.ndarray, anchors: dict[str, tuple], words: dict[str, tuple]) -> list[Panel] | None:
+    """Panels cut around ``anchors`` (letter -> box) on the foreground mask ``ink``, in reading order; None
+    where no cut separates them or a letter placed from a word alone (``words``: letter -> the word's box)
+    does not stand at its panel's top-left corner, where such letters are trusted only."""
+    cut = cut_by_letters(ink, [(b, x) for x, b in anchors.items()])
     if cut is None or not all(at_top_left(words[x], b) for b, x in cut if x in words):
         return None
     return [Panel(b, x) for b, x in sorted(cut, key=lambda c: reading_key(c[0], [d[0] for d in cut]))]

@@ -114,17 +114,16 @@ def _joins(a: Box, b: Box) -> bool:
     return is_dot and dot[3] <= stem[1] and x_gap < 0 and y_gap <= 0.4 * stem_h
 
 
-def group_marks(marks: list[Box], passes: int | None = None) -> list[Box]:
+def group_marks(marks: list[Box], once: bool = False) -> list[Box]:
     """Marks (connected components) joined into tokens, each the box around its marks.
 
     Marks that join are near each other, so in each pass a mark is compared only with those whose left
     edge lies within reach of its right edge (in order of x); passes repeat on the grown tokens until none
-    join, or ``passes`` times. A textured corner holds thousands of marks, which comparing every pair after
-    every merge cannot get through.
+    join, or end after the first with ``once``. A textured corner holds thousands of marks, which comparing
+    every pair after every merge cannot get through.
     """
     tokens = list(marks)
-    while len(tokens) > 1 and passes != 0:
-        passes = None if passes is None else passes - 1
+    while len(tokens) > 1:
         reach = 0.3 * max(t[3] - t[1] for t in tokens)  # _joins' widest side-by-side gap
         order = sorted(range(len(tokens)), key=lambda k: tokens[k][0])
         root = list(range(len(tokens)))
@@ -149,7 +148,14 @@ def group_marks(marks: list[Box], passes: int | None = None) -> list[Box]:
         tokens = [(min(tokens[k][0] for k in ks), min(tokens[k][1] for k in ks),
                    max(tokens[k][2] for k in ks), max(tokens[k][3] for k in ks))
                   for ks in sorted(groups.values(), key=min)]
+        if once:
+            break
     return tokens
+
+
+def mark_max_px(size: tuple[int, int]) -> int:
+    """The tallest mark of a figure of ``size`` (w, h) that may be a letter; taller ones are drawings."""
+    return max(MARK_MIN_PX, int(PanelParams().glyph_frac * max(size)))
 
 
 def dominant_colour(pixels: np.ndarray, share: float = 0.4) -> np.ndarray | None:
@@ -254,7 +260,7 @@ def _read_marks_at(image: Image.Image, boxes: list[Box], ocr: Any, corner: str,
     an array, its background colour)."""
     p = PanelParams()
     rgb, bg = marks
-    max_px = max(MARK_MIN_PX, int(p.glyph_frac * max(image.size)))
+    max_px = mark_max_px(image.size)
     return [_read_marks(image, rgb, bg, win, anchor, ocr, max_px, p.bg_tol) if win[2] > win[0] and win[3] > win[1]
             else None for win, anchor in _windows(image, boxes, corner)]
 

@@ -15,10 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from data.figures.labels import MARK_MIN_PX, MARK_MIN_SCORE, group_marks, mark_crop, normalise_label
-from data.figures.ocr import OcrWord
-from data.figures.panel_params import PanelParams
-from data.figures.panels import foreground_mask
+from data.figures.labels import MARK_MIN_PX, MARK_MIN_SCORE, group_marks, mark_crop, mark_max_px, normalise_label
 
 Box = tuple[int, int, int, int]
 
@@ -30,28 +27,26 @@ SPECK_PX = 3  # marks no larger than this are compression specks; over a whole f
 # lines of text, joined again, swallow the letters beside them.
 
 
-def lone_marks(rgb: np.ndarray, bg: np.ndarray, max_px: int, tol: int) -> list[Box]:
-    """Letter-sized tokens of the marks on ``bg`` (HxWx3 figure), tallest first."""
-    fg = foreground_mask(rgb, bg, tol).astype(np.uint8)
-    _, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+def lone_marks(ink: np.ndarray, max_px: int) -> list[Box]:
+    """Letter-sized tokens of the marks of ``ink`` (the HxW foreground mask), tallest first."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
     marks = [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in stats[1:]
              if SPECK_PX < max(w, h) <= max_px]
-    tokens = [t for t in group_marks(marks, passes=1)
+    tokens = [t for t in group_marks(marks, once=True)
               if MARK_MIN_PX <= t[3] - t[1] <= max_px and t[2] - t[0] <= MAX_WIDTH * (t[3] - t[1])]
     return sorted(tokens, key=lambda t: (-(t[3] - t[1]), t[1], t[0]))
 
 
-def lone_letters(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, wanted: list[str],
+def lone_letters(image: Image.Image, ink: np.ndarray, bg: np.ndarray, wanted: list[str],
                  ocr: Any) -> dict[str, Box]:
-    """The box of each ``wanted`` letter read on a lone mark of the figure's background ``bg``: its
-    tallest reading. Needs a back-end that recognises crops; else nothing."""
+    """The box of each ``wanted`` letter read on a lone mark of ``ink`` (the figure's foreground mask
+    against its background colour ``bg``): its tallest reading. Needs a back-end that recognises crops;
+    else nothing."""
     if not wanted or not getattr(ocr, "can_recognise", False):
         return {}
-    p = PanelParams()
-    h, w = rgb.shape[:2]
-    max_px = max(8, int(p.glyph_frac * max(w, h)))
     found: dict[str, Box] = {}
-    for token in lone_marks(rgb, bg, max_px, p.bg_tol)[:min(MAX_TRIES, TRIES_PER_LETTER * len(wanted))]:
+    tokens = lone_marks(ink, mark_max_px(image.size))
+    for token in tokens[:min(MAX_TRIES, TRIES_PER_LETTER * len(wanted))]:
         text, score = ocr.recognise(mark_crop(image, token, bg))
         label = normalise_label(text, digits=True)
         if label in wanted and label not in found and score >= MARK_MIN_SCORE:
@@ -59,4 +54,3 @@ def lone_letters(image: Image.Image, rgb: np.ndarray, bg: np.ndarray, wanted: li
             if len(found) == len(set(wanted)):
                 break
     return found
-

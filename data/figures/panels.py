@@ -54,11 +54,6 @@ def foreground_mask(rgb: np.ndarray, bg: np.ndarray, tol: int) -> np.ndarray:
     return diff > tol
 
 
-def ink_mask(rgb: np.ndarray, tol: int = PanelParams.bg_tol) -> np.ndarray:
-    """HxW bool: the pixels of ``rgb`` (HxWx3) that differ from its gutter colour."""
-    return foreground_mask(rgb, background_colour(rgb, tol), tol)
-
-
 def split_structure(fg: np.ndarray, glyph_px: int, word_px: int,
                     stroke_px: float) -> tuple[np.ndarray, list[Box]]:
     """Split the foreground into structure and text: glyph boxes (small or thin-stroked, word-sized).
