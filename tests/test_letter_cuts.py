@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw
 
 import data.figures as figures
 from data.figures import find_panels, letter_cuts
-from data.figures.letter_cuts import cut_by_letters
+from data.figures.letter_cuts import EVERY_LINE, at_top_left, cut_by_letters, reach
 from data.figures.letter_panels import letter_sequence
 
 # A figure whose panel C spans the width under two columns: its letter stands on the left half only,
@@ -116,6 +116,40 @@ def test_letters_read_over_the_whole_figure_cut_panels_no_gutter_separates(monke
     # letters that would stand at their panels' bottom-right are not trusted to cut
     far = [OcrWord("A", (75, 95, 85, 107)), OcrWord("B", (185, 95, 195, 107))]
     assert len(find_panels(_joined_plots(), _Words(far), letters=["A", "B"])) == 1
+
+
+def _wide_bar_chart() -> tuple[np.ndarray, dict[str, tuple]]:
+    """A small plot A beside a wide bar chart B whose tick labels run down past C's letter; C and D
+    below, D's letter under the middle of B. Every line between the rows crosses B's bars or labels,
+    while a line between A and B crosses only C below: the emptiest cut gives D the right half of C."""
+    ink = np.zeros((300, 400), dtype=bool)
+    ink[20:150, 10] = ink[150, 10:100] = ink[60:150, 40:48] = ink[90:150, 70:78] = True  # plot A
+    ink[20:130, 115] = ink[130, 115:390] = True  # B's axes ...
+    for x in range(125, 390, 12):
+        ink[40:130, x:x + 6] = True  # ... bars ...
+    ink[132:175, 120:390] = np.indices((43, 270)).sum(axis=0) % 2 == 0  # ... and tick labels
+    ink[190:300, 5:205:3] = True  # panel C
+    ink[200:300, 215:400:3] = True  # panel D
+    letters = {"A": (0, 0, 12, 15), "B": (110, 0, 122, 15), "C": (0, 168, 12, 183), "D": (210, 182, 222, 197)}
+    for x0, y0, x1, y1 in letters.values():
+        ink[y0:y1, x0:x1] = True
+    return ink, letters
+
+
+def test_letters_off_their_top_left_corners_weigh_every_line(monkeypatch):
+    ink, letters = _wide_bar_chart()
+    anchors = [(reach(b), x) for x, b in letters.items()]
+    emptiest = dict((x, b) for b, x in cut_by_letters(ink, anchors))
+    assert not at_top_left(letters["D"], emptiest["D"])
+    got = dict((x, b) for b, x in cut_by_letters(ink, anchors, tie=EVERY_LINE))
+    assert all(at_top_left(letters[x], got[x]) for x in letters)
+    assert got["D"][0] >= 205 and got["C"][2] <= 210 and got["B"][1] == 0 and got["C"][1] >= 168
+    # find_panels falls back to that plan when letters read alone stand off their panels' corners
+    image = Image.fromarray(np.where(ink, 0, 255).astype(np.uint8)).convert("RGB")
+    monkeypatch.setattr(figures, "read_labels", lambda image, boxes, ocr, wanted=None: [None] * len(boxes))
+    monkeypatch.setattr(figures, "lone_letters", lambda image, ink, bg, wanted, ocr: dict(letters))
+    panels = {p.label: p.box for p in find_panels(image, object(), letters=list("ABCD"))}
+    assert panels == got
 
 
 @pytest.mark.parametrize("plans", [4000, 1])  # 1: only the emptiest line is followed

@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import data.figures as figures
 from data.figures import find_panels
-from data.figures.lone_letters import lone_letters, lone_marks
+from data.figures.lone_letters import lone_letters, lone_marks, one_size
 from data.figures.ocr import make_ocr
 
 
@@ -85,3 +85,27 @@ def test_a_letter_beside_a_block_of_text_stays_a_token_of_its_own():
     rgb[80:160, 191:197] = 0  # a bracket closing both lines
     tokens = lone_marks((rgb < 240).any(axis=2), 90)
     assert (0, 100, 20, 127) in tokens
+
+
+def test_a_reading_off_the_letters_type_size_gives_way_to_a_later_one():
+    node = (320, 675, 370, 714)  # 39 px high: a node of a network read as F
+    readings = [("F", node), ("A", (0, 0, 12, 15)), ("C", (0, 190, 11, 206))]
+    assert one_size(readings) == {"A": (0, 0, 12, 15), "C": (0, 190, 11, 206)}
+    assert one_size(readings + [("F", (394, 576, 403, 590))])["F"] == (394, 576, 403, 590)
+    assert one_size(readings[:2]) == {"F": node, "A": (0, 0, 12, 15)}  # two letters tell no size
+
+
+def test_a_large_letter_in_a_drawing_gives_way_to_the_panel_letter():
+    """A large B drawn inside a diagram is the tallest mark and is read first; the panel letters A, B and
+    C share a smaller type size, so the large one is dropped and the small B read after it."""
+    image = Image.new("RGB", (900, 600), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([300, 300, 500, 500], outline="black", width=2)
+    draw.text((380, 360), "B", fill="black", font=ImageFont.load_default(size=40))
+    for at, letter in (((5, 5), "A"), ((455, 5), "B"), ((5, 280), "C")):
+        draw.text(at, letter, fill="black", font=ImageFont.load_default(size=18))
+    ink = (np.asarray(image) < 240).any(axis=2)
+    assert max(lone_marks(ink, 40), key=lambda t: t[3] - t[1])[0] >= 380  # the large B is read first
+    found = lone_letters(image, ink, np.array([255, 255, 255]), ["A", "B", "C"], _RecogniserOnly())
+    assert sorted(found) == ["A", "B", "C"]
+    assert found["B"][1] < 40 and found["B"][3] - found["B"][1] < 20

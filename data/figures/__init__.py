@@ -16,7 +16,7 @@ from PIL import Image
 
 from data.figures.label_order import merge_unlabelled, mostly_in_order, repair_sequence
 from data.figures.labels import normalise_label, read_labels
-from data.figures.letter_cuts import at_top_left, cut_by_letters, reach
+from data.figures.letter_cuts import EVERY_LINE, TIE, at_top_left, cut_by_letters, reach
 from data.figures.letter_panels import (continuation, fill_by_order, find_missing_letters, group_by_letters,
                                        keep_caption_letters, letter_sequence, letter_words, reading_key)
 from data.figures.lone_letters import lone_letters
@@ -122,8 +122,16 @@ def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, 
 def _cut(ink: np.ndarray, anchors: dict[str, tuple], words: dict[str, tuple]) -> list[Panel] | None:
     """Panels cut around ``anchors`` (letter -> box) on the foreground mask ``ink``, in reading order; None
     where no cut separates them or a letter placed from a word alone (``words``: letter -> the word's box)
-    does not stand at its panel's top-left corner, where such letters are trusted only."""
-    cut = cut_by_letters(ink, [(b, x) for x, b in anchors.items()])
-    if cut is None or not all(at_top_left(words[x], b) for b, x in cut if x in words):
+    does not stand at its panel's top-left corner, where such letters are trusted only.
+
+    The emptiest lines are tried first. Where they give no plan or leave such a letter off its corner (a
+    wide plot whose tick labels run down past the next row's letter makes a line between columns emptier
+    than any line between the rows), every line is weighed, and the plan that leaves the least ink above
+    and left of the letters is taken."""
+    for tie in (TIE, EVERY_LINE):
+        cut = cut_by_letters(ink, [(b, x) for x, b in anchors.items()], tie)
+        if cut is not None and all(at_top_left(words[x], b) for b, x in cut if x in words):
+            break
+    else:
         return None
     return [Panel(b, x) for b, x in sorted(cut, key=lambda c: reading_key(c[0], [d[0] for d in cut]))]

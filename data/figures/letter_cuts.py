@@ -18,6 +18,8 @@ Anchor = tuple[Box, str]  # a lettered piece (or the reach of a letter read alon
 LETTER_REACH = 3  # letter heights right of and below a letter that belong to its panel
 CORNER = 0.34  # a letter stands in this share of its panel's width and height from the top-left
 TIE = 0.02  # lines whose ink shares differ by less than this are equally good borders
+EVERY_LINE = 1.0  # a tie that weighs every line: the plan leaving the least ink above and left of the
+# letters wins, however much ink its lines cross
 PLANS = 4000  # sub-problems weighed before only the emptiest line is followed (many letters, noisy ink)
 CORE = 0.15  # share of a piece's width and height, on each side, that a cut may cross (a title or key
 # caught on the piece's edge belongs to a neighbour as often as to its panel)
@@ -89,17 +91,19 @@ def at_top_left(letter: Box, panel: Box) -> bool:
             and cy - panel[1] <= CORNER * (panel[3] - panel[1]) + 2)
 
 
-def cut_by_letters(ink: np.ndarray, anchors: list[Anchor]) -> list[Anchor] | None:
+def cut_by_letters(ink: np.ndarray, anchors: list[Anchor], tie: float = TIE) -> list[Anchor] | None:
     """One (box, letter) per anchor (a lettered piece, letters unique), cutting the figure (``ink``, the
     HxW foreground mask) recursively along the emptiest lines between lettered pieces; None when some
     group of pieces cannot be split by a straight line (no guillotine layout, or pieces overlapping).
 
     Where several lines are about as empty (a grid cut by rows or by columns first), the plan that
     leaves the least ink above or left of the letters wins: a panel spanning the width under two columns
-    stays whole instead of giving its right half to the letter below it."""
+    stays whole instead of giving its right half to the letter below it. ``tie`` is how much more ink
+    (a share of the line's length) a line may cross than the emptiest and still count as about as empty
+    (``EVERY_LINE`` weighs them all)."""
     pieces = {letter: box for box, letter in anchors}
     cores = tuple(sorted((_core(box), letter) for box, letter in anchors))
-    plan = _Planner(ink, pieces).best(cores, (0, 0, ink.shape[1], ink.shape[0]))
+    plan = _Planner(ink, pieces, tie).best(cores, (0, 0, ink.shape[1], ink.shape[0]))
     if plan is None:
         return None
     return [(_tight(ink, region), letter) for region, letter in plan[3]]
@@ -109,8 +113,8 @@ class _Planner:
     """The best guillotine plan of each (anchors, region), remembered: (stray ink, line ink, near lines
     taken, leaves)."""
 
-    def __init__(self, ink: np.ndarray, pieces: dict[str, Box]):
-        self.ink, self.pieces, self.memo = ink, pieces, {}
+    def __init__(self, ink: np.ndarray, pieces: dict[str, Box], tie: float):
+        self.ink, self.pieces, self.tie, self.memo = ink, pieces, tie, {}
 
     def best(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, float, int, list] | None:
         key = (anchors, region)
@@ -147,7 +151,7 @@ class _Planner:
             options = [min(options, key=lambda o: o[0])]
         best = None
         for share, line, nears, axis, before, after in options:
-            if share > least + TIE:
+            if share > least + self.tie:
                 continue
             first, second = _halves(region, axis, line)
             a, b = self.best(tuple(sorted(before)), first), self.best(tuple(sorted(after)), second)

@@ -21,6 +21,8 @@ Box = tuple[int, int, int, int]
 
 TRIES_PER_LETTER = 8  # marks read per wanted letter, tallest first ...
 MAX_TRIES = 80  # ... and at most this many
+SIZE_RATIO = 1.5  # a figure's panel letters share one type size: a reading this much taller or shorter
+# than the others' median is a misread mark (a node, a digit of a tick label) and is read past
 MAX_WIDTH = 2.0  # a lone letter ("B", "(b)") is at most this many times as wide as it is high
 SPECK_PX = 3  # marks no larger than this are compression specks; over a whole figure they chain words,
 # lines and letters into one token. Marks are joined in one pass for the same reason: the boxes of whole
@@ -45,12 +47,30 @@ def lone_letters(image: Image.Image, ink: np.ndarray, bg: np.ndarray, wanted: li
     if not wanted or not getattr(ocr, "can_recognise", False):
         return {}
     found: dict[str, Box] = {}
+    readings: list[tuple[str, Box]] = []
     tokens = lone_marks(ink, mark_max_px(image.size))
     for token in tokens[:min(MAX_TRIES, TRIES_PER_LETTER * len(wanted))]:
         text, score = ocr.recognise(mark_crop(image, token, bg))
         label = normalise_label(text, digits=True)
-        if label in wanted and label not in found and score >= MARK_MIN_SCORE:
-            found[label] = token
+        if label in wanted and score >= MARK_MIN_SCORE:
+            readings.append((label, token))
+            found = one_size(readings)
             if len(found) == len(set(wanted)):
                 break
     return found
+
+
+def one_size(readings: list[tuple[str, Box]]) -> dict[str, Box]:
+    """Each letter's first reading (letter, box) in ``readings``; from three letters on, its first reading
+    within ``SIZE_RATIO`` of the median height of the letters' first readings, or none."""
+    first: dict[str, Box] = {}
+    for label, box in readings:
+        first.setdefault(label, box)
+    if len(first) < 3:
+        return first
+    mid = float(np.median([b[3] - b[1] for b in first.values()]))
+    sized: dict[str, Box] = {}
+    for label, box in readings:
+        if mid / SIZE_RATIO <= box[3] - box[1] <= mid * SIZE_RATIO:
+            sized.setdefault(label, box)
+    return sized
