@@ -109,3 +109,21 @@ def test_a_large_letter_in_a_drawing_gives_way_to_the_panel_letter():
     found = lone_letters(image, ink, np.array([255, 255, 255]), ["A", "B", "C"], _RecogniserOnly())
     assert sorted(found) == ["A", "B", "C"]
     assert found["B"][1] < 40 and found["B"][3] - found["B"][1] < 20
+
+
+def test_letters_read_alone_overrule_a_corner_reading_given_to_the_next_piece(monkeypatch):
+    """Panel B holds two plots; its corner reading went to the second one (as when its letter stands
+    nearer that plot's corner). The letters read alone place B over the first plot, which B then owns."""
+    image = Image.new("RGB", (640, 260), "white")
+    draw = ImageDraw.Draw(image)
+    for x0 in (30, 230, 460):  # B's two plots stand further apart than A and B
+        draw.rectangle([x0, 50, x0 + 160, 250], outline="black", width=2)
+        draw.line([x0 + 10, 240, x0 + 150, 60], fill="black", width=3)
+    for at, letter in (((8, 10), "A"), ((208, 10), "B")):
+        draw.text(at, letter, fill="black", font=ImageFont.load_default(size=24))
+    corner = {8: "A", 460: "B"}  # the pieces start at their letters
+    monkeypatch.setattr(figures, "read_labels",
+                        lambda image, boxes, ocr, wanted=None: [corner.get(b[0]) for b in boxes])
+    panels = find_panels(image, _RecogniserOnly(), letters=["A", "B"])
+    assert [p.label for p in panels] == ["A", "B"]
+    assert panels[0].box[2] <= 208 and panels[1].box[0] >= 192 and panels[1].box[2] > 600

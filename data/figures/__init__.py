@@ -77,9 +77,9 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
 def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, letters: list[str],
                     bg_tol: int) -> list[Panel]:
     """Panels when the caption's letters are known: none read when it names none; else the letters read
-    that the caption names, the pieces grouped around them, and gaps filled in reading order. When some
-    letter was not read on a piece, the lone marks on the background are read
-    (:mod:`data.figures.lone_letters`), and when they give every letter the figure is cut around them.
+    that the caption names, the pieces grouped around them, and gaps filled in reading order. The lone
+    marks on the background are read too (:mod:`data.figures.lone_letters`), and when they give every
+    letter the figure is cut around them.
     Letters still missing are then looked for once in a whole-figure reading (the costliest OCR call) and
     the pieces grouped again. Once every letter is placed once, the figure is cut around the letters
     instead (:mod:`data.figures.letter_cuts`), where it can be."""
@@ -94,13 +94,13 @@ def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, 
     anchors, words = {x: b for b, x in zip(boxes, labels) if x}, {}
     bg = background_colour(rgb, bg_tol)
     ink = foreground_mask(rgb, bg, bg_tol)  # what the lone letters are read on and the cuts weigh
-    lone: dict[str, tuple] = {}
-    if sorted(anchors) != sorted(letters):  # some letter not read on a piece: read the lone marks
-        lone = lone_letters(image, ink, bg, letters, ocr)
-        if len(letters) >= 2 and len(lone) == len(set(letters)):
-            cut = _cut(ink, {x: reach(b) for x, b in lone.items()}, lone)
-            if cut is not None:
-                return cut
+    # Letters read alone place each letter exactly, where a piece's corner reading can give a letter to
+    # the piece beside it; when they give every letter, the figure is cut around them.
+    lone = lone_letters(image, ink, bg, letters, ocr)
+    if len(letters) >= 2 and len(lone) == len(set(letters)):
+        cut = _cut(ink, {x: reach(b) for x, b in lone.items()}, lone)
+        if cut is not None:
+            return cut
     if any(x not in found for x in letters):  # look once more, over the whole figure
         seen = ocr.read(image)
         named = {normalise_label(w.text, digits=True) for w in seen}

@@ -2,10 +2,10 @@
 
 A text detector passes over most lone letters, and the corner windows of the pieces see only the letters
 that stand at a piece's corner: a letter over a title, beside a piece that holds two panels, or left of a
-diagram whose pieces joined with a neighbour is never looked at. When the caption names letters that no
-reading has placed, the small isolated marks on the background are cut out and read by the recogniser
-alone, tallest first (a figure's panel letters are usually its largest single glyphs), until each
-letter is read or the tries run out.
+diagram whose pieces joined with a neighbour is never looked at, and a corner reading can give a letter
+to the piece beside it. So when the caption names letters, the small isolated marks on the background are
+cut out and read by the recogniser alone, tallest first (a figure's panel letters are usually its
+largest single glyphs), until each letter is read or the tries run out.
 """
 from __future__ import annotations
 
