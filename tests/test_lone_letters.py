@@ -7,6 +7,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import data.figures as figures
 from data.figures import find_panels
+from data.figures.letter_panels import next_letter
 from data.figures.lone_letters import lone_letters, lone_marks, one_size
 from data.figures.ocr import make_ocr
 
@@ -127,3 +128,27 @@ def test_letters_read_alone_overrule_a_corner_reading_given_to_the_next_piece(mo
     panels = find_panels(image, _RecogniserOnly(), letters=["A", "B"])
     assert [p.label for p in panels] == ["A", "B"]
     assert panels[0].box[2] <= 208 and panels[1].box[0] >= 192 and panels[1].box[2] > 600
+
+
+def test_letters_after_the_captions_last_are_read_too():
+    """The caption names A and B; the figure goes on to C. Once A and B are read, C is looked for."""
+    image = Image.new("RGB", (600, 200), "white")
+    draw = ImageDraw.Draw(image)
+    for x0, letter in zip((10, 210, 410), "ABC"):
+        draw.text((x0, 10), letter, fill="black", font=ImageFont.load_default(size=24))
+        draw.rectangle([x0 + 20, 50, x0 + 170, 190], outline="black", width=2)
+    ink = (np.asarray(image) < 240).any(axis=2)
+    found = lone_letters(image, ink, np.array([255, 255, 255]), ["A", "B"], _RecogniserOnly())
+    assert sorted(found) == ["A", "B", "C"] and found["C"][0] >= 400
+    assert next_letter(["A", "B"]) == "C" and next_letter(["A1", "B1"]) is None and next_letter(["Z"]) is None
+
+
+def test_letters_all_read_alone_leave_the_corners_unread(monkeypatch):
+    """The recogniser on lone marks is cheap; the detector on the pieces' corners is not, and is not
+    needed once the lone letters cut the figure."""
+    def read_labels(*args, **kwargs):
+        raise AssertionError("the corners were read")
+
+    monkeypatch.setattr(figures, "read_labels", read_labels)
+    panels = find_panels(_joined_plots(), _RecogniserOnly(), letters=["A", "B"])
+    assert [p.label for p in panels] == ["A", "B"]

@@ -76,31 +76,31 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
 
 def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, letters: list[str],
                     bg_tol: int) -> list[Panel]:
-    """Panels when the caption's letters are known: none read when it names none; else the letters read
-    that the caption names, the pieces grouped around them, and gaps filled in reading order. The lone
-    marks on the background are read too (:mod:`data.figures.lone_letters`), and when they give every
-    letter the figure is cut around them.
-    Letters still missing are then looked for once in a whole-figure reading (the costliest OCR call) and
-    the pieces grouped again. Once every letter is placed once, the figure is cut around the letters
-    instead (:mod:`data.figures.letter_cuts`), where it can be."""
+    """Panels when the caption's letters are known: none read when it names none.
+
+    First the lone marks on the background are read (:mod:`data.figures.lone_letters`, the recogniser
+    alone, cheap); when they give every letter, the figure is cut around them and nothing more is read.
+    They place each letter exactly, where a piece's corner reading can give it to the piece beside it.
+    Else the letters read at the pieces' corners that the caption names, the pieces grouped around them,
+    and gaps filled in reading order; letters still missing are looked for once in a whole-figure
+    reading (the costliest OCR call) and the pieces grouped again. Once every letter is placed once, the
+    figure is cut around the letters instead (:mod:`data.figures.letter_cuts`), where it can be."""
     if not letters or ocr is None or not boxes:
         return [Panel(b) for b in boxes]
     letters = letter_sequence(letters)
+    bg = background_colour(rgb, bg_tol)
+    ink = foreground_mask(rgb, bg, bg_tol)  # what the lone letters are read on and the cuts weigh
+    lone = lone_letters(image, ink, bg, letters, ocr)
+    if len(letters) >= 2 and set(letters) <= set(lone):
+        cut = _cut(ink, {x: reach(b) for x, b in lone.items()}, lone)
+        if cut is not None:
+            return cut
     labels = read_labels(image, boxes, ocr, letters)
     letters = letters + continuation(labels, letters)
     labels = keep_caption_letters(labels, letters)
     panels, found = group_by_letters(boxes, labels, len(letters))
     found = fill_by_order(panels, found, letters)
     anchors, words = {x: b for b, x in zip(boxes, labels) if x}, {}
-    bg = background_colour(rgb, bg_tol)
-    ink = foreground_mask(rgb, bg, bg_tol)  # what the lone letters are read on and the cuts weigh
-    # Letters read alone place each letter exactly, where a piece's corner reading can give a letter to
-    # the piece beside it; when they give every letter, the figure is cut around them.
-    lone = lone_letters(image, ink, bg, letters, ocr)
-    if len(letters) >= 2 and len(lone) == len(set(letters)):
-        cut = _cut(ink, {x: reach(b) for x, b in lone.items()}, lone)
-        if cut is not None:
-            return cut
     if any(x not in found for x in letters):  # look once more, over the whole figure
         seen = ocr.read(image)
         named = {normalise_label(w.text, digits=True) for w in seen}

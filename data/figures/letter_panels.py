@@ -73,14 +73,21 @@ def continuation(labels: list[str | None], wanted: list[str]) -> list[str]:
     (E named and read: F, G, H read gives F, G, H; F, H gives F), on pieces after it in reading order.
     With the last letter unread, a letter after it is more likely its misreading (G for F) than the start
     of markers the caption lost; so is one read on a piece before it."""
-    if not wanted or any(len(x) != 1 for x in wanted) or max(wanted) not in labels:
+    if not wanted or next_letter(wanted) is None or max(wanted) not in labels:
         return []
     read, run = set(x for x in labels[labels.index(max(wanted)) + 1:] if x), []
-    nxt = chr(ord(max(wanted)) + 1)
-    while nxt in read and nxt <= "Z":
+    nxt = next_letter(wanted)
+    while nxt in read:
         run.append(nxt)
-        nxt = chr(ord(nxt) + 1)
+        nxt = next_letter(run)
     return run
+
+
+def next_letter(letters: list[str]) -> str | None:
+    """The letter after the last of ``letters`` when all are single letters A-Y (A, B, C: D), else None."""
+    if not letters or any(len(x) != 1 or not "A" <= x <= "Y" for x in letters):
+        return None
+    return chr(ord(max(letters)) + 1)
 
 
 def find_missing_letters(words: list[Any], boxes: list[Box], labels: list[str | None],

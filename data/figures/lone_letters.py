@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from data.figures.labels import MARK_MIN_PX, MARK_MIN_SCORE, group_marks, mark_crop, mark_max_px, normalise_label
+from data.figures.letter_panels import next_letter
 
 Box = tuple[int, int, int, int]
 
@@ -42,21 +43,31 @@ def lone_marks(ink: np.ndarray, max_px: int) -> list[Box]:
 def lone_letters(image: Image.Image, ink: np.ndarray, bg: np.ndarray, wanted: list[str],
                  ocr: Any) -> dict[str, Box]:
     """The box of each ``wanted`` letter read on a lone mark of ``ink`` (the figure's foreground mask
-    against its background colour ``bg``): its tallest reading. Needs a back-end that recognises crops;
-    else nothing."""
+    against its background colour ``bg``): its tallest reading of the letters' type size. Once all are
+    read, the letters right after the last one too, in an unbroken run, each within ``TRIES_PER_LETTER``
+    more marks (a caption can stop short of the figure's last panels). Needs a back-end that recognises
+    crops; else nothing."""
     if not wanted or not getattr(ocr, "can_recognise", False):
         return {}
     found: dict[str, Box] = {}
     readings: list[tuple[str, Box]] = []
-    tokens = lone_marks(ink, mark_max_px(image.size))
-    for token in tokens[:min(MAX_TRIES, TRIES_PER_LETTER * len(wanted))]:
+    tokens = iter(lone_marks(ink, mark_max_px(image.size)))
+    wanted, budget = list(wanted), min(MAX_TRIES, TRIES_PER_LETTER * len(wanted))
+    while budget > 0:
+        token = next(tokens, None)
+        if token is None:
+            break
+        budget -= 1
         text, score = ocr.recognise(mark_crop(image, token, bg))
         label = normalise_label(text, digits=True)
         if label in wanted and score >= MARK_MIN_SCORE:
             readings.append((label, token))
             found = one_size(readings)
-            if len(found) == len(set(wanted)):
+        if len(found) == len(set(wanted)):
+            after = next_letter(wanted)
+            if after is None:
                 break
+            wanted, budget = wanted + [after], TRIES_PER_LETTER
     return found
 
 
