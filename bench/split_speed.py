@@ -106,6 +106,12 @@ def timed(owner, name: str, totals: dict[str, float], key: str):
         setattr(owner, name, original)
 
 
+def _must_split(records: list[tuple[int, dict]], index: int, result) -> None:
+    """Stop at a figure that failed (an image not found): its near-zero time would pass for speed."""
+    if result.outcome == "failed":
+        raise SystemExit(f"split_speed: {dict(records)[index]['image']}: {result.reason}")
+
+
 def profile(records: list[tuple[int, dict]], ocr_name: str, out: Path) -> dict:
     """Seconds per figure in each stage, one process."""
     totals: dict[str, float] = defaultdict(float)
@@ -119,8 +125,8 @@ def profile(records: list[tuple[int, dict]], ocr_name: str, out: Path) -> dict:
             timed(split_mod, "split_caption", totals, "caption_split"), \
             timed(split_mod, "save_crop", totals, "crops"):
         t0 = time.perf_counter()
-        for _ in split_many(records, setup, 1, ocr):
-            pass
+        for index, result in split_many(records, setup, 1, ocr):
+            _must_split(records, index, result)
         total = time.perf_counter() - t0
     n = len(records)
     whole = totals["ocr_read_all"] - totals["corner_ocr"]
@@ -162,7 +168,8 @@ def throughput(records: list[tuple[int, dict]], ocr_name: str, workers: int, out
         ocr = make_ocr(ocr_name, None)
         ocr.prepare()
     first = None
-    for _ in split_many(records, setup, workers, ocr):
+    for index, result in split_many(records, setup, workers, ocr):
+        _must_split(records, index, result)
         first = first or time.perf_counter()
     end = time.perf_counter()
     n = len(records)
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", action="store_true",
                         help="also profile the image-only letter reading, in the same run")
     args = parser.parse_args(argv)
-    fixtures = Path(args.fixtures)
+    fixtures = Path(args.fixtures).resolve()  # the records' image paths are read from the root folder
     report = {"ocr": args.ocr, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
