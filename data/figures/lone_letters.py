@@ -51,11 +51,9 @@ def lone_letters(image: Image.Image, ink: np.ndarray, bg: np.ndarray, wanted: li
         return {}
     found: dict[str, Box] = {}
     readings: list[tuple[str, Box]] = []
-    tokens = iter(lone_marks(ink, mark_max_px(image.size)))
     wanted, budget = list(wanted), min(MAX_TRIES, TRIES_PER_LETTER * len(wanted))
-    while budget > 0:
-        token = next(tokens, None)
-        if token is None:
+    for token in lone_marks(ink, mark_max_px(image.size)):
+        if budget == 0:
             break
         budget -= 1
         text, score = ocr.recognise(mark_crop(image, token, bg))
