@@ -8,7 +8,8 @@ from PIL import Image, ImageDraw, ImageFont
 import data.figures as figures
 from data.figures import find_panels
 from data.figures.letter_panels import next_letter
-from data.figures.lone_letters import lone_letters, lone_marks, one_size
+from data.figures.label_order import follows
+from data.figures.lone_letters import in_order, lone_letters, lone_marks, one_size, ordered_choice
 from data.figures.ocr import make_ocr
 
 
@@ -91,9 +92,47 @@ def test_a_letter_beside_a_block_of_text_stays_a_token_of_its_own():
 def test_a_reading_off_the_letters_type_size_gives_way_to_a_later_one():
     node = (320, 675, 370, 714)  # 39 px high: a node of a network read as F
     readings = [("F", node), ("A", (0, 0, 12, 15)), ("C", (0, 190, 11, 206))]
-    assert one_size(readings) == {"A": (0, 0, 12, 15), "C": (0, 190, 11, 206)}
-    assert one_size(readings + [("F", (394, 576, 403, 590))])["F"] == (394, 576, 403, 590)
-    assert one_size(readings[:2]) == {"F": node, "A": (0, 0, 12, 15)}  # two letters tell no size
+    assert one_size(readings) == {"A": [(0, 0, 12, 15)], "C": [(0, 190, 11, 206)]}
+    assert one_size(readings + [("F", (394, 576, 403, 590))])["F"] == [(394, 576, 403, 590)]
+    assert one_size(readings[:2]) == {"F": [node], "A": [(0, 0, 12, 15)]}  # two letters tell no size
+
+
+def test_reading_order_by_rows_and_by_columns():
+    a, right, below, below_right = (0, 0, 10, 15), (300, 2, 310, 17), (0, 200, 10, 215), (300, 200, 310, 215)
+    assert follows(a, right) and follows(a, below) and follows(right, below) and not follows(below, right)
+    assert follows(a, below, by_columns=True) and follows(below, right, by_columns=True)
+    assert not follows(right, below, by_columns=True) and not follows(below_right, a)
+    assert in_order({"A": a, "B": right, "C": below}, ["A", "B", "C"])  # by rows
+    assert in_order({"A": a, "B": below, "C": right}, ["A", "B", "C"])  # by columns
+    assert not in_order({"A": a, "B": below_right, "C": right}, ["A", "B", "C"])
+
+
+def test_a_reading_out_of_reading_order_gives_way_to_one_in_order():
+    """Letters A-D of a 2x2 grid; B was first read on a legend letter below D. The choice keeps the
+    earlier readings where they are in order and takes B's later reading, which puts it between A and C."""
+    a, b, c, d = (0, 0, 10, 15), (300, 0, 310, 15), (0, 200, 10, 215), (300, 200, 310, 215)
+    legend_b = (350, 400, 360, 415)
+    assert ordered_choice({"A": [a], "B": [legend_b], "C": [c], "D": [d]}, list("ABCD"))["B"] == legend_b
+    assert ordered_choice({"A": [a], "B": [legend_b, b], "C": [c], "D": [d]}, list("ABCD")) == \
+        {"A": a, "B": b, "C": c, "D": d}
+    column_b = (0, 100, 10, 115)  # by columns: A above B, then C right of them
+    assert ordered_choice({"A": [a], "B": [column_b, b], "C": [(300, 0, 310, 15)]}, list("ABC"))["B"] == column_b
+
+
+def test_a_bare_stroke_read_as_a_one_is_the_letter_i():
+    """A sans-serif capital I is an upright bar, which the recogniser reads as a one. Where the caption
+    names I, such a mark is the I; where it does not, it is nothing."""
+    image = Image.new("RGB", (400, 120), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=24)
+    draw.text((10, 10), "G", fill="black", font=font)
+    draw.text((150, 10), "H", fill="black", font=font)
+    draw.rectangle([290, 16, 292, 33], fill="black")  # I: 3 x 18 px
+    ink = (np.asarray(image) < 240).any(axis=2)
+    assert make_ocr("rapidocr").recognise(image.crop((280, 6, 303, 44)))[0] != "I"
+    found = lone_letters(image, ink, np.array([255, 255, 255]), ["G", "H", "I"], _RecogniserOnly())
+    assert found["I"] == (290, 16, 293, 34)
+    assert "I" not in lone_letters(image, ink, np.array([255, 255, 255]), ["G", "H"], _RecogniserOnly())
 
 
 def test_a_large_letter_in_a_drawing_gives_way_to_the_panel_letter():

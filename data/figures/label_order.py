@@ -20,6 +20,14 @@ def same_row(a: Box, b: Box) -> bool:
     return min(a[3], b[3]) - max(a[1], b[1]) > 0.5 * min(a[3] - a[1], b[3] - b[1])
 
 
+def follows(a: Box, b: Box, by_columns: bool = False) -> bool:
+    """Whether ``b`` comes after ``a`` in reading order: on a later row, or further right on the same row;
+    ``by_columns``: in a later column, or lower in the same column."""
+    if by_columns:
+        a, b = (a[1], a[0], a[3], a[2]), (b[1], b[0], b[3], b[2])
+    return b[1] >= a[3] or (same_row(a, b) and b[0] > a[0])
+
+
 def grid_labels(boxes: list[Box]) -> list[str]:
     """Row letter and column number of each box ("A1", "A2", "B1", ...): rows by overlapping heights."""
     rows: list[list[int]] = []

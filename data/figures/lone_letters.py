@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from data.figures.label_order import follows
 from data.figures.labels import MARK_MIN_PX, MARK_MIN_SCORE, group_marks, mark_crop, mark_max_px, normalise_label
 from data.figures.letter_panels import next_letter
 
@@ -25,6 +26,9 @@ MAX_TRIES = 80  # ... and at most this many
 SIZE_RATIO = 1.5  # a figure's panel letters share one type size: a reading this much taller or shorter
 # than the others' median is a misread mark (a node, a digit of a tick label) and is read past
 MAX_WIDTH = 2.0  # a lone letter ("B", "(b)") is at most this many times as wide as it is high
+STROKE_WIDTH = 0.35  # a capital I of a sans-serif face is a bare upright stroke, at most this wide for its
+# height; read without a word around it, the recogniser takes it for a one, a small l or a bar
+STROKE_READINGS = {"1", "l", "|", "I", "\u4e28"}  # ... (U+4E28 is the CJK stroke the recogniser also returns)
 SPECK_PX = 3  # marks no larger than this are compression specks; over a whole figure they chain words,
 # lines and letters into one token. Marks are joined in one pass for the same reason: the boxes of whole
 # lines of text, joined again, swallow the letters beside them.
@@ -43,10 +47,11 @@ def lone_marks(ink: np.ndarray, max_px: int) -> list[Box]:
 def lone_letters(image: Image.Image, ink: np.ndarray, bg: np.ndarray, wanted: list[str],
                  ocr: Any) -> dict[str, Box]:
     """The box of each ``wanted`` letter read on a lone mark of ``ink`` (the figure's foreground mask
-    against its background colour ``bg``): its tallest reading of the letters' type size. Once all are
-    read, the letters right after the last one too, in an unbroken run, each within ``TRIES_PER_LETTER``
-    more marks (a caption can stop short of the figure's last panels). Needs a back-end that recognises
-    crops; else nothing."""
+    against its background colour ``bg``): its readings of the letters' type size chosen so that the
+    letters follow each other in reading order (:func:`ordered_choice`). While they do not, more marks are
+    read, within the tries. Once all are read and in order, the letters right after the last one too, in
+    an unbroken run, each within ``TRIES_PER_LETTER`` more marks (a caption can stop short of the
+    figure's last panels). Needs a back-end that recognises crops; else nothing."""
     if not wanted or not getattr(ocr, "can_recognise", False):
         return {}
     found: dict[str, Box] = {}
@@ -58,10 +63,12 @@ def lone_letters(image: Image.Image, ink: np.ndarray, bg: np.ndarray, wanted: li
         budget -= 1
         text, score = ocr.recognise(mark_crop(image, token, bg))
         label = normalise_label(text, digits=True)
+        if label not in wanted and "I" in wanted and _stroke(token, text):
+            label = "I"
         if label in wanted and score >= MARK_MIN_SCORE:
             readings.append((label, token))
-            found = one_size(readings)
-        if len(found) == len(set(wanted)):
+            found = ordered_choice(one_size(readings), wanted)
+        if len(found) == len(set(wanted)) and in_order(found, wanted):
             after = next_letter(wanted)
             if after is None:
                 break
@@ -69,17 +76,47 @@ def lone_letters(image: Image.Image, ink: np.ndarray, bg: np.ndarray, wanted: li
     return found
 
 
-def one_size(readings: list[tuple[str, Box]]) -> dict[str, Box]:
-    """Each letter's first reading (letter, box) in ``readings``; from three letters on, its first reading
-    within ``SIZE_RATIO`` of the median height of the letters' first readings, or none."""
+def _stroke(token: Box, text: str) -> bool:
+    """Whether the mark ``token``, read as ``text``, is a bare upright stroke (a capital I)."""
+    return text.strip(" .()") in STROKE_READINGS and token[2] - token[0] <= STROKE_WIDTH * (token[3] - token[1])
+
+
+def one_size(readings: list[tuple[str, Box]]) -> dict[str, list[Box]]:
+    """Each letter's readings (letter, box) in ``readings``, in their order; from three letters on, only
+    those within ``SIZE_RATIO`` of the median height of the letters' first readings."""
     first: dict[str, Box] = {}
     for label, box in readings:
         first.setdefault(label, box)
-    if len(first) < 3:
-        return first
-    mid = float(np.median([b[3] - b[1] for b in first.values()]))
-    sized: dict[str, Box] = {}
+    mid = float(np.median([b[3] - b[1] for b in first.values()])) if len(first) >= 3 else None
+    sized: dict[str, list[Box]] = {}
     for label, box in readings:
-        if mid / SIZE_RATIO <= box[3] - box[1] <= mid * SIZE_RATIO:
-            sized.setdefault(label, box)
+        if mid is None or mid / SIZE_RATIO <= box[3] - box[1] <= mid * SIZE_RATIO:
+            sized.setdefault(label, []).append(box)
     return sized
+
+
+def in_order(found: dict[str, Box], wanted: list[str]) -> bool:
+    """Whether the letters of ``found`` follow each other in ``wanted``'s order, by rows or by columns."""
+    boxes = [found[x] for x in wanted if x in found]
+    return any(all(follows(a, b, cols) for a, b in zip(boxes, boxes[1:])) for cols in (False, True))
+
+
+def ordered_choice(readings: dict[str, list[Box]], wanted: list[str]) -> dict[str, Box]:
+    """One reading per letter (``readings``: letter -> its boxes, earliest first) such that the most
+    letters follow the one before them in reading order (by rows or by columns), earlier readings first
+    among equals. Panel letters run in reading order, and a misread mark (a bar read as I, a letter of a
+    plot's legend) seldom stands where the sequence wants its letter. A best path over the letters."""
+    letters = [x for x in wanted if readings.get(x)]
+    if not letters:
+        return {}
+    best: tuple[tuple[int, int], list[Box]] | None = None
+    for cols in (False, True):
+        paths = [((0, -i), [box]) for i, box in enumerate(readings[letters[0]])]
+        for x in letters[1:]:
+            paths = [max((((ordered + follows(path[-1], box, cols), early - i), path + [box])
+                          for (ordered, early), path in paths), key=lambda p: p[0])
+                     for i, box in enumerate(readings[x])]
+        top = max(paths, key=lambda p: p[0])
+        if best is None or top[0] > best[0]:
+            best = top
+    return dict(zip(letters, best[1]))
