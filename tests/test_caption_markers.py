@@ -212,3 +212,17 @@ def test_capitals_listed_inside_a_sentence_name_panels_when_they_run_a_b_c():
         (["A"], "GO terms"), (["B"], "KEGG maps"), (["C"], "Reactome"), (["D"], "BioCarta")]
     lanes = "Gel of the purified enzyme. Lane A Size markers. Lane B Crude extract. Lane C Purified enzyme."
     assert pairs(lanes) == [([], lanes)]  # lanes of one gel, each named after a capitalised noun
+
+
+def test_lower_case_run_after_a_title_without_its_full_stop():
+    """A figure collection joins the bold title and the legend without a full stop: the "a" before a
+    capitalised word opens panel a when "b" and "c" follow after commas, and is the article otherwise."""
+    assert pairs("Pathway and network analysis a Top ten pathways in upregulated genes, b host interaction "
+                 "on upregulated genes, c mutation frequency of upregulated genes") == [
+        (["A"], "Top ten pathways in upregulated genes"), (["B"], "host interaction on upregulated genes"),
+        (["C"], "mutation frequency of upregulated genes")]
+    caption = "Lysates were analysed in a Western blot, b and c stand for the two clones."
+    assert pairs(caption) == [([], caption)]
+    caption = ("Gel filtration on a Superdex 200 column. A) Elution of the wild-type fragment. B) CD spectra, "
+               "b and c. C) Binding of invertase.")
+    assert [labels for labels, _ in pairs(caption)] == [["A"], ["B"], ["C"]]

@@ -9,7 +9,8 @@ Candidates:
   after a comma, semicolon or "and" when a delimiter follows (``..., B: ...``, ``; and D, slice``), in a
   run after colons, semicolons or commas with a full stop or a dash (``: A. head ...; B. wing``), before
   a closing parenthesis (``a) ...``, ``;c)``, ``and d)``), a first ``A`` after a title without a full stop
-  when a ``B`` of the same form follows, and "In panel A, ..." at the start of a sentence;
+  when a ``B`` of the same form follows (a lower-case ``a`` before a capitalised word when ``, b`` and
+  ``, c`` follow), and "In panel A, ..." at the start of a sentence;
 - position words (``Left: ...``, ``Top row: ...``, ``(left)``, ``Left, ...`` after a title without a full
   stop, ``At the left ...; on the right, ...`` opening clauses).
 
@@ -59,6 +60,9 @@ _CLOSING = re.compile(rf"(?:^|[\s:;,])({_ITEM})\)(?=\s)")
 _INLINE_CAPITAL = re.compile(r"(?:(?P<list>,\s|\band\s)|[a-z]\s)([A-Z])(?=\s+[A-Za-z0-9])")
 RUN_MIN = 3
 _LOOSE_A = re.compile(r"[a-z0-9]\s([Aa])(?=[,.:]\s+[A-Z])")
+# "Pathway and network analysis a Top ten pathways ..., b host ..., c ...": a title printed without its full
+# stop, then a lower-case "a" before a capitalised word; it counts only when "b" and "c" follow after commas.
+_LOOSE_A_TITLE = re.compile(r"[a-z0-9]\s(a)(?=\s+[A-Z][a-z])")
 _LOOSE_LOWER = re.compile(rf"{_OPEN}([a-z])(?=\s+[a-z])")  # "a pH-dependence of ... b Effect of ..."
 _LOOSE_AFTER_COMMA = re.compile(r"(?<=,\s)([b-z])(?=\s+\w)")  # "a Schematic of ..., b the mechanism, c ..."
 # "... with a the projection of the pixels and b the projection of the particles": no word is followed by
@@ -157,7 +161,7 @@ def find_markers(text: str) -> list[Marker]:
     for m in POS_PAREN.finditer(text):
         markers.append(Marker(m.start(), m.end(), position_labels(m.group(1)), "position", True))
     for pattern, loose in ((_PANEL_PHRASE, False), (_BARE, False), (_BARE_JOINED, False), (_CLOSING, False),
-                           (_BEFORE_DETERMINER, False), (_LOOSE_A, True), (_LOOSE_LOWER, True),
+                           (_BEFORE_DETERMINER, False), (_LOOSE_A, True), (_LOOSE_A_TITLE, True), (_LOOSE_LOWER, True),
                            (_LOOSE_AFTER_COMMA, True)):
         for m in pattern.finditer(text):
             start = m.start("m") if "m" in pattern.groupindex else m.start(1)
@@ -263,7 +267,7 @@ def _plausible_bare(markers: list[Marker], text: str) -> list[Marker]:
     """
     bare = [m for m in markers if m.kind == "bare"]
     letters = {lab for m in bare if not m.loose for lab in m.labels}
-    repeated = {id(a) for a, b in zip(bare, bare[1:]) if a.labels == b.labels == ["A"] and not a.lower}
+    repeated = {id(a) for a, b in zip(bare, bare[1:]) if a.labels == b.labels == ["A"] and not a.lower and not b.lower}
     keep, accepted = [], set()
     for m in markers:
         if m.kind == "paren" and m.loose:
@@ -288,8 +292,10 @@ def _loose_ok(m: Marker, bare: list[Marker], text: str, accepted: set[int]) -> b
     """Does a loose candidate count: an "A" followed by a firm "B" of its form, any other letter preceded
     by a firm or counted candidate of the letter before it, of its case?"""
     if m.labels == ["A"]:
-        return any(b.labels[0] == "B" and b.lower == m.lower and _shape(b, text) == _shape(m, text)
-                   for b in bare if b.start > m.start and not b.loose)
+        later = [b for b in bare if b.start > m.start and b.lower == m.lower]
+        if m.lower and _LOOSE_A_TITLE.match(text, m.start - 2):
+            return {"B", "C"} <= {b.labels[0] for b in later if text[b.start - 2:b.start] == ", "}
+        return any(b.labels[0] == "B" and _shape(b, text) == _shape(m, text) for b in later if not b.loose)
     before = chr(ord(m.labels[0]) - 1)
     return any(b.labels[-1] == before and b.lower == m.lower and (not b.loose or id(b) in accepted)
                for b in bare if b.start < m.start)
