@@ -28,7 +28,7 @@ SIZE_RATIO = 1.5  # a figure's panel letters share one type size: a reading this
 MAX_WIDTH = 2.0  # a lone letter ("B", "(b)") is at most this many times as wide as it is high
 STROKE_WIDTH = 0.35  # a capital I of a sans-serif face is a bare upright stroke, at most this wide for its
 # height; read without a word around it, the recogniser takes it for a one, a small l or a bar
-STROKE_READINGS = {"1", "l", "|", "I", "\u4e28"}  # ... (U+4E28 is the CJK stroke the recogniser also returns)
+STROKE_READINGS = {"1", "l", "|", "\u4e28"}  # ... (U+4E28 is the CJK stroke the recogniser also returns)
 SPECK_PX = 3  # marks no larger than this are compression specks; over a whole figure they chain words,
 # lines and letters into one token. Marks are joined in one pass for the same reason: the boxes of whole
 # lines of text, joined again, swallow the letters beside them.
