@@ -41,6 +41,7 @@ class RealFigure:
     id: str
     article: str
     part: str  # "tuning" or "held_out"
+    draw: int  # the labelling round that added it (1, 2, ...); each round drew from new sources
     image: GitHubSource  # the image file (fig_id "")
     sha256: str
     size: tuple[int, int]  # width, height
@@ -78,8 +79,9 @@ def _anchors(record: dict, fid: str) -> tuple[str, str] | None:
     return anchors[0], anchors[1]
 
 
-def read_figures(path: Path = FIGURES_FILE, part: str | None = None) -> list[RealFigure]:
-    """The gold figures of ``path`` (of one part, or all), checked for form and for the split rule."""
+def read_figures(path: Path = FIGURES_FILE, part: str | None = None, draw: int | None = None) -> list[RealFigure]:
+    """The gold figures of ``path`` (of one part and one draw, or all), checked for form and for the split
+    rule."""
     if part is not None and part not in PARTS:
         raise GoldError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
     data = json.loads(Path(path).read_text("utf-8"))
@@ -93,14 +95,17 @@ def read_figures(path: Path = FIGURES_FILE, part: str | None = None) -> list[Rea
         if record.get("part") != expected:
             raise GoldError(f"{fid}: part {record.get('part')!r}, but the split rule puts article "
                             f"{record['article']} in {expected!r}")
+        if not (isinstance(record.get("draw"), int) and record["draw"] >= 1):
+            raise GoldError(f"{fid}: draw is the labelling round that added the figure, an integer from 1")
         size = tuple(record["size"])
         panels = [_panel(p, f"{fid} panel {k}", size) for k, p in enumerate(record["panels"])]
         if not panels:
             raise GoldError(f"{fid}: no panels")
-        fig = RealFigure(fid, record["article"], expected, parse_github_source(record["image"], fragment=False),
+        fig = RealFigure(fid, record["article"], expected, record["draw"],
+                         parse_github_source(record["image"], fragment=False),
                          record["sha256"], size, parse_github_source(record["caption"], fragment=False), panels,
                          record.get("note"), record.get("caption_text"), _anchors(record, fid))
-        if part is None or fig.part == part:
+        if (part is None or fig.part == part) and (draw is None or fig.draw == draw):
             out.append(fig)
     return out
 

@@ -10,10 +10,11 @@ caption's first and last words.
 
 The tuning part is scored by default, with every figure that is not entirely right listed;
 ``--held-out`` scores the held-out part and prints totals only (it refuses ``--failures``).
-``--no-caption`` splits as if no caption were known (letters read by OCR alone), as split_figures.py
-did before captions steered the letters.
+``--draw N`` scores only the figures of labelling round N (each round drew from sources the earlier ones
+had not used, so a new round's held-out part is the cleanest check). ``--no-caption`` splits as if no
+caption were known (letters read by OCR alone), as split_figures.py did before captions steered the letters.
 
-    python -m bench.real_figures [--sources DIR] [--fetch-from DIR] [--held-out] [--no-caption]
+    python -m bench.real_figures [--sources DIR] [--fetch-from DIR] [--held-out] [--draw N] [--no-caption]
         [--ocr rapidocr|none] [--ocr-cache DIR]
 """
 from __future__ import annotations
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gold", default=str(FIGURES_FILE))
     ap.add_argument("--held-out", action="store_true", help="score the held-out part, totals only")
     ap.add_argument("--failures", action="store_true", help="list the tuning figures that are not all right")
+    ap.add_argument("--draw", type=int, default=None, help="score only the figures of this labelling round")
     ap.add_argument("--no-caption", action="store_true", help="split without the captions' letters")
     ap.add_argument("--ocr", default="rapidocr", choices=("rapidocr", "gcv", "none"))
     ap.add_argument("--ocr-cache", default=None, help="folder of an OCR cache kept between runs")
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.fetch_from:
             materialise(Path(args.fetch_from), sources, read_figures(Path(args.gold)))
-        items = load_sources(read_figures(Path(args.gold), part), sources)
+        items = load_sources(read_figures(Path(args.gold), part, args.draw), sources)
     except GoldError as err:
         print(f"real_figures: {err}", file=sys.stderr)
         return 2
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     for fig, path, caption in items:
         with Image.open(path) as im:
             results.append(figure_result(fig, to_rgb(im), None if args.no_caption else caption, ocr))
-    out = {"part": part, "ocr": args.ocr, "captions": not args.no_caption, **totals(results)}
+    out = {"part": part, **({"draw": args.draw} if args.draw else {}), "ocr": args.ocr,
+           "captions": not args.no_caption, **totals(results)}
     if args.failures:
         out["failures"] = [{k: r[k] for k in ("id", "want", "read", "true", "detected", "extra")}
                            for r in results if not r["right"]]

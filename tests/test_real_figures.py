@@ -33,6 +33,19 @@ def test_gold_form_and_split():
         assert len({p.box for p in f.panels}) == len(f.panels)
     assert all(len(p) == 1 for p in by_article.values())  # no article in both parts
     assert len(read_figures(part="held_out")) + len(read_figures(part="tuning")) == len(figs)
+    draws = sorted({f.draw for f in figs})
+    assert draws == list(range(1, len(draws) + 1))
+    assert sum(len(read_figures(draw=d)) for d in draws) == len(figs)
+    assert {f.draw for f in read_figures(part="held_out", draw=draws[-1])} == {draws[-1]}
+
+
+def test_gold_refuses_a_figure_without_its_draw(tmp_path):
+    record = json.loads(FIGURES_FILE.read_text("utf-8"))["figures"][0]
+    del record["draw"]
+    path = tmp_path / "gold.json"
+    path.write_text(json.dumps({"figures": [record]}), encoding="utf-8")
+    with pytest.raises(GoldError, match=f"{record['id']}: draw"):
+        read_figures(path)
 
 
 def test_gold_refuses_a_figure_in_the_wrong_part(tmp_path):
@@ -186,7 +199,7 @@ def test_fetch_copies_image_and_caption_at_the_named_commit_and_scores(tmp_path)
     _git(repo, "commit", "-q", "-am", "later")
     article = next(f"PMC{k}" for k in range(1, 1000) if not held_out(f"PMC{k}"))
     digest = hashlib.sha256((repo / "figures" / "PMC1__f1.png").read_bytes()).hexdigest()
-    gold = {"figures": [{"id": "PMC1__f1", "article": article, "part": "tuning",
+    gold = {"figures": [{"id": "PMC1__f1", "article": article, "part": "tuning", "draw": 1,
                          "image": f"github:someone/pmc-figures@{commit}:figures/PMC1__f1.png", "sha256": digest,
                          "size": [400, 200], "caption": f"github:someone/pmc-figures@{commit}:figures/PMC1__f1.yml",
                          "panels": [{"box": [10, 20, 190, 190], "label": "A"},
@@ -278,7 +291,8 @@ def test_fetch_reads_captions_from_jats_by_figure_id_and_between_anchors(tmp_pat
     _git(repo, "commit", "-q", "-m", "paper")
     commit = _git(repo, "rev-parse", "HEAD")
     digest = hashlib.sha256((repo / "f1.png").read_bytes()).hexdigest()
-    base = {"part": "tuning", "image": f"github:someone/papers@{commit}:f1.png", "sha256": digest, "size": [400, 200],
+    base = {"part": "tuning", "draw": 1, "image": f"github:someone/papers@{commit}:f1.png", "sha256": digest,
+            "size": [400, 200],
             "panels": [{"box": [10, 20, 190, 190], "label": "A"}, {"box": [210, 20, 390, 190], "label": "B"}]}
     article = next(f"doi:10.1/{k}" for k in range(1000) if not held_out(f"doi:10.1/{k}"))
     gold = {"figures": [
