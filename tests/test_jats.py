@@ -170,3 +170,18 @@ def test_malformed_xml_names_its_origin():
 def test_article_without_pmcid_is_an_error():
     with pytest.raises(ValueError, match="no-id.xml: article without a usable PMCID"):
         parse_jats(b"<article><front><article-meta/></front></article>", "no-id.xml")
+
+
+def test_a_legend_kept_in_the_figure_abstract_follows_the_caption():
+    # The layout of a zoology journal's JATS: a one-line <caption>, the panel legend in an <abstract>.
+    xml = b"""<article xmlns:xlink="http://www.w3.org/1999/xlink"><front><article-meta>
+<article-id pub-id-type="pmc">PMC7</article-id></article-meta></front><body>
+<fig id="F6"><label>Figure 6</label><caption><p><italic>Aus bus</italic> <bold>sp. nov.</bold>, male</p></caption>
+<abstract abstract-type="note"><p>A: Habitus, dorsal view; B: Palp, ventral view.</p></abstract>
+<graphic xlink:href="f6"/></fig></body></article>"""
+    [article] = parse_jats(xml, "legend.xml")
+    [fig] = article.figures
+    assert fig.caption == "Aus bus sp. nov., male A: Habitus, dorsal view; B: Palp, ventral view."
+    from data.figures import caption_letters
+
+    assert caption_letters(fig.caption) == ["A", "B"]

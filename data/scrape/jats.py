@@ -154,10 +154,13 @@ def _figure(fig: etree._Element, position: int) -> Figure:
             caption_el = _first(group, "caption")
             images = _group_panel(fig, group) or images
     lic, lic_url = _license(_first(fig, "permissions"))
+    # Some journals print the panel legend ("A: Habitus, dorsal view; B: ...") in an <abstract> of the
+    # figure, after its one-line <caption>; a reader sees both as the caption.
+    parts = [caption_el] if caption_el is not None else []
     return Figure(
         fig_id=fig.get("id") or f"fig{position}",
         label=flatten(label_el) if label_el is not None else "",
-        caption=flatten(caption_el) if caption_el is not None else "",
+        caption=" ".join(t for t in (flatten(e) for e in parts + _kids(fig, "abstract")) if t),
         graphic=images[0].href if images else "",
         license=lic,
         license_url=lic_url,
