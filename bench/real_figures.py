@@ -134,6 +134,8 @@ def caption_by_anchors(data: bytes, path: str, anchors: tuple[str, str], where: 
     end = text.find(anchors[1], start) if start >= 0 else -1
     if end < 0:
         raise GoldError(f"{where}: the caption's first and last words are not found in {path}")
+    # The shortest such text: a markdown figure repeats its caption's first words in the image's alt text.
+    start = text.rfind(anchors[0], start, end + len(anchors[0]))
     return plain_caption(text[start:end + len(anchors[1])], path)
 
 

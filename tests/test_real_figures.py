@@ -307,3 +307,12 @@ def test_fetch_reads_captions_from_jats_by_figure_id_and_between_anchors(tmp_pat
     captions = json.loads((tmp_path / "sources" / "captions.json").read_text("utf-8"))
     assert captions == {"jats": "Two scans. (A) Axial. (B) Coronal.", "anchors": "Left: input. Right: map.",
                         "stored": "Left: input. Right: map."}
+
+
+def test_caption_between_anchors_is_the_shortest_such_text():
+    from bench.real_figures import caption_by_anchors
+
+    md = (b"![**Fig 3 - Unsharp mask**](figures/f3.png)\n**Fig 3 - Unsharp mask**\n"
+          b"(A) Objects found. (B) Their distances.\n\nNext paragraph.")
+    caption = caption_by_anchors(md, "paper.md", ("Fig 3 - Unsharp", "Their distances."), "f3")
+    assert caption == "Fig 3 - Unsharp mask (A) Objects found. (B) Their distances."
