@@ -91,6 +91,7 @@ def _strings(value: object) -> list[str]:
 
 
 _TEX_KEEP = re.compile(r"\\(?:textbf|textit|emph|textsc|texttt|textrm|textsuperscript|textsubscript|mathrm)\{([^{}]*)\}")
+_TEX_OLD_FONT = re.compile(r"\{\\(?:bf|it|em|sc|tt|rm)\s+([^{}]*)\}")  # {\bf Title.}
 _TEX_DROP = re.compile(r"\\(?:label|cite|citep|citet)\{[^{}]*\}")
 _TEX_SYMBOLS = {"Delta": "Δ", "alpha": "α", "beta": "β", "gamma": "γ", "mu": "μ", "sigma": "σ", "tau": "τ",
                 "times": "×", "pm": "±", "circ": "°"}
@@ -107,7 +108,7 @@ def plain_caption(text: str, path: str) -> str:
     suffix = Path(path).suffix.lower()
     if suffix == ".tex":
         for _ in range(3):  # nested font commands
-            text = _TEX_KEEP.sub(r"\1", text)
+            text = _TEX_OLD_FONT.sub(r"\1", _TEX_KEEP.sub(r"\1", text))
         text = _TEX_DROP.sub("", text).replace("~", " ").replace("$", "")
         text = _TEX_SYMBOL.sub(lambda m: "%" if m[1] == "%" else _TEX_SYMBOLS.get(m[1].strip(), m[0]), text)
     elif suffix in (".md", ".rmd", ".qmd"):

@@ -261,6 +261,9 @@ def test_captions_in_markup_are_read_as_plain_text():
     latex = rb"\caption{Overview. \textbf{(A)} The \textit{Summary} sheet, 25\textsuperscript{th} \% of $\Delta t$.}"
     assert caption_by_anchors(latex, "paper.tex", ("Overview.", "t$."), "f") == \
         "Overview. (A) The Summary sheet, 25th % of Δt."
+    old_font = rb"\caption{{\bf Prevalence.} {\it A} left, {\em B} right.}"
+    assert caption_by_anchors(old_font, "thesis.tex", ("{\\bf Prevalence", "right."), "f") == \
+        "Prevalence. A left, B right."
 
 
 def test_gold_caption_anchors_are_two_texts(tmp_path):
