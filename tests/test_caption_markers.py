@@ -226,3 +226,11 @@ def test_lower_case_run_after_a_title_without_its_full_stop():
     caption = ("Gel filtration on a Superdex 200 column. A) Elution of the wild-type fragment. B) CD spectra, "
                "b and c. C) Binding of invertase.")
     assert [labels for labels, _ in pairs(caption)] == [["A"], ["B"], ["C"]]
+
+
+def test_a_letter_of_a_bare_run_without_the_space_after_its_comma():
+    caption = ("Encoding across modalities. a, Glass brain view. b, Violin plots of r. c,Histogram of accuracy. "
+               "d, e, rings of r by network. f, Specificity index.")
+    assert pairs(caption) == [(["A"], "Glass brain view."), (["B"], "Violin plots of r."),
+                              (["C"], "Histogram of accuracy."), (["D", "E"], "rings of r by network."),
+                              (["F"], "Specificity index.")]

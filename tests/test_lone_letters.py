@@ -191,3 +191,17 @@ def test_letters_all_read_alone_leave_the_corners_unread(monkeypatch):
     monkeypatch.setattr(figures, "read_labels", read_labels)
     panels = find_panels(_joined_plots(), _RecogniserOnly(), letters=["A", "B"])
     assert [p.label for p in panels] == ["A", "B"]
+
+
+def test_a_letter_touching_a_pale_frame_line_is_read_on_a_second_look(monkeypatch):
+    """A light-grey frame line touching B joins it into one large mark; read again without the palest ink,
+    B stands alone."""
+    monkeypatch.setattr(figures, "read_labels", lambda image, boxes, ocr, wanted=None: [None] * len(boxes))
+    image = _joined_plots()
+    ImageDraw.Draw(image).rectangle([226, 0, 227, 289], fill=(215, 215, 215))
+    rgb = np.asarray(image)
+    pale = (np.abs(rgb.astype(int) - 255) > 15).any(axis=2)
+    assert "B" not in lone_letters(image, pale, np.array([255, 255, 255]), ["A", "B"], _RecogniserOnly())
+    panels = find_panels(image, _RecogniserOnly(), letters=["A", "B"])
+    assert [p.label for p in panels] == ["A", "B"]
+    assert panels[0].box[2] <= 215 and panels[1].box[0] >= 200

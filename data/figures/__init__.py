@@ -19,7 +19,7 @@ from data.figures.labels import normalise_label, read_labels
 from data.figures.letter_cuts import EVERY_LINE, TIE, at_top_left, cut_by_letters, reach
 from data.figures.letter_panels import (continuation, fill_by_order, find_missing_letters, group_by_letters,
                                        keep_caption_letters, letter_sequence, letter_words, reading_key)
-from data.figures.lone_letters import lone_letters
+from data.figures.lone_letters import DARK_INK_TOL, lone_letters
 from data.figures.ocr import OcrWord
 from data.figures.panels import PanelParams, background_colour, detect_panel_boxes, foreground_mask
 from data.figures.subcaptions import SubCaption, split_caption
@@ -79,7 +79,8 @@ def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, 
     """Panels when the caption's letters are known: none read when it names none.
 
     First the lone marks on the background are read (:mod:`data.figures.lone_letters`, the recogniser
-    alone, cheap); when they give every letter, the figure is cut around them and nothing more is read.
+    alone, cheap), once more without the palest ink where that misses a letter; when they give every
+    letter, the figure is cut around them and nothing more is read.
     They place each letter exactly, where a piece's corner reading can give it to the piece beside it.
     Else the letters read at the pieces' corners that the caption names, the pieces grouped around them,
     and gaps filled in reading order; letters still missing are looked for once in a whole-figure
@@ -91,6 +92,9 @@ def _caption_panels(image: Image.Image, rgb: np.ndarray, boxes: list, ocr: Any, 
     bg = background_colour(rgb, bg_tol)
     ink = foreground_mask(rgb, bg, bg_tol)  # what the lone letters are read on and the cuts weigh
     lone = lone_letters(image, ink, bg, letters, ocr)
+    if len(letters) >= 2 and not set(letters) <= set(lone):  # a letter touching a faint frame or grid line
+        darker = lone_letters(image, foreground_mask(rgb, bg, DARK_INK_TOL), bg, letters, ocr)
+        lone = darker if set(letters) <= set(darker) else lone
     if len(letters) >= 2 and set(letters) <= set(lone):
         cut = _cut(ink, {x: reach(b) for x, b in lone.items()}, lone)
         if cut is not None:

@@ -387,10 +387,12 @@ def _fill_gaps(markers: list[Marker], text: str) -> list[Marker]:
         pos, found = a.end, []
         for code in range(first, last):
             letter = chr(code).lower() if a.lower else chr(code)
-            hit = re.compile(rf"(?<=\s){letter}[.:,)]?(?=\s+\w)").search(text, pos, b.start)
+            # "c,Histogram": a space left out after the letter's comma
+            hit = re.compile(rf"(?<=\s){letter}(?:[.:,)]?(?=\s+\w)|[.:,)](?=[A-Z][a-z]))").search(text, pos, b.start)
             if not hit:
                 break
-            found.append(Marker(hit.start(), hit.end() + 1, [chr(code)], "bare", lower=a.lower))
+            found.append(Marker(hit.start(), hit.end() + text[hit.end()].isspace(), [chr(code)], "bare",
+                                lower=a.lower))
             pos = hit.end()
         if len(found) == last - first:
             out.extend(found)

@@ -29,6 +29,8 @@ MAX_WIDTH = 2.0  # a lone letter ("B", "(b)") is at most this many times as wide
 STROKE_WIDTH = 0.35  # a capital I of a sans-serif face is a bare upright stroke, at most this wide for its
 # height; read without a word around it, the recogniser takes it for a one, a small l or a bar
 STROKE_READINGS = {"1", "l", "|", "\u4e28"}  # ... (U+4E28 is the CJK stroke the recogniser also returns)
+DARK_INK_TOL = 60  # a second look at the marks ignores paler ink: a plot's light-grey frame or grid line
+# (within about 55 of a white ground) that touches a letter joins it into one mark that no longer stands alone
 SPECK_PX = 3  # marks no larger than this are compression specks; over a whole figure they chain words,
 # lines and letters into one token. Marks are joined in one pass for the same reason: the boxes of whole
 # lines of text, joined again, swallow the letters beside them.
