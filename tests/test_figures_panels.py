@@ -367,6 +367,27 @@ def test_a_montage_on_one_black_plate_is_cut_into_its_slices():
         assert any(abs(b[0] - x - 8) <= 2 and abs(b[1] - y - 8) <= 2 for b in boxes)
 
 
+def test_a_montage_on_a_black_plate_with_a_thin_border_line_is_cut_into_its_slices():
+    """A light line drawn along the plate's sides is not its ground: the slices inside still separate."""
+    rng = np.random.default_rng(4)
+
+    def slices(plate: Image.Image) -> None:
+        for k in range(2):
+            mask = Image.new("L", (170, 260), 0)
+            ImageDraw.Draw(mask).ellipse((6, 6, 164, 254), fill=255)
+            plate.paste(Image.fromarray(rng.integers(60, 220, size=(260, 170, 3), dtype=np.uint8)), (20 + k * 200, 20),
+                        mask)
+        draw = ImageDraw.Draw(plate)  # the grid's line along two sides of this cell, one pixel off the plate
+        draw.line((0, 0, 399, 0), fill=(241, 241, 241))
+        draw.line((0, 0, 0, 299), fill=(241, 241, 241))
+        draw.point((0, 150), fill=(200, 200, 200))  # an anti-aliased dot on it
+
+    boxes = detect_panel_boxes(np.asarray(_plate(slices)))
+    assert len(boxes) == 2
+    for k, b in enumerate(boxes):  # each slice's ellipse, on the page
+        assert abs(b[0] - (50 + 20 + k * 200 + 6)) <= 2 and abs(b[1] - (40 + 20 + 6)) <= 2
+
+
 def test_a_dark_scan_with_small_marks_on_it_stays_whole():
     """Two small lesion masks on a black scan are that scan's own marks: each is smaller than a panel of
     the figure, so the scan is not a plate holding a montage."""

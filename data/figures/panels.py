@@ -269,15 +269,18 @@ def _on_plate(rgb: np.ndarray, leaf: tuple[Box, Box], glyphs: list[Box], bg: np.
     own parts, not a montage, and so are pieces smaller than a panel of the figure (``min_size``: least
     width and height), such as the outlines drawn on a black scan."""
     cell, core = leaf
-    x0, y0, x1, y1 = core
-    sub = rgb[y0:y1, x0:x1]
-    if min(sub.shape[:2]) < 2 * p.min_panel_px:
-        return [(cell, core, glyphs)]
-    frame = np.concatenate([sub[0], sub[-1], sub[:, 0], sub[:, -1]])
-    colour = np.median(frame, axis=0)
-    ground = colour.astype(np.int16)
-    if (np.abs(colour - bg).max() <= p.bg_tol or 1.0 - differs(frame, ground, p.bg_tol) < p.plate_frame
-            or 1.0 - differs(sub, ground, p.bg_tol) < p.plate_share):
+    for inset in range(p.line_max_px + 1):  # a thin line drawn around the plate is not its ground
+        x0, y0, x1, y1 = core[0] + inset, core[1] + inset, core[2] - inset, core[3] - inset
+        sub = rgb[y0:y1, x0:x1]
+        if min(sub.shape[:2]) < 2 * p.min_panel_px:
+            return [(cell, core, glyphs)]
+        frame = np.concatenate([sub[0], sub[-1], sub[:, 0], sub[:, -1]])
+        colour = np.median(frame, axis=0)
+        ground = colour.astype(np.int16)
+        if (np.abs(colour - bg).max() > p.bg_tol and 1.0 - differs(frame, ground, p.bg_tol) >= p.plate_frame
+                and 1.0 - differs(sub, ground, p.bg_tol) >= p.plate_share):
+            break
+    else:
         return [(cell, core, glyphs)]
     h, w = sub.shape[:2]
     fg = foreground_mask(sub, colour, p.bg_tol)
@@ -291,7 +294,7 @@ def _on_plate(rgb: np.ndarray, leaf: tuple[Box, Box], glyphs: list[Box], bg: np.
             or any(c[2] - c[0] < min_size[0] or c[3] - c[1] < min_size[1] for _, c in leaves)):
         return [(cell, core, glyphs)]
     text = [_offset(g, x0, y0) for g in text]
-    return [(_reach_out(_offset(sub_cell, x0, y0), core, cell), _offset(sub_core, x0, y0), text)
+    return [(_reach_out(_offset(sub_cell, x0, y0), (x0, y0, x1, y1), cell), _offset(sub_core, x0, y0), text)
             for sub_cell, sub_core in leaves]
 
 
