@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import scrape
+from data.scrape.ratelimit import RateLimiter
 from tests.pubmed_server import FakeNLM, max_in_window, populate
 
 # Arrival times are taken in server threads; allow for a little scheduling jitter on a busy machine.
@@ -26,14 +27,38 @@ def test_at_most_three_requests_per_second_without_a_key(tmp_path, monkeypatch):
     assert times[-1] - times[0] >= 2.0 - JITTER  # 8 requests at 3/s need two full windows
 
 
+def _limiter_waits(monkeypatch) -> list[float]:
+    """The waits every rate limiter made from here on (a request held back), recorded as they happen."""
+    waits: list[float] = []
+    made = RateLimiter.__init__
+
+    def init(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        sleep = self._sleep
+        self._sleep = lambda seconds: (waits.append(seconds), sleep(seconds))
+
+    monkeypatch.setattr(RateLimiter, "__init__", init)
+    return waits
+
+
 def test_at_most_ten_requests_per_second_with_a_key(tmp_path, monkeypatch):
     monkeypatch.setenv("NCBI_API_KEY", "from-the-environment")
+    waits = _limiter_waits(monkeypatch)
     with FakeNLM() as fake:
         populate(fake)
         times = run_cli(fake, tmp_path / "out")
     assert len(times) == 8
     assert max_in_window(times, 1.0 - JITTER) <= 10
-    assert times[-1] - times[0] < 0.9  # the key lifted the limit: all 8 fit in one window
+    assert waits == []  # the key lifted the limit: all 8 fit in one window, none was held back
+
+
+def test_without_a_key_the_limiter_holds_requests_back(tmp_path, monkeypatch):
+    monkeypatch.delenv("NCBI_API_KEY", raising=False)
+    waits = _limiter_waits(monkeypatch)
+    with FakeNLM() as fake:
+        populate(fake)
+        run_cli(fake, tmp_path / "out")
+    assert waits and all(0 < w <= 1.0 for w in waits)  # 8 requests at 3/s cannot all go at once
 
 
 def test_max_rps_slows_down(tmp_path):
