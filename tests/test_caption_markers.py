@@ -221,6 +221,9 @@ def test_lower_case_run_after_a_title_without_its_full_stop():
                  "on upregulated genes, c mutation frequency of upregulated genes") == [
         (["A"], "Top ten pathways in upregulated genes"), (["B"], "host interaction on upregulated genes"),
         (["C"], "mutation frequency of upregulated genes")]
+    # The title rule names the "a" it matched, not a lower-case "a" two characters before it.
+    assert pairs("a a Top view of the cortex, b side view of the cortex, c detail of the cortex")[0] == (
+        ["A"], "Top view of the cortex")
     caption = "Lysates were analysed in a Western blot, b and c stand for the two clones."
     assert pairs(caption) == [([], caption)]
     caption = ("Gel filtration on a Superdex 200 column. A) Elution of the wild-type fragment. B) CD spectra, "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from data.figures import caption_letters
 from data.scrape.jats import parse_jats
 
 # (fig id, label, graphic href, caption start, caption end) for every <fig> of every fixture article.
@@ -182,6 +183,4 @@ def test_a_legend_kept_in_the_figure_abstract_follows_the_caption():
     [article] = parse_jats(xml, "legend.xml")
     [fig] = article.figures
     assert fig.caption == "Aus bus sp. nov., male A: Habitus, dorsal view; B: Palp, ventral view."
-    from data.figures import caption_letters
-
     assert caption_letters(fig.caption) == ["A", "B"]

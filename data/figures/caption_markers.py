@@ -293,7 +293,8 @@ def _loose_ok(m: Marker, bare: list[Marker], text: str, accepted: set[int]) -> b
     by a firm or counted candidate of the letter before it, of its case?"""
     if m.labels == ["A"]:
         later = [b for b in bare if b.start > m.start and b.lower == m.lower]
-        if m.lower and _LOOSE_A_TITLE.match(text, m.start - 2):
+        title = _LOOSE_A_TITLE.match(text, m.start - 2) if m.start >= 2 else None
+        if m.lower and title and title.start(1) == m.start:
             return {"B", "C"} <= {b.labels[0] for b in later if text[b.start - 2:b.start] == ", "}
         return any(b.labels[0] == "B" and _shape(b, text) == _shape(m, text) for b in later if not b.loose)
     before = chr(ord(m.labels[0]) - 1)
