@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import html
 import json
 import re
 import subprocess
@@ -92,10 +93,12 @@ def _strings(value: object) -> list[str]:
 
 _TEX_KEEP = re.compile(r"\\(?:textbf|textit|emph|textsc|texttt|textrm|textsuperscript|textsubscript|mathrm)\{([^{}]*)\}")
 _TEX_OLD_FONT = re.compile(r"\{\\(?:bf|it|em|sc|tt|rm)\s+([^{}]*)\}")  # {\bf Title.}
-_TEX_DROP = re.compile(r"\\(?:label|cite|citep|citet)\{[^{}]*\}")
+_TEX_DROP = re.compile(r"\\(?:label|cite|citep|citet|ref|autoref|cref|Cref|eqref)\{[^{}]*\}")
 _TEX_SYMBOLS = {"Delta": "Δ", "alpha": "α", "beta": "β", "gamma": "γ", "mu": "μ", "sigma": "σ", "tau": "τ",
-                "times": "×", "pm": "±", "circ": "°"}
+                "times": "×", "pm": "±", "circ": "°", "log": "log", "ln": "ln", "exp": "exp"}
 _TEX_SYMBOL = re.compile(r"\\(%|[A-Za-z]+ ?)")
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_HTML_TAG = re.compile(r"<[^<>]+>")
 _MD_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
 _MD_BOLD_CUT = re.compile(r"(?<=\S)\*\*(?=\s|$)|(?:^|(?<=\s))\*\*(?=\w)")  # a bold span the caption cuts
 _MD_ITALIC = re.compile(r"(?<![\w*])([*_])(?=\w)(.+?)(?<=[\w.)])\1(?![\w*])")
@@ -103,14 +106,21 @@ _MD_SCRIPT = re.compile(r"(?<=\w)([~^])(\w+)\1")
 
 
 def plain_caption(text: str, path: str) -> str:
-    """The caption as a reader sees it: LaTeX's font commands and a markdown file's emphasis taken off
-    (``\\textbf{(A)}`` -> ``(A)``, ``**a.** *Title.*`` -> ``a. Title.``), as a publisher's JATS gives it."""
+    """The caption as a reader sees it: LaTeX's font commands, a markdown file's emphasis and an HTML
+    page's tags taken off (``\\textbf{(A)}`` -> ``(A)``, ``**a.** *Title.*`` -> ``a. Title.``,
+    ``<I>A</I>`` -> ``A``), as a publisher's JATS gives it."""
     suffix = Path(path).suffix.lower()
     if suffix == ".tex":
         for _ in range(3):  # nested font commands
             text = _TEX_OLD_FONT.sub(r"\1", _TEX_KEEP.sub(r"\1", text))
         text = _TEX_DROP.sub("", text).replace("~", " ").replace("$", "")
-        text = _TEX_SYMBOL.sub(lambda m: "%" if m[1] == "%" else _TEX_SYMBOLS.get(m[1].strip(), m[0]), text)
+        # Symbols become their characters; other commands (a paper's own macros) and stray braces of a
+        # font command that the caption's first words cut go.
+        text = _TEX_SYMBOL.sub(lambda m: "%" if m[1] == "%" else _TEX_SYMBOLS.get(m[1].strip(), ""), text)
+        text = text.replace("{", "").replace("}", "")
+    elif suffix in (".htm", ".html"):
+        text = re.sub(r"<br\s*/?>", " ", _HTML_COMMENT.sub("", text), flags=re.I)
+        text = html.unescape(_HTML_TAG.sub("", text))
     elif suffix in (".md", ".rmd", ".qmd"):
         text = _MD_BOLD_CUT.sub("", _MD_BOLD.sub(r"\2", text))
         text = _MD_SCRIPT.sub(r"\2", _MD_ITALIC.sub(r"\2", text))
