@@ -12,6 +12,7 @@ from data.figures import Panel, find_panels
 from data.figures.label_order import in_reading_order, merge_unlabelled, repair_sequence
 from data.figures.labels import group_marks, normalise_label, read_labels
 from data.figures.ocr import make_ocr
+from data.figures.crosshairs import without_crosshairs
 from data.figures.gutters import faint_gutters
 from data.figures.panels import PanelParams, detect_panel_boxes
 from bench.compound_synth import LAYOUTS, build_set
@@ -309,6 +310,41 @@ def test_a_slanted_connector_line_between_two_panels_does_not_join_them():
     boxes = detect_panel_boxes(np.asarray(img))
     assert len(boxes) == 2
     assert boxes[0][3] < 230 and boxes[1][1] > 230
+
+
+def _views_on_black(rng: np.random.Generator) -> Image.Image:
+    """Three grey-textured scan views in a row on a black figure, 30 px gutters between them."""
+    img = Image.new("RGB", (600, 260), "black")
+    for k in range(3):
+        mask = Image.new("L", (160, 200), 0)
+        ImageDraw.Draw(mask).ellipse((0, 0, 159, 199), fill=255)
+        img.paste(Image.fromarray(rng.integers(60, 220, size=(200, 160, 3), dtype=np.uint8)), (20 + 200 * k, 30), mask)
+    return img
+
+
+def test_a_viewers_crosshairs_over_the_gutters_do_not_join_the_views():
+    """A red cursor line across the whole row and one down a view cross over the black gutters; painted
+    over before the cut, they no longer join the three views."""
+    img = _views_on_black(np.random.default_rng(11))
+    draw = ImageDraw.Draw(img)
+    draw.line((0, 120, 599, 120), fill=(255, 0, 0), width=3)
+    draw.line((100, 0, 100, 259), fill=(255, 0, 0), width=3)
+    boxes = detect_panel_boxes(np.asarray(img))
+    assert len(boxes) == 3
+    for k, box in enumerate(boxes):
+        assert abs(box[0] - (20 + 200 * k)) <= 3 and abs(box[2] - (180 + 200 * k)) <= 3
+    painted = without_crosshairs(np.asarray(img))
+    assert painted[120, 190].tolist() == [0, 0, 0]  # the line over a gutter became gutter
+
+
+def test_coloured_lines_that_cross_nothing_are_kept():
+    """A red frame around a panel and a red reference line in a plot cross no line of their colour."""
+    img = Image.new("RGB", (400, 300), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((10, 10, 390, 150), outline=(255, 0, 0), width=2)
+    draw.line((10, 220, 390, 220), fill=(255, 0, 0), width=2)
+    rgb = np.asarray(img)
+    assert without_crosshairs(rgb) is rgb
 
 
 def _framed(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int]) -> None:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from data.figures.connectors import without_connectors
+from data.figures.crosshairs import without_crosshairs
 from data.figures.frames import inside_frame
 from data.figures.gutters import cut_axis, cut_direction, differs, flag_runs
 from data.figures.panel_params import PanelParams
@@ -239,6 +240,7 @@ def attach_glyphs(core: Box, cell: Box, glyphs: list[Box], reach: int) -> Box:
 def detect_panel_boxes(rgb: np.ndarray, p: PanelParams | None = None) -> list[Box]:
     """Panel boxes (x0, y0, x1, y1) of an RGB uint8 array, in reading order."""
     p = p or PanelParams()
+    rgb = without_crosshairs(rgb)
     h, w = rgb.shape[:2]
     bg = background_colour(rgb, p.bg_tol)
     fg = foreground_mask(rgb, bg, p.bg_tol)
