@@ -118,3 +118,20 @@ def test_linking_words_at_the_edges_are_dropped():
         (["A"], "Uptake was higher in the cortex"), (["B"], "lower in the striatum")]
     assert _pairs("(a) Spectrum of the film compared with (b) the reference spectrum.") == [
         (["A"], "Spectrum of the film"), (["B"], "the reference spectrum.")]
+
+
+def test_panel_noun_and_colon_markers_anywhere_in_a_clause():
+    caption = ("Arterial occlusion time. Panels A and B are occlusion curves. Panel A: B6 mice, Panel B: A/J mice. "
+               "Panel C: Occlusion time, mean ± SEM.")
+    assert [(s.labels, s.text) for s in split_caption(caption)] == [
+        (["A"], "B6 mice"), (["B"], "A/J mice."), (["C"], "Occlusion time, mean ± SEM.")]
+    joined = "PAI-1. Panel A: Plasma antigen and Panel B: Plasma activity were tested in mice."
+    assert [s.labels for s in split_caption(joined)] == [["A"], ["B"]]
+
+
+def test_single_letter_abbreviations_in_a_key_are_not_panels():
+    key = ("Summary of the screen. (A) Full-length bait. (B) Fusion proteins. BD, binding domain; AD, activation "
+           "domain; N, N-terminal portion (amino acids 1 to 400); C, C-terminal portion (amino acids 391 to 542).")
+    assert [s.labels for s in split_caption(key)] == [["A"], ["B"]]
+    views = "Vertebrae. A, anterior; B, anterodorsal; C, posterior; D, dorsal; and E, ventral views."
+    assert [s.labels for s in split_caption(views)] == [["A"], ["B"], ["C"], ["D"], ["E"]]

@@ -74,6 +74,9 @@ _NOUN_OPENING = re.compile(rf"{_BOUNDARY}(?:Images?|Panels?|Insets?)\s+$")
 # A letter cited in a key of marks: "(arrows, b)", "(CA, a, b)".
 _KEY = re.compile(rf"\(\s*[A-Za-z][\w-]+(?:\s+[\w-]+)?\s*,\s*({LIST})\s*\)")
 _PANEL_PHRASE = re.compile(rf"{_OPEN}(?P<m>(?:In\s+)?[Pp]anels?\s+({LIST})\s*,\s*)(?=[a-z])")
+# "Panel A: B6 mice, Panel B: A/J mice.", "Panel A: Bleeding time ... and Panel B: ...": the noun and a colon
+# make a marker wherever a clause starts.
+_PANEL_COLON = re.compile(rf"(?:{_OPEN}|,\s|\band\s)(?P<m>[Pp]anels?\s+({LIST})\s*:\s*)")
 _POS_BARE = re.compile(rf"(?:{_OPEN}|[,;]\s)({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*(?=:)", re.I)
 # "Left, Glucose ... Right, the cycle": a capitalised position word and a comma opening a sentence, or
 # after a title printed without its full stop ("... by inducer exclusion Left, Glucose ...").
@@ -160,7 +163,7 @@ def find_markers(text: str) -> list[Marker]:
             add(noun if noun is not None else m.start(), m.end(), spec, "paren", True, glued)
     for m in POS_PAREN.finditer(text):
         markers.append(Marker(m.start(), m.end(), position_labels(m.group(1)), "position", True))
-    for pattern, loose in ((_PANEL_PHRASE, False), (_BARE, False), (_BARE_JOINED, False), (_CLOSING, False),
+    for pattern, loose in ((_PANEL_PHRASE, False), (_PANEL_COLON, False), (_BARE, False), (_BARE_JOINED, False), (_CLOSING, False),
                            (_BEFORE_DETERMINER, False), (_LOOSE_A, True), (_LOOSE_A_TITLE, True), (_LOOSE_LOWER, True),
                            (_LOOSE_AFTER_COMMA, True)):
         for m in pattern.finditer(text):
@@ -280,12 +283,31 @@ def _plausible_bare(markers: list[Marker], text: str) -> list[Marker]:
             later_b = any("B" in c.labels for c in markers if c.start > m.start)
             if id(m) in repeated or (not delimited and not ({"A", "B"} <= letters) and not later_b):
                 continue
+            if _abbreviation_entry(m, text):
+                continue
             if m.loose:
                 if not _loose_ok(m, bare, text, accepted):
                     continue
                 accepted.add(id(m))
         keep.append(m)
     return keep
+
+
+def _abbreviation_entry(m: Marker, text: str) -> bool:
+    """Is a bare letter an entry of a key of abbreviations ("BD, binding domain; N, N-terminal portion;
+    C, C-terminal portion"): after a semicolon, before a comma and a word that starts with the letter, in a
+    key that holds a longer term, the entry before it not a panel letter ("C, posterior; D, dorsal")?"""
+    if len(m.labels) != 1 or text[max(0, m.start - 2):m.start] != "; ":
+        return False
+    after = re.match(r"[,\s]*(\w)", text[m.end:]) if text[m.start + 1:m.start + 2] == "," else None
+    if not after or after.group(1).upper() != m.labels[0]:
+        return False
+    entries = [re.match(r"\s*([\w/+-]+),\s+(\w)", e) for e in re.split(r"\.\s", text[:m.start - 2])[-1].split(";")]
+    # The entry before is a term, not the panel letter before it, unless that letter also stands for its
+    # word ("N, N-terminal"), and the key holds a longer term somewhere.
+    before = entries[-1]
+    return (bool(before) and (len(before.group(1)) > 1 or before.group(1).upper() == before.group(2).upper())
+            and any(e and len(e.group(1)) > 1 for e in entries))
 
 
 def _loose_ok(m: Marker, bare: list[Marker], text: str, accepted: set[int]) -> bool:
