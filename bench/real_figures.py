@@ -117,7 +117,7 @@ def plain_caption(text: str, path: str) -> str:
         # Symbols become their characters; other commands (a paper's own macros) and stray braces of a
         # font command that the caption's first words cut go.
         text = _TEX_SYMBOL.sub(lambda m: "%" if m[1] == "%" else _TEX_SYMBOLS.get(m[1].strip(), ""), text)
-        text = text.replace("{", "").replace("}", "")
+        text = text.replace("{", "").replace("}", "").replace("---", "\u2014").replace("--", "\u2013")
     elif suffix in (".htm", ".html"):
         text = re.sub(r"<br\s*/?>", " ", _HTML_COMMENT.sub("", text), flags=re.I)
         text = html.unescape(_HTML_TAG.sub("", text))

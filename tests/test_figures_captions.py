@@ -135,3 +135,9 @@ def test_single_letter_abbreviations_in_a_key_are_not_panels():
     assert [s.labels for s in split_caption(key)] == [["A"], ["B"]]
     views = "Vertebrae. A, anterior; B, anterodorsal; C, posterior; D, dorsal; and E, ventral views."
     assert [s.labels for s in split_caption(views)] == [["A"], ["B"], ["C"], ["D"], ["E"]]
+
+
+def test_a_range_of_letters_with_full_stops():
+    caption = "Maps. A. Dataset 1. B. Dataset 2. C.–D. Accuracy by location."
+    assert [(s.labels, s.text) for s in split_caption(caption)] == [
+        (["A"], "Dataset 1."), (["B"], "Dataset 2."), (["C", "D"], "Accuracy by location.")]

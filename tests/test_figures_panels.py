@@ -347,6 +347,22 @@ def test_coloured_lines_that_cross_nothing_are_kept():
     assert without_crosshairs(rgb) is rgb
 
 
+def test_fields_of_glyph_sized_marks_are_cut_into_their_panels():
+    """Four fields of small coloured marks (orientation glyphs on a grid) on black: no mark is bigger than a
+    letter, yet the fields are panels."""
+    img = Image.new("RGB", (600, 600), "black")
+    draw = ImageDraw.Draw(img)
+    for px, py in ((20, 20), (320, 20), (20, 320), (320, 320)):
+        for i in range(10):
+            for j in range(10):
+                x, y = px + 10 + 26 * i, py + 10 + 26 * j
+                draw.ellipse((x, y + 6, x + 16, y + 10), fill=(255, 60 + 15 * i, 40))
+    boxes = detect_panel_boxes(np.asarray(img))
+    assert len(boxes) == 4
+    for box, (px, py) in zip(boxes, ((20, 20), (320, 20), (20, 320), (320, 320))):
+        assert abs(box[0] - (px + 10)) <= 3 and abs(box[1] - (py + 16)) <= 3
+
+
 def _framed(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int]) -> None:
     draw.rectangle(box, outline=(90, 90, 90), width=1)
 

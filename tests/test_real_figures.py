@@ -264,9 +264,9 @@ def test_captions_in_markup_are_read_as_plain_text():
     old_font = rb"\caption{{\bf Prevalence.} {\it A} left, {\em B} right.}"
     assert caption_by_anchors(old_font, "thesis.tex", ("{\\bf Prevalence", "right."), "f") == \
         "Prevalence. A left, B right."
-    cut_title = rb"\caption{\textbf{Recall maps.} A. Maps (see Fig. \ref{fig:s2}B and \extdata), \log_2 ratio.}"
-    assert caption_by_anchors(cut_title, "paper.tex", ("maps.}", "ratio."), "f") == \
-        "maps. A. Maps (see Fig. B and ), log_2 ratio."
+    cut_title = rb"\caption{\textbf{Recall maps.} A. Maps (see Fig. \ref{fig:s2}B and \extdata), \log_2 ratio. C.--D. P1--P9.}"
+    assert caption_by_anchors(cut_title, "paper.tex", ("maps.}", "P9."), "f") == \
+        "maps. A. Maps (see Fig. B and ), log_2 ratio. C.\u2013D. P1\u2013P9."
     page = b"<P>Figure 4. <I>A</I>, <I>B</I>, Scatter<BR>plots <!-- $MVD$ -->of AUC<SUB>0</SUB> (&#181;g/ml).</P>"
     assert caption_by_anchors(page, "html/4168i04.htm", ("Figure 4.", "ml).</P>"), "f") == \
         "Figure 4. A, B, Scatter plots of AUC0 (\u00b5g/ml)."

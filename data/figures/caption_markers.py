@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 
 DASH = r"[-\u2010-\u2015\u2212]"
-_ITEM = rf"[A-Za-z](?:\s*{DASH}\s*[A-Za-z])?"
+_ITEM = rf"[A-Za-z](?:\.?\s*{DASH}\s*[A-Za-z])?"  # "C–D", "C.–D."
 LIST = rf"{_ITEM}(?:\s*(?:,|and|&)\s*{_ITEM})*"
 PAREN = re.compile(rf"\(\s*({LIST})\s*\.?\s*\)")  # "(A)", "(a, b)", "(A.)"
 # "(a; ×200)", "(A.a)", "(A upper panel)"
@@ -120,7 +120,7 @@ def _expand(spec: str) -> tuple[str, ...] | None:
         return None
     out: list[str] = []
     for item in _LIST_SEP.split(spec.strip()):
-        ends = _RANGE_SEP.split(item.strip())
+        ends = [end.rstrip(".") for end in _RANGE_SEP.split(item.strip())]  # "C.-D"
         if len(ends) == 1 and len(ends[0]) == 1:
             out.append(ends[0].upper())
         elif len(ends) == 2 and len(ends[0]) == len(ends[1]) == 1:

@@ -248,6 +248,11 @@ def detect_panel_boxes(rgb: np.ndarray, p: PanelParams | None = None) -> list[Bo
     stroke = max(2.5, p.stroke_frac * max(h, w))
     struct, glyphs = split_structure(fg, glyph_px, int(p.word_frac * max(h, w)), stroke)
     struct = without_connectors(struct)
+    if not struct.any() and fg.any():
+        # A figure drawn only in glyph-sized marks (fields of orientation glyphs, dot plots): the marks,
+        # closed over the gaps between them, are its structure.
+        k = max(3, glyph_px // 2)
+        struct = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((k, k), np.uint8)).astype(bool)
     if not struct.any():
         return []
     min_w = max(p.min_panel_px, int(p.min_panel_frac * w))
