@@ -135,6 +135,17 @@ def test_single_letter_abbreviations_in_a_key_are_not_panels():
     assert [s.labels for s in split_caption(key)] == [["A"], ["B"]]
     views = "Vertebrae. A, anterior; B, anterodorsal; C, posterior; D, dorsal; and E, ventral views."
     assert [s.labels for s in split_caption(views)] == [["A"], ["B"], ["C"], ["D"], ["E"]]
+    arrows = ("Cells migrate. (A) Crest cells at 19 hpf. (B) Cavity cells. (C) Neurons. LOE: left olfactory "
+              "epithelium. Orientation arrows: A: anterior; P: posterior; D: dorsal; V: ventral. Scale bars: 15 µm.")
+    assert [s.labels for s in split_caption(arrows)] == [["A"], ["B"], ["C"]]
+
+
+def test_primed_letters_name_their_panel():
+    caption = ("Genes in Hcrt neurons. (A–I'') Double staining in larvae. (J–M'') Double ISH in adult brain. "
+               "(N) Counts. (B and B') or (C and C') show the same cells.")
+    assert [s.labels for s in split_caption(caption)][:3] == [list("ABCDEFGHI"), list("JKLM"), ["N"]]
+    ranged = "Lineage. (A) Photoconversion. (B)–(C') Representative z-planes. (D) Contralateral cells."
+    assert [s.labels for s in split_caption(ranged)] == [["A"], ["B", "C"], ["D"]]
 
 
 def test_a_range_of_letters_with_full_stops():

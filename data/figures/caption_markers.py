@@ -30,13 +30,14 @@ import re
 from dataclasses import dataclass
 
 DASH = r"[-\u2010-\u2015\u2212]"
-_ITEM = rf"[A-Za-z](?:\.?\s*{DASH}\s*[A-Za-z])?"  # "C–D", "C.–D."
+_PRIME = r"(?:['\u2032\u2019]{1,3})?"  # A', A'': a part of panel A, named with it
+_ITEM = rf"[A-Za-z]{_PRIME}(?:\.?\s*{DASH}\s*[A-Za-z]{_PRIME})?"  # "C–D", "C.–D.", "A–I''"
 LIST = rf"{_ITEM}(?:\s*(?:,|and|&)\s*{_ITEM})*"
 PAREN = re.compile(rf"\(\s*({LIST})\s*\.?\s*\)")  # "(A)", "(a, b)", "(A.)"
 # "(a; ×200)", "(A.a)", "(A upper panel)"
 _PAREN_NOTE = re.compile(r"\(\s*(?:([A-Za-z])\s*;\s*[^();]{1,40}|([A-Z])\.[a-z]|([A-Za-z])[\s,]+(?:upper|lower|left|right"
                          r"|top|bottom|middle)(?:\s+(?:panel|image|row|column))?)\s*\)")
-_PAREN_RANGE = re.compile(rf"\(\s*([A-Za-z])\s*\)\s*{DASH}\s*\(\s*([A-Za-z])\s*\)")  # (a)–(d)
+_PAREN_RANGE = re.compile(rf"\(\s*([A-Za-z]){_PRIME}\s*\)\s*{DASH}\s*\(\s*([A-Za-z]){_PRIME}\s*\)")  # (a)–(d), (B)–(C')
 _POS_WORD = r"(?:left|right|top|bottom|upper|lower|middle|center|centre)"
 _POSITION = rf"{_POS_WORD}(?:\s+{_POS_WORD})?(?:\s+(?:row|column|panel|panels|image|images))?"
 POS_PAREN = re.compile(rf"\(\s*({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*\)", re.I)
@@ -120,7 +121,7 @@ def _expand(spec: str) -> tuple[str, ...] | None:
         return None
     out: list[str] = []
     for item in _LIST_SEP.split(spec.strip()):
-        ends = [end.rstrip(".") for end in _RANGE_SEP.split(item.strip())]  # "C.-D"
+        ends = [end.rstrip(".'\u2032\u2019") for end in _RANGE_SEP.split(item.strip())]  # "C.-D", "A-I''"
         if len(ends) == 1 and len(ends[0]) == 1:
             out.append(ends[0].upper())
         elif len(ends) == 2 and len(ends[0]) == len(ends[1]) == 1:
@@ -130,7 +131,7 @@ def _expand(spec: str) -> tuple[str, ...] | None:
             out.extend(chr(c) for c in range(a, b + 1))
         else:
             return None
-    return tuple(out)
+    return tuple(dict.fromkeys(out))  # "(B and B')": one panel
 
 
 def position_labels(spec: str) -> list[str]:
@@ -293,21 +294,36 @@ def _plausible_bare(markers: list[Marker], text: str) -> list[Marker]:
     return keep
 
 
+# One entry of a key: an optional heading ("Orientation arrows:"), a term, a comma or colon, its word.
+_KEY_ENTRY = re.compile(r"\s*(?:[A-Z][a-z]+(?:\s[a-z]+)?:\s+)?([\w/+-]+)[,:]\s+(\w)")
+
+
 def _abbreviation_entry(m: Marker, text: str) -> bool:
-    """Is a bare letter an entry of a key of abbreviations ("BD, binding domain; N, N-terminal portion;
-    C, C-terminal portion"): after a semicolon, before a comma and a word that starts with the letter, in a
-    key that holds a longer term, the entry before it not a panel letter ("C, posterior; D, dorsal")?"""
-    if len(m.labels) != 1 or text[max(0, m.start - 2):m.start] != "; ":
+    """Is a bare letter an entry of a key ("BD, binding domain; N, N-terminal portion; C, C-terminal
+    portion", "Orientation arrows: D: dorsal; V: ventral"): a letter before a comma or colon and a word
+    that starts with it, beside an entry of the key, in a key that holds a longer term or two such letters?
+    "C, posterior; D, dorsal" are panels: a panel letter does not stand for its word."""
+    if len(m.labels) != 1 or text[m.start + 1:m.start + 2] not in (",", ":"):
         return False
-    after = re.match(r"[,\s]*(\w)", text[m.end:]) if text[m.start + 1:m.start + 2] == "," else None
-    if not after or after.group(1).upper() != m.labels[0]:
+    first = max(text.rfind(". ", 0, m.start) + 2, 0)
+    last = text.find(". ", m.start)
+    entries, offset, own = [], first, None
+    for part in text[first:last if last >= 0 else len(text)].split(";"):
+        hit = _KEY_ENTRY.match(part)
+        entries.append(hit)
+        if offset <= m.start < offset + len(part):
+            own = len(entries) - 1
+        offset += len(part) + 1
+    hit = entries[own] if own is not None else None
+    if not hit or hit.group(1) != text[m.start] or hit.group(2).upper() != m.labels[0]:
         return False
-    entries = [re.match(r"\s*([\w/+-]+),\s+(\w)", e) for e in re.split(r"\.\s", text[:m.start - 2])[-1].split(";")]
-    # The entry before is a term, not the panel letter before it, unless that letter also stands for its
-    # word ("N, N-terminal"), and the key holds a longer term somewhere.
-    before = entries[-1]
-    return (bool(before) and (len(before.group(1)) > 1 or before.group(1).upper() == before.group(2).upper())
-            and any(e and len(e.group(1)) > 1 for e in entries))
+
+    def stands_for_word(e: re.Match | None) -> bool:
+        return bool(e) and (len(e.group(1)) > 1 or e.group(1).upper() == e.group(2).upper())
+
+    beside = [entries[k] for k in (own - 1, own + 1) if 0 <= k < len(entries)]
+    letters = sum(1 for e in entries if e and len(e.group(1)) == 1 and e.group(1).upper() == e.group(2).upper())
+    return any(stands_for_word(e) for e in beside) and (letters >= 2 or any(e and len(e.group(1)) > 1 for e in entries))
 
 
 def _loose_ok(m: Marker, bare: list[Marker], text: str, accepted: set[int]) -> bool:
