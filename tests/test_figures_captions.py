@@ -152,3 +152,13 @@ def test_a_range_of_letters_with_full_stops():
     caption = "Maps. A. Dataset 1. B. Dataset 2. C.–D. Accuracy by location."
     assert [(s.labels, s.text) for s in split_caption(caption)] == [
         (["A"], "Dataset 1."), (["B"], "Dataset 2."), (["C", "D"], "Accuracy by location.")]
+
+
+def test_closing_letters_before_a_full_stop():
+    caption = ("Phenotypic rescue by transposon mobilization A). Breeding scheme to remobilize a transposon. "
+               "B) Germline remobilization rates.")
+    assert [(s.labels, s.text) for s in split_caption(caption)] == [
+        (["A"], "Breeding scheme to remobilize a transposon."), (["B"], "Germline remobilization rates.")]
+    cited = ("Ca2+ stabilises the domains. A) Spectra. B) Binding. C) Denaturation. D) Proteolysis with Ca2+. "
+             "A sample gel is shown in F). E) Proteolysis with and without Ca2+ at room temperature (300 K).")
+    assert [s.labels for s in split_caption(cited)] == [["A"], ["B"], ["C"], ["D"], ["E"]]

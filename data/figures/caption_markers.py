@@ -37,7 +37,8 @@ PAREN = re.compile(rf"\(\s*({LIST})\s*\.?\s*\)")  # "(A)", "(a, b)", "(A.)"
 # "(a; ×200)", "(A.a)", "(A upper panel)"
 _PAREN_NOTE = re.compile(r"\(\s*(?:([A-Za-z])\s*;\s*[^();]{1,40}|([A-Z])\.[a-z]|([A-Za-z])[\s,]+(?:upper|lower|left|right"
                          r"|top|bottom|middle)(?:\s+(?:panel|image|row|column))?)\s*\)")
-_PAREN_RANGE = re.compile(rf"\(\s*([A-Za-z]){_PRIME}\s*\)\s*{DASH}\s*\(\s*([A-Za-z]){_PRIME}\s*\)")  # (a)–(d), (B)–(C')
+# (a)–(d), (B)–(C')
+_PAREN_RANGE = re.compile(rf"\(\s*([A-Za-z]){_PRIME}\s*\)\s*{DASH}\s*\(\s*([A-Za-z]){_PRIME}\s*\)")
 _POS_WORD = r"(?:left|right|top|bottom|upper|lower|middle|center|centre)"
 _POSITION = rf"{_POS_WORD}(?:\s+{_POS_WORD})?(?:\s+(?:row|column|panel|panels|image|images))?"
 POS_PAREN = re.compile(rf"\(\s*({_POSITION}(?:\s*(?:,|and)\s*{_POSITION})*)\s*\)", re.I)
@@ -54,7 +55,8 @@ _BARE_JOINED = re.compile(rf"(?:[,;]\s|\band\s)({LIST})(?=[:,]\s+[A-Za-z]{{2}})"
 # semicolon or comma, then a full stop before a lower-case word, or a dash; it counts only beside the
 # letter before or after it in the same form ("E. coli" and "A. thaliana" stand alone).
 _BARE_RUN = re.compile(rf"[:;,]\s([A-Za-z])(?:\.\s+(?=[a-z])|\s*{DASH}\s+)")
-_CLOSING = re.compile(rf"(?:^|[\s:;,])({_ITEM})\)(?=\s)")
+_CITING = re.compile(r"\b(?:in|of|and|or|see|to|from|with|panels?)\s+$")
+_CLOSING = re.compile(rf"(?:^|[\s:;,])({_ITEM})\)(?=\.?\s)")  # "A) ...", "... mobilization A). Breeding"
 # "... in six databases A KEGG, B Reactome, C Wikipathways ...": capitals inside a sentence, each before a
 # word, the letters after the first after a comma or "and"; they count only as a run A, B, C, ... of at
 # least RUN_MIN letters in text order ("Lane A ... Lane B ..." names lanes, not panels).
@@ -164,14 +166,18 @@ def find_markers(text: str) -> list[Marker]:
             add(noun if noun is not None else m.start(), m.end(), spec, "paren", True, glued)
     for m in POS_PAREN.finditer(text):
         markers.append(Marker(m.start(), m.end(), position_labels(m.group(1)), "position", True))
-    for pattern, loose in ((_PANEL_PHRASE, False), (_PANEL_COLON, False), (_BARE, False), (_BARE_JOINED, False), (_CLOSING, False),
-                           (_BEFORE_DETERMINER, False), (_LOOSE_A, True), (_LOOSE_A_TITLE, True), (_LOOSE_LOWER, True),
-                           (_LOOSE_AFTER_COMMA, True)):
+    for pattern, loose in ((_PANEL_PHRASE, False), (_PANEL_COLON, False), (_BARE, False), (_BARE_JOINED, False),
+                           (_CLOSING, False), (_BEFORE_DETERMINER, False), (_LOOSE_A, True), (_LOOSE_A_TITLE, True),
+                           (_LOOSE_LOWER, True), (_LOOSE_AFTER_COMMA, True)):
         for m in pattern.finditer(text):
             start = m.start("m") if "m" in pattern.groupindex else m.start(1)
             closes = pattern is _CLOSING or text[m.end(1):m.end(1) + 1] == ")"
-            if closes and text.count("(", 0, start) > text.count(")", 0, start):
+            if closes and (text.count("(", 0, start) > text.count(")", 0, start)
+                           or text.rfind("(", 0, start) > text.rfind(")", 0, start)):
                 continue  # "(arrows, b)", "(P = 0.03 by log-rank test; B)": the parenthesis closes an earlier one
+            cites = _CITING.search(text, max(0, start - 12), start)
+            if pattern is _CLOSING and text[m.end():m.end() + 1] == "." and cites:
+                continue  # "A sample gel is shown in F). E) ...": a citation closing its sentence
             end = m.end()
             while end < len(text) and text[end] in ",:.)":
                 end += 1
