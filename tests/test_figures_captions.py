@@ -162,3 +162,9 @@ def test_closing_letters_before_a_full_stop():
     cited = ("Ca2+ stabilises the domains. A) Spectra. B) Binding. C) Denaturation. D) Proteolysis with Ca2+. "
              "A sample gel is shown in F). E) Proteolysis with and without Ca2+ at room temperature (300 K).")
     assert [s.labels for s in split_caption(cited)] == [["A"], ["B"], ["C"], ["D"], ["E"]]
+
+
+def test_a_genotype_after_a_marker_opens_its_text():
+    caption = ("Evi1 staining. (a) Jbo/+ myeloid cells ×600. (b) Jbo/+ mucoperiosteum ×600. "
+               "(c) +/+ similar pattern of staining ×600 and (d) +/+ inflamed mucoperiosteum ×600.")
+    assert [s.labels for s in split_caption(caption)] == [["A"], ["B"], ["C"], ["D"]]

@@ -82,7 +82,7 @@ def _is_prefix(m: Marker, text: str) -> bool:
     if not before or before[-1] in ".;:":
         return True
     after = text[m.end:].lstrip(" :\u2013\u2014")
-    word = re.match(r"[A-Za-z0-9][\w-]*", after)
+    word = re.match(r"[A-Za-z0-9][\w-]*|[+\u2212-]/[+\u2212-]", after)  # a word or a genotype ("+/+ mice")
     if word and _LIST_JOINER.search(before) and word.group(0).lower() not in ("and", "or"):
         return True  # "..., (b) fast pacing and (c) with combined data": a joiner introduces the label
     return bool(word) and word.group(0).lower() not in _CONNECTIVES and not _LEAD_LINK.match(after)
