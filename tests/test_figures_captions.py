@@ -168,3 +168,11 @@ def test_a_genotype_after_a_marker_opens_its_text():
     caption = ("Evi1 staining. (a) Jbo/+ myeloid cells ×600. (b) Jbo/+ mucoperiosteum ×600. "
                "(c) +/+ similar pattern of staining ×600 and (d) +/+ inflamed mucoperiosteum ×600.")
     assert [s.labels for s in split_caption(caption)] == [["A"], ["B"], ["C"], ["D"]]
+
+
+def test_a_loose_a_before_a_lower_case_word_counts_with_a_b_of_its_form():
+    caption = ("The performances of the four agents A. in a task where the rewards are 0.75 and 0.25. "
+               "B. in a three-armed bandit task.")
+    assert [(s.labels, s.text) for s in split_caption(caption)] == [
+        (["A"], "in a task where the rewards are 0.75 and 0.25."), (["B"], "in a three-armed bandit task.")]
+    assert [s.labels for s in split_caption("Rats fed vitamin A. in all groups weight rose.")] == [[]]

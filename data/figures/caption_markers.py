@@ -62,7 +62,8 @@ _CLOSING = re.compile(rf"(?:^|[\s:;,])({_ITEM})\)(?=\.?\s)")  # "A) ...", "... m
 # least RUN_MIN letters in text order ("Lane A ... Lane B ..." names lanes, not panels).
 _INLINE_CAPITAL = re.compile(r"(?:(?P<list>,\s|\band\s)|[a-z]\s)([A-Z])(?=\s+[A-Za-z0-9])")
 RUN_MIN = 3
-_LOOSE_A = re.compile(r"[a-z0-9]\s([Aa])(?=[,.:]\s+[A-Z])")
+# "... agents A. in a task where ... B. in a three-armed task": also before a lower-case word after a full stop.
+_LOOSE_A = re.compile(r"[a-z0-9]\s([Aa])(?=[,.:]\s+[A-Z]|\.\s+[a-z])")
 # "Pathway and network analysis a Top ten pathways ..., b host ..., c ...": a title printed without its full
 # stop, then a lower-case "a" before a capitalised word; it counts only when "b" and "c" follow after commas.
 _LOOSE_A_TITLE = re.compile(r"[a-z0-9]\s(a)(?=\s+[A-Z][a-z])")
