@@ -249,27 +249,30 @@ def test_captions_found_between_their_first_and_last_words():
         caption_by_anchors(markdown, "paper.md", ("Not there", "prediction."), "fig-9")
 
 
-def test_captions_in_markup_are_read_as_plain_text():
+MARKUP_CAPTIONS = [
+    (b"**Figure 4: Screening.** **a.** *Dual barcodes.* FDR \\< 0.05, C~t~ value (*, p < 0.05; **, p < 0.01).",
+     "paper.Rmd", ("Screening.", "0.01)."),
+     "Screening. a. Dual barcodes. FDR < 0.05, Ct value (*, p < 0.05; **, p < 0.01)."),
+    (b"Views of a _Danio rerio_ vessel with __a__ the pixels and __b__ the particles, in snake_case_files.",
+     "thesis.md", ("Views", "files."),
+     "Views of a Danio rerio vessel with a the pixels and b the particles, in snake_case_files."),
+    (rb"\caption{Overview. \textbf{(A)} The \textit{Summary} sheet, 25\textsuperscript{th} \% of $\Delta t$.}",
+     "paper.tex", ("Overview.", "t$."), "Overview. (A) The Summary sheet, 25th % of Δt."),
+    (rb"\caption{{\bf Prevalence.} {\it A} left, {\em B} right.}",
+     "thesis.tex", ("{\\bf Prevalence", "right."), "Prevalence. A left, B right."),
+    # A title's font command cut by the first words, a paper's own macro, a reference, \log and dashes.
+    (rb"\caption{\textbf{Recall maps.} A. Maps (see Fig. \ref{fig:s2}B and \extdata), \log_2 ratio. C.--D. P1--P9.}",
+     "paper.tex", ("maps.}", "P9."), "maps. A. Maps (see Fig. B and ), log_2 ratio. C.\u2013D. P1\u2013P9."),
+    (b"<P>Figure 4. <I>A</I>, <I>B</I>, Scatter<BR>plots <!-- $MVD$ -->of AUC<SUB>0</SUB> (&#181;g/ml).</P>",
+     "html/4168i04.htm", ("Figure 4.", "ml).</P>"), "Figure 4. A, B, Scatter plots of AUC0 (\u00b5g/ml)."),
+]
+
+
+@pytest.mark.parametrize("data, path, anchors, plain", MARKUP_CAPTIONS)
+def test_captions_in_markup_are_read_as_plain_text(data, path, anchors, plain):
     from bench.real_figures import caption_by_anchors
 
-    markdown = b"**Figure 4: Screening.** **a.** *Dual barcodes.* FDR \\< 0.05, C~t~ value (*, p < 0.05; **, p < 0.01)."
-    assert caption_by_anchors(markdown, "paper.Rmd", ("Screening.", "0.01)."), "f") == \
-        "Screening. a. Dual barcodes. FDR < 0.05, Ct value (*, p < 0.05; **, p < 0.01)."
-    underscores = b"Views of a _Danio rerio_ vessel with __a__ the pixels and __b__ the particles, in snake_case_files."
-    assert caption_by_anchors(underscores, "thesis.md", ("Views", "files."), "f") == \
-        "Views of a Danio rerio vessel with a the pixels and b the particles, in snake_case_files."
-    latex = rb"\caption{Overview. \textbf{(A)} The \textit{Summary} sheet, 25\textsuperscript{th} \% of $\Delta t$.}"
-    assert caption_by_anchors(latex, "paper.tex", ("Overview.", "t$."), "f") == \
-        "Overview. (A) The Summary sheet, 25th % of Δt."
-    old_font = rb"\caption{{\bf Prevalence.} {\it A} left, {\em B} right.}"
-    assert caption_by_anchors(old_font, "thesis.tex", ("{\\bf Prevalence", "right."), "f") == \
-        "Prevalence. A left, B right."
-    cut_title = rb"\caption{\textbf{Recall maps.} A. Maps (see Fig. \ref{fig:s2}B and \extdata), \log_2 ratio. C.--D. P1--P9.}"
-    assert caption_by_anchors(cut_title, "paper.tex", ("maps.}", "P9."), "f") == \
-        "maps. A. Maps (see Fig. B and ), log_2 ratio. C.\u2013D. P1\u2013P9."
-    page = b"<P>Figure 4. <I>A</I>, <I>B</I>, Scatter<BR>plots <!-- $MVD$ -->of AUC<SUB>0</SUB> (&#181;g/ml).</P>"
-    assert caption_by_anchors(page, "html/4168i04.htm", ("Figure 4.", "ml).</P>"), "f") == \
-        "Figure 4. A, B, Scatter plots of AUC0 (\u00b5g/ml)."
+    assert caption_by_anchors(data, path, anchors, "f") == plain
 
 
 def test_gold_caption_anchors_are_two_texts(tmp_path):

@@ -176,8 +176,8 @@ def find_markers(text: str) -> list[Marker]:
             if closes and (text.count("(", 0, start) > text.count(")", 0, start)
                            or text.rfind("(", 0, start) > text.rfind(")", 0, start)):
                 continue  # "(arrows, b)", "(P = 0.03 by log-rank test; B)": the parenthesis closes an earlier one
-            cites = _CITING.search(text, max(0, start - 12), start)
-            if pattern is _CLOSING and text[m.end():m.end() + 1] == "." and cites:
+            if (pattern is _CLOSING and text[m.end():m.end() + 1] == "."
+                    and _CITING.search(text, max(0, start - 12), start)):
                 continue  # "A sample gel is shown in F). E) ...": a citation closing its sentence
             end = m.end()
             while end < len(text) and text[end] in ",:.)":
@@ -312,7 +312,8 @@ def _abbreviation_entry(m: Marker, text: str) -> bool:
     "C, posterior; D, dorsal" are panels: a panel letter does not stand for its word."""
     if len(m.labels) != 1 or text[m.start + 1:m.start + 2] not in (",", ":"):
         return False
-    first = max(text.rfind(". ", 0, m.start) + 2, 0)
+    cut = text.rfind(". ", 0, m.start)
+    first = cut + 2 if cut >= 0 else 0  # the key is one sentence
     last = text.find(". ", m.start)
     entries, offset, own = [], first, None
     for part in text[first:last if last >= 0 else len(text)].split(";"):
@@ -330,7 +331,8 @@ def _abbreviation_entry(m: Marker, text: str) -> bool:
 
     beside = [entries[k] for k in (own - 1, own + 1) if 0 <= k < len(entries)]
     letters = sum(1 for e in entries if e and len(e.group(1)) == 1 and e.group(1).upper() == e.group(2).upper())
-    return any(stands_for_word(e) for e in beside) and (letters >= 2 or any(e and len(e.group(1)) > 1 for e in entries))
+    longer = any(e and len(e.group(1)) > 1 for e in entries)
+    return any(stands_for_word(e) for e in beside) and (letters >= 2 or longer)
 
 
 def _loose_ok(m: Marker, bare: list[Marker], text: str, accepted: set[int]) -> bool:

@@ -66,7 +66,8 @@ def _lines(rgb: np.ndarray) -> list[Line]:
                 found.append((int(y), a, b))
     lines: list[Line] = []
     for y, a, b in found:
-        joined = next((i for i, ln in enumerate(lines) if ln[1] == y and min(b, ln[3]) - max(a, ln[2]) >= span), None)
+        joined = next((i for i, ln in enumerate(lines)
+                       if ln[1] == y and min(b, ln[3]) - max(a, ln[2]) >= span), None)  # the row above's line
         if joined is None:
             lines.append((y, y + 1, a, b))
         else:
