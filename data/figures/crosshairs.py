@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from data.figures.gutters import differs, flag_runs
+
 CHROMA = 100  # a line's colour: its largest minus its smallest channel is at least this (red, green, ...)
 COLOUR_TOL = 60  # pixels within this (largest channel difference) of the line's colour are drawn by it
 MIN_SPAN = 0.4  # a crosshair runs over at least this share of the figure's side
@@ -60,9 +62,8 @@ def _lines(rgb: np.ndarray) -> list[Line]:
         colour = np.median(img[y][saturated[y]], axis=0)
         drawn = np.abs(img[y] - colour).max(axis=1) <= COLOUR_TOL
         for a, b in _runs(drawn, span):
-            beside = [np.abs(img[z, a:b] - colour).max(axis=1) <= COLOUR_TOL
-                      for z in (y - THIN_PX - 1, y + THIN_PX + 1) if 0 <= z < h]
-            if all(side.mean() < 0.5 for side in beside):  # thin: the rows beyond it are not its colour
+            beside = [1.0 - differs(img[z, a:b], colour, COLOUR_TOL) for z in (y - k, y + k) if 0 <= z < h]
+            if all(share < 0.5 for share in beside):  # thin: the rows beyond it are not its colour
                 found.append((int(y), a, b))
     lines: list[Line] = []
     for y, a, b in found:
@@ -87,14 +88,14 @@ def _channel_min(rgb: np.ndarray) -> np.ndarray:
 
 
 def _runs(drawn: np.ndarray, span: int) -> list[tuple[int, int]]:
-    """First and last+1 index of each run of True at least ``span`` long, gaps of up to GAP_PX bridged."""
-    idx = np.flatnonzero(drawn)
-    if not len(idx):
-        return []
-    breaks = np.flatnonzero(np.diff(idx) > GAP_PX + 1)
-    starts = idx[np.concatenate([[0], breaks + 1])]
-    ends = idx[np.concatenate([breaks, [len(idx) - 1]])] + 1
-    return [(int(a), int(b)) for a, b in zip(starts, ends) if b - a >= span]
+    """Half-open runs of True at least ``span`` long, gaps of up to GAP_PX bridged."""
+    runs: list[tuple[int, int]] = []
+    for a, b in flag_runs(drawn):
+        if runs and a - runs[-1][1] <= GAP_PX:
+            runs[-1] = (runs[-1][0], b)
+        else:
+            runs.append((a, b))
+    return [(a, b) for a, b in runs if b - a >= span]
 
 
 def _cross(row: Line, col: Line) -> bool:
