@@ -205,3 +205,22 @@ def test_a_letter_touching_a_pale_frame_line_is_read_on_a_second_look(monkeypatc
     panels = find_panels(image, _RecogniserOnly(), letters=["A", "B"])
     assert [p.label for p in panels] == ["A", "B"]
     assert panels[0].box[2] <= 215 and panels[1].box[0] >= 200
+
+
+def test_a_crosshair_through_a_letter_is_no_ink_for_the_lone_letters(monkeypatch):
+    """Three views on black with their letters above them; a red cursor line runs down through the B. The
+    crosshairs are painted over before the letters are looked for, so the B stands alone and is read."""
+    monkeypatch.setattr(figures, "read_labels", lambda image, boxes, ocr, wanted=None: [None] * len(boxes))
+    rng = np.random.default_rng(11)
+    image = Image.new("RGB", (600, 260), "black")
+    draw = ImageDraw.Draw(image)
+    for k, letter in enumerate("ABC"):
+        mask = Image.new("L", (160, 200), 0)
+        ImageDraw.Draw(mask).ellipse((0, 0, 159, 199), fill=255)
+        image.paste(Image.fromarray(rng.integers(60, 220, (200, 160, 3), dtype=np.uint8)), (20 + 200 * k, 30), mask)
+        draw.text((4 + 200 * k, 2), letter, fill="white", font=ImageFont.load_default(size=22))
+    draw.line((0, 120, 599, 120), fill=(255, 0, 0), width=3)
+    draw.line((212, 0, 212, 259), fill=(255, 0, 0), width=3)
+    panels = find_panels(image, _RecogniserOnly(), letters=["A", "B", "C"])
+    assert [p.label for p in panels] == ["A", "B", "C"]
+    assert [abs(p.box[0] - (20 + 200 * k)) <= 20 for k, p in enumerate(panels)] == [True] * 3

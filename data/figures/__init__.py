@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from data.figures.crosshairs import without_crosshairs
 from data.figures.label_order import merge_unlabelled, mostly_in_order, repair_sequence
 from data.figures.labels import normalise_label, read_labels
 from data.figures.letter_cuts import EVERY_LINE, TIE, at_top_left, cut_by_letters, reach
@@ -21,7 +22,7 @@ from data.figures.letter_panels import (continuation, fill_by_order, find_missin
                                        keep_caption_letters, letter_sequence, letter_words, reading_key)
 from data.figures.lone_letters import DARK_INK_TOL, lone_letters
 from data.figures.ocr import OcrWord
-from data.figures.panels import PanelParams, background_colour, detect_panel_boxes, foreground_mask
+from data.figures.panels import PanelParams, background_colour, boxes_without_crosshairs, foreground_mask
 from data.figures.subcaptions import SubCaption, split_caption
 from data.images import to_rgb
 
@@ -63,7 +64,10 @@ def find_panels(image: Image.Image, ocr: Any = None, params: PanelParams | None 
     """
     image = to_rgb(image)  # transparent pixels are white, as a page shows them, not black
     rgb = np.asarray(image)
-    boxes = detect_panel_boxes(rgb, params)
+    painted = without_crosshairs(rgb)  # cursor lines are no ink: not for the cut, the letters or the OCR
+    if painted is not rgb:
+        rgb, image = painted, Image.fromarray(painted)
+    boxes = boxes_without_crosshairs(rgb, params)
     if letters is not None:
         return _caption_panels(image, rgb, boxes, ocr, letters, (params or PanelParams()).bg_tol)
     if ocr is None or not boxes:

@@ -238,9 +238,14 @@ def attach_glyphs(core: Box, cell: Box, glyphs: list[Box], reach: int) -> Box:
 
 
 def detect_panel_boxes(rgb: np.ndarray, p: PanelParams | None = None) -> list[Box]:
-    """Panel boxes (x0, y0, x1, y1) of an RGB uint8 array, in reading order."""
+    """Panel boxes (x0, y0, x1, y1) of an RGB uint8 array, in reading order; viewer crosshairs are painted
+    over first (:func:`data.figures.crosshairs.without_crosshairs`)."""
+    return boxes_without_crosshairs(without_crosshairs(rgb), p)
+
+
+def boxes_without_crosshairs(rgb: np.ndarray, p: PanelParams | None = None) -> list[Box]:
+    """:func:`detect_panel_boxes` of an array whose crosshairs are already painted over."""
     p = p or PanelParams()
-    rgb = without_crosshairs(rgb)
     h, w = rgb.shape[:2]
     bg = background_colour(rgb, p.bg_tol)
     fg = foreground_mask(rgb, bg, p.bg_tol)
