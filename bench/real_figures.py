@@ -31,6 +31,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from bench.figure_failures import count_kinds, failure_kinds
 from bench.split_quality import match
 from bench.unseen_captions import ROOT, _git_dir
 from data.figures import caption_letters, find_panels
@@ -202,9 +203,10 @@ def figure_result(fig: RealFigure, image: Image.Image, caption: str | None, ocr)
     all_right = (len(pred) == len(truth) == len(pairs)
                  and all(pred[j].label == fig.panels[i].label for i, j in pairs))
     read = {i: pred[j].label for i, j in pairs}
+    kinds = failure_kinds([(p.box, p.label) for p in fig.panels], [(p.box, p.label) for p in pred], pairs)
     return {"id": fig.id, "true": len(truth), "detected": len(pred), "matched": len(pairs),
             "lettered_matched": len(lettered), "letters_right": right_letters, "right": all_right,
-            "seconds": seconds, "want": " ".join(p.label or "-" for p in fig.panels),
+            "seconds": seconds, "kinds": kinds, "want": " ".join(p.label or "-" for p in fig.panels),
             "read": " ".join(str(read.get(i) or "-") if i in read else "x" for i in range(len(truth))),
             "extra": [list(p.box) + [p.label] for k, p in enumerate(pred) if k not in {j for _, j in pairs}]}
 
@@ -218,7 +220,8 @@ def totals(results: list[dict]) -> dict:
             "letter_accuracy": round(sum(r["letters_right"] for r in results) / max(lettered, 1), 3),
             "lettered_matched": lettered, "figures_right": sum(r["right"] for r in results),
             "figures_right_share": round(sum(r["right"] for r in results) / max(len(results), 1), 3),
-            "seconds_per_figure": round(sum(r["seconds"] for r in results) / max(len(results), 1), 2)}
+            "seconds_per_figure": round(sum(r["seconds"] for r in results) / max(len(results), 1), 2),
+            "failure_kinds": count_kinds([r["kinds"] for r in results])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"part": part, **({"draw": args.draw} if args.draw else {}), "ocr": args.ocr,
            "captions": not args.no_caption, **totals(results)}
     if args.failures:
-        out["failures"] = [{k: r[k] for k in ("id", "want", "read", "true", "detected", "extra")}
+        out["failures"] = [{k: r[k] for k in ("id", "kinds", "want", "read", "true", "detected", "extra")}
                            for r in results if not r["right"]]
     print(json.dumps(out, indent=1))
     return 0
