@@ -164,3 +164,18 @@ def test_a_grid_of_many_letters_is_cut_into_its_cells(monkeypatch, plans):
             anchors.append(((x0 + 5, y0 + 5, x0 + 95, y0 + 95), chr(ord("A") + row * 6 + col)))
     got = dict((letter, box) for box, letter in cut_by_letters(ink, anchors))
     assert got == {letter: box for box, letter in anchors}
+
+
+def test_of_two_equally_clean_plans_the_one_reading_in_letter_order_wins():
+    """C fills the right of the first two rows, D the whole third row; a clean gutter runs down the whole
+    figure between the columns and one across it above D. Cut by the column first, C would take D's right
+    half (its leaves read A, B, D, C); cut by the row first they read A, B, C, D."""
+    ink = np.zeros((300, 200), dtype=bool)
+    for x0, y0, x1, y1 in ((10, 10, 90, 90), (10, 110, 90, 190), (110, 10, 190, 190), (10, 210, 90, 290),
+                           (110, 210, 190, 290)):
+        ink[y0:y1, x0:x1] = True
+    anchors = [((10, 10, 30, 30), "A"), ((10, 110, 30, 130), "B"), ((110, 10, 130, 30), "C"),
+               ((10, 210, 30, 230), "D")]
+    got = dict((letter, box) for box, letter in cut_by_letters(ink, anchors))
+    assert got == {"A": (10, 10, 90, 90), "B": (10, 110, 90, 190), "C": (110, 10, 190, 190),
+                   "D": (10, 210, 190, 290)}

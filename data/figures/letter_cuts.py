@@ -98,7 +98,9 @@ def cut_by_letters(ink: np.ndarray, anchors: list[Anchor], tie: float = TIE) -> 
 
     Where several lines are about as empty (a grid cut by rows or by columns first), the plan that
     leaves the least ink above or left of the letters wins: a panel spanning the width under two columns
-    stays whole instead of giving its right half to the letter below it. ``tie`` is how much more ink
+    stays whole instead of giving its right half to the letter below it. Next, the plan whose parts, taken
+    first part first, read in letter order: a row lettered D under the columns A-B and C is cut off whole
+    before the columns are cut, instead of C taking its right half. ``tie`` is how much more ink
     (a share of the line's length) a line may cross than the emptiest and still count as about as empty
     (``EVERY_LINE`` weighs them all)."""
     pieces = {letter: box for box, letter in anchors}
@@ -106,26 +108,26 @@ def cut_by_letters(ink: np.ndarray, anchors: list[Anchor], tie: float = TIE) -> 
     plan = _Planner(ink, pieces, tie).best(cores, (0, 0, ink.shape[1], ink.shape[0]))
     if plan is None:
         return None
-    return [(_tight(ink, region), letter) for region, letter in plan[3]]
+    return [(_tight(ink, region), letter) for region, letter in plan[4]]
 
 
 class _Planner:
-    """The best guillotine plan of each (anchors, region), remembered: (stray ink, line ink, near lines
-    taken, leaves)."""
+    """The best guillotine plan of each (anchors, region), remembered: (stray ink, letters out of order,
+    line ink, near lines taken, leaves)."""
 
     def __init__(self, ink: np.ndarray, pieces: dict[str, Box], tie: float):
         self.ink, self.pieces, self.tie, self.memo = ink, pieces, tie, {}
 
-    def best(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, float, int, list] | None:
+    def best(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, int, float, int, list] | None:
         key = (anchors, region)
         if key not in self.memo:
             self.memo[key] = self._plan(anchors, region)
         return self.memo[key]
 
-    def _plan(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, float, int, list] | None:
+    def _plan(self, anchors: tuple[Anchor, ...], region: Box) -> tuple[int, int, float, int, list] | None:
         if len(anchors) == 1:
             letter = anchors[0][1]
-            return _stray_ink(self.ink, region, self.pieces[letter]), 0.0, 0, [(region, letter)]
+            return _stray_ink(self.ink, region, self.pieces[letter]), 0, 0.0, 0, [(region, letter)]
         options = []
         for axis in (0, 1):
             for before, after, lo, hi in _splits(list(anchors), axis):
@@ -138,7 +140,8 @@ class _Planner:
                 # Between columns the near line is weighed only when it crosses more ink (else it is part
                 # of the same gutter); between rows, wherever it differs, since what stands below a letter
                 # is its own. A near line is taken only where its plan leaves less stray ink (see
-                # ``_stray_ink``) or crosses less ink; ties go to the emptiest line.
+                # ``_stray_ink``), reads more in letter order or crosses less ink; ties go to the emptiest
+                # line.
                 best_line = _best_line(self.ink, region, axis, lo, hi)
                 near = _best_line(self.ink, region, axis, max(lo, hi - (hi - lo) // 4), hi)
                 options.append((*best_line, 0, axis, before, after))
@@ -157,8 +160,9 @@ class _Planner:
             a, b = self.best(tuple(sorted(before)), first), self.best(tuple(sorted(after)), second)
             if a is None or b is None:
                 continue
-            plan = (a[0] + b[0], a[1] + b[1] + share, a[2] + b[2] + nears, a[3] + b[3])
-            if best is None or plan[:3] < best[:3]:
+            out_of_order = sum(x > y for _, x in a[4] for _, y in b[4])  # letters read before a smaller one
+            plan = (a[0] + b[0], a[1] + b[1] + out_of_order, a[2] + b[2] + share, a[3] + b[3] + nears, a[4] + b[4])
+            if best is None or plan[:4] < best[:4]:
                 best = plan
         return best
 
