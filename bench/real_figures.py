@@ -11,7 +11,9 @@ caption's first and last words.
 The tuning part is scored by default, with every figure that is not entirely right listed;
 ``--held-out`` scores the held-out part and prints totals only (it refuses ``--failures``).
 ``--draw N`` scores only the figures of labelling round N (each round drew from sources the earlier ones
-had not used, so a new round's held-out part is the cleanest check). ``--no-caption`` splits as if no
+had not used, so a new round's held-out part is the cleanest check); without it the totals of each round
+follow the totals of all (``by_draw``). Each figure that is not right is put down to kinds of failure
+(:mod:`bench.figure_failures`), counted over the part (``failure_kinds``). ``--no-caption`` splits as if no
 caption were known (letters read by OCR alone), as split_figures.py did before captions steered the letters.
 
     python -m bench.real_figures [--sources DIR] [--fetch-from DIR] [--held-out] [--draw N] [--no-caption]
@@ -255,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(figure_result(fig, to_rgb(im), None if args.no_caption else caption, ocr))
     out = {"part": part, **({"draw": args.draw} if args.draw else {}), "ocr": args.ocr,
            "captions": not args.no_caption, **totals(results)}
+    draws = sorted({fig.draw for fig, _, _ in items})
+    if len(draws) > 1:  # each labelling round's figures: a new round's first score is the cleanest check
+        out["by_draw"] = {str(d): totals([r for (fig, _, _), r in zip(items, results) if fig.draw == d])
+                          for d in draws}
     if args.failures:
         out["failures"] = [{k: r[k] for k in ("id", "kinds", "want", "read", "true", "detected", "extra")}
                            for r in results if not r["right"]]

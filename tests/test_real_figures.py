@@ -215,6 +215,9 @@ def test_fetch_copies_image_and_caption_at_the_named_commit_and_scores(tmp_path)
     assert captions == {"PMC1__f1": "Two panels. (A) Left image. (B) Right image."}
     out = json.loads(run.stdout)
     assert out["figures"] == 1 and out["true_panels"] == 2 and out["f1"] == 1.0
+    # no OCR, so the panels are right and their letters missing; one labelling round, so no by_draw
+    assert {k: v for k, v in out["failure_kinds"].items() if v} == {"letter_missing": 1}
+    assert "by_draw" not in out
     held = subprocess.run([sys.executable, "-m", "bench.real_figures", "--gold", str(gold_path), "--sources",
                            str(sources), "--held-out", "--failures"], cwd=ROOT, capture_output=True, text=True)
     assert held.returncode != 0 and "totals only" in held.stderr
