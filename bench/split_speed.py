@@ -118,7 +118,8 @@ def profile(records: list[tuple[int, dict]], ocr_name: str, out: Path) -> dict:
     ocr = make_ocr(ocr_name, None)
     ocr.prepare()
     setup = WorkerSetup(root=Path("/"), out=out, ocr=ocr_name, cache_dir=None, opts=SplitOptions())
-    with timed(figures_pkg, "detect_panel_boxes", totals, "panel_detection"), \
+    with timed(figures_pkg, "without_crosshairs", totals, "panel_detection"), \
+            timed(figures_pkg, "boxes_without_crosshairs", totals, "panel_detection"), \
             timed(labels, "_read_corner", totals, "corner_ocr"), \
             timed(CachedOcr, "recognise", totals, "mark_ocr"), \
             timed(CachedOcr, "read", totals, "ocr_read_all"), \
