@@ -218,6 +218,15 @@ def test_fetch_copies_image_and_caption_at_the_named_commit_and_scores(tmp_path)
     # no OCR, so the panels are right and their letters missing; one labelling round, so no by_draw
     assert {k: v for k, v in out["failure_kinds"].items() if v} == {"letter_missing": 1}
     assert "by_draw" not in out
+    second = dict(gold["figures"][0], id="PMC1__f1_again", draw=2,
+                  article=next(f"PMC{k}" for k in range(1, 1000) if not held_out(f"PMC{k}") and f"PMC{k}" != article))
+    gold_path.write_text(json.dumps({"figures": gold["figures"] + [second]}), encoding="utf-8")
+    twice = subprocess.run([sys.executable, "-m", "bench.real_figures", "--gold", str(gold_path), "--sources",
+                            str(sources), "--fetch-from", str(tmp_path / "snapshots"), "--ocr", "none"],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert twice.returncode == 0, twice.stderr[-2000:]
+    by_draw = json.loads(twice.stdout)["by_draw"]
+    assert sorted(by_draw) == ["1", "2"] and [by_draw[d]["figures"] for d in ("1", "2")] == [1, 1]
     held = subprocess.run([sys.executable, "-m", "bench.real_figures", "--gold", str(gold_path), "--sources",
                            str(sources), "--held-out", "--failures"], cwd=ROOT, capture_output=True, text=True)
     assert held.returncode != 0 and "totals only" in held.stderr
