@@ -1,7 +1,8 @@
 """Viewer crosshairs: the cursor lines that a neuroimaging viewer draws across its views, a horizontal and a
 vertical line of one bright colour that cross each other inside a view and run on over the gutters between
-views. They join the views into one block of structure, so before the cut they are painted over with the
-pixels beside them: over a gutter the line becomes gutter, over an image it becomes image.
+views. They join the views into one block of structure and run through letters, so before the figure is
+cut or its letters read (``find_panels``) they are painted over with the pixels beside them: over a gutter
+the line becomes gutter, over an image it becomes image.
 
 Only pairs that cross are taken: a frame's sides meet at its corners, and a coloured rule or a plot's
 reference line crosses nothing of its own colour, so they are kept.
