@@ -16,15 +16,9 @@ A figure can fail in several ways at once; each kind is counted once per figure.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from data.figures.panels import Box, centre_inside
 
-Box = tuple[int, int, int, int]
 KINDS = ("merged", "split", "misplaced", "extra", "letter_wrong", "letter_missing", "letter_invented")
-
-
-def _centre_in(box: Sequence[int], outer: Sequence[int]) -> bool:
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    return outer[0] <= cx < outer[2] and outer[1] <= cy < outer[3]
 
 
 def failure_kinds(truth: list[tuple[Box, str | None]], found: list[tuple[Box, str | None]],
@@ -36,13 +30,16 @@ def failure_kinds(truth: list[tuple[Box, str | None]], found: list[tuple[Box, st
     kinds: set[str] = set()
     matched_true = {i for i, _ in pairs}
     for i, (t, _) in enumerate(truth):
-        holders = [f for f, _ in found if _centre_in(t, f)]
-        merged = any(sum(_centre_in(u, f) for u, _ in truth) >= 2 for f in holders)
-        split = sum(_centre_in(f, t) for f, _ in found) >= 2
-        kinds.update(k for k, v in (("merged", merged), ("split", split)) if v)
+        holders = [f for f, _ in found if centre_inside(t, f)]
+        merged = any(sum(centre_inside(u, f) for u, _ in truth) >= 2 for f in holders)
+        split = sum(centre_inside(f, t) for f, _ in found) >= 2
+        if merged:
+            kinds.add("merged")
+        if split:
+            kinds.add("split")
         if i not in matched_true and not (merged or split):
             kinds.add("misplaced")
-    if any(not any(_centre_in(t, f) or _centre_in(f, t) for t, _ in truth) for f, _ in found):
+    if any(not any(centre_inside(t, f) or centre_inside(f, t) for t, _ in truth) for f, _ in found):
         kinds.add("extra")
     for i, j in pairs:
         want, got = truth[i][1], found[j][1]

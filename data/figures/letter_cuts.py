@@ -160,7 +160,8 @@ class _Planner:
             a, b = self.best(tuple(sorted(before)), first), self.best(tuple(sorted(after)), second)
             if a is None or b is None:
                 continue
-            out_of_order = sum(x > y for _, x in a[4] for _, y in b[4])  # letters read before a smaller one
+            # Letters read before a smaller one; letter order is the alphabet's (A1 < A2 < B1), as printed.
+            out_of_order = sum(x > y for _, x in a[4] for _, y in b[4])
             plan = (a[0] + b[0], a[1] + b[1] + out_of_order, a[2] + b[2] + share, a[3] + b[3] + nears, a[4] + b[4])
             if best is None or plan[:4] < best[:4]:
                 best = plan

@@ -215,7 +215,8 @@ def _gap(a: Box, b: Box) -> int:
     return max(dx, dy)
 
 
-def _inside(g: Box, cell: Box) -> bool:
+def centre_inside(g: Box, cell: Box) -> bool:
+    """Does the centre of box ``g`` lie in ``cell`` (half-open)?"""
     cx, cy = (g[0] + g[2]) / 2, (g[1] + g[3]) / 2
     return cell[0] <= cx < cell[2] and cell[1] <= cy < cell[3]
 
@@ -223,7 +224,7 @@ def _inside(g: Box, cell: Box) -> bool:
 def attach_glyphs(core: Box, cell: Box, glyphs: list[Box], reach: int) -> Box:
     """Grow a panel core by the text in its cell that lies within ``reach`` of it (chains allowed)."""
     box = core
-    todo = [g for g in glyphs if _inside(g, cell)]
+    todo = [g for g in glyphs if centre_inside(g, cell)]
     grown = True
     while grown and todo:  # tick labels first, then the axis titles beside them
         grown, rest = False, []
